@@ -1,0 +1,136 @@
+// `lnbackup init`: binds a node to a vault. With lightningd stopped it derives the node id and key,
+// creates the vault (or reopens this node's own), takes the first snapshot of lightningd.sqlite3
+// (none yet on a brand-new node: the vault then starts from the migrations at data_version 1), and
+// writes the plugin's configuration file into the network directory.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CONFIG_FILE, CONFIG_VERSION, DEFAULT_DB_FILE, DEFAULT_HSM_SECRET_FILE, configPath, writeConfig } from '../cln/config.js';
+import { versionDistance } from '../journal/dataVersion.js';
+import { Journal } from '../journal/journal.js';
+import { withConsistentSnapshot } from '../journal/snapshotSource.js';
+import type { KeyOrigin } from '../keys/rootKey.js';
+import { WrongKeyError, VaultError } from '../vault/errors.js';
+import { createIdentity, openIdentity, vaultExists, DEFAULT_SEGMENT_BYTES } from '../vault/identity.js';
+import { loadKeys } from './keyOptions.js';
+import type { ProgressFn } from './progress.js';
+
+export interface InitOptions {
+  readonly lightningDir: string;
+  readonly network: string;
+  readonly vault: string;
+  readonly keyFile?: string;
+  readonly nodeId?: string;
+  readonly force?: boolean;
+  readonly segmentBytes?: number;
+  readonly failureRetrySeconds?: number;
+  readonly onProgress?: ProgressFn;
+}
+
+export interface InitResult {
+  readonly nodeId: string | null;
+  readonly networkDir: string;
+  readonly vault: string;
+  readonly vaultId: string;
+  readonly vaultCreated: boolean;
+  readonly generation: number;
+  readonly dataVersion: number;
+  readonly dbBytes: number;
+  readonly config: string;
+  readonly plugin: string;
+  readonly warnings: string[];
+}
+
+export const PLUGIN_PATH = fileURLToPath(new URL('../cln/main.js', import.meta.url));
+
+export function initNode(o: InitOptions): InitResult {
+  const networkDir = path.resolve(o.lightningDir, o.network);
+  const vault = path.resolve(o.vault);
+  if (!fs.existsSync(networkDir)) {
+    throw new VaultError(`${networkDir} does not exist. Create it and the node's hsm_secret first (lightning-hsmtool generatehsm ${path.join(networkDir, DEFAULT_HSM_SECRET_FILE)}).`);
+  }
+  refuseIfLightningdRuns(o.lightningDir, o.network);
+  if (fs.existsSync(configPath(networkDir)) && !o.force) {
+    throw new VaultError(`${configPath(networkDir)} already exists: this node is already set up for lnbackup. Pass --force to replace its configuration.`);
+  }
+  const keyOrigin: KeyOrigin = o.keyFile ? { keyFile: path.resolve(o.keyFile) } : { hsmSecret: path.join(networkDir, DEFAULT_HSM_SECRET_FILE) };
+  const { keys, nodeId: derivedNodeId, warnings } = loadKeys(keyOrigin);
+  if (derivedNodeId && o.nodeId && derivedNodeId !== o.nodeId) {
+    throw new VaultError(`the key gives node id ${derivedNodeId} but --node-id says ${o.nodeId}`);
+  }
+  const nodeId = derivedNodeId ?? o.nodeId ?? null;
+  const vaultCreated = !vaultExists(vault);
+  const identity = vaultCreated ? createVault(vault, keys, nodeId, o.segmentBytes) : openOwnVault(vault, keys, nodeId);
+  const dbPath = path.join(networkDir, DEFAULT_DB_FILE);
+  const journal = Journal.open(vault, keys, dbPath);
+  try {
+    const held = journal.status();
+    const nodeVersion = withConsistentSnapshot(dbPath, (view) => view.dataVersion);
+    if (held.version !== null && versionDistance(held.version, nodeVersion) < 0) {
+      throw new VaultError(
+        `the node's database is at data_version ${nodeVersion}, older than the vault (${held.version}). ` +
+          `Refusing to start a backup from a stale database: restore it first with 'lnbackup restore --vault ${vault} --to ${dbPath} --force'.`,
+      );
+    }
+    const taken = journal.takeSnapshot(o.onProgress);
+    writeConfig(networkDir, {
+      configVersion: CONFIG_VERSION,
+      vault,
+      key: keyOrigin,
+      database: DEFAULT_DB_FILE,
+      nodeId,
+      vaultId: identity.vaultId,
+      failureRetrySeconds: o.failureRetrySeconds ?? 30,
+    });
+    return {
+      nodeId,
+      networkDir,
+      vault,
+      vaultId: identity.vaultId,
+      vaultCreated,
+      generation: taken.generation,
+      dataVersion: taken.dataVersion,
+      dbBytes: taken.dbBytes,
+      config: path.join(networkDir, CONFIG_FILE),
+      plugin: PLUGIN_PATH,
+      warnings,
+    };
+  } finally {
+    journal.close();
+  }
+}
+
+function createVault(vault: string, keys: Parameters<typeof createIdentity>[1], nodeId: string | null, segmentBytes?: number) {
+  if (fs.existsSync(vault) && fs.readdirSync(vault).length > 0) {
+    throw new VaultError(`${vault} exists, is not empty and is not an lnbackup vault; choose an empty or new directory`);
+  }
+  fs.mkdirSync(vault, { recursive: true, mode: 0o700 });
+  return createIdentity(vault, keys, nodeId, segmentBytes ?? DEFAULT_SEGMENT_BYTES);
+}
+
+function openOwnVault(vault: string, keys: Parameters<typeof openIdentity>[1], nodeId: string | null) {
+  try {
+    const id = openIdentity(vault, keys);
+    if (id.nodeId && nodeId && id.nodeId !== nodeId) throw new WrongKeyError(`the vault at ${vault} belongs to node ${id.nodeId}, not ${nodeId}`);
+    return id;
+  } catch (err) {
+    if (err instanceof WrongKeyError) {
+      throw new VaultError(`refusing: ${err.message}. A vault serves one node; give this node its own --vault.`);
+    }
+    throw err;
+  }
+}
+
+/** lightningd writes <lightning-dir>/lightningd-<network>.pid while it runs. */
+function refuseIfLightningdRuns(lightningDir: string, network: string): void {
+  const pidFile = path.join(lightningDir, `lightningd-${network}.pid`);
+  if (!fs.existsSync(pidFile)) return;
+  const pid = Number(fs.readFileSync(pidFile, 'utf8').slice(0, 32).trim());
+  if (!Number.isInteger(pid) || pid <= 0) return;
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return;
+  }
+  throw new VaultError(`lightningd is running (pid ${pid}, ${pidFile}); stop it before 'lnbackup init'`);
+}

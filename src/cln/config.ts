@@ -1,0 +1,72 @@
+// The plugin's configuration file, written by `lnbackup init` into the node's network directory.
+// lightningd sends db_write calls before the plugin's `init` (migrations at start-up), so the
+// plugin cannot take its settings from plugin options: it reads this file from its working
+// directory, which lightningd sets to <lightning-dir>/<network>.
+import fs from 'node:fs';
+import path from 'node:path';
+import { writeFileAtomic } from '../util/durableFs.js';
+import { readBoundedFile } from '../keys/boundedRead.js';
+import type { KeyOrigin } from '../keys/rootKey.js';
+
+export const CONFIG_FILE = 'lnbackup.json';
+export const CONFIG_VERSION = 1;
+export const DEFAULT_DB_FILE = 'lightningd.sqlite3';
+export const DEFAULT_HSM_SECRET_FILE = 'hsm_secret';
+
+export interface PluginConfig {
+  readonly configVersion: number;
+  /** Absolute path of the vault directory. */
+  readonly vault: string;
+  /** Where the root key comes from; relative paths are relative to the network directory. */
+  readonly key: KeyOrigin;
+  /** The node's database file, relative to the network directory unless absolute. */
+  readonly database: string;
+  readonly nodeId: string | null;
+  readonly vaultId: string;
+  /** How long a failing vault write is retried (the node waits) before lightningd is stopped. */
+  readonly failureRetrySeconds: number;
+}
+
+export class ConfigError extends Error {}
+
+export function configPath(networkDir: string): string {
+  return path.join(networkDir, CONFIG_FILE);
+}
+
+export function writeConfig(networkDir: string, config: PluginConfig): void {
+  writeFileAtomic(configPath(networkDir), JSON.stringify(config, null, 2) + '\n', 0o600);
+}
+
+export function readConfig(networkDir: string): PluginConfig {
+  const file = configPath(networkDir);
+  if (!fs.existsSync(file)) {
+    throw new ConfigError(
+      `no ${CONFIG_FILE} in ${networkDir}: this node has no lnbackup vault. ` +
+        `Stop lightningd and run 'lnbackup init --lightning-dir <dir> --network <net> --vault <path>'.`,
+    );
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readBoundedFile(file, 'configuration file').toString('utf8'));
+  } catch (err) {
+    throw new ConfigError(`${file} is not valid JSON (${(err as Error).message.split('\n')[0]}); re-run 'lnbackup init --force'`);
+  }
+  const c = raw as Partial<Record<keyof PluginConfig, unknown>>;
+  const key = c.key as Record<string, unknown> | undefined;
+  const keyOk = !!key && (typeof key.hsmSecret === 'string' || typeof key.keyFile === 'string');
+  if (
+    c.configVersion !== CONFIG_VERSION ||
+    typeof c.vault !== 'string' ||
+    !keyOk ||
+    typeof c.database !== 'string' ||
+    typeof c.vaultId !== 'string' ||
+    typeof c.failureRetrySeconds !== 'number'
+  ) {
+    throw new ConfigError(`${file} is not an lnbackup ${CONFIG_VERSION} configuration; re-run 'lnbackup init --force'`);
+  }
+  return raw as PluginConfig;
+}
+
+export function resolveIn(networkDir: string, p: string): string {
+  return path.resolve(networkDir, p);
+}

@@ -1,0 +1,33 @@
+// Small durability helpers: fsync a directory, and write a file atomically (temp, fsync, rename,
+// fsync of the directory), so a crash leaves either the old file or the new one, never a mix.
+import fs from 'node:fs';
+import path from 'node:path';
+
+export function fsyncDir(dir: string): void {
+  const fd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+export function writeFileAtomic(file: string, data: string | Buffer, mode = 0o600): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  const fd = fs.openSync(tmp, 'w', mode);
+  try {
+    fs.writeFileSync(fd, data);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(tmp, file);
+  fsyncDir(path.dirname(file));
+}
+
+/** Reads a small file, refusing one larger than `maxBytes` before reading it whole. */
+export function readBoundedFile(file: string, maxBytes: number): Buffer {
+  const size = fs.statSync(file).size;
+  if (size > maxBytes) throw new Error(`${file} is ${size} bytes, more than the ${maxBytes} allowed`);
+  return fs.readFileSync(file);
+}

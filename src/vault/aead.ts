@@ -1,0 +1,55 @@
+// XChaCha20-Poly1305 sealing of vault records. The subkey step (HChaCha20) comes from
+// @noble/ciphers; the bulk ChaCha20-Poly1305 is Node's native one. This is the standard XChaCha
+// construction (draft-irtf-cfrg-xchacha): identical output to noble's xchacha20poly1305
+// (a test checks it), about ten times faster on large snapshot chunks.
+import crypto from 'node:crypto';
+import { hchacha } from '@noble/ciphers/chacha';
+
+export const KEY_BYTES = 32;
+export const NONCE_BYTES = 24;
+export const TAG_BYTES = 16;
+
+const SIGMA = new Uint32Array([0x61707865, 0x3320646e, 0x79622d32, 0x6b206574]);
+
+function words(bytes: Uint8Array, count: number): Uint32Array {
+  const out = new Uint32Array(count);
+  Buffer.from(out.buffer).set(bytes.subarray(0, count * 4));
+  return out;
+}
+
+function subkeyAndIv(key: Uint8Array, nonce: Uint8Array): { subkey: Buffer; iv: Buffer } {
+  if (key.length !== KEY_BYTES) throw new Error('AEAD key must be 32 bytes');
+  if (nonce.length !== NONCE_BYTES) throw new Error('AEAD nonce must be 24 bytes');
+  const sub = new Uint32Array(8);
+  hchacha(SIGMA, words(key, 8), words(nonce, 4), sub);
+  const iv = Buffer.alloc(12);
+  iv.set(nonce.subarray(16, 24), 4);
+  return { subkey: Buffer.from(sub.buffer), iv };
+}
+
+/** Encrypts `plaintext`; returns ciphertext followed by the 16-byte tag. */
+export function seal(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Buffer {
+  const { subkey, iv } = subkeyAndIv(key, nonce);
+  const c = crypto.createCipheriv('chacha20-poly1305', subkey, iv, { authTagLength: TAG_BYTES });
+  c.setAAD(aad, { plaintextLength: plaintext.length });
+  const head = c.update(plaintext);
+  c.final();
+  return Buffer.concat([head, c.getAuthTag()]);
+}
+
+/** Decrypts and authenticates; returns null when authentication fails. */
+export function open(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Buffer | null {
+  if (sealed.length < TAG_BYTES) return null;
+  const { subkey, iv } = subkeyAndIv(key, nonce);
+  const body = sealed.subarray(0, sealed.length - TAG_BYTES);
+  const d = crypto.createDecipheriv('chacha20-poly1305', subkey, iv, { authTagLength: TAG_BYTES });
+  d.setAAD(aad, { plaintextLength: body.length });
+  d.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
+  const out = d.update(body);
+  try {
+    d.final();
+  } catch {
+    return null;
+  }
+  return out;
+}

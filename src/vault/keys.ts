@@ -1,0 +1,19 @@
+// The vault's working keys, derived with HKDF-SHA256 from the root key (the node's
+// `makesecret string=lnbackup`, or a key file holding it). One root, separate keys per purpose.
+import crypto from 'node:crypto';
+
+export interface VaultKeys {
+  /** Seals records (XChaCha20-Poly1305). */
+  readonly record: Buffer;
+  /** Authenticates the vault identity file (HMAC-SHA256). */
+  readonly identity: Buffer;
+}
+
+function derive(root: Buffer, purpose: string): Buffer {
+  return Buffer.from(crypto.hkdfSync('sha256', root, Buffer.alloc(0), `lnbackup v1 ${purpose}`, 32));
+}
+
+export function vaultKeysFromRoot(root: Buffer): VaultKeys {
+  if (root.length !== 32) throw new Error('the root key must be 32 bytes');
+  return { record: derive(root, 'record'), identity: derive(root, 'identity') };
+}

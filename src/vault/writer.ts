@@ -1,0 +1,167 @@
+// Stores sealed records in a vault's segment files durably. A record is on disk (written,
+// fdatasync'ed, and for a new segment file the folder fsync'ed too) once sync() returns; only then
+// may the caller acknowledge it. Opening takes the vault lock, finds the chain's tail by reading
+// the newest generation, and cuts off a torn tail left by a crash (it was never acknowledged).
+import fs from 'node:fs';
+import path from 'node:path';
+import { fsyncDir } from '../util/durableFs.js';
+import { VaultError } from './errors.js';
+import { genesisHash } from './format.js';
+import { openIdentity, vaultIdBytes, type VaultIdentity } from './identity.js';
+import type { VaultKeys } from './keys.js';
+import { VaultLock } from './lock.js';
+import { VaultReader, type StoredRecord } from './reader.js';
+import type { ChainPosition, SealedRecord } from './sealer.js';
+import { listSegments, segmentName, segmentsDir } from './segments.js';
+
+export interface WriterOpenOptions {
+  /** Called for every record of the newest generation while the tail is found. */
+  readonly onRecord?: (record: StoredRecord) => void;
+  /** Told about repairs made while opening (torn tail cut off, empty segment removed). */
+  readonly onNotice?: (message: string) => void;
+}
+
+interface OpenSegment {
+  fd: number;
+  size: number;
+  generation: number;
+}
+
+export class VaultWriter {
+  private segment: OpenSegment | null = null;
+  private dirSyncPending = false;
+  private unsynced = false;
+  /** Bytes in the segment files (kept current as records are appended). */
+  sizeBytes: number;
+
+  private constructor(
+    readonly vaultDir: string,
+    readonly identity: VaultIdentity,
+    private readonly lock: VaultLock,
+    private position: ChainPosition,
+    segmentPath: string | null,
+  ) {
+    if (segmentPath !== null) {
+      const fd = fs.openSync(segmentPath, 'r+');
+      this.segment = { fd, size: fs.fstatSync(fd).size, generation: position.generation };
+    }
+    this.sizeBytes = listSegments(vaultDir).reduce((n, s) => n + fs.statSync(s.path).size, 0);
+  }
+
+  static open(vaultDir: string, keys: VaultKeys, options: WriterOpenOptions = {}): VaultWriter {
+    const identity = openIdentity(vaultDir, keys);
+    const lock = VaultLock.acquire(vaultDir);
+    try {
+      const tail = findTail(vaultDir, identity, keys, options);
+      return new VaultWriter(vaultDir, identity, lock, tail, tail.segmentPath);
+    } catch (err) {
+      lock.release();
+      throw err;
+    }
+  }
+
+  /** Where the chain ends: the next record must have seq lastSeq + 1. */
+  get tail(): ChainPosition {
+    return this.position;
+  }
+
+  /** Writes a sealed record (durable after sync()). A new generation opens a new segment file. */
+  append(record: SealedRecord): void {
+    if (record.seq !== this.position.lastSeq + 1n) {
+      throw new Error(`record ${record.seq} does not follow record ${this.position.lastSeq} of this vault`);
+    }
+    if (record.generation < this.position.generation) throw new Error('a record cannot go back to an older generation');
+    const seg = this.segmentFor(record);
+    let written = 0;
+    while (written < record.bytes.length) {
+      written += fs.writeSync(seg.fd, record.bytes, written, record.bytes.length - written, seg.size + written);
+    }
+    seg.size += record.bytes.length;
+    this.sizeBytes += record.bytes.length;
+    this.position = { lastSeq: record.seq, lastHash: record.hash, generation: record.generation };
+    this.unsynced = true;
+  }
+
+  /** Makes everything appended so far durable. */
+  sync(): void {
+    if (this.segment && this.unsynced) fs.fdatasyncSync(this.segment.fd);
+    this.unsynced = false;
+    if (this.dirSyncPending) {
+      fsyncDir(segmentsDir(this.vaultDir));
+      this.dirSyncPending = false;
+    }
+  }
+
+  close(): void {
+    if (this.segment) {
+      this.sync();
+      fs.closeSync(this.segment.fd);
+      this.segment = null;
+    }
+    this.lock.release();
+  }
+
+  private segmentFor(record: SealedRecord): OpenSegment {
+    const cur = this.segment;
+    if (cur && cur.generation === record.generation && cur.size < this.identity.segmentBytes) return cur;
+    if (cur) {
+      if (this.unsynced) fs.fdatasyncSync(cur.fd);
+      fs.closeSync(cur.fd);
+      this.segment = null;
+    }
+    const dir = segmentsDir(this.vaultDir);
+    if (!fs.existsSync(dir)) {
+      fs.mkdirSync(dir, { recursive: true });
+      fsyncDir(this.vaultDir);
+    }
+    const fd = fs.openSync(path.join(dir, segmentName(record.generation, record.seq)), 'wx', 0o600);
+    this.segment = { fd, size: 0, generation: record.generation };
+    this.dirSyncPending = true;
+    return this.segment;
+  }
+}
+
+interface Tail extends ChainPosition {
+  segmentPath: string | null;
+}
+
+/** Finds where the next record goes, repairing only what was never acknowledged. */
+function findTail(vaultDir: string, identity: VaultIdentity, keys: VaultKeys, options: WriterOpenOptions): Tail {
+  for (;;) {
+    const segments = listSegments(vaultDir);
+    const last = segments[segments.length - 1];
+    if (!last) return { lastSeq: 0n, lastHash: genesisHash(vaultIdBytes(identity)), generation: 0, segmentPath: null };
+    if (fs.statSync(last.path).size === 0) {
+      fs.rmSync(last.path);
+      fsyncDir(segmentsDir(vaultDir));
+      options.onNotice?.(`removed the empty segment file ${last.name}; it held no acknowledged record`);
+      continue;
+    }
+    const reader = new VaultReader(identity, keys, vaultDir, { fromGeneration: last.generation });
+    let lastRecord: StoredRecord | null = null;
+    for (const r of reader.records()) {
+      options.onRecord?.(r);
+      lastRecord = r;
+    }
+    const torn = reader.tornTail;
+    if (torn) {
+      truncateDurably(path.join(segmentsDir(vaultDir), torn.segment), torn.offset);
+      options.onNotice?.(`cut off a torn record (${torn.bytes} bytes at ${torn.segment}:${torn.offset}); it was never acknowledged`);
+    }
+    if (!lastRecord) {
+      if (torn) continue; // the newest segment held only a torn record: it is empty now, look again
+      throw new VaultError(`the newest generation of ${vaultDir} has no readable record`);
+    }
+    return { lastSeq: lastRecord.seq, lastHash: lastRecord.hash, generation: last.generation, segmentPath: last.path };
+  }
+}
+
+function truncateDurably(file: string, length: number): void {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    fs.ftruncateSync(fd, length);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
