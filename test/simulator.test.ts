@@ -1,0 +1,341 @@
+// Tests of the lightningd simulator: trace loading and supersede detection, full replays as a real
+// child process (no plugin, the baseline plugin), restarts at the real node's crashes, injected
+// SIGKILLs of the simulator and of the plugin, and lightningd's reaction to misbehaving plugins.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import Database from 'better-sqlite3';
+import fs from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { pathToFileURL } from 'node:url';
+import { repoRoot, tempDir, tracePath } from './helpers/paths.js';
+import { dumpDatabase } from '../src/simulator/dump.js';
+import type { SimulatorEvent } from '../src/simulator/events.js';
+import { SimulatedLightningd, type SimulatorOptions } from '../src/simulator/lightningd.js';
+import { DB_FILE, readDataVersion } from '../src/simulator/nodeDb.js';
+import { pluginCommandFor } from '../src/simulator/pluginProcess.js';
+import { runSimulatorUntilDone, spawnSimulator, type SimulatorExit } from '../src/simulator/runner.js';
+import {
+  loadTraceChain,
+  parseSegmentSpec,
+  parseTraceText,
+  TraceFormatError,
+  type CallEntry,
+  type TraceEntry,
+} from '../src/simulator/trace.js';
+
+const baselinePlugin = path.join(repoRoot, 'dist/bench/baselinePlugin.js');
+const NODE3_CHAIN = [
+  `${tracePath('cln-v26.06-node3.jsonl.gz')}@1-42`,
+  tracePath('cln-v26.06-node3-fail.jsonl.gz'),
+  `${tracePath('cln-v26.06-node3.jsonl.gz')}@240-`,
+];
+const BUMP = /^UPDATE vars SET intval = intval \+ 1 WHERE name = 'data_version' AND intval = \d+;?$/;
+
+const calls = (entries: TraceEntry[]): CallEntry[] => entries.filter((e): e is CallEntry => e.kind === 'call');
+
+/** A plain replay in memory: each call with a bump is one transaction, foreign keys ON. */
+function plainReplay(writeSets: Iterable<string[]>): Database.Database {
+  const db = new Database(':memory:');
+  db.pragma('foreign_keys = ON');
+  for (const writes of writeSets) {
+    const tx = BUMP.test(writes[writes.length - 1] ?? '');
+    if (tx) db.exec('BEGIN');
+    for (const sql of writes) db.exec(sql);
+    if (tx) db.exec('COMMIT');
+  }
+  return db;
+}
+
+/** The committed history of a chain up to (and including) `untilVersion`. */
+function effectiveWrites(entries: TraceEntry[], untilVersion = Infinity): string[][] {
+  const out: string[][] = [];
+  for (const e of calls(entries)) {
+    if (e.superseded) continue;
+    if (e.bumps && e.dataVersion > untilVersion) break;
+    out.push(e.writes);
+  }
+  return out;
+}
+
+function dumpOf(db: Database.Database): string {
+  const dump = dumpDatabase(db);
+  db.close();
+  return dump;
+}
+
+/** Opens the node database the way the next lifetime would (rolling back a hot journal). */
+function nodeDb(networkDir: string): Database.Database {
+  return new Database(path.join(networkDir, DB_FILE));
+}
+
+function versionOf(networkDir: string): number {
+  const db = nodeDb(networkDir);
+  try {
+    return readDataVersion(db);
+  } finally {
+    db.close();
+  }
+}
+
+const ofKind = <K extends SimulatorEvent['event']>(events: SimulatorEvent[], kind: K) =>
+  events.filter((e): e is Extract<SimulatorEvent, { event: K }> => e.event === kind);
+
+test('traces: shapes are validated with line numbers; segment specs; supersede flags; continuity', () => {
+  assert.throws(
+    () => parseTraceText('{"data_version":1,"writes":[]}\n\n{"data_version":-1,"writes":[]}', 'x'),
+    /x:3: data_version must be a u32/,
+  );
+  assert.throws(() => parseTraceText('{"MARK":"a","b":1}', 'x'), TraceFormatError);
+  assert.throws(() => parseTraceText('{"data_version":5,"writes":[1]}', 'x'), /x:1: writes must be/);
+  assert.throws(
+    () => parseTraceText(`{"data_version":5,"writes":["UPDATE vars SET intval = intval + 1 WHERE name = 'data_version' AND intval = 3"]}`, 'x'),
+    /x:1: data_version 5 but the bump is from 3/,
+  );
+  assert.deepEqual(parseSegmentSpec('a@b.jsonl@240-'), { path: 'a@b.jsonl', from: 240 });
+  assert.deepEqual(parseSegmentSpec('t.gz@1-42'), { path: 't.gz', from: 1, to: 42 });
+  assert.deepEqual(parseSegmentSpec('t.gz'), { path: 't.gz' });
+
+  const node3 = loadTraceChain(NODE3_CHAIN.map(parseSegmentSpec));
+  const superseded = calls(node3).filter((e) => e.superseded);
+  assert.deepEqual(superseded.map((e) => e.dataVersion), [60, 70, 85, 100, 115]);
+  assert.ok(superseded.every((e) => e.bumps && e.source.endsWith('node3-fail.jsonl.gz')));
+  assert.equal(node3.filter((e) => e.kind === 'mark').length, 6);
+  const node4 = loadTraceChain([{ path: tracePath('cln-v26.06-node4-preinit.jsonl.gz') }]);
+  assert.deepEqual(calls(node4).filter((e) => e.superseded).map((e) => [e.line, e.dataVersion]), [[1, 1]]);
+  // node3.jsonl.gz alone jumps from 42 to 240: the fail trace is missing in between.
+  assert.throws(() => loadTraceChain([{ path: tracePath('cln-v26.06-node3.jsonl.gz') }]), /history is at data_version 42 but this call bumps from 239/);
+});
+
+test('node1 replayed with no plugin equals an independent plain replay', async () => {
+  const dir = tempDir('sim-node1');
+  const sim = spawnSimulator({ lightningDir: dir, traces: [tracePath('cln-v26.06-node1.jsonl.gz')], plugin: null, progressEvery: 1000 });
+  const exit = await sim.exit;
+  assert.equal(exit.code, 0, exit.stderr);
+  const done = ofKind(exit.events, 'done')[0];
+  assert.equal(done.dataVersion, 8176);
+  assert.equal(done.stats.committed, 8176);
+  assert.equal(ofKind(exit.events, 'committed').at(-1)?.dataVersion, 8176);
+
+  const db = nodeDb(path.join(dir, 'regtest'));
+  assert.equal(db.pragma('integrity_check', { simple: true }), 'ok');
+  assert.equal(readDataVersion(db), 8176);
+  const text = zlib.gunzipSync(fs.readFileSync(tracePath('cln-v26.06-node1.jsonl.gz'))).toString('utf8');
+  const writeSets = text.split('\n').filter((l) => l !== '').map((l) => (JSON.parse(l) as { writes: string[] }).writes);
+  const expected = dumpOf(plainReplay(writeSets));
+  const actual = dumpOf(db);
+  assert.ok(actual.length > 100_000);
+  assert.ok(actual === expected, 'the simulated node and the plain replay differ');
+});
+
+test('node3 chain with the baseline plugin: restarts at each superseded call, acked but never committed', async () => {
+  const dir = tempDir('sim-node3');
+  const networkDir = path.join(dir, 'regtest');
+  const result = await runSimulatorUntilDone({ lightningDir: dir, traces: NODE3_CHAIN, plugin: baselinePlugin, progressEvery: 50 });
+  assert.equal(result.dataVersion, 431);
+  assert.equal(result.lifetimes.length, 6);
+  const crashes = result.lifetimes.slice(0, 5).map((l) => {
+    assert.equal(l.signal, 'SIGKILL');
+    return ofKind(l.events, 'crash')[0];
+  });
+  assert.deepEqual(crashes.map((c) => [c.cause, c.point, c.dataVersion]), [60, 70, 85, 100, 115].map((v) => ['superseded', 'after-ack', v]));
+  // Every lifetime after a crash resumes right after the last committed call, past the superseded one.
+  for (let i = 1; i < result.lifetimes.length; i++) {
+    const resumed = ofKind(result.lifetimes[i].events, 'resumed')[0];
+    assert.equal(resumed.dataVersion, crashes[i - 1].dataVersion - 1);
+    assert.equal(resumed.preInit, 4);
+    assert.ok(resumed.entry > crashes[i - 1].entry);
+  }
+
+  const entries = loadTraceChain(NODE3_CHAIN.map(parseSegmentSpec));
+  const logged = fs.readFileSync(path.join(networkDir, 'baseline.log'), 'utf8').trim().split('\n');
+  const acked = logged.map((l) => JSON.parse(l) as { data_version: number; writes: string[] });
+  for (const crash of crashes) {
+    const e = entries[crash.entry] as CallEntry;
+    assert.ok(e.superseded);
+    assert.ok(acked.some((a) => a.data_version === e.dataVersion && JSON.stringify(a.writes) === JSON.stringify(e.writes)));
+  }
+  assert.ok(!fs.existsSync(path.join(networkDir, `${DB_FILE}-journal`)));
+  const db = nodeDb(networkDir);
+  assert.equal(db.pragma('integrity_check', { simple: true }), 'ok');
+  assert.ok(dumpOf(db) === dumpOf(plainReplay(effectiveWrites(entries))), 'the node differs from the effective chain');
+});
+
+test('node4-preinit: the fresh node dies at its first migration, which is then re-run', async () => {
+  const dir = tempDir('sim-node4');
+  const trace = tracePath('cln-v26.06-node4-preinit.jsonl.gz');
+  const result = await runSimulatorUntilDone({ lightningDir: dir, traces: [trace], plugin: baselinePlugin });
+  assert.equal(result.dataVersion, 42);
+  assert.equal(result.lifetimes.length, 2);
+  assert.deepEqual(ofKind(result.lifetimes[0].events, 'crash')[0], {
+    event: 'crash',
+    cause: 'superseded',
+    entry: 0,
+    point: 'after-ack',
+    dataVersion: 1,
+  });
+  assert.deepEqual(ofKind(result.lifetimes[1].events, 'resumed')[0], { event: 'resumed', dataVersion: 0, entry: 1, preInit: 9 });
+  const entries = loadTraceChain([{ path: trace }]);
+  assert.ok(dumpOf(nodeDb(path.join(dir, 'regtest'))) === dumpOf(plainReplay(effectiveWrites(entries))));
+});
+
+test('SIGKILL of the simulator (before the hook, after the ack, after COMMIT) and of the plugin mid-hook', async () => {
+  const dir = tempDir('sim-kill');
+  const networkDir = path.join(dir, 'regtest');
+  const traces = NODE3_CHAIN.slice(0, 2);
+  const entries = loadTraceChain(traces.map(parseSegmentSpec));
+  const version = (i: number): number => (entries[i] as CallEntry).dataVersion;
+  const base = { lightningDir: dir, traces, plugin: baselinePlugin, progressEvery: 100 };
+  const lifetime = async (extra: object, resumedAt: [number, number]): Promise<SimulatorExit> => {
+    const exit = await spawnSimulator({ ...base, ...extra }).exit;
+    assert.deepEqual(
+      ofKind(exit.events, 'resumed').map((r) => [r.dataVersion, r.entry]),
+      [resumedAt],
+    );
+    return exit;
+  };
+  const killedAt = (exit: SimulatorExit, entry: number): void => {
+    assert.equal(exit.signal, 'SIGKILL');
+    assert.equal(ofKind(exit.events, 'crash')[0].entry, entry);
+  };
+
+  // The fresh node's 211-statement schema transaction, acked then killed: a hot journal, rolled back.
+  let exit = await lifetime({ killSelfAt: { entry: 0, point: 'after-ack' } }, [0, 0]);
+  killedAt(exit, 0);
+  assert.ok(fs.existsSync(path.join(networkDir, `${DB_FILE}-journal`)));
+  assert.equal(versionOf(networkDir), 0);
+
+  exit = await lifetime({ killSelfAt: { entry: 5, point: 'before-hook' } }, [0, 0]);
+  killedAt(exit, 5);
+  assert.equal(versionOf(networkDir), version(5) - 1);
+
+  exit = await lifetime({ killSelfAt: { entry: 20, point: 'after-commit' } }, [version(5) - 1, 5]);
+  killedAt(exit, 20);
+  assert.equal(versionOf(networkDir), version(20));
+
+  exit = await lifetime({ killSelfAt: { entry: 25, point: 'after-ack' } }, [version(20), 21]);
+  killedAt(exit, 25);
+  assert.equal(versionOf(networkDir), version(25) - 1);
+
+  exit = await lifetime({ killPluginAt: 30 }, [version(25) - 1, 25]);
+  assert.equal(exit.code, 2);
+  const aborted = ofKind(exit.events, 'aborted')[0];
+  assert.match(aborted.reason, /plugin exited \(signal SIGKILL\) during db_write/);
+  assert.deepEqual([aborted.entry, aborted.dataVersion, aborted.lastCommitted], [30, version(30), version(30) - 1]);
+  assert.equal(versionOf(networkDir), version(30) - 1);
+
+  const result = await runSimulatorUntilDone(base);
+  assert.equal(ofKind(result.lifetimes[0].events, 'resumed')[0].entry, 30);
+  assert.equal(result.dataVersion, 239);
+  assert.ok(dumpOf(nodeDb(networkDir)) === dumpOf(plainReplay(effectiveWrites(entries))));
+});
+
+/** A test plugin that records what it receives and misbehaves as <networkDir>/mode.json says. */
+function writeRecorderPlugin(dir: string): string {
+  const framing = pathToFileURL(path.join(repoRoot, 'dist/src/util/jsonFraming.js')).href;
+  const file = path.join(dir, 'recorder.mjs');
+  fs.writeFileSync(
+    file,
+    `import fs from 'node:fs';
+import { JsonObjectSplitter } from ${JSON.stringify(framing)};
+const { mode, at } = JSON.parse(fs.readFileSync('mode.json', 'utf8'));
+const rec = (o) => fs.appendFileSync('record.jsonl', JSON.stringify(o) + '\\n');
+rec({ start: { cwd: process.cwd(), argv: process.argv.slice(2), plugin: process.env.LIGHTNINGD_PLUGIN, version: process.env.LIGHTNINGD_VERSION } });
+const send = (o) => process.stdout.write(JSON.stringify({ jsonrpc: '2.0', ...o }) + '\\n\\n');
+const handle = (m) => {
+  rec({ method: m.method, id: m.id, params: m.method === 'db_write' ? { data_version: m.params.data_version } : m.params });
+  if (m.method === 'getmanifest') return send({ id: m.id, result: { options: [], rpcmethods: [], hooks: [{ name: 'db_write' }], dynamic: false } });
+  if (m.method === 'init') return send({ id: m.id, result: {} });
+  if (m.params.data_version === at) {
+    if (mode === 'error') return send({ id: m.id, error: { code: -1, message: 'nope' } });
+    if (mode === 'abort') return send({ id: m.id, result: { result: 'abort' } });
+    if (mode === 'badshape') return send({ id: m.id, result: {} });
+    if (mode === 'exit') process.exit(3);
+    if (mode === 'hang') return;
+    if (mode === 'badid') return send({ id: 'cln:db_write#0', result: { result: 'continue' } });
+    if (mode === 'log') send({ method: 'log', params: { level: 'info', message: 'hello at ' + at } });
+  }
+  send({ id: m.id, result: { result: 'continue' } });
+};
+const splitter = new JsonObjectSplitter();
+process.stdin.on('data', (chunk) => { for (const t of splitter.push(chunk)) handle(JSON.parse(t)); });
+process.stdin.on('end', () => process.exit(0));
+`,
+  );
+  return file;
+}
+
+test('in-process lifetimes: protocol shape, pre-init counts, and aborts on every kind of bad answer', async () => {
+  const dir = tempDir('sim-inproc');
+  const networkDir = path.join(dir, 'regtest');
+  fs.mkdirSync(networkDir);
+  const plugin = pluginCommandFor(writeRecorderPlugin(dir));
+  const entries = loadTraceChain(NODE3_CHAIN.slice(0, 2).map(parseSegmentSpec));
+  const record = (): Record<string, unknown>[] =>
+    fs.readFileSync(path.join(networkDir, 'record.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const lifetime = async (mode: string, at: number, extra: Partial<SimulatorOptions> = {}) => {
+    fs.writeFileSync(path.join(networkDir, 'mode.json'), JSON.stringify({ mode, at }));
+    fs.rmSync(path.join(networkDir, 'record.jsonl'), { force: true });
+    const events: SimulatorEvent[] = [];
+    const sim = new SimulatedLightningd({
+      networkDir,
+      network: 'regtest',
+      entries,
+      plugin,
+      crashMode: 'simulate',
+      pluginStderr: 'collect',
+      onEvent: (e) => events.push(e),
+      ...extra,
+    });
+    return { outcome: await sim.run(), events };
+  };
+
+  const first = await lifetime('log', 5, { untilVersion: 10 });
+  assert.equal(first.outcome.kind, 'done');
+  assert.equal(versionOf(networkDir), 10);
+  assert.deepEqual(ofKind(first.events, 'plugin-log'), [{ event: 'plugin-log', level: 'info', message: 'hello at 5' }]);
+  const rec = record();
+  assert.deepEqual(rec[0].start, { cwd: networkDir, argv: [], plugin: '1', version: 'v26.06.6' });
+  const methods = rec.slice(1).map((r) => r.method);
+  assert.deepEqual(methods.slice(0, 12), ['getmanifest', ...Array(9).fill('db_write'), 'init', 'db_write']);
+  assert.deepEqual(rec[1].params, { 'allow-deprecated-apis': false });
+  assert.ok(rec.slice(1).every((r) => typeof r.id === 'string' && /^cln:(getmanifest|db_write|init)#\d+$/.test(r.id)));
+  const init = rec.find((r) => r.method === 'init')?.params as { options: unknown; configuration: Record<string, unknown> };
+  assert.deepEqual(init.options, {});
+  assert.equal(init.configuration['lightning-dir'], networkDir);
+  assert.equal(init.configuration['rpc-file'], 'lightning-rpc');
+  assert.equal(init.configuration.network, 'regtest');
+  assert.equal(init.configuration.startup, true);
+  assert.equal(typeof (init.configuration.feature_set as { init: unknown }).init, 'string');
+
+  const failures: [string, number, RegExp][] = [
+    ['abort', 15, /plugin returned failed db_write/],
+    ['error', 20, /invalid response to the db_write hook/],
+    ['badshape', 25, /invalid result to the db_write hook/],
+    ['exit', 30, /plugin exited \(code 3\) during db_write/],
+    ['hang', 35, /no reply to cln:db_write#\d+ within 300 ms/],
+    ['badid', 40, /reply for no pending request: "cln:db_write#0"/],
+  ];
+  for (const [mode, at, reason] of failures) {
+    const { outcome } = await lifetime(mode, at, { hookTimeoutMs: 300 });
+    assert.equal(outcome.kind, 'aborted', mode);
+    assert.ok(outcome.kind === 'aborted');
+    assert.match(outcome.reason, reason);
+    assert.equal(outcome.dataVersion, at);
+    assert.equal(versionOf(networkDir), at - 1, mode);
+    // A restart: 4 db_write calls before init.
+    const seq = record().slice(1).map((r) => r.method);
+    assert.deepEqual(seq.slice(0, 6), ['getmanifest', 'db_write', 'db_write', 'db_write', 'db_write', 'init'], mode);
+  }
+
+  // In-process crashes: the superseded call at 60 is acked, rolled back, then skipped by the next lifetime.
+  const crashed = await lifetime('none', 0);
+  assert.deepEqual(crashed.outcome.kind === 'crashed' && [crashed.outcome.cause, crashed.outcome.dataVersion], ['superseded', 60]);
+  assert.equal(versionOf(networkDir), 59);
+  const killed = await lifetime('none', 0, { killSelfAt: { entry: 66, point: 'after-ack' }, untilVersion: 62 });
+  assert.equal(killed.outcome.kind, 'crashed');
+  assert.equal(versionOf(networkDir), (entries[66] as CallEntry).dataVersion - 1);
+  const done = await lifetime('none', 0, { untilVersion: 62 });
+  assert.deepEqual(done.outcome.kind === 'done' && done.outcome.dataVersion, 62);
+  assert.ok(dumpOf(nodeDb(networkDir)) === dumpOf(plainReplay(effectiveWrites(entries, 62))));
+});
