@@ -17,6 +17,7 @@ program
   .name('lnbackup')
   .description('Continuous, zero-loss, encrypted backup for Core Lightning nodes.')
   .version('0.1.0')
+  .enablePositionalOptions()
   .showHelpAfterError()
   .addHelpText(
     'after',
