@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
 import { CONFIG_FILE, CONFIG_VERSION, DEFAULT_DB_FILE, DEFAULT_HSM_SECRET_FILE, configPath, writeConfig } from '../cln/config.js';
 import { versionDistance } from '../journal/dataVersion.js';
 import { Journal } from '../journal/journal.js';
@@ -62,11 +63,14 @@ export function initNode(o: InitOptions): InitResult {
   const vaultCreated = !vaultExists(vault);
   const identity = vaultCreated ? createVault(vault, keys, nodeId, o.segmentBytes) : openOwnVault(vault, keys, nodeId);
   const dbPath = path.join(networkDir, DEFAULT_DB_FILE);
+  rollBackHotJournal(dbPath);
   const journal = Journal.open(vault, keys, dbPath);
   try {
     const held = journal.status();
     const nodeVersion = withConsistentSnapshot(dbPath, (view) => view.dataVersion);
-    if (held.version !== null && versionDistance(held.version, nodeVersion) < 0) {
+    const behind = held.version === null ? 0 : versionDistance(held.version, nodeVersion);
+    // One behind an unconfirmed (in-flight) transaction is fine: that transaction never committed.
+    if (behind < -1 || (behind === -1 && held.versionCommitted)) {
       throw new VaultError(
         `the node's database is at data_version ${nodeVersion}, older than the vault (${held.version}). ` +
           `Refusing to start a backup from a stale database: restore it first with 'lnbackup restore --vault ${vault} --to ${dbPath} --force'.`,
@@ -118,6 +122,20 @@ function openOwnVault(vault: string, keys: Parameters<typeof openIdentity>[1], n
       throw new VaultError(`refusing: ${err.message}. A vault serves one node; give this node its own --vault.`);
     }
     throw err;
+  }
+}
+
+/**
+ * A lightningd that died mid-transaction leaves a hot journal, which its next start rolls back.
+ * lightningd is stopped here, so do what it would do: open the database read-write once.
+ */
+function rollBackHotJournal(dbPath: string): void {
+  if (!fs.existsSync(`${dbPath}-journal`) || !fs.existsSync(dbPath)) return;
+  const db = new Database(dbPath);
+  try {
+    db.prepare('SELECT count(*) FROM sqlite_master').get();
+  } finally {
+    db.close();
   }
 }
 

@@ -46,6 +46,17 @@ function run(flags: OutputFlags, body: () => number | void | Promise<number | vo
     );
 }
 
+/** A command that opens a vault: --vault, the key options, --json. */
+function vaultCommand(name: string, description: string): Command {
+  return program
+    .command(name)
+    .description(description)
+    .requiredOption('--vault <path>', 'the vault directory')
+    .addOption(hsmSecretOption)
+    .addOption(keyFileOption)
+    .addOption(jsonOption);
+}
+
 function parseVersion(v: string): number {
   const n = Number(v);
   if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n >= U32) throw new UsageError(`--version takes a data_version (0..${U32 - 1}), not '${v}'`);
@@ -80,17 +91,11 @@ program
     }),
   );
 
-program
-  .command('restore')
-  .description('rebuild a Core Lightning database from a vault (newest version, or --version N), with integrity checks')
-  .requiredOption('--vault <path>', 'the vault directory')
-  .addOption(hsmSecretOption)
-  .addOption(keyFileOption)
+vaultCommand('restore', 'rebuild a Core Lightning database from a vault (newest version, or --version N), with integrity checks')
   .requiredOption('--to <file>', 'the database file to write (e.g. <lightning-dir>/<network>/lightningd.sqlite3)')
   .option('--version <n>', 'restore this data_version instead of the newest', parseVersion)
   .option('--exclude-in-flight', 'leave out the last transaction if its commit is not confirmed')
   .option('--force', 'replace an existing file (stop lightningd first)')
-  .addOption(jsonOption)
   .action((o: KeyFlags & { vault: string; to: string; version?: number; excludeInFlight?: boolean; force?: boolean; json?: boolean }) =>
     run(o, () => {
       const { keys } = requireKeys(o);
@@ -109,13 +114,7 @@ program
     }),
   );
 
-program
-  .command('verify')
-  .description('check every record of a vault (authentication, hash chain, sequence, snapshots) without writing a database')
-  .requiredOption('--vault <path>', 'the vault directory')
-  .addOption(hsmSecretOption)
-  .addOption(keyFileOption)
-  .addOption(jsonOption)
+vaultCommand('verify', 'check every record of a vault (authentication, hash chain, sequence, snapshots) without writing a database')
   .action((o: KeyFlags & { vault: string; json?: boolean }) =>
     run(o, () => {
       const { keys } = requireKeys(o);
@@ -132,13 +131,7 @@ program
     }),
   );
 
-program
-  .command('status')
-  .description('what a vault holds: node id, generations, versions (with a key), size')
-  .requiredOption('--vault <path>', 'the vault directory')
-  .addOption(hsmSecretOption)
-  .addOption(keyFileOption)
-  .addOption(jsonOption)
+vaultCommand('status', 'what a vault holds: node id, generations, versions (with a key), size')
   .action((o: KeyFlags & { vault: string; json?: boolean }) =>
     run(o, () => {
       const origin = keyOrigin(o);
