@@ -156,3 +156,18 @@ test('restore --version gives the database at that version (point in time inside
   assert.equal(dumpFile(to), at200);
   assert.throws(() => restoreDatabase({ vaultDir: node.vault, keys, to: path.join(node.dir, 'x.sqlite3'), version: 5000 }), /version 5000 is not in the vault/);
 });
+
+test('init after lightningd died mid-transaction: the hot journal is rolled back, the in-flight record is not mistaken for newer data', async () => {
+  const node = makeTestNode('hotjournal');
+  initNode({ lightningDir: node.lightningDir, network: 'regtest', vault: node.vault });
+  const sim = spawnSimulator({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH, killSelfAt: { entry: 150, point: 'after-ack' } });
+  const exit = await sim.exit;
+  assert.equal(exit.signal, 'SIGKILL');
+  assert.ok(fs.existsSync(`${node.dbPath}-journal`), 'a hot journal is left behind');
+  const r = initNode({ lightningDir: node.lightningDir, network: 'regtest', vault: node.vault, force: true });
+  assert.equal(r.generation, 2);
+  assert.equal(r.dataVersion, dataVersionOf(node.dbPath));
+  const run = await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH });
+  assert.equal(run.dataVersion, 431);
+  restoreAndCompare(node, 431);
+});
