@@ -1,0 +1,66 @@
+// Snapshots of the live database: taken under sqlite's SHARED lock without waiting; when the node
+// holds its write lock past RESERVED (a spilled cache), the call goes through unprotected, says
+// so, and the snapshot is taken at the next call; the lock is never held after a call returns.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import Database from 'better-sqlite3';
+import { initNode } from '../src/cli/initNode.js';
+import { loadKeys } from '../src/cli/keyOptions.js';
+import { Journal } from '../src/journal/journal.js';
+import { withConsistentSnapshot, SnapshotBusyError } from '../src/journal/snapshotSource.js';
+import { restoreDatabase } from '../src/restore/rebuild.js';
+import { readTraceFile } from '../src/simulator/trace.js';
+import { tracePath } from './helpers/paths.js';
+import { dumpFile, makeTestNode } from './helpers/testNode.js';
+import path from 'node:path';
+
+const calls = readTraceFile(tracePath('cln-v26.06-node6.jsonl.gz')).flatMap((e) => (e.kind === 'call' ? [e] : []));
+
+function applyCall(db: Database.Database, writes: readonly string[], bump: boolean): void {
+  if (bump) db.exec('BEGIN');
+  for (const w of writes) db.exec(w);
+  if (bump) db.exec('COMMIT');
+}
+
+test('a locked database: unprotected call, snapshot at the next call, lock never kept', () => {
+  const node = makeTestNode('snaplock');
+  initNode({ lightningDir: node.lightningDir, network: 'regtest', vault: node.vault });
+  // The node runs 30 calls without the plugin: the vault (version 0) is now behind.
+  const db = new Database(node.dbPath);
+  db.pragma('foreign_keys = ON');
+  const first = calls.slice(0, 30);
+  for (const c of first) applyCall(db, c.writes, c.bumps);
+  const { keys } = loadKeys({ hsmSecret: node.hsmSecret });
+  const journal = Journal.open(node.vault, keys, node.dbPath);
+  try {
+    // The next transaction is pending with an EXCLUSIVE lock (as after a cache spill).
+    const next = calls[30];
+    db.exec('BEGIN EXCLUSIVE');
+    for (const w of next.writes) db.exec(w);
+    assert.throws(() => withConsistentSnapshot(node.dbPath, () => 0), SnapshotBusyError);
+    const outcome = journal.record(next.dataVersion, next.writes);
+    assert.equal(outcome.kind, 'unprotected');
+    assert.match(journal.status().snapshotPending ?? '', /locked by its writer/);
+    db.exec('COMMIT');
+
+    // Next call: a RESERVED lock only (statements run, not spilled): the snapshot works now.
+    const after = calls[31];
+    db.exec('BEGIN');
+    for (const w of after.writes) db.exec(w);
+    const stored = journal.record(after.dataVersion, after.writes);
+    assert.equal(stored.kind, 'stored');
+    assert.ok(stored.kind === 'stored' && stored.snapshot !== null);
+    assert.equal(stored.kind === 'stored' && stored.snapshot?.dataVersion, next.dataVersion);
+    // Our read lock is gone: the node can commit at once.
+    db.exec('COMMIT');
+    assert.equal(journal.status().snapshotPending, null);
+  } finally {
+    journal.close();
+    db.close();
+  }
+  const to = path.join(node.dir, 'restored.sqlite3');
+  const r = restoreDatabase({ vaultDir: node.vault, keys, to });
+  assert.equal(r.generation, 2);
+  assert.equal(r.version, calls[31].dataVersion);
+  assert.equal(dumpFile(to), dumpFile(node.dbPath));
+});
