@@ -5,7 +5,7 @@
 // this logic; only the sink differs.
 import crypto from 'node:crypto';
 import { FormatError, RecordType, type RecordBody } from '../vault/format.js';
-import { bumpedFrom, versionDistance } from './dataVersion.js';
+import { bumpedFrom, nextVersion, versionDistance } from './dataVersion.js';
 import { decodeSnapshotBegin, decodeSnapshotChunk, decodeSnapshotEnd, decodeWrites } from './payloads.js';
 
 export interface ReplaySink {
@@ -130,12 +130,16 @@ export class JournalReplayer {
     }
     if (body.type !== RecordType.SnapshotEnd) throw new JournalError(seq, 'the snapshot ends without its end record');
     const end = decodeSnapshotEnd(body.payload);
-    if (end.dbBytes !== this.snapshotBytes || this.snapshotWritten !== this.snapshotBytes) {
-      throw new JournalError(seq, `snapshot holds ${this.snapshotWritten} bytes but says ${end.dbBytes}`);
+    if (end.dbBytes !== this.snapshotBytes) {
+      throw new JournalError(seq, `snapshot end says ${end.dbBytes} bytes but its beginning said ${this.snapshotBytes}`);
+    }
+    if (this.snapshotWritten !== this.snapshotBytes) {
+      throw new JournalError(seq, `snapshot ends after ${this.snapshotWritten} of its ${this.snapshotBytes} bytes`);
     }
     if (!this.snapshotHash.digest().equals(end.sha256)) throw new JournalError(seq, 'snapshot content does not match its SHA-256');
     this.snapshotDone = true;
     this.sink.endSnapshot();
+    if (this.options.targetVersion === this.baseVersion) this.reached = true;
   }
 
   private feedWrites(seq: bigint, body: RecordBody): void {
@@ -147,7 +151,11 @@ export class JournalReplayer {
       this.pending = null;
       this.superseded += 1;
     }
-    const isTransaction = bumpedFrom(writes) !== null;
+    const from = bumpedFrom(writes);
+    const isTransaction = from !== null;
+    if (isTransaction && nextVersion(from) !== body.dataVersion) {
+      throw new JournalError(seq, `it says version ${body.dataVersion} but its statements bump the version from ${from}`);
+    }
     if (isTransaction) {
       this.flushPending();
       if (this.reached) return;

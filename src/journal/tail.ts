@@ -6,7 +6,7 @@
 // behind the node needs a new snapshot; anything that says the node is older than the vault is
 // refused. Versions are compared on the u32 circle.
 import { RecordType, type RecordBody } from '../vault/format.js';
-import { bumpedFrom, versionDistance } from './dataVersion.js';
+import { bumpedFrom, nextVersion, versionDistance } from './dataVersion.js';
 import { decodeSnapshotBegin, decodeWrites } from './payloads.js';
 
 export type Decision =
@@ -72,6 +72,9 @@ export class JournalTail {
       return { kind: 'snapshot', reason: 'the newest snapshot was interrupted before it ended' };
     }
     const from = bumpedFrom(writes);
+    if (from !== null && nextVersion(from) !== dataVersion) {
+      return { kind: 'refuse', reason: `malformed call: data_version ${dataVersion}, but its statements bump the version from ${from}` };
+    }
     const d = versionDistance(this.version, dataVersion);
     if (from !== null) {
       if (d === 1) return { kind: 'append', supersedes: 0n };

@@ -50,7 +50,12 @@ export function restoreDatabase(options: RestoreOptions): RestoreResult {
   if (gens.length === 0) throw new RestoreError(`the vault at ${options.vaultDir} holds no generation yet; nothing to restore`);
   const candidates = gens.filter((g) => g.baseVersion !== null && (options.version === undefined || versionDistance(g.baseVersion, options.version) >= 0));
   if (candidates.length === 0) {
-    throw new RestoreError(`no generation in the vault starts at or before version ${options.version}; oldest starts at ${gens[gens.length - 1].baseVersion}`);
+    const oldest = gens[gens.length - 1].baseVersion;
+    throw new RestoreError(
+      options.version === undefined || oldest === null
+        ? 'no generation of the vault begins with a readable snapshot; run lnbackup verify to find the damage'
+        : `no generation in the vault starts at or before version ${options.version}; the oldest starts at ${oldest}`,
+    );
   }
   for (const gen of candidates) {
     const scratch = path.join(path.dirname(to), `.${path.basename(to)}.lnbackup-restore-${process.pid}`);

@@ -54,6 +54,7 @@ export function verifyVault(vaultDir: string, keys: VaultKeys, onProgress?: (don
   } catch (err) {
     const bad = describe(err, current);
     if (!bad) throw err;
+    if (!(err instanceof JournalError)) close();
     return { ok: false, records, bytes: reader.bytesRead, generations, tornTail: null, firstBadRecord: bad };
   }
   return { ok: true, records, bytes: reader.bytesRead, generations, tornTail: reader.tornTail, firstBadRecord: null };

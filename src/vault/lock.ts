@@ -32,6 +32,9 @@ function readLock(file: string): LockInfo | null {
   }
 }
 
+/** Locks this process holds: a lock file naming our pid is ours only if it is in here. */
+const heldHere = new Set<string>();
+
 export class VaultLock {
   private constructor(private readonly file: string) {}
 
@@ -44,6 +47,7 @@ export class VaultLock {
         fs.writeSync(fd, JSON.stringify(me));
         fs.fsyncSync(fd);
         fs.closeSync(fd);
+        heldHere.add(file);
         return new VaultLock(file);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
@@ -55,19 +59,22 @@ export class VaultLock {
             `If no lnbackup runs there any more, delete ${file}.`,
         );
       }
-      if (holder && holder.pid !== process.pid && isAlive(holder.pid)) {
+      const ours = holder?.pid === process.pid && heldHere.has(file);
+      if (holder && (ours || (holder.pid !== process.pid && isAlive(holder.pid)))) {
         throw new VaultError(
           `the vault at ${vaultDir} is in use by process ${holder.pid} (since ${holder.since}): ` +
             'only one writer may append to a vault. Stop the other lightningd or lnbackup first.',
         );
       }
-      // The holder died (or the file is unreadable half-written): take the lock over.
+      // The holder died, or a lock with our pid was left by an earlier process (pid reuse), or the
+      // file is half-written: take the lock over.
       fs.rmSync(file, { force: true });
     }
     throw new VaultError(`could not take the lock ${file}; another writer keeps racing for it`);
   }
 
   release(): void {
+    if (!heldHere.delete(this.file)) return;
     const holder = readLock(this.file);
     if (holder?.pid === process.pid) fs.rmSync(this.file, { force: true });
   }

@@ -10,7 +10,9 @@ import {
   FormatError,
   genesisHash,
   HEADER_BYTES,
+  MAGIC,
   MAX_SEALED_BYTES,
+  RecordType,
   recordHash,
   type RecordBody,
 } from './format.js';
@@ -92,7 +94,9 @@ export class VaultReader {
         const here = { segment: segment.name, offset, expectedSeq };
         const remaining = data.length - offset;
         const torn = (): boolean => {
-          if (!isLast) return false;
+          // Only the newest bytes of the vault can be torn, and only if no whole record follows
+          // them (a damaged length field must not pass for a torn tail and hide acked records).
+          if (!isLast || this.wholeRecordAfter(data, offset + 1, here.expectedSeq, vaultId)) return false;
           this.tornTail = { segment: segment.name, offset, bytes: remaining };
           return true;
         };
@@ -130,6 +134,13 @@ export class VaultReader {
         if (body.generation !== segment.generation) {
           throw new CorruptRecordError(here, `record says generation ${body.generation} but lies in a segment of generation ${segment.generation}`);
         }
+        if (prevHash === null && header.seq > 1n && body.type !== RecordType.SnapshotBegin) {
+          // Whole generations may be removed from the front, never part of one.
+          throw new CorruptRecordError(
+            { ...here, expectedSeq: 1n },
+            `records 1..${header.seq - 1n} are missing (a segment file was deleted?): the first record present, ${header.seq}, does not start a generation`,
+          );
+        }
         const hash = recordHash(headerBytes, sealed);
         const size = end - offset;
         this.bytesRead += size;
@@ -139,6 +150,23 @@ export class VaultReader {
         offset = end;
       }
     }
+  }
+
+  /** True when a whole, authentic record with a later sequence number starts at or after `from`. */
+  private wholeRecordAfter(data: Buffer, from: number, expectedSeq: bigint, vaultId: Buffer): boolean {
+    for (let at = data.indexOf(MAGIC, from); at >= 0 && at + HEADER_BYTES <= data.length; at = data.indexOf(MAGIC, at + 1)) {
+      const headerBytes = data.subarray(at, at + HEADER_BYTES);
+      let header;
+      try {
+        header = decodeHeader(headerBytes);
+      } catch {
+        continue;
+      }
+      const end = at + HEADER_BYTES + header.sealedLength;
+      if (header.seq <= expectedSeq || end > data.length) continue;
+      if (openRecord(this.keys.record, vaultId, header, headerBytes, data.subarray(at + HEADER_BYTES, end)) !== null) return true;
+    }
+    return false;
   }
 }
 
