@@ -53,7 +53,7 @@ test('aead: seal equals noble xchacha20poly1305 for random keys, nonces, AD and 
       const nonce = crypto.randomBytes(NONCE_BYTES);
       const ad = crypto.randomBytes(adLen);
       const plain = crypto.randomBytes(len);
-      const ours = seal(key, nonce, ad, plain);
+      const ours = seal(key, nonce, ad, [plain]);
       const ref = Buffer.from(xchacha20poly1305(key, nonce, ad).encrypt(plain));
       assert.equal(ours.length, len + TAG_BYTES);
       assert.ok(ours.equals(ref), `seal differs from noble for length ${len}, AD ${adLen}`);
@@ -69,7 +69,7 @@ test('aead: a flipped ciphertext/tag byte, another AD, key or nonce, or a short 
   const nonce = crypto.randomBytes(24);
   const ad = crypto.randomBytes(60);
   const plain = crypto.randomBytes(200);
-  const sealed = seal(key, nonce, ad, plain);
+  const sealed = seal(key, nonce, ad, [plain]);
   for (const at of [0, 1, 100, 199, 200, 215]) {
     const bad = Buffer.from(sealed);
     bad[at] ^= 0x01;
@@ -95,8 +95,8 @@ test('aead: a flipped ciphertext/tag byte, another AD, key or nonce, or a short 
   assert.equal(open(key, nonce, ad, sealed.subarray(0, TAG_BYTES - 1)), null, 'shorter than a tag');
   assert.equal(open(key, nonce, ad, Buffer.alloc(0)), null, 'empty');
   assert.ok(open(key, nonce, ad, sealed)?.equals(plain));
-  assert.throws(() => seal(key.subarray(0, 31), nonce, ad, plain), /key must be 32 bytes/);
-  assert.throws(() => seal(key, nonce.subarray(0, 12), ad, plain), /nonce must be 24 bytes/);
+  assert.throws(() => seal(key.subarray(0, 31), nonce, ad, [plain]), /key must be 32 bytes/);
+  assert.throws(() => seal(key, nonce.subarray(0, 12), ad, [plain]), /nonce must be 24 bytes/);
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -27,14 +27,39 @@ function subkeyAndIv(key: Uint8Array, nonce: Uint8Array): { subkey: Buffer; iv: 
   return { subkey: Buffer.from(sub.buffer), iv };
 }
 
-/** Encrypts `plaintext`; returns ciphertext followed by the 16-byte tag. */
-export function seal(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Buffer {
+/**
+ * Encrypts the concatenation of `parts`; returns `prefix`, then the ciphertext, then the 16-byte tag,
+ * in one buffer (the caller's header goes in front without another copy of the record).
+ */
+export function seal(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, parts: readonly Uint8Array[], prefix: Uint8Array = EMPTY): Buffer {
   const { subkey, iv } = subkeyAndIv(key, nonce);
   const c = crypto.createCipheriv('chacha20-poly1305', subkey, iv, { authTagLength: TAG_BYTES });
-  c.setAAD(aad, { plaintextLength: plaintext.length });
-  const head = c.update(plaintext);
+  let plaintextLength = 0;
+  for (const p of parts) plaintextLength += p.length;
+  c.setAAD(aad, { plaintextLength });
+  const out: Uint8Array[] = [prefix];
+  for (const p of parts) out.push(c.update(p));
   c.final();
-  return Buffer.concat([head, c.getAuthTag()]);
+  out.push(c.getAuthTag());
+  return Buffer.concat(out, prefix.length + plaintextLength + TAG_BYTES);
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** Random nonces, drawn from the system's CSPRNG in batches (one system call per 256 records). */
+export class NoncePool {
+  private pool = Buffer.alloc(0);
+  private next = 0;
+
+  take(): Buffer {
+    if (this.next + NONCE_BYTES > this.pool.length) {
+      this.pool = crypto.randomFillSync(Buffer.allocUnsafe(NONCE_BYTES * 256));
+      this.next = 0;
+    }
+    const nonce = this.pool.subarray(this.next, this.next + NONCE_BYTES);
+    this.next += NONCE_BYTES;
+    return nonce;
+  }
 }
 
 /** Decrypts and authenticates; returns null when authentication fails. */

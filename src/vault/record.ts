@@ -1,12 +1,12 @@
 // Sealing and opening one record: header + XChaCha20-Poly1305 body with a fresh random nonce
 // (a superseding record reuses a data_version, so nothing about the position may pick the nonce).
-import crypto from 'node:crypto';
-import { open, seal, NONCE_BYTES } from './aead.js';
+import { open, seal, NoncePool, TAG_BYTES } from './aead.js';
 import {
   associatedData,
   decodeBody,
   encodeBodyPrefix,
   encodeHeader,
+  BODY_PREFIX_BYTES,
   recordHash,
   HEADER_BYTES,
   MAX_PAYLOAD_BYTES,
@@ -14,16 +14,17 @@ import {
   type RecordHeader,
 } from './format.js';
 
+const nonces = new NoncePool();
+
 export function sealRecord(recordKey: Buffer, vaultId: Buffer, seq: bigint, body: RecordBody): { bytes: Buffer; hash: Buffer } {
   if (body.payload.length > MAX_PAYLOAD_BYTES) {
     throw new Error(`record payload of ${body.payload.length} bytes exceeds the ${MAX_PAYLOAD_BYTES}-byte limit`);
   }
-  const nonce = crypto.randomBytes(NONCE_BYTES);
-  const plain = Buffer.concat([encodeBodyPrefix(body), body.payload]);
-  const sealedLength = plain.length + 16;
+  const nonce = nonces.take();
+  const sealedLength = BODY_PREFIX_BYTES + body.payload.length + TAG_BYTES;
   const header = encodeHeader(sealedLength, seq, nonce);
-  const sealed = seal(recordKey, nonce, associatedData(header, vaultId), plain);
-  return { bytes: Buffer.concat([header, sealed]), hash: recordHash(header, sealed) };
+  const bytes = seal(recordKey, nonce, associatedData(header, vaultId), [encodeBodyPrefix(body), body.payload], header);
+  return { bytes, hash: recordHash(bytes.subarray(0, HEADER_BYTES), bytes.subarray(HEADER_BYTES)) };
 }
 
 /** Opens a record's sealed body; null when authentication fails (altered bytes or another key). */
