@@ -157,3 +157,22 @@ test('stdin framing: whole JSON objects whatever the chunking, bounded size, gar
   assert.throws(() => new JsonObjectSplitter(1000).push(Buffer.from('{"a":"' + 'x'.repeat(2000))), MessageTooLargeError);
   assert.throws(() => new JsonObjectSplitter().push(Buffer.from('garbage')), MalformedStreamError);
 });
+
+test('the plugin leaves cleanly when lightningd vanishes mid-reply (EPIPE): exit 0, vault lock released', async () => {
+  const { spawn } = await import('node:child_process');
+  const node = makeTestNode('cli-epipe');
+  assert.equal(lnbackup('init', '--lightning-dir', node.lightningDir, '--network', 'regtest', '--vault', node.vault).code, 0);
+  const calls = readTraceFile(tracePath('cln-v26.06-node6.jsonl.gz')).filter((e) => e.kind === 'call').slice(0, 50);
+  const child = spawn(process.execPath, [PLUGIN_PATH], { cwd: node.networkDir, stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stdout.destroy();
+  for (const [i, c] of calls.entries()) {
+    child.stdin.write(JSON.stringify({ jsonrpc: '2.0', id: `cln:db_write#${i}`, method: 'db_write', params: { data_version: c.dataVersion, writes: c.writes } }) + '\n\n');
+  }
+  child.stdin.end();
+  const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+  assert.equal(code, 0, stderr);
+  assert.doesNotMatch(stderr, /Unhandled|EPIPE/);
+  assert.equal(fs.existsSync(path.join(node.vault, 'writer.lock')), false);
+});

@@ -5,8 +5,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { xchacha20poly1305 } from '@noble/ciphers/chacha';
 import { open, seal, KEY_BYTES, NONCE_BYTES, TAG_BYTES } from '../src/vault/aead.js';
@@ -32,7 +33,8 @@ import {
 } from '../src/journal/payloads.js';
 import { createIdentity, vaultIdBytes, type VaultIdentity } from '../src/vault/identity.js';
 import { vaultKeysFromRoot, type VaultKeys } from '../src/vault/keys.js';
-import { LOCK_FILE } from '../src/vault/lock.js';
+import { LOCK_FILE, VaultLock } from '../src/vault/lock.js';
+import { processAlive } from '../src/util/processAlive.js';
 import { VaultReader, type StoredRecord } from '../src/vault/reader.js';
 import { RecordSealer, type SealedRecord } from '../src/vault/sealer.js';
 import { listSegments, segmentName, segmentsDir } from '../src/vault/segments.js';
@@ -652,4 +654,23 @@ test('segments: a 4 KiB segment size rotates into many files (named by their fir
   assert.equal(r.version, 431);
   assert.ok(dumpFile(to) === dumpOf(plainReplay(effectiveWrites(calls))), 'restore from many segments differs from the plain replay');
   assert.equal(verifyVault(node.vault, node.keys).ok, true);
+});
+
+test('lock: a lock left by a dead but unreaped writer (a zombie) is taken over', async () => {
+  // `sleep 0.05 &` becomes a child of `sleep 3`, which never reaps it: a zombie for ~3 s.
+  const parent = spawn('sh', ['-c', 'sleep 0.05 & exec sleep 3']);
+  try {
+    await new Promise((r) => setTimeout(r, 300));
+    const zombie = Number(execFileSync('pgrep', ['-P', String(parent.pid)], { encoding: 'utf8' }).trim());
+    assert.ok(zombie > 0);
+    assert.equal(processAlive(zombie), false);
+    assert.equal(processAlive(parent.pid ?? -1), true);
+    const dir = tempDir('zombie-lock');
+    fs.writeFileSync(path.join(dir, LOCK_FILE), JSON.stringify({ pid: zombie, host: os.hostname(), since: 'then' }));
+    const lock = VaultLock.acquire(dir);
+    assert.equal(JSON.parse(fs.readFileSync(path.join(dir, LOCK_FILE), 'utf8')).pid, process.pid);
+    lock.release();
+  } finally {
+    parent.kill('SIGKILL');
+  }
 });

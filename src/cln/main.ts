@@ -37,6 +37,12 @@ process.stdin.on('data', (chunk: Buffer) => {
 });
 
 process.stdin.on('end', () => shutdown(0));
+// EPIPE: lightningd is gone while we answered. Every acknowledged record is already durable;
+// release the vault and leave.
+process.stdout.on('error', () => {
+  plugin.close();
+  process.exit(0);
+});
 process.on('SIGTERM', () => shutdown(0));
 
 function shutdown(code: number): void {

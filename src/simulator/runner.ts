@@ -2,9 +2,9 @@
 // parses its event lines; runSimulatorUntilDone restarts it after every crash (the superseded calls'
 // scripted deaths, injected kills) until the trace is done, like an operator restarting lightningd.
 import { spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { processAlive } from '../util/processAlive.js';
 import { toCliArgs, type SimulatorCliOptions } from './cliArgs.js';
 import type { SimulatorEvent } from './events.js';
 import type { HookStatsSummary } from './hookStats.js';
@@ -103,26 +103,12 @@ export interface SimulatorRunResult {
   lifetimes: SimulatorExit[];
 }
 
-/** True while `pid` runs (a zombie waiting for its reaper counts as gone). */
-function pidAlive(pid: number): boolean {
-  try {
-    return !/^\d+ \(.*\) Z/s.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  }
-}
-
 /** A dead lightningd's plugin sees EOF and exits; the next lifetime starts once it has. */
 async function waitForPluginExit(exit: SimulatorExit, timeoutMs: number): Promise<void> {
   const started = exit.events.find((e) => e.event === 'plugin-started');
   if (started?.event !== 'plugin-started') return;
   const deadline = Date.now() + timeoutMs;
-  while (pidAlive(started.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  while (processAlive(started.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
 }
 
 /**

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { processAlive } from '../util/processAlive.js';
 import { VaultError } from './errors.js';
 
 export const LOCK_FILE = 'writer.lock';
@@ -12,15 +13,6 @@ interface LockInfo {
   pid: number;
   host: string;
   since: string;
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 function readLock(file: string): LockInfo | null {
@@ -60,7 +52,7 @@ export class VaultLock {
         );
       }
       const ours = holder?.pid === process.pid && heldHere.has(file);
-      if (holder && (ours || (holder.pid !== process.pid && isAlive(holder.pid)))) {
+      if (holder && (ours || (holder.pid !== process.pid && processAlive(holder.pid)))) {
         throw new VaultError(
           `the vault at ${vaultDir} is in use by process ${holder.pid} (since ${holder.since}): ` +
             'only one writer may append to a vault. Stop the other lightningd or lnbackup first.',
