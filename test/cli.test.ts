@@ -2,7 +2,6 @@
 // verify and restore with --json, and the plugin's lnbackup-status RPC and stdin framing.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -10,18 +9,23 @@ import { PLUGIN_PATH } from '../src/cli/initNode.js';
 import { PluginProcess, pluginCommandFor } from '../src/simulator/pluginProcess.js';
 import { readTraceFile } from '../src/simulator/trace.js';
 import { JsonObjectSplitter, MessageTooLargeError, MalformedStreamError } from '../src/util/jsonFraming.js';
-import { cliEntry, tracePath } from './helpers/paths.js';
+import { tracePath } from './helpers/paths.js';
+import { callsOf } from './helpers/reference.js';
 import { makeTestNode } from './helpers/testNode.js';
+import { runCli } from './helpers/vaultFixture.js';
 
+const node6Calls = callsOf(readTraceFile(tracePath('cln-v26.06-node6.jsonl.gz')));
+
+/** Runs `lnbackup` (a real child process); `json` is its stdout parsed, when that is JSON. */
 function lnbackup(...args: string[]): { code: number; stdout: string; stderr: string; json: Record<string, unknown> | null } {
-  const r = spawnSync(process.execPath, [cliEntry, ...args], { encoding: 'utf8' });
+  const r = runCli(args);
   let json: Record<string, unknown> | null = null;
   try {
     json = JSON.parse(r.stdout) as Record<string, unknown>;
   } catch {
     json = null;
   }
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr, json };
+  return { code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr, json };
 }
 
 test('--help names every command and the exit codes', () => {
@@ -72,16 +76,16 @@ test('status, verify and restore with --json; restore never overwrites without -
   assert.equal(bare.code, 0, bare.stderr);
   assert.equal(bare.json?.latest, null);
   assert.equal((bare.json?.generations as unknown[]).length, 1);
-  const keyed = lnbackup('status', '--vault', node.vault, '--hsm-secret', node.hsmSecret, '--json');
+  const keyed = lnbackup('status', '--vault', node.vault, '--hsm-secret', node.hsmSecretPath, '--json');
   assert.equal((keyed.json?.latest as { version: number }).version, 0);
 
-  const verify = lnbackup('verify', '--vault', node.vault, '--hsm-secret', node.hsmSecret, '--json');
+  const verify = lnbackup('verify', '--vault', node.vault, '--hsm-secret', node.hsmSecretPath, '--json');
   assert.equal(verify.code, 0);
   assert.equal(verify.json?.ok, true);
 
   const to = path.join(node.dir, 'out.sqlite3');
   fs.writeFileSync(to, 'precious');
-  const refused = lnbackup('restore', '--vault', node.vault, '--hsm-secret', node.hsmSecret, '--to', to, '--json');
+  const refused = lnbackup('restore', '--vault', node.vault, '--hsm-secret', node.hsmSecretPath, '--to', to, '--json');
   assert.equal(refused.code, 1);
   assert.equal(refused.json?.ok, false);
   assert.match(String(refused.json?.error), /already exists; pass --force/);
@@ -91,7 +95,7 @@ test('status, verify and restore with --json; restore never overwrites without -
   assert.equal(noKey.code, 2);
   assert.match(noKey.stderr, /--hsm-secret <file> or --key-file <file>/);
 
-  const badVersion = lnbackup('restore', '--vault', node.vault, '--hsm-secret', node.hsmSecret, '--to', to, '--version', 'x');
+  const badVersion = lnbackup('restore', '--vault', node.vault, '--hsm-secret', node.hsmSecretPath, '--to', to, '--version', 'x');
   assert.equal(badVersion.code, 2);
 });
 
@@ -116,7 +120,7 @@ test('the plugin answers lnbackup-status after init with versions, vault, size a
     const manifest = (await plugin.request('getmanifest', { 'allow-deprecated-apis': false })).result as { rpcmethods: { name: string }[]; dynamic: boolean };
     assert.equal(manifest.dynamic, false);
     assert.ok(manifest.rpcmethods.some((m) => m.name === 'lnbackup-status'));
-    const calls = readTraceFile(tracePath('cln-v26.06-node6.jsonl.gz')).filter((e) => e.kind === 'call').slice(0, 12);
+    const calls = node6Calls.slice(0, 12);
     for (const c of calls) {
       const reply = await plugin.request('db_write', { data_version: c.dataVersion, writes: c.writes });
       assert.deepEqual(reply.result, { result: 'continue' });
@@ -138,7 +142,7 @@ test('the plugin answers lnbackup-status after init with versions, vault, size a
 });
 
 test('stdin framing: whole JSON objects whatever the chunking, bounded size, garbage refused', () => {
-  const calls = readTraceFile(tracePath('cln-v26.06-node6.jsonl.gz')).filter((e) => e.kind === 'call');
+  const calls = node6Calls;
   const messages = calls.map((c, i) => JSON.stringify({ jsonrpc: '2.0', id: `cln:db_write#${i}`, method: 'db_write', params: { data_version: c.dataVersion, writes: c.writes } }));
   const stream = Buffer.from(messages.join('\n\n') + '\n\n');
   for (let trial = 0; trial < 20; trial++) {
@@ -162,7 +166,7 @@ test('the plugin leaves cleanly when lightningd vanishes mid-reply (EPIPE): exit
   const { spawn } = await import('node:child_process');
   const node = makeTestNode('cli-epipe');
   assert.equal(lnbackup('init', '--lightning-dir', node.lightningDir, '--network', 'regtest', '--vault', node.vault).code, 0);
-  const calls = readTraceFile(tracePath('cln-v26.06-node6.jsonl.gz')).filter((e) => e.kind === 'call').slice(0, 50);
+  const calls = node6Calls.slice(0, 50);
   const child = spawn(process.execPath, [PLUGIN_PATH], { cwd: node.networkDir, stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));

@@ -20,18 +20,9 @@ import { openIdentity, type VaultIdentity } from '../src/vault/identity.js';
 import { VaultReader } from '../src/vault/reader.js';
 import { listSegments, SEGMENTS_DIR } from '../src/vault/segments.js';
 import { tempDir } from './helpers/paths.js';
-import {
-  assertNoSecrets,
-  dumpFile,
-  dumpOf,
-  effectiveWrites,
-  feedNode,
-  makeNode,
-  node3Calls,
-  plainReplay,
-  runCli,
-  type TestNode,
-} from './helpers/vaultFixture.js';
+import { dumpFile, dumpOf, effectiveWrites, node3Calls, plainReplay } from './helpers/reference.js';
+import { makeNode, type VaultNode } from './helpers/testNode.js';
+import { assertNoSecrets, feedNode, runCli } from './helpers/vaultFixture.js';
 
 // ---------------------------------------------------------------------------------------------
 // The pristine vault and its record map
@@ -325,7 +316,7 @@ test('a record from a fork of the same vault (same key, vault id and seq) breaks
   assertDamage(vault, { seq: lastSeq, segment: lastSegment, offset: mine.offset, reason: /hash chain broken/ });
 });
 
-function assertWrongKey(vault: string, keys: TestNode['keys'], hsmSecretPath: string, pattern: RegExp, nodes: TestNode[]): void {
+function assertWrongKey(vault: string, keys: VaultNode['keys'], hsmSecretPath: string, pattern: RegExp, nodes: VaultNode[]): void {
   assert.throws(() => verifyVault(vault, keys), (e: unknown) => e instanceof WrongKeyError && pattern.test(e.message));
   const to = path.join(fs.mkdtempSync(path.join(work, 'wk-')), 'db.sqlite3');
   assert.throws(() => restoreDatabase({ vaultDir: vault, keys, to }), (e: unknown) => e instanceof WrongKeyError && pattern.test(e.message));

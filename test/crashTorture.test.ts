@@ -18,21 +18,23 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import Database from 'better-sqlite3';
-import { initNode, PLUGIN_PATH } from '../src/cli/initNode.js';
-import { loadKeys } from '../src/cli/keyOptions.js';
+import { PLUGIN_PATH } from '../src/cli/initNode.js';
 import { restoreDatabase, type RestoreResult } from '../src/restore/rebuild.js';
 import { verifyVault } from '../src/restore/verify.js';
-import { dumpDatabase } from '../src/simulator/dump.js';
-import { KILL_POINTS, type KillPoint, type SimulatorEvent } from '../src/simulator/events.js';
-import { DB_FILE, readDataVersion } from '../src/simulator/nodeDb.js';
+import { KILL_POINTS, type KillPoint } from '../src/simulator/events.js';
+import { DB_FILE } from '../src/simulator/nodeDb.js';
 import { resumeIndex } from '../src/simulator/resume.js';
 import { spawnSimulator, type SimulatorExit } from '../src/simulator/runner.js';
 import { readPlayedSuperseded } from '../src/simulator/simState.js';
-import { loadTraceChain, parseSegmentSpec, type CallEntry, type TraceEntry } from '../src/simulator/trace.js';
+import type { CallEntry, TraceEntry } from '../src/simulator/trace.js';
+import { processAlive } from '../src/util/processAlive.js';
 import type { VaultKeys } from '../src/vault/keys.js';
 import { tempDir, tracePath } from './helpers/paths.js';
-import { aliveIn, findProcesses, Prng, reapLeftovers } from './helpers/torture.js';
+import { Prng } from './helpers/prng.js';
+import { callsOf, dataVersionOf, dumpFile, IncrementalReplay, isTransaction, loadChain, NODE3_CHAIN } from './helpers/reference.js';
+import { ofKind } from './helpers/simEvents.js';
+import { makeNode } from './helpers/testNode.js';
+import { aliveIn, findProcesses, reapLeftovers } from './helpers/torture.js';
 
 function envCount(name: string, fallback: number): number {
   const text = process.env[name];
@@ -52,15 +54,6 @@ const NODE1_SHARE = 0.2;
 const PLUGIN_EXIT_BOUND_MS = 5000;
 /** No lifetime of these traces takes this long; a hang is a failure. */
 const LIFETIME_LIMIT_MS = 120_000;
-
-const NODE3_CHAIN = [
-  `${tracePath('cln-v26.06-node3.jsonl.gz')}@1-42`,
-  tracePath('cln-v26.06-node3-fail.jsonl.gz'),
-  `${tracePath('cln-v26.06-node3.jsonl.gz')}@240-`,
-];
-
-const BUMP = /^UPDATE vars SET intval = intval \+ 1 WHERE name = 'data_version' AND intval = \d+;?$/;
-const isTransaction = (writes: readonly string[]): boolean => BUMP.test(writes[writes.length - 1] ?? '');
 
 type KillKind = 'sim-timer' | 'plugin-timer' | 'both-timer' | 'kill-self' | 'kill-plugin-at';
 
@@ -111,73 +104,6 @@ interface Setup {
   segmentBytes: (number | undefined)[];
 }
 
-/**
- * An independent plain replay of the committed history (better-sqlite3, foreign keys ON, a call
- * with the bump is one BEGIN/COMMIT, others run outside a transaction). It is advanced as the node
- * advances; the states just ahead of it are dumped inside a savepoint that is rolled back.
- */
-class Reference {
-  private readonly db = new Database(':memory:');
-  private readonly history: CallEntry[];
-  private next = 0;
-  private version = 0;
-
-  constructor(entries: readonly TraceEntry[]) {
-    this.db.pragma('foreign_keys = ON');
-    this.history = entries.filter((e): e is CallEntry => e.kind === 'call' && !e.superseded);
-  }
-
-  /** The history not applied yet, through the transaction to `v` and the calls without bump after it. */
-  private through(v: number): string[][] {
-    const out: string[][] = [];
-    for (let i = this.next; i < this.history.length; i++) {
-      const h = this.history[i];
-      if (isTransaction(h.writes) && h.dataVersion > v) break;
-      out.push(h.writes);
-    }
-    return out;
-  }
-
-  /** Applies the committed history up to version `v` (which never goes back). */
-  advanceTo(v: number): void {
-    if (v < this.version) throw new Error(`the reference is at ${this.version}, cannot go back to ${v}`);
-    for (const writes of this.through(v)) {
-      const tx = isTransaction(writes);
-      if (tx) this.db.exec('BEGIN');
-      for (const sql of writes) this.db.exec(sql);
-      if (tx) this.db.exec('COMMIT');
-      this.next++;
-    }
-    this.version = v;
-  }
-
-  /** The dump of the committed state at `v` (at or after the reference's own version). */
-  dumpAt(v: number): string {
-    return this.dumpWith(this.through(v));
-  }
-
-  /** The dump of the committed state at `c` plus the uncommitted transaction `writes` (to c+1). */
-  dumpInFlight(c: number, writes: readonly string[]): string {
-    return this.dumpWith([...this.through(c), [...writes]]);
-  }
-
-  private dumpWith(extra: string[][]): string {
-    if (extra.length === 0) return dumpDatabase(this.db);
-    this.db.exec('SAVEPOINT probe');
-    try {
-      for (const writes of extra) for (const sql of writes) this.db.exec(sql);
-      return dumpDatabase(this.db);
-    } finally {
-      this.db.exec('ROLLBACK TO probe');
-      this.db.exec('RELEASE probe');
-    }
-  }
-
-  close(): void {
-    this.db.close();
-  }
-}
-
 interface Episode {
   setup: Setup;
   label: string;
@@ -187,7 +113,8 @@ interface Episode {
   vaultDir: string;
   scratchDir: string;
   keys: VaultKeys;
-  ref: Reference;
+  /** The independent plain replay of the trace's committed history, advanced with the node. */
+  ref: IncrementalReplay;
   /** The node's committed version at the last check (it never goes back). */
   lastC: number;
   /** The restore at the last check (version, in flight, dump). */
@@ -214,10 +141,6 @@ const tally = (map: Map<string, number>, key: string): void => {
   map.set(key, (map.get(key) ?? 0) + 1);
 };
 
-function ofKind<K extends SimulatorEvent['event']>(events: SimulatorEvent[], kind: K): Extract<SimulatorEvent, { event: K }>[] {
-  return events.filter((e): e is Extract<SimulatorEvent, { event: K }> => e.event === kind);
-}
-
 /** The first `NODE1_VERSIONS` versions of node1, as a plain .jsonl file (parsed fast by each lifetime). */
 function node1Head(dir: string): string {
   const lines = zlib.gunzipSync(fs.readFileSync(tracePath('cln-v26.06-node1.jsonl.gz'))).toString('utf8').split('\n');
@@ -233,29 +156,22 @@ function node1Head(dir: string): string {
   return file;
 }
 
-function newEpisode(root: string, setup: Setup, n: number): Episode {
-  const dir = path.join(root, `${setup.name}-${n}`);
-  const lightningDir = path.join(dir, 'node');
-  const networkDir = path.join(lightningDir, 'regtest');
-  const scratchDir = path.join(dir, 'scratch');
-  const vaultDir = path.join(dir, 'vault');
-  fs.mkdirSync(networkDir, { recursive: true });
-  fs.mkdirSync(scratchDir, { recursive: true });
-  const hsmSecret = path.join(networkDir, 'hsm_secret');
-  fs.writeFileSync(hsmSecret, crypto.randomBytes(32), { mode: 0o400 });
+function newEpisode(setup: Setup, n: number): Episode {
   const segmentBytes = setup.segmentBytes[(n - 1) % setup.segmentBytes.length];
-  initNode({ lightningDir, network: 'regtest', vault: vaultDir, force: true, segmentBytes });
-  const entries = loadTraceChain(setup.traces.map(parseSegmentSpec));
+  const node = makeNode(`torture-${setup.name}-${n}`, { segmentBytes });
+  const scratchDir = path.join(node.dir, 'scratch');
+  fs.mkdirSync(scratchDir);
+  const entries = loadChain(setup.traces);
   return {
     setup,
     label: `${setup.name} node #${n} (segments of ${segmentBytes ?? 'default'} bytes)`,
     entries,
-    lightningDir,
-    networkDir,
-    vaultDir,
+    lightningDir: node.lightningDir,
+    networkDir: node.networkDir,
+    vaultDir: node.vault,
     scratchDir,
-    keys: loadKeys({ hsmSecret }).keys,
-    ref: new Reference(entries),
+    keys: node.keys,
+    ref: new IncrementalReplay(entries),
     lastC: 0,
     lastRestore: null,
   };
@@ -413,13 +329,8 @@ function readNode(ep: Episode, onCopy: boolean): { c: number; dump: string; hotJ
     }
     file = copy;
   }
-  const db = new Database(file);
-  try {
-    const c = readDataVersion(db);
-    return { c, dump: dumpDatabase(db), hotJournal };
-  } finally {
-    db.close();
-  }
+  // The first open rolls the hot journal back, as the next lightningd would.
+  return { c: dataVersionOf(file), dump: dumpFile(file), hotJournal };
 }
 
 /** When the vault's writer.lock is still there (its plugin was killed), whether that pid is gone, a zombie or alive. */
@@ -430,22 +341,8 @@ function staleLock(ep: Episode): string | null {
   } catch {
     return null;
   }
-  let stat: string;
-  try {
-    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return 'gone';
-  }
-  return /^\d+ \(.*\) [ZX]/s.test(stat) ? 'zombie (dead, not yet reaped)' : 'alive';
-}
-
-function dumpFile(file: string): string {
-  const db = new Database(file, { readonly: true });
-  try {
-    return dumpDatabase(db);
-  } finally {
-    db.close();
-  }
+  if (processAlive(pid)) return 'alive';
+  return fs.existsSync(`/proc/${pid}`) ? 'zombie (dead, not yet reaped)' : 'gone';
 }
 
 interface Stats {
@@ -504,7 +401,7 @@ function checkAfterCrash(ep: Episode, ctx: string, lt: Lifetime, plan: Plan, onC
   if (incl.version === c) {
     if (restoredDump !== refAt(c)) fail(`${gave}: the restored database differs from the plain replay at ${c}`);
   } else {
-    const candidates = ep.entries.filter((e): e is CallEntry => e.kind === 'call' && isTransaction(e.writes) && e.dataVersion === c + 1);
+    const candidates = callsOf(ep.entries).filter((e) => isTransaction(e.writes) && e.dataVersion === c + 1);
     if (!candidates.some((e) => ep.ref.dumpInFlight(c, e.writes) === restoredDump)) {
       fail(`${gave}: the restored database is neither state ${c} + any transaction to ${c + 1} of the trace (${candidates.length} candidates)`);
     }
@@ -577,8 +474,8 @@ function checkFinal(ep: Episode, ctx: string, lt: Lifetime): void {
   ep.lastC = node.c;
 }
 
-async function torture(root: string, setup: Setup, n: number, wanted: number, rng: Prng, stats: Stats, log: (line: string) => void): Promise<number> {
-  const ep = newEpisode(root, setup, n);
+async function torture(setup: Setup, n: number, wanted: number, rng: Prng, stats: Stats, log: (line: string) => void): Promise<number> {
+  const ep = newEpisode(setup, n);
   const started = Date.now();
   let kills = 0;
   try {
@@ -664,9 +561,9 @@ test('crash torture: 200+ SIGKILLs of lightningd and the plugin; restore is alwa
   const node1: Setup = { name: 'node1', traces: [node1Head(root)], spawnWindowMs: 250, windowMs: 400, commitWindowMs: 300, entryWindow: 120, segmentBytes: [256 * 1024] };
   const node3: Setup = { name: 'node3', traces: NODE3_CHAIN, spawnWindowMs: 250, windowMs: 250, commitWindowMs: 80, entryWindow: 25, segmentBytes: [4096, undefined] };
 
-  await torture(root, node1, 1, Math.round(TARGET_KILLS * NODE1_SHARE), rng, stats, log);
+  await torture(node1, 1, Math.round(TARGET_KILLS * NODE1_SHARE), rng, stats, log);
   for (let n = 1; stats.counted < TARGET_KILLS; n++) {
-    await torture(root, node3, n, TARGET_KILLS - stats.counted, rng, stats, log);
+    await torture(node3, n, TARGET_KILLS - stats.counted, rng, stats, log);
   }
 
   const seconds = (Date.now() - started) / 1000;

@@ -12,7 +12,9 @@ import { restoreDatabase } from '../src/restore/rebuild.js';
 import { verifyVault } from '../src/restore/verify.js';
 import { runSimulatorUntilDone, SimulatorAbortedError } from '../src/simulator/runner.js';
 import { tracePath } from './helpers/paths.js';
-import { dataVersionOf, dumpFile, makeTestNode } from './helpers/testNode.js';
+import { dataVersionOf, dumpFile } from './helpers/reference.js';
+import { pluginLogs } from './helpers/simEvents.js';
+import { makeTestNode } from './helpers/testNode.js';
 
 test('disk full under the vault: no acknowledged record is lost, lightningd stops before committing, and resumes after space is freed', async (t) => {
   const node = makeTestNode('diskfull');
@@ -34,7 +36,7 @@ test('disk full under the vault: no acknowledged record is lost, lightningd stop
     await assert.rejects(runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: trace, plugin: PLUGIN_PATH, progressEvery: 500 }), (err: unknown) => {
       assert.ok(err instanceof SimulatorAbortedError, String(err));
       lastCommitted = err.event.lastCommitted;
-      const logs = err.lifetimes.flatMap((l) => l.events).flatMap((e) => (e.event === 'plugin-log' ? [e.message] : []));
+      const logs = pluginLogs(err.lifetimes);
       assert.ok(logs.some((m) => /ENOSPC|no space/i.test(m)), logs.slice(-5).join('\n'));
       assert.ok(logs.some((m) => /Stopping lightningd before it commits anything unrecorded/.test(m)));
       return true;
@@ -42,7 +44,7 @@ test('disk full under the vault: no acknowledged record is lost, lightningd stop
     assert.ok(lastCommitted > 100, `the vault should hold a few hundred versions before filling up (got ${lastCommitted})`);
     assert.equal(dataVersionOf(node.dbPath), lastCommitted);
 
-    const { keys } = loadKeys({ hsmSecret: node.hsmSecret });
+    const { keys } = loadKeys({ hsmSecret: node.hsmSecretPath });
     const restored = restoreDatabase({ vaultDir: vault, keys, to: path.join(node.dir, 'r1.sqlite3') });
     assert.equal(restored.version, lastCommitted, 'the restore holds exactly what the node committed');
     assert.equal(dumpFile(path.join(node.dir, 'r1.sqlite3')), dumpFile(node.dbPath));

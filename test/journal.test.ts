@@ -15,7 +15,10 @@ import { RecordType, type RecordBody } from '../src/vault/format.js';
 import { restoreDatabase } from '../src/restore/rebuild.js';
 import { verifyVault } from '../src/restore/verify.js';
 import type { CallEntry } from '../src/simulator/trace.js';
-import { dumpFile, dumpOf, effectiveWrites, feed, makeNode, node3Calls, plainReplay, type TestNode } from './helpers/vaultFixture.js';
+import { Prng } from './helpers/prng.js';
+import { dumpFile, dumpOf, effectiveWrites, node3Calls, plainReplay } from './helpers/reference.js';
+import { makeNode, type VaultNode } from './helpers/testNode.js';
+import { feed } from './helpers/vaultFixture.js';
 
 const bump = (from: number): string => `UPDATE vars SET intval = intval + 1 WHERE name = 'data_version' AND intval = ${from}`;
 /** A transaction to version v: a statement and the bump from v-1 (on the u32 circle). */
@@ -323,23 +326,11 @@ test('replayer: out-of-order or inconsistent records are JournalErrors naming th
 // ---------------------------------------------------------------------------------------------
 // End to end, in-process: node3's history through a Journal, restored and compared
 
-/** A seeded PRNG, so a failing random choice can be reproduced. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const REWOUND_VERSION = 350;
 const REWOUND_ROW = "INSERT INTO vars (name, val) VALUES ('lnbackup-test-rewound', 'never committed')";
 
 /** Restores `node`'s vault (optionally at a version) and returns the dump and the result. */
-function restoreDump(node: TestNode, name: string, options: { version?: number; excludeInFlight?: boolean } = {}) {
+function restoreDump(node: VaultNode, name: string, options: { version?: number; excludeInFlight?: boolean } = {}) {
   const to = path.join(node.dir, `${name}.sqlite3`);
   const result = restoreDatabase({ vaultDir: node.vault, keys: node.keys, to, ...options });
   return { result, dump: dumpFile(to) };
@@ -398,9 +389,9 @@ test('journal end to end: node3 with its real rewinds and a simulated one; resto
   assert.ok(excl.dump === expectedDump(calls, 430));
 
   const seed = Date.now() >>> 0;
-  const rand = prng(seed);
+  const rng = new Prng(seed);
   const picks = new Set<number>([1, 2, 42, 60, REWOUND_VERSION, 431]);
-  while (picks.size < 16) picks.add(1 + Math.floor(rand() * 431));
+  while (picks.size < 16) picks.add(rng.int(1, 431));
   for (const v of picks) {
     const r = restoreDump(node, `v${v}`, { version: v });
     assert.equal(r.result.version, v, `version ${v} (seed ${seed})`);

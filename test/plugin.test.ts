@@ -12,16 +12,12 @@ import { verifyVault } from '../src/restore/verify.js';
 import { vaultStatus } from '../src/restore/status.js';
 import { runSimulatorUntilDone, spawnSimulator, SimulatorAbortedError } from '../src/simulator/runner.js';
 import { tracePath } from './helpers/paths.js';
-import { dataVersionOf, dumpFile, makeTestNode, type TestNode } from './helpers/testNode.js';
-
-const NODE3_CHAIN = [
-  `${tracePath('cln-v26.06-node3.jsonl.gz')}@1-42`,
-  tracePath('cln-v26.06-node3-fail.jsonl.gz'),
-  `${tracePath('cln-v26.06-node3.jsonl.gz')}@240-`,
-];
+import { dataVersionOf, dumpFile, NODE3_CHAIN } from './helpers/reference.js';
+import { pluginLogs } from './helpers/simEvents.js';
+import { makeNode, makeTestNode, type TestNode } from './helpers/testNode.js';
 
 function restoreAndCompare(node: TestNode, expectVersion: number): ReturnType<typeof restoreDatabase> {
-  const { keys } = loadKeys({ hsmSecret: node.hsmSecret });
+  const { keys } = loadKeys({ hsmSecret: node.hsmSecretPath });
   const to = path.join(node.dir, `restored-${Date.now()}.sqlite3`);
   const r = restoreDatabase({ vaultDir: node.vault, keys, to });
   assert.equal(r.version, expectVersion);
@@ -32,13 +28,8 @@ function restoreAndCompare(node: TestNode, expectVersion: number): ReturnType<ty
   return r;
 }
 
-function pluginLogs(lifetimes: { events: { event: string }[] }[]): string[] {
-  return lifetimes.flatMap((l) => l.events).flatMap((e) => (e.event === 'plugin-log' ? [(e as unknown as { message: string }).message] : []));
-}
-
 test('node1 trace through the plugin: restore equals the node database', async () => {
-  const node = makeTestNode('node1');
-  initNode({ lightningDir: node.lightningDir, network: 'regtest', vault: node.vault });
+  const node = makeNode('node1');
   const run = await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: [tracePath('cln-v26.06-node1.jsonl.gz')], plugin: PLUGIN_PATH, progressEvery: 2000 });
   assert.equal(run.dataVersion, 8176);
   const r = restoreAndCompare(node, 8176);
@@ -49,8 +40,7 @@ test('node1 trace through the plugin: restore equals the node database', async (
 });
 
 test('fail trace: every acked-but-uncommitted transaction is superseded, restore equals the node', async () => {
-  const node = makeTestNode('fail');
-  initNode({ lightningDir: node.lightningDir, network: 'regtest', vault: node.vault });
+  const node = makeNode('fail');
   const run = await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH });
   assert.equal(run.dataVersion, 431);
   const crashes = run.lifetimes.length - 1;
@@ -62,8 +52,7 @@ test('fail trace: every acked-but-uncommitted transaction is superseded, restore
 });
 
 test('pre-init trace: the aborted first migration is superseded, the migrations\' PRAGMA repeats are kept', async () => {
-  const node = makeTestNode('preinit');
-  initNode({ lightningDir: node.lightningDir, network: 'regtest', vault: node.vault });
+  const node = makeNode('preinit');
   const run = await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: [tracePath('cln-v26.06-node4-preinit.jsonl.gz')], plugin: PLUGIN_PATH });
   assert.equal(run.dataVersion, 42);
   const r = restoreAndCompare(node, 42);
@@ -85,8 +74,7 @@ test('dynamic trace: a node set up at version 385 continues from its snapshot', 
 });
 
 test('a node that ran without the plugin: the vault is behind, the plugin snapshots inside the hook and starts a generation', async () => {
-  const node = makeTestNode('behind');
-  initNode({ lightningDir: node.lightningDir, network: 'regtest', vault: node.vault });
+  const node = makeNode('behind');
   await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: null, untilVersion: 300 });
   const run = await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH });
   assert.equal(run.dataVersion, 431);
@@ -97,13 +85,12 @@ test('a node that ran without the plugin: the vault is behind, the plugin snapsh
 });
 
 test('a stale database is refused before anything commits; the vault is untouched; after a restore the node goes on', async () => {
-  const node = makeTestNode('stale');
-  initNode({ lightningDir: node.lightningDir, network: 'regtest', vault: node.vault });
+  const node = makeNode('stale');
   await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH, untilVersion: 300 });
   const oldCopy = path.join(node.dir, 'old.sqlite3');
   fs.copyFileSync(node.dbPath, oldCopy);
   await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH, untilVersion: 350 });
-  const { keys } = loadKeys({ hsmSecret: node.hsmSecret });
+  const { keys } = node;
   const before = vaultStatus(node.vault, keys);
   assert.equal(before.latest?.version, 350);
 
@@ -143,12 +130,11 @@ test('a node without lnbackup configuration is stopped at its first write, with 
 });
 
 test('restore --version gives the database at that version (point in time inside a generation)', async () => {
-  const node = makeTestNode('pit');
-  initNode({ lightningDir: node.lightningDir, network: 'regtest', vault: node.vault });
+  const node = makeNode('pit');
   await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH, untilVersion: 200 });
   const at200 = dumpFile(node.dbPath);
   await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH });
-  const { keys } = loadKeys({ hsmSecret: node.hsmSecret });
+  const { keys } = node;
   const to = path.join(node.dir, 'at200.sqlite3');
   const r = restoreDatabase({ vaultDir: node.vault, keys, to, version: 200 });
   assert.equal(r.version, 200);
@@ -158,8 +144,7 @@ test('restore --version gives the database at that version (point in time inside
 });
 
 test('init after lightningd died mid-transaction: the hot journal is rolled back, the in-flight record is not mistaken for newer data', async () => {
-  const node = makeTestNode('hotjournal');
-  initNode({ lightningDir: node.lightningDir, network: 'regtest', vault: node.vault });
+  const node = makeNode('hotjournal');
   const sim = spawnSimulator({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH, killSelfAt: { entry: 150, point: 'after-ack' } });
   const exit = await sim.exit;
   assert.equal(exit.signal, 'SIGKILL');

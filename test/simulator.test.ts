@@ -3,83 +3,26 @@
 // SIGKILLs of the simulator and of the plugin, and lightningd's reaction to misbehaving plugins.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { pathToFileURL } from 'node:url';
-import { repoRoot, tempDir, tracePath } from './helpers/paths.js';
-import { dumpDatabase } from '../src/simulator/dump.js';
-import type { SimulatorEvent } from '../src/simulator/events.js';
 import { SimulatedLightningd, type SimulatorOptions } from '../src/simulator/lightningd.js';
 import { DB_FILE, readDataVersion } from '../src/simulator/nodeDb.js';
 import { pluginCommandFor } from '../src/simulator/pluginProcess.js';
 import { runSimulatorUntilDone, spawnSimulator, type SimulatorExit } from '../src/simulator/runner.js';
-import {
-  loadTraceChain,
-  parseSegmentSpec,
-  parseTraceText,
-  TraceFormatError,
-  type CallEntry,
-  type TraceEntry,
-} from '../src/simulator/trace.js';
+import { loadTraceChain, parseSegmentSpec, parseTraceText, TraceFormatError, type CallEntry } from '../src/simulator/trace.js';
+import type { SimulatorEvent } from '../src/simulator/events.js';
+import { repoRoot, tempDir, tracePath } from './helpers/paths.js';
+import { callsOf, dataVersionOf, dumpFile, dumpOf, effectiveWrites, loadChain, NODE3_CHAIN, openDbFile, plainReplay } from './helpers/reference.js';
+import { ofKind } from './helpers/simEvents.js';
 
 const baselinePlugin = path.join(repoRoot, 'dist/bench/baselinePlugin.js');
-const NODE3_CHAIN = [
-  `${tracePath('cln-v26.06-node3.jsonl.gz')}@1-42`,
-  tracePath('cln-v26.06-node3-fail.jsonl.gz'),
-  `${tracePath('cln-v26.06-node3.jsonl.gz')}@240-`,
-];
-const BUMP = /^UPDATE vars SET intval = intval \+ 1 WHERE name = 'data_version' AND intval = \d+;?$/;
 
-const calls = (entries: TraceEntry[]): CallEntry[] => entries.filter((e): e is CallEntry => e.kind === 'call');
-
-/** A plain replay in memory: each call with a bump is one transaction, foreign keys ON. */
-function plainReplay(writeSets: Iterable<string[]>): Database.Database {
-  const db = new Database(':memory:');
-  db.pragma('foreign_keys = ON');
-  for (const writes of writeSets) {
-    const tx = BUMP.test(writes[writes.length - 1] ?? '');
-    if (tx) db.exec('BEGIN');
-    for (const sql of writes) db.exec(sql);
-    if (tx) db.exec('COMMIT');
-  }
-  return db;
-}
-
-/** The committed history of a chain up to (and including) `untilVersion`. */
-function effectiveWrites(entries: TraceEntry[], untilVersion = Infinity): string[][] {
-  const out: string[][] = [];
-  for (const e of calls(entries)) {
-    if (e.superseded) continue;
-    if (e.bumps && e.dataVersion > untilVersion) break;
-    out.push(e.writes);
-  }
-  return out;
-}
-
-function dumpOf(db: Database.Database): string {
-  const dump = dumpDatabase(db);
-  db.close();
-  return dump;
-}
-
-/** Opens the node database the way the next lifetime would (rolling back a hot journal). */
-function nodeDb(networkDir: string): Database.Database {
-  return new Database(path.join(networkDir, DB_FILE));
-}
-
-function versionOf(networkDir: string): number {
-  const db = nodeDb(networkDir);
-  try {
-    return readDataVersion(db);
-  } finally {
-    db.close();
-  }
-}
-
-const ofKind = <K extends SimulatorEvent['event']>(events: SimulatorEvent[], kind: K) =>
-  events.filter((e): e is Extract<SimulatorEvent, { event: K }> => e.event === kind);
+/** The node's database file in `networkDir`. */
+const nodeDbFile = (networkDir: string): string => path.join(networkDir, DB_FILE);
+/** The node's committed version, read the way the next lifetime would (rolling back a hot journal). */
+const versionOf = (networkDir: string): number => dataVersionOf(nodeDbFile(networkDir));
 
 test('traces: shapes are validated with line numbers; segment specs; supersede flags; continuity', () => {
   assert.throws(
@@ -96,13 +39,13 @@ test('traces: shapes are validated with line numbers; segment specs; supersede f
   assert.deepEqual(parseSegmentSpec('t.gz@1-42'), { path: 't.gz', from: 1, to: 42 });
   assert.deepEqual(parseSegmentSpec('t.gz'), { path: 't.gz' });
 
-  const node3 = loadTraceChain(NODE3_CHAIN.map(parseSegmentSpec));
-  const superseded = calls(node3).filter((e) => e.superseded);
+  const node3 = loadChain(NODE3_CHAIN);
+  const superseded = callsOf(node3).filter((e) => e.superseded);
   assert.deepEqual(superseded.map((e) => e.dataVersion), [60, 70, 85, 100, 115]);
   assert.ok(superseded.every((e) => e.bumps && e.source.endsWith('node3-fail.jsonl.gz')));
   assert.equal(node3.filter((e) => e.kind === 'mark').length, 6);
   const node4 = loadTraceChain([{ path: tracePath('cln-v26.06-node4-preinit.jsonl.gz') }]);
-  assert.deepEqual(calls(node4).filter((e) => e.superseded).map((e) => [e.line, e.dataVersion]), [[1, 1]]);
+  assert.deepEqual(callsOf(node4).filter((e) => e.superseded).map((e) => [e.line, e.dataVersion]), [[1, 1]]);
   // node3.jsonl.gz alone jumps from 42 to 240: the fail trace is missing in between.
   assert.throws(() => loadTraceChain([{ path: tracePath('cln-v26.06-node3.jsonl.gz') }]), /history is at data_version 42 but this call bumps from 239/);
 });
@@ -117,7 +60,7 @@ test('node1 replayed with no plugin equals an independent plain replay', async (
   assert.equal(done.stats.committed, 8176);
   assert.equal(ofKind(exit.events, 'committed').at(-1)?.dataVersion, 8176);
 
-  const db = nodeDb(path.join(dir, 'regtest'));
+  const db = openDbFile(nodeDbFile(path.join(dir, 'regtest')));
   assert.equal(db.pragma('integrity_check', { simple: true }), 'ok');
   assert.equal(readDataVersion(db), 8176);
   const text = zlib.gunzipSync(fs.readFileSync(tracePath('cln-v26.06-node1.jsonl.gz'))).toString('utf8');
@@ -147,7 +90,7 @@ test('node3 chain with the baseline plugin: restarts at each superseded call, ac
     assert.ok(resumed.entry > crashes[i - 1].entry);
   }
 
-  const entries = loadTraceChain(NODE3_CHAIN.map(parseSegmentSpec));
+  const entries = loadChain(NODE3_CHAIN);
   const logged = fs.readFileSync(path.join(networkDir, 'baseline.log'), 'utf8').trim().split('\n');
   const acked = logged.map((l) => JSON.parse(l) as { data_version: number; writes: string[] });
   for (const crash of crashes) {
@@ -156,7 +99,7 @@ test('node3 chain with the baseline plugin: restarts at each superseded call, ac
     assert.ok(acked.some((a) => a.data_version === e.dataVersion && JSON.stringify(a.writes) === JSON.stringify(e.writes)));
   }
   assert.ok(!fs.existsSync(path.join(networkDir, `${DB_FILE}-journal`)));
-  const db = nodeDb(networkDir);
+  const db = openDbFile(nodeDbFile(networkDir));
   assert.equal(db.pragma('integrity_check', { simple: true }), 'ok');
   assert.ok(dumpOf(db) === dumpOf(plainReplay(effectiveWrites(entries))), 'the node differs from the effective chain');
 });
@@ -175,15 +118,15 @@ test('node4-preinit: the fresh node dies at its first migration, which is then r
     dataVersion: 1,
   });
   assert.deepEqual(ofKind(result.lifetimes[1].events, 'resumed')[0], { event: 'resumed', dataVersion: 0, entry: 1, preInit: 9 });
-  const entries = loadTraceChain([{ path: trace }]);
-  assert.ok(dumpOf(nodeDb(path.join(dir, 'regtest'))) === dumpOf(plainReplay(effectiveWrites(entries))));
+  const entries = loadChain([trace]);
+  assert.ok(dumpFile(nodeDbFile(path.join(dir, 'regtest'))) === dumpOf(plainReplay(effectiveWrites(entries))));
 });
 
 test('SIGKILL of the simulator (before the hook, after the ack, after COMMIT) and of the plugin mid-hook', async () => {
   const dir = tempDir('sim-kill');
   const networkDir = path.join(dir, 'regtest');
   const traces = NODE3_CHAIN.slice(0, 2);
-  const entries = loadTraceChain(traces.map(parseSegmentSpec));
+  const entries = loadChain(traces);
   const version = (i: number): number => (entries[i] as CallEntry).dataVersion;
   const base = { lightningDir: dir, traces, plugin: baselinePlugin, progressEvery: 100 };
   const lifetime = async (extra: object, resumedAt: [number, number]): Promise<SimulatorExit> => {
@@ -227,7 +170,7 @@ test('SIGKILL of the simulator (before the hook, after the ack, after COMMIT) an
   const result = await runSimulatorUntilDone(base);
   assert.equal(ofKind(result.lifetimes[0].events, 'resumed')[0].entry, 30);
   assert.equal(result.dataVersion, 239);
-  assert.ok(dumpOf(nodeDb(networkDir)) === dumpOf(plainReplay(effectiveWrites(entries))));
+  assert.ok(dumpFile(nodeDbFile(networkDir)) === dumpOf(plainReplay(effectiveWrites(entries))));
 });
 
 /** A test plugin that records what it receives and misbehaves as <networkDir>/mode.json says. */
@@ -270,7 +213,7 @@ test('in-process lifetimes: protocol shape, pre-init counts, and aborts on every
   const networkDir = path.join(dir, 'regtest');
   fs.mkdirSync(networkDir);
   const plugin = pluginCommandFor(writeRecorderPlugin(dir));
-  const entries = loadTraceChain(NODE3_CHAIN.slice(0, 2).map(parseSegmentSpec));
+  const entries = loadChain(NODE3_CHAIN.slice(0, 2));
   const record = (): Record<string, unknown>[] =>
     fs.readFileSync(path.join(networkDir, 'record.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
   const lifetime = async (mode: string, at: number, extra: Partial<SimulatorOptions> = {}) => {
@@ -337,5 +280,5 @@ test('in-process lifetimes: protocol shape, pre-init counts, and aborts on every
   assert.equal(versionOf(networkDir), (entries[66] as CallEntry).dataVersion - 1);
   const done = await lifetime('none', 0, { untilVersion: 62 });
   assert.deepEqual(done.outcome.kind === 'done' && done.outcome.dataVersion, 62);
-  assert.ok(dumpOf(nodeDb(networkDir)) === dumpOf(plainReplay(effectiveWrites(entries, 62))));
+  assert.ok(dumpFile(nodeDbFile(networkDir)) === dumpOf(plainReplay(effectiveWrites(entries, 62))));
 });

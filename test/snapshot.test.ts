@@ -3,34 +3,22 @@
 // so, and the snapshot is taken at the next call; the lock is never held after a call returns.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import Database from 'better-sqlite3';
-import { initNode } from '../src/cli/initNode.js';
-import { loadKeys } from '../src/cli/keyOptions.js';
 import { Journal } from '../src/journal/journal.js';
 import { withConsistentSnapshot, SnapshotBusyError } from '../src/journal/snapshotSource.js';
 import { restoreDatabase } from '../src/restore/rebuild.js';
 import { readTraceFile } from '../src/simulator/trace.js';
 import { tracePath } from './helpers/paths.js';
-import { dumpFile, makeTestNode } from './helpers/testNode.js';
+import { callsOf, dumpFile, plainReplay } from './helpers/reference.js';
+import { makeNode } from './helpers/testNode.js';
 import path from 'node:path';
 
-const calls = readTraceFile(tracePath('cln-v26.06-node6.jsonl.gz')).flatMap((e) => (e.kind === 'call' ? [e] : []));
-
-function applyCall(db: Database.Database, writes: readonly string[], bump: boolean): void {
-  if (bump) db.exec('BEGIN');
-  for (const w of writes) db.exec(w);
-  if (bump) db.exec('COMMIT');
-}
+const calls = callsOf(readTraceFile(tracePath('cln-v26.06-node6.jsonl.gz')));
 
 test('a locked database: unprotected call, snapshot at the next call, lock never kept', () => {
-  const node = makeTestNode('snaplock');
-  initNode({ lightningDir: node.lightningDir, network: 'regtest', vault: node.vault });
+  const node = makeNode('snaplock');
   // The node runs 30 calls without the plugin: the vault (version 0) is now behind.
-  const db = new Database(node.dbPath);
-  db.pragma('foreign_keys = ON');
-  const first = calls.slice(0, 30);
-  for (const c of first) applyCall(db, c.writes, c.bumps);
-  const { keys } = loadKeys({ hsmSecret: node.hsmSecret });
+  const db = plainReplay(calls.slice(0, 30).map((c) => c.writes), node.dbPath);
+  const { keys } = node;
   const journal = Journal.open(node.vault, keys, node.dbPath);
   try {
     // The next transaction is pending with an EXCLUSIVE lock (as after a cache spill).

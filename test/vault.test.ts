@@ -43,7 +43,10 @@ import { CorruptRecordError, VaultError } from '../src/vault/errors.js';
 import { restoreDatabase } from '../src/restore/rebuild.js';
 import { verifyVault } from '../src/restore/verify.js';
 import { tempDir } from './helpers/paths.js';
-import { dumpFile, dumpOf, effectiveWrites, feedNode, makeNode, node3Calls, plainReplay } from './helpers/vaultFixture.js';
+import { Prng } from './helpers/prng.js';
+import { dumpFile, dumpOf, effectiveWrites, node3Calls, plainReplay } from './helpers/reference.js';
+import { makeNode } from './helpers/testNode.js';
+import { feedNode } from './helpers/vaultFixture.js';
 
 // ---------------------------------------------------------------------------------------------
 // AEAD
@@ -243,45 +246,33 @@ test('payloads: round trips and precise refusals (counts and lengths beyond the 
   assert.throws(() => decodeSnapshotEnd(Buffer.alloc(41)), FormatError);
 });
 
-/** A deterministic PRNG (mulberry32), so a failing fuzz case can be reproduced from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function randomBuffer(rand: () => number, maxLen: number): Buffer {
-  const b = Buffer.alloc(Math.floor(rand() * (maxLen + 1)));
-  for (let i = 0; i < b.length; i++) b[i] = Math.floor(rand() * 256);
+function randomBuffer(rng: Prng, maxLen: number): Buffer {
+  const b = Buffer.alloc(Math.floor(rng.next() * (maxLen + 1)));
+  for (let i = 0; i < b.length; i++) b[i] = Math.floor(rng.next() * 256);
   return b;
 }
 
 /** Random statement lists that are almost well-formed: small counts and lengths, then damage. */
-function nearWrites(rand: () => number): Buffer {
-  const n = Math.floor(rand() * 4);
+function nearWrites(rng: Prng): Buffer {
+  const n = Math.floor(rng.next() * 4);
   const parts: Buffer[] = [Buffer.alloc(4)];
-  parts[0].writeUInt32BE(rand() < 0.8 ? n : Math.floor(rand() * 0xffffffff), 0);
+  parts[0].writeUInt32BE(rng.next() < 0.8 ? n : Math.floor(rng.next() * 0xffffffff), 0);
   for (let i = 0; i < n; i++) {
-    const s = randomBuffer(rand, 12);
+    const s = randomBuffer(rng, 12);
     const len = Buffer.alloc(4);
-    len.writeUInt32BE(rand() < 0.8 ? s.length : Math.floor(rand() * 0xffffffff), 0);
+    len.writeUInt32BE(rng.next() < 0.8 ? s.length : Math.floor(rng.next() * 0xffffffff), 0);
     parts.push(len, s);
   }
   let b = Buffer.concat(parts);
-  const r = rand();
-  if (r < 0.2) b = b.subarray(0, Math.floor(rand() * b.length));
-  else if (r < 0.4) b = Buffer.concat([b, randomBuffer(rand, 6)]);
+  const r = rng.next();
+  if (r < 0.2) b = b.subarray(0, Math.floor(rng.next() * b.length));
+  else if (r < 0.4) b = Buffer.concat([b, randomBuffer(rng, 6)]);
   return b;
 }
 
 test('payloads fuzz: decoders return or throw FormatError, never anything else', () => {
   const seed = Date.now() >>> 0;
-  const rand = prng(seed);
+  const rng = new Prng(seed);
   const decoders: [string, (b: Buffer) => unknown][] = [
     ['decodeWrites', decodeWrites],
     ['decodeSnapshotBegin', decodeSnapshotBegin],
@@ -293,16 +284,16 @@ test('payloads fuzz: decoders return or throw FormatError, never anything else',
   let accepted = 0;
   let refused = 0;
   for (let i = 0; i < 4000; i++) {
-    const inputs = [randomBuffer(rand, 80), nearWrites(rand)];
+    const inputs = [randomBuffer(rng, 80), nearWrites(rng)];
     // Buffers of the sizes the fixed-size decoders accept, and headers with the magic and version.
     const fixed = Buffer.alloc([8, 9, 16, 40, 44, 52, 60][i % 7]);
-    for (let j = 0; j < fixed.length; j++) fixed[j] = rand() < 0.3 ? 0 : Math.floor(rand() * 256);
+    for (let j = 0; j < fixed.length; j++) fixed[j] = rng.next() < 0.3 ? 0 : Math.floor(rng.next() * 256);
     inputs.push(fixed);
     const h = Buffer.alloc(44);
-    for (let j = 0; j < h.length; j++) h[j] = Math.floor(rand() * 256);
+    for (let j = 0; j < h.length; j++) h[j] = Math.floor(rng.next() * 256);
     h.write('LNBK', 0, 'latin1');
     h[4] = 1;
-    if (rand() < 0.5) h.fill(0, 5, 8);
+    if (rng.next() < 0.5) h.fill(0, 5, 8);
     inputs.push(h);
     for (const input of inputs) {
       for (const [name, decode] of decoders) {
@@ -321,7 +312,7 @@ test('payloads fuzz: decoders return or throw FormatError, never anything else',
   assert.ok(accepted > 1000 && refused > 1000, `fuzz reached too few paths (seed ${seed}): ${accepted} accepted, ${refused} refused`);
   // Near-valid statement lists decode exactly the count they claim when accepted.
   for (let i = 0; i < 2000; i++) {
-    const b = nearWrites(rand);
+    const b = nearWrites(rng);
     try {
       const list = decodeWrites(b);
       assert.equal(list.length, b.readUInt32BE(0));
