@@ -4,8 +4,7 @@
 // directory, which lightningd sets to <lightning-dir>/<network>.
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeFileAtomic } from '../util/durableFs.js';
-import { readBoundedFile } from '../keys/boundedRead.js';
+import { readBoundedFile, writeFileAtomic } from '../util/durableFs.js';
 import type { KeyOrigin } from '../keys/rootKey.js';
 
 export const CONFIG_FILE = 'lnbackup.json';
@@ -47,7 +46,7 @@ export function readConfig(networkDir: string): PluginConfig {
   }
   let raw: unknown;
   try {
-    raw = JSON.parse(readBoundedFile(file, 'configuration file').toString('utf8'));
+    raw = JSON.parse(readBoundedFile(file, 64 * 1024).toString('utf8'));
   } catch (err) {
     throw new ConfigError(`${file} is not valid JSON (${(err as Error).message.split('\n')[0]}); re-run 'lnbackup init --force'`);
   }
