@@ -4,7 +4,7 @@
 // record that was therefore never acknowledged) is a torn tail: it is reported, not treated as
 // damage.
 import fs from 'node:fs';
-import { CorruptRecordError, VaultError } from './errors.js';
+import { CorruptRecordError } from './errors.js';
 import {
   decodeHeader,
   FormatError,
@@ -173,10 +173,4 @@ export class VaultReader {
 function isZero(data: Buffer, from: number): boolean {
   for (let i = from; i < data.length; i++) if (data[i] !== 0) return false;
   return true;
-}
-
-export function assertVaultReadable(vaultDir: string): void {
-  if (listSegments(vaultDir).length === 0) {
-    throw new VaultError(`the vault at ${vaultDir} has no records yet; run 'lnbackup init' or start the node with the plugin`);
-  }
 }

@@ -34,8 +34,3 @@ export function listSegments(vaultDir: string): SegmentFile[] {
   }
   return out.sort((a, b) => (a.firstSeq < b.firstSeq ? -1 : a.firstSeq > b.firstSeq ? 1 : 0));
 }
-
-/** The segments of the generations from `generation` on. */
-export function segmentsFromGeneration(segments: readonly SegmentFile[], generation: number): SegmentFile[] {
-  return segments.filter((s) => s.generation >= generation);
-}
