@@ -53,7 +53,8 @@ export class Journal {
 
   /** Records one db_write call durably, or says why it must not (refused) or could not (unprotected). */
   record(dataVersion: number, writes: readonly string[]): WriteOutcome {
-    let decision = this.tail.decide(dataVersion, writes);
+    const from = bumpedFrom(writes);
+    let decision = this.tail.decide(dataVersion, writes, from);
     let snapshot: SnapshotTaken | null = null;
     if (decision.kind === 'snapshot') {
       try {
@@ -63,7 +64,7 @@ export class Journal {
         this.snapshotPending = `${decision.reason}; ${err.message}`;
         return { kind: 'unprotected', reason: this.snapshotPending };
       }
-      decision = this.tail.decide(dataVersion, writes);
+      decision = this.tail.decide(dataVersion, writes, from);
       if (decision.kind === 'snapshot') {
         return { kind: 'refused', reason: `after a fresh snapshot at version ${snapshot.dataVersion} the call for version ${dataVersion} still does not follow: ${decision.reason}` };
       }
@@ -78,7 +79,7 @@ export class Journal {
     });
     this.writer.append(sealed);
     this.writer.sync();
-    this.tail.appended(sealed.seq, dataVersion, bumpedFrom(writes) !== null, decision.supersedes);
+    this.tail.appended(sealed.seq, dataVersion, from !== null, decision.supersedes);
     return { kind: 'stored', seq: sealed.seq, supersedes: decision.supersedes, snapshot };
   }
 

@@ -65,13 +65,12 @@ export class JournalTail {
     }
   }
 
-  /** What to do with a db_write call for `dataVersion` whose statements are `writes`. */
-  decide(dataVersion: number, writes: readonly string[]): Decision {
+  /** What to do with a db_write call for `dataVersion` whose statements are `writes` (bumping from `from`). */
+  decide(dataVersion: number, writes: readonly string[], from: number | null = bumpedFrom(writes)): Decision {
     if (this.generation === 0) return { kind: 'snapshot', reason: 'the vault holds no snapshot yet' };
     if (!this.generationComplete || this.version === null) {
       return { kind: 'snapshot', reason: 'the newest snapshot was interrupted before it ended' };
     }
-    const from = bumpedFrom(writes);
     if (from !== null && nextVersion(from) !== dataVersion) {
       return { kind: 'refuse', reason: `malformed call: data_version ${dataVersion}, but its statements bump the version from ${from}` };
     }
