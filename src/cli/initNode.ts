@@ -6,11 +6,22 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-import { CONFIG_FILE, CONFIG_VERSION, DEFAULT_DB_FILE, DEFAULT_HSM_SECRET_FILE, configPath, writeConfig } from '../cln/config.js';
+import {
+  CONFIG_FILE,
+  CONFIG_VERSION,
+  DEFAULT_DB_FILE,
+  DEFAULT_HSM_SECRET_FILE,
+  configPath,
+  writeConfig,
+  type DestinationSettings,
+  type LocalVaultMode,
+  type PluginConfig,
+} from '../cln/config.js';
 import { versionDistance } from '../journal/dataVersion.js';
 import { Journal } from '../journal/journal.js';
 import { withConsistentSnapshot } from '../journal/snapshotSource.js';
 import type { KeyOrigin } from '../keys/rootKey.js';
+import type { VaultKeys } from '../vault/keys.js';
 import { WrongKeyError, VaultError } from '../vault/errors.js';
 import { createIdentity, openIdentity, vaultExists, DEFAULT_SEGMENT_BYTES } from '../vault/identity.js';
 import { loadKeys } from './keyOptions.js';
@@ -25,6 +36,8 @@ export interface InitOptions {
   readonly force?: boolean;
   readonly segmentBytes?: number;
   readonly failureRetrySeconds?: number;
+  /** Destinations besides the local vault, and the durability policy (written to the configuration). */
+  readonly destinations?: Omit<DestinationSettings, 'localVault'> & { readonly localVault?: LocalVaultMode };
   readonly onProgress?: ProgressFn;
 }
 
@@ -44,7 +57,27 @@ export interface InitResult {
 
 export const PLUGIN_PATH = fileURLToPath(new URL('../cln/main.js', import.meta.url));
 
+/** A node whose vault holds its first snapshot; `commit()` writes the plugin configuration. */
+export interface PreparedNode {
+  readonly result: InitResult;
+  /** The vault keys (for pushing the vault to servers). */
+  readonly keys: VaultKeys;
+  commit(): void;
+}
+
+/** Sets a node up in one step: prepareNode, then its configuration. */
 export function initNode(o: InitOptions): InitResult {
+  const prepared = prepareNode(o);
+  prepared.commit();
+  return prepared.result;
+}
+
+/**
+ * Everything up to the configuration file: checks, vault, first snapshot. The caller may do more
+ * (push the vault to servers) before committing, so a node is configured only once its
+ * destinations hold the snapshot.
+ */
+export function prepareNode(o: InitOptions): PreparedNode {
   const networkDir = path.resolve(o.lightningDir, o.network);
   const vault = path.resolve(o.vault);
   if (!fs.existsSync(networkDir)) {
@@ -77,7 +110,8 @@ export function initNode(o: InitOptions): InitResult {
       );
     }
     const taken = journal.takeSnapshot(o.onProgress);
-    writeConfig(networkDir, {
+    const d = o.destinations;
+    const config: PluginConfig = {
       configVersion: CONFIG_VERSION,
       vault,
       key: keyOrigin,
@@ -85,8 +119,9 @@ export function initNode(o: InitOptions): InitResult {
       nodeId,
       vaultId: identity.vaultId,
       failureRetrySeconds: o.failureRetrySeconds ?? 30,
-    });
-    return {
+      ...(d ? { remotes: d.remotes, replicas: d.replicas.map((r) => path.resolve(r)), policy: d.policy, stallLimitSeconds: d.stallLimitSeconds, localVault: d.localVault ?? 'durable' } : {}),
+    };
+    const result: InitResult = {
       nodeId,
       networkDir,
       vault,
@@ -99,6 +134,7 @@ export function initNode(o: InitOptions): InitResult {
       plugin: PLUGIN_PATH,
       warnings,
     };
+    return { result, keys, commit: () => writeConfig(networkDir, config) };
   } finally {
     journal.close();
   }
@@ -140,7 +176,7 @@ function rollBackHotJournal(dbPath: string): void {
 }
 
 /** lightningd writes <lightning-dir>/lightningd-<network>.pid while it runs. */
-function refuseIfLightningdRuns(lightningDir: string, network: string): void {
+export function refuseIfLightningdRuns(lightningDir: string, network: string): void {
   const pidFile = path.join(lightningDir, `lightningd-${network}.pid`);
   if (!fs.existsSync(pidFile)) return;
   const pid = Number(fs.readFileSync(pidFile, 'utf8').slice(0, 32).trim());

@@ -1,16 +1,18 @@
 #!/usr/bin/env node
 // The `lnbackup` command: init, restore, verify, status, demo. Every command takes --json (one
 // JSON object on stdout) and shows progress on a terminal for long work.
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import { restoreDatabase } from '../restore/rebuild.js';
 import { vaultStatus } from '../restore/status.js';
 import { verifyVault } from '../restore/verify.js';
 import { U32 } from '../journal/dataVersion.js';
 import { initNode } from './initNode.js';
 import { hsmSecretOption, keyFileOption, keyOrigin, loadKeys, requireKeys, type KeyFlags } from './keyOptions.js';
-import { emit, reportError, EXIT_CHECK_FAILED, UsageError, type OutputFlags } from './output.js';
+import { emit, reportError, EXIT_CHECK_FAILED, UsageError } from './output.js';
+import { jsonOption, run } from './runner.js';
 import { formatBytes, progressBar } from './progress.js';
 import { runDemo } from './demo.js';
+import { registerServerCommands } from './serverCommands.js';
 
 const program = new Command();
 program
@@ -31,21 +33,6 @@ Quick start:
 Exit codes: 0 ok, 1 error, 2 usage error, 3 a check failed (verify found a bad record).`,
   );
 
-const jsonOption = new Option('--json', 'print one JSON object on stdout instead of text');
-
-function run(flags: OutputFlags, body: () => number | void | Promise<number | void>): Promise<void> {
-  return Promise.resolve()
-    .then(body)
-    .then(
-      (code) => {
-        process.exitCode = code ?? 0;
-      },
-      (err: unknown) => {
-        process.exitCode = reportError(flags, err);
-      },
-    );
-}
-
 /** A command that opens a vault: --vault, the key options, --json. */
 function vaultCommand(name: string, description: string): Command {
   return program
@@ -54,7 +41,7 @@ function vaultCommand(name: string, description: string): Command {
     .requiredOption('--vault <path>', 'the vault directory')
     .addOption(hsmSecretOption)
     .addOption(keyFileOption)
-    .addOption(jsonOption);
+    .addOption(jsonOption());
 }
 
 function parseVersion(v: string): number {
@@ -72,7 +59,7 @@ program
   .addOption(keyFileOption)
   .option('--node-id <id>', 'the node id, with --key-file (from `lightning-cli getinfo`)')
   .option('--force', 'replace an existing lnbackup configuration of this node')
-  .addOption(jsonOption)
+  .addOption(jsonOption())
   .action((o: { lightningDir: string; network: string; vault: string; keyFile?: string; nodeId?: string; force?: boolean; json?: boolean }) =>
     run(o, () => {
       const bar = progressBar('snapshot', !o.json);
@@ -153,8 +140,10 @@ program
   .description('the whole job on embedded defaults: a simulated node replays a recorded trace into a vault, crashes, restarts, and is restored and verified')
   .option('--trace <file>', 'the db_write trace to replay (default: the recorded node1 trace in ../shared/traces)')
   .option('--dir <dir>', 'work directory (default: a new temporary one)')
-  .addOption(jsonOption)
+  .addOption(jsonOption())
   .action((o: { trace?: string; dir?: string; json?: boolean }) => run(o, () => runDemo(o)));
+
+registerServerCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.exitCode = reportError({}, err);

@@ -24,6 +24,37 @@ export interface PluginConfig {
   readonly vaultId: string;
   /** How long a failing vault write is retried (the node waits) before lightningd is stopped. */
   readonly failureRetrySeconds: number;
+  /** lnbackup servers (lnbackup://<pubkey>@host:port) that hold every record. */
+  readonly remotes?: readonly string[];
+  /** Live sqlite replicas (absolute paths). */
+  readonly replicas?: readonly string[];
+  /** 'all' (default) or 'quorum=K'. */
+  readonly policy?: string;
+  /** Stop lightningd once a call has waited this long for its destinations (null: wait forever). */
+  readonly stallLimitSeconds?: number | null;
+  /** 'durable' (default): the local vault is a destination; 'cache': it only feeds the others. */
+  readonly localVault?: LocalVaultMode;
+}
+
+export type LocalVaultMode = 'durable' | 'cache';
+
+/** The destinations part of a configuration, with defaults filled in. */
+export interface DestinationSettings {
+  readonly remotes: readonly string[];
+  readonly replicas: readonly string[];
+  readonly policy: string;
+  readonly stallLimitSeconds: number | null;
+  readonly localVault: LocalVaultMode;
+}
+
+export function destinationSettings(c: PluginConfig): DestinationSettings {
+  return {
+    remotes: c.remotes ?? [],
+    replicas: c.replicas ?? [],
+    policy: c.policy ?? 'all',
+    stallLimitSeconds: c.stallLimitSeconds ?? null,
+    localVault: c.localVault ?? 'durable',
+  };
 }
 
 export class ConfigError extends Error {}
@@ -59,11 +90,20 @@ export function readConfig(networkDir: string): PluginConfig {
     !keyOk ||
     typeof c.database !== 'string' ||
     typeof c.vaultId !== 'string' ||
-    typeof c.failureRetrySeconds !== 'number'
+    typeof c.failureRetrySeconds !== 'number' ||
+    !optionalStrings(c.remotes) ||
+    !optionalStrings(c.replicas) ||
+    (c.policy !== undefined && typeof c.policy !== 'string') ||
+    (c.stallLimitSeconds !== undefined && c.stallLimitSeconds !== null && typeof c.stallLimitSeconds !== 'number') ||
+    (c.localVault !== undefined && c.localVault !== 'durable' && c.localVault !== 'cache')
   ) {
     throw new ConfigError(`${file} is not an lnbackup ${CONFIG_VERSION} configuration; re-run 'lnbackup init --force'`);
   }
   return raw as PluginConfig;
+}
+
+function optionalStrings(v: unknown): boolean {
+  return v === undefined || (Array.isArray(v) && v.every((x) => typeof x === 'string'));
 }
 
 export function resolveIn(networkDir: string, p: string): string {

@@ -7,6 +7,8 @@ export interface VaultKeys {
   readonly record: Buffer;
   /** Authenticates the vault identity file (HMAC-SHA256). */
   readonly identity: Buffer;
+  /** Seed of the node's transport key (its static BOLT #8 key towards servers). */
+  readonly transport: Buffer;
 }
 
 function derive(root: Buffer, purpose: string): Buffer {
@@ -15,5 +17,5 @@ function derive(root: Buffer, purpose: string): Buffer {
 
 export function vaultKeysFromRoot(root: Buffer): VaultKeys {
   if (root.length !== 32) throw new Error('the root key must be 32 bytes');
-  return { record: derive(root, 'record'), identity: derive(root, 'identity') };
+  return { record: derive(root, 'record'), identity: derive(root, 'identity'), transport: derive(root, 'transport') };
 }

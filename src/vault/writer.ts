@@ -19,6 +19,8 @@ export interface WriterOpenOptions {
   readonly onRecord?: (record: StoredRecord) => void;
   /** Told about repairs made while opening (torn tail cut off, empty segment removed). */
   readonly onNotice?: (message: string) => void;
+  /** Called with every record appended (before it is durable). */
+  readonly onAppend?: (record: SealedRecord) => void;
 }
 
 interface OpenSegment {
@@ -31,6 +33,11 @@ export class VaultWriter {
   private segment: OpenSegment | null = null;
   private dirSyncPending = false;
   private unsynced = false;
+  /** The flush started by the newest syncAsync(), settled or not. */
+  private lastFlush: Promise<void> = Promise.resolve();
+  private flushesInFlight = 0;
+  /** Files of finished segments, closed once no flush may still use their descriptors. */
+  private retired: number[] = [];
   /** Bytes in the segment files (kept current as records are appended). */
   sizeBytes: number;
 
@@ -40,6 +47,7 @@ export class VaultWriter {
     private readonly lock: VaultLock,
     private position: ChainPosition,
     segmentPath: string | null,
+    private readonly onAppend: ((record: SealedRecord) => void) | undefined,
   ) {
     if (segmentPath !== null) {
       const fd = fs.openSync(segmentPath, 'r+');
@@ -53,7 +61,7 @@ export class VaultWriter {
     const lock = VaultLock.acquire(vaultDir);
     try {
       const tail = findTail(vaultDir, identity, keys, options);
-      return new VaultWriter(vaultDir, identity, lock, tail, tail.segmentPath);
+      return new VaultWriter(vaultDir, identity, lock, tail, tail.segmentPath, options.onAppend);
     } catch (err) {
       lock.release();
       throw err;
@@ -80,6 +88,7 @@ export class VaultWriter {
     this.sizeBytes += record.bytes.length;
     this.position = { lastSeq: record.seq, lastHash: record.hash, generation: record.generation };
     this.unsynced = true;
+    this.onAppend?.(record);
   }
 
   /** Makes everything appended so far durable. */
@@ -92,13 +101,51 @@ export class VaultWriter {
     }
   }
 
+  /**
+   * Makes everything appended so far durable without blocking the thread (fdatasync on libuv's
+   * pool), so the records can travel to other destinations meanwhile. Resolves when they are
+   * durable; rejects if the flush failed (the records' durability is then unknown).
+   */
+  syncAsync(): Promise<void> {
+    const seg = this.segment;
+    if (!seg || (!this.unsynced && !this.dirSyncPending)) return this.lastFlush;
+    const dirSync = this.dirSyncPending;
+    this.unsynced = false;
+    this.dirSyncPending = false;
+    this.flushesInFlight++;
+    const flush = new Promise<void>((resolve, reject) => {
+      fs.fdatasync(seg.fd, (err) => {
+        this.flushesInFlight--;
+        this.closeRetired();
+        if (err) return reject(err);
+        try {
+          if (dirSync) fsyncDir(segmentsDir(this.vaultDir));
+          resolve();
+        } catch (dirErr) {
+          reject(dirErr as Error);
+        }
+      });
+    });
+    // Everything flushed before must be durable too before this one counts as done.
+    this.lastFlush = Promise.all([this.lastFlush, flush]).then(() => undefined);
+    this.lastFlush.catch(() => undefined); // the caller handles it; a failure stays for later callers
+    return this.lastFlush;
+  }
+
   close(): void {
     if (this.segment) {
       this.sync();
       fs.closeSync(this.segment.fd);
       this.segment = null;
     }
+    this.closeRetired(true);
     this.lock.release();
+  }
+
+  private closeRetired(force = false): void {
+    if (this.flushesInFlight > 0 && !force) return;
+    for (const fd of this.retired) fs.closeSync(fd);
+    this.retired = [];
   }
 
   private segmentFor(record: SealedRecord): OpenSegment {
@@ -106,7 +153,9 @@ export class VaultWriter {
     if (cur && cur.generation === record.generation && cur.size < this.identity.segmentBytes) return cur;
     if (cur) {
       if (this.unsynced) fs.fdatasyncSync(cur.fd);
-      fs.closeSync(cur.fd);
+      // A flush on another thread may still hold this descriptor: close it once none does.
+      this.retired.push(cur.fd);
+      this.closeRetired();
       this.segment = null;
     }
     const dir = segmentsDir(this.vaultDir);

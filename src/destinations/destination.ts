@@ -1,0 +1,66 @@
+// A destination is a place a node's records must be durable before lightningd may commit: the
+// local vault, an lnbackup server, a live sqlite replica. The node hands every destination each
+// db_write call's records in chain order; the durability policy (policy.ts) decides how many must
+// have them before `continue`.
+import type { SealedRecord } from '../vault/sealer.js';
+
+/** One db_write call as the destinations see it. */
+export interface StoredCall {
+  readonly dataVersion: number;
+  readonly writes: readonly string[];
+  /** The records this call added to the chain, in order: a new generation's snapshot records (if one was taken), then the Writes record. */
+  readonly records: readonly SealedRecord[];
+  /** True when this call started a new generation (a snapshot is among its records). */
+  readonly snapshot: boolean;
+  /** The seq of the record this call's Writes record supersedes (a rewound, never-committed call), or 0n. */
+  readonly supersedes: bigint;
+}
+
+export type DestinationKind = 'vault' | 'server' | 'replica';
+
+export type DestinationState =
+  /** Durable up to the newest record. */
+  | 'ok'
+  /** Behind, and working to catch up. */
+  | 'catching-up'
+  /** Cannot reach or write the destination right now; retrying. */
+  | 'stalled'
+  /** Can never take records again in this run (see lastError). */
+  | 'failed';
+
+export interface DestinationStatus {
+  readonly name: string;
+  readonly kind: DestinationKind;
+  readonly state: DestinationState;
+  /** Highest seq durable there (as a decimal string, for JSON). */
+  readonly durableSeq: string;
+  /** Records handed to it that are not durable there yet. */
+  readonly lagRecords: number;
+  readonly lastError: string | null;
+  /** When it last confirmed a record (ISO time), null when never in this run. */
+  readonly lastDurableAt: string | null;
+}
+
+export interface Destination {
+  readonly name: string;
+  readonly kind: DestinationKind;
+  /**
+   * Takes a call's records; resolves when they are durable there. Called in chain order, the next
+   * call possibly before the previous one resolved. Rejects only with DestinationFailedError, when
+   * the destination can never take them (it keeps retrying transient failures itself).
+   */
+  store(call: StoredCall): Promise<void>;
+  status(): DestinationStatus;
+  /** Stops; waits at most `graceMs` for records in flight to become durable. */
+  close(graceMs: number): Promise<void>;
+}
+
+/** The destination cannot take records any more in this run; the message says why and what to do. */
+export class DestinationFailedError extends Error {
+  constructor(
+    readonly destination: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
