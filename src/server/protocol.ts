@@ -1,0 +1,251 @@
+// The lnbackup server protocol, version 1 (docs/PROTOCOL.md): the binary messages a node and a
+// server exchange inside the encrypted transport. One message = a type byte and its fields,
+// big-endian. Decoding bounds every count and length before allocating and rejects trailing bytes.
+import { ByteReader, ByteWriter, DecodeError } from '../util/bytes.js';
+
+export const PROTOCOL_VERSION = 1;
+export const VAULT_ID_BYTES = 16;
+export const HASH_BYTES = 32;
+/** Largest record the protocol carries (a record's header + sealed body; docs/FORMAT.md allows 64 MiB + 72). */
+export const MAX_RECORD_BYTES = 64 * 1024 * 1024 + 1024;
+/** Largest VAULT.json accepted. */
+export const MAX_IDENTITY_BYTES = 64 * 1024;
+export const MAX_TEXT_BYTES = 1024;
+export const MAX_VERSIONS = 16;
+export const MAX_RECORDS_PER_MESSAGE = 10_000;
+export const MAX_VAULTS_PER_LIST = 10_000;
+
+export enum MessageType {
+  Hello = 1,
+  Welcome = 2,
+  OpenVault = 3,
+  VaultState = 4,
+  Append = 5,
+  Ack = 6,
+  ReadRecords = 7,
+  Records = 8,
+  ListVaults = 9,
+  VaultList = 10,
+  Ping = 11,
+  Pong = 12,
+  Error = 13,
+}
+
+export enum ErrorCode {
+  /** The message could not be decoded or is not allowed now; the server closes the connection. */
+  BadMessage = 1,
+  /** No protocol version in common. */
+  UnsupportedVersion = 2,
+  /** This client key is not on the server's allow-list. */
+  NotAllowed = 3,
+  /** No such vault for this client (also for another client's vault: nothing is revealed). */
+  UnknownVault = 4,
+  /** An Append whose seq does not follow the vault's last record; `seq` carries the server's last. */
+  OutOfOrder = 5,
+  /** The client's byte quota or vault count is used up. */
+  QuotaExceeded = 6,
+  /** The storage cannot take writes now (disk full, database down); nothing was acknowledged. */
+  StorageUnavailable = 7,
+  /** Too many appends outstanding, or too many connections. */
+  TooBusy = 8,
+  /** OpenVault's identity differs from the one the server holds for that vault. */
+  IdentityMismatch = 9,
+  Internal = 10,
+}
+
+export interface VaultSummary {
+  readonly vaultId: Buffer;
+  readonly firstSeq: bigint;
+  readonly lastSeq: bigint;
+  readonly bytes: bigint;
+  /** ms since the epoch, 0n when never written. */
+  readonly lastWriteAt: bigint;
+}
+
+export interface WireRecord {
+  readonly seq: bigint;
+  readonly generation: number;
+  readonly bytes: Buffer;
+}
+
+export type Message =
+  | { readonly type: MessageType.Hello; readonly versions: readonly number[]; readonly agent: string }
+  | { readonly type: MessageType.Welcome; readonly version: number; readonly agent: string; readonly maxMessageBytes: number; readonly maxPendingAppends: number }
+  /** `identity` empty: open an existing vault only; otherwise create it if absent (and check it if present). */
+  | { readonly type: MessageType.OpenVault; readonly requestId: number; readonly vaultId: Buffer; readonly identity: Buffer }
+  /** lastHash is all zeros when the vault holds no record. */
+  | {
+      readonly type: MessageType.VaultState;
+      readonly requestId: number;
+      readonly vaultId: Buffer;
+      readonly firstSeq: bigint;
+      readonly lastSeq: bigint;
+      readonly lastHash: Buffer;
+      readonly lastGeneration: number;
+      readonly bytes: bigint;
+      readonly identity: Buffer;
+    }
+  | { readonly type: MessageType.Append; readonly vaultId: Buffer; readonly record: WireRecord }
+  /** Every record of the vault up to `seq` is durable on the server. */
+  | { readonly type: MessageType.Ack; readonly vaultId: Buffer; readonly seq: bigint }
+  | { readonly type: MessageType.ReadRecords; readonly requestId: number; readonly vaultId: Buffer; readonly fromSeq: bigint; readonly maxBytes: number }
+  /** `done`: no record follows the last one sent (at the time of reading). */
+  | { readonly type: MessageType.Records; readonly requestId: number; readonly vaultId: Buffer; readonly done: boolean; readonly records: readonly WireRecord[] }
+  | { readonly type: MessageType.ListVaults; readonly requestId: number }
+  | { readonly type: MessageType.VaultList; readonly requestId: number; readonly vaults: readonly VaultSummary[] }
+  | { readonly type: MessageType.Ping; readonly nonce: bigint }
+  | { readonly type: MessageType.Pong; readonly nonce: bigint }
+  /** requestId, vaultId (zeros) and seq are 0 when they do not apply. */
+  | { readonly type: MessageType.Error; readonly code: ErrorCode; readonly requestId: number; readonly vaultId: Buffer; readonly seq: bigint; readonly message: string };
+
+export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>;
+
+export const NO_VAULT = Buffer.alloc(VAULT_ID_BYTES);
+export const NO_HASH = Buffer.alloc(HASH_BYTES);
+
+export { DecodeError };
+
+function writeRecord(w: ByteWriter, r: WireRecord): void {
+  w.u64(r.seq).u32(r.generation).bytes(r.bytes);
+}
+
+function readRecord(r: ByteReader, maxRecordBytes: number): WireRecord {
+  const seq = r.u64('seq');
+  const generation = r.u32('generation');
+  return { seq, generation, bytes: r.bytes(maxRecordBytes, 'record') };
+}
+
+export function encodeMessage(m: Message): Buffer {
+  const w = new ByteWriter().u8(m.type);
+  switch (m.type) {
+    case MessageType.Hello:
+      w.u16(m.versions.length);
+      for (const v of m.versions) w.u16(v);
+      w.string(m.agent);
+      break;
+    case MessageType.Welcome:
+      w.u16(m.version).string(m.agent).u32(m.maxMessageBytes).u32(m.maxPendingAppends);
+      break;
+    case MessageType.OpenVault:
+      w.u32(m.requestId).fixed(m.vaultId, VAULT_ID_BYTES).bytes(m.identity);
+      break;
+    case MessageType.VaultState:
+      w.u32(m.requestId).fixed(m.vaultId, VAULT_ID_BYTES).u64(m.firstSeq).u64(m.lastSeq).fixed(m.lastHash, HASH_BYTES).u32(m.lastGeneration).u64(m.bytes).bytes(m.identity);
+      break;
+    case MessageType.Append:
+      w.fixed(m.vaultId, VAULT_ID_BYTES);
+      writeRecord(w, m.record);
+      break;
+    case MessageType.Ack:
+      w.fixed(m.vaultId, VAULT_ID_BYTES).u64(m.seq);
+      break;
+    case MessageType.ReadRecords:
+      w.u32(m.requestId).fixed(m.vaultId, VAULT_ID_BYTES).u64(m.fromSeq).u32(m.maxBytes);
+      break;
+    case MessageType.Records:
+      w.u32(m.requestId).fixed(m.vaultId, VAULT_ID_BYTES).u8(m.done ? 1 : 0).u32(m.records.length);
+      for (const r of m.records) writeRecord(w, r);
+      break;
+    case MessageType.ListVaults:
+      w.u32(m.requestId);
+      break;
+    case MessageType.VaultList:
+      w.u32(m.requestId).u32(m.vaults.length);
+      for (const v of m.vaults) w.fixed(v.vaultId, VAULT_ID_BYTES).u64(v.firstSeq).u64(v.lastSeq).u64(v.bytes).u64(v.lastWriteAt);
+      break;
+    case MessageType.Ping:
+    case MessageType.Pong:
+      w.u64(m.nonce);
+      break;
+    case MessageType.Error:
+      w.u16(m.code).u32(m.requestId).fixed(m.vaultId, VAULT_ID_BYTES).u64(m.seq).string(m.message.slice(0, MAX_TEXT_BYTES / 4));
+      break;
+  }
+  return w.finish();
+}
+
+/** Decodes one message; throws DecodeError naming the field that is wrong. */
+export function decodeMessage(buf: Buffer, maxRecordBytes = MAX_RECORD_BYTES): Message {
+  const r = new ByteReader(buf);
+  const type = r.u8('message type');
+  let m: Message;
+  switch (type) {
+    case MessageType.Hello: {
+      const n = r.count(r.u16('version count'), MAX_VERSIONS, 2, 'version');
+      const versions: number[] = [];
+      for (let i = 0; i < n; i++) versions.push(r.u16('version'));
+      m = { type, versions, agent: r.string(MAX_TEXT_BYTES, 'agent') };
+      break;
+    }
+    case MessageType.Welcome:
+      m = { type, version: r.u16('version'), agent: r.string(MAX_TEXT_BYTES, 'agent'), maxMessageBytes: r.u32('max message bytes'), maxPendingAppends: r.u32('max pending appends') };
+      break;
+    case MessageType.OpenVault:
+      m = { type, requestId: r.u32('request id'), vaultId: r.fixed(VAULT_ID_BYTES, 'vault id'), identity: r.bytes(MAX_IDENTITY_BYTES, 'identity') };
+      break;
+    case MessageType.VaultState:
+      m = {
+        type,
+        requestId: r.u32('request id'),
+        vaultId: r.fixed(VAULT_ID_BYTES, 'vault id'),
+        firstSeq: r.u64('first seq'),
+        lastSeq: r.u64('last seq'),
+        lastHash: r.fixed(HASH_BYTES, 'last hash'),
+        lastGeneration: r.u32('last generation'),
+        bytes: r.u64('bytes'),
+        identity: r.bytes(MAX_IDENTITY_BYTES, 'identity'),
+      };
+      break;
+    case MessageType.Append:
+      m = { type, vaultId: r.fixed(VAULT_ID_BYTES, 'vault id'), record: readRecord(r, maxRecordBytes) };
+      break;
+    case MessageType.Ack:
+      m = { type, vaultId: r.fixed(VAULT_ID_BYTES, 'vault id'), seq: r.u64('seq') };
+      break;
+    case MessageType.ReadRecords:
+      m = { type, requestId: r.u32('request id'), vaultId: r.fixed(VAULT_ID_BYTES, 'vault id'), fromSeq: r.u64('from seq'), maxBytes: r.u32('max bytes') };
+      break;
+    case MessageType.Records: {
+      const requestId = r.u32('request id');
+      const vaultId = r.fixed(VAULT_ID_BYTES, 'vault id');
+      const done = r.u8('done flag');
+      if (done > 1) throw new DecodeError(`done flag ${done} is not 0 or 1`);
+      const n = r.count(r.u32('record count'), MAX_RECORDS_PER_MESSAGE, 16, 'record');
+      const records: WireRecord[] = [];
+      for (let i = 0; i < n; i++) records.push(readRecord(r, maxRecordBytes));
+      m = { type, requestId, vaultId, done: done === 1, records };
+      break;
+    }
+    case MessageType.ListVaults:
+      m = { type, requestId: r.u32('request id') };
+      break;
+    case MessageType.VaultList: {
+      const requestId = r.u32('request id');
+      const n = r.count(r.u32('vault count'), MAX_VAULTS_PER_LIST, VAULT_ID_BYTES + 32, 'vault');
+      const vaults: VaultSummary[] = [];
+      for (let i = 0; i < n; i++) {
+        vaults.push({ vaultId: r.fixed(VAULT_ID_BYTES, 'vault id'), firstSeq: r.u64('first seq'), lastSeq: r.u64('last seq'), bytes: r.u64('bytes'), lastWriteAt: r.u64('last write') });
+      }
+      m = { type, requestId, vaults };
+      break;
+    }
+    case MessageType.Ping:
+    case MessageType.Pong:
+      m = { type, nonce: r.u64('nonce') };
+      break;
+    case MessageType.Error: {
+      const code = r.u16('error code');
+      m = { type, code, requestId: r.u32('request id'), vaultId: r.fixed(VAULT_ID_BYTES, 'vault id'), seq: r.u64('seq'), message: r.string(MAX_TEXT_BYTES, 'message') };
+      break;
+    }
+    default:
+      throw new DecodeError(`unknown message type ${type}`);
+  }
+  r.end(MessageType[type]);
+  return m;
+}
+
+/** A short name for logs and errors. */
+export function messageName(type: MessageType): string {
+  return MessageType[type] ?? `type ${type}`;
+}

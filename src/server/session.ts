@@ -1,0 +1,806 @@
+// One client connection on the server: a state machine over the protocol's messages
+// (src/server/protocol.ts, docs/PROTOCOL.md). Hello first, then OpenVault / Append / ReadRecords /
+// ListVaults / Ping in any order. Messages are handled one at a time in arrival order; an Append is
+// checked (vault opened here, record header, sequence, quota, backlog) and handed to the store at
+// once, and its Ack is sent only after the store resolved it, strictly in the order the Appends came.
+// A client only ever sees its own vaults: another client's vault gets the same answer as one that
+// does not exist. The VaultBook, shared by all sessions, keeps each open vault's accepted sequence
+// so that two connections of one client cannot interleave records.
+import { decodeHeader, HEADER_BYTES } from '../vault/format.js';
+import {
+  decodeMessage,
+  encodeMessage,
+  ErrorCode,
+  MAX_RECORD_BYTES,
+  MAX_RECORDS_PER_MESSAGE,
+  MAX_VAULTS_PER_LIST,
+  messageName,
+  MessageType,
+  NO_HASH,
+  NO_VAULT,
+  PROTOCOL_VERSION,
+  type Message,
+  type MessageOf,
+  type WireRecord,
+} from './protocol.js';
+import { StorageUnavailableError, type ServerStore, type StoredVault } from './storage/store.js';
+import type { ClientLedger } from './clientLedger.js';
+
+export const SERVER_AGENT = 'lnbackup-server/0.1.0';
+export const SUPPORTED_VERSIONS: readonly number[] = [PROTOCOL_VERSION];
+/** Room kept in a Records message for its fields, so that it stays under maxMessageBytes. */
+export const READ_OVERHEAD_BYTES = 64 * 1024;
+/** Largest generation number (it must fit every store's integer column; src/vault/rawRecords.ts). */
+const MAX_GENERATION = 0x7fffffff;
+/** Per record in a Records message: seq, generation, length prefix. */
+const RECORD_FRAMING_BYTES = 16;
+
+/** What a session needs of the transport (SecureConnection). */
+export interface SessionConnection {
+  readonly remotePublicKey: Buffer;
+  onMessage(handler: (message: Buffer) => void): void;
+  onClose(handler: (error: Error | null) => void): void;
+  send(message: Buffer): void;
+  readonly bufferedBytes: number;
+  close(): void;
+  destroy(error?: Error): void;
+}
+
+export interface SessionLimits {
+  readonly maxMessageBytes: number;
+  readonly maxPendingAppends: number;
+  /** Bytes of appends accepted and not yet durable, per session. */
+  readonly maxPendingBytes: number;
+  readonly idleTimeoutMs: number;
+  /** Time allowed between the end of the transport handshake and Hello. */
+  readonly helloTimeoutMs: number;
+}
+
+export interface SessionContext {
+  readonly store: ServerStore;
+  readonly ledger: ClientLedger;
+  readonly book: VaultBook;
+  readonly limits: SessionLimits;
+  /**
+   * One line for the operator's log (never a secret). Lines with a `noisy` category (refusals,
+   * protocol violations: what strangers can cause at will) may be thinned out by the server.
+   */
+  log(line: string, noisy?: string): void;
+  /** Something status shows changed. */
+  changed(): void;
+  /** An append was made durable (for the server's counters). */
+  appended(records: number, bytes: number, ms: number): void;
+}
+
+export interface SessionCounters {
+  readonly connectedAt: number;
+  lastActivityAt: number;
+  messages: number;
+  /** Successful OpenVault answers. */
+  opens: number;
+  /** Records acknowledged on this connection. */
+  records: number;
+  /** Bytes of records acknowledged on this connection. */
+  bytes: number;
+}
+
+/** The short form of a key for logs: its first 8 hex digits. */
+export function shortKey(hex: string): string {
+  return `${hex.slice(0, 8)}..`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shared book of open vaults
+
+interface BookEntry {
+  readonly vaultId: string;
+  readonly owner: string;
+  /** Seq of the last record accepted for the vault (durable or still pending). */
+  lastSeq: bigint;
+  /** Generation of that record (a vault's generations never go back). */
+  lastGeneration: number;
+  /** Appends handed to the store and not settled. */
+  pending: number;
+  /** Bumped when an append fails: every append handed over before that point is not acknowledged. */
+  epoch: number;
+  /** An append failed; the vault takes no appends until it is reopened with nothing pending. */
+  failed: boolean;
+  /** Sessions that have it open. */
+  users: number;
+  idleWaiters: (() => void)[];
+}
+
+export class VaultBook {
+  private readonly entries = new Map<string, BookEntry>();
+  private readonly locks = new Map<string, Promise<void>>();
+
+  /** Runs `fn` with no other open of the same vault running (vault creation and reload). */
+  async exclusive<T>(vaultId: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(vaultId) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => (release = resolve));
+    const tail = previous.then(() => mine);
+    this.locks.set(vaultId, tail);
+    await previous;
+    try {
+      return await fn();
+    } finally {
+      release();
+      if (this.locks.get(vaultId) === tail) this.locks.delete(vaultId);
+    }
+  }
+
+  get(vaultId: string): BookEntry | undefined {
+    return this.entries.get(vaultId);
+  }
+
+  /** Resolves true once nothing is pending for the vault, false after `timeoutMs`. */
+  idle(entry: BookEntry, timeoutMs: number): Promise<boolean> {
+    if (entry.pending === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      entry.idleWaiters.push(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+
+  /** Records a session's open of a vault just read from the store. */
+  attach(v: StoredVault): BookEntry {
+    let entry = this.entries.get(v.vaultId);
+    if (!entry) {
+      entry = { vaultId: v.vaultId, owner: v.owner, lastSeq: v.lastSeq, lastGeneration: v.lastGeneration, pending: 0, epoch: 0, failed: false, users: 0, idleWaiters: [] };
+      this.entries.set(v.vaultId, entry);
+    } else if (entry.failed && entry.pending === 0) {
+      // After a failed append, the store says where the vault really ends. Otherwise the entry,
+      // through which every append to the vault passes, is the authority.
+      entry.lastSeq = v.lastSeq;
+      entry.lastGeneration = v.lastGeneration;
+      entry.failed = false;
+    }
+    entry.users++;
+    return entry;
+  }
+
+  detach(entry: BookEntry): void {
+    entry.users--;
+    this.forgetIfUnused(entry);
+  }
+
+  settled(entry: BookEntry): void {
+    entry.pending--;
+    if (entry.pending === 0) {
+      for (const wake of entry.idleWaiters.splice(0)) wake();
+      this.forgetIfUnused(entry);
+    }
+  }
+
+  private forgetIfUnused(entry: BookEntry): void {
+    if (entry.users <= 0 && entry.pending === 0 && this.entries.get(entry.vaultId) === entry) this.entries.delete(entry.vaultId);
+  }
+
+  /** Appends not yet durable, over all vaults. */
+  get pendingAppends(): number {
+    let n = 0;
+    for (const e of this.entries.values()) n += e.pending;
+    return n;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The session
+
+type State = 'hello' | 'ready' | 'closing' | 'closed';
+
+type Outcome = { readonly ok: true } | { readonly ok: false; readonly code: ErrorCode; readonly message: string; /** The Error's seq field. */ readonly seq: bigint };
+
+/** An Append waiting for its answer: handed to the store (entry set), or refused at once (entry null). */
+interface PendingAppend {
+  readonly vaultId: Buffer;
+  readonly entry: BookEntry | null;
+  readonly seq: bigint;
+  readonly bytes: number;
+  readonly epoch: number;
+  readonly startedAt: number;
+  /** null while the store works on it. */
+  outcome: Outcome | null;
+}
+
+/** A message the client must not send, or cannot send now: answered with BadMessage, then the connection closes. */
+class ProtocolViolation extends Error {
+  constructor(
+    message: string,
+    /** What the refused message was about, echoed in the Error. */
+    readonly about: { readonly requestId?: number; readonly vaultId?: Buffer; readonly seq?: bigint } = {},
+  ) {
+    super(message);
+  }
+}
+
+let nextSessionId = 1;
+
+export class Session {
+  readonly id = nextSessionId++;
+  /** The client's public key, 66 lowercase hex digits. */
+  readonly client: string;
+  readonly counters: SessionCounters;
+  /** Resolves once the connection is closed. */
+  readonly closed: Promise<void>;
+  closeError: Error | null = null;
+  agent = '';
+  /** Hello was accepted (the key is allowed and a version is in common). */
+  admitted = false;
+
+  private state: State = 'hello';
+  private stopping = false;
+  private readonly inbox: Buffer[] = [];
+  private inboxBytes = 0;
+  private pumping = false;
+  private readonly opened = new Map<string, BookEntry>();
+  /** Every Append handled and not yet answered, in arrival order (answers go out in this order). */
+  private readonly inflight: PendingAppend[] = [];
+  /** Of those, the ones handed to the store, and their bytes. */
+  private storing = 0;
+  private inflightBytes = 0;
+  private readonly idleTimer: NodeJS.Timeout;
+  private helloTimer: NodeJS.Timeout | null;
+  private destroyTimer: NodeJS.Timeout | null = null;
+  private drainWaiters: (() => void)[] = [];
+  private resolveClosed!: () => void;
+  private readonly maxRecordBytes: number;
+  private readonly maxOutputBytes: number;
+
+  constructor(
+    private readonly conn: SessionConnection,
+    private readonly ctx: SessionContext,
+    readonly remoteAddress: string,
+  ) {
+    this.client = conn.remotePublicKey.toString('hex');
+    const now = Date.now();
+    this.counters = { connectedAt: now, lastActivityAt: now, messages: 0, opens: 0, records: 0, bytes: 0 };
+    this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+    this.maxRecordBytes = Math.min(MAX_RECORD_BYTES, ctx.limits.maxMessageBytes);
+    this.maxOutputBytes = 4 * ctx.limits.maxMessageBytes;
+    this.helloTimer = setTimeout(() => {
+      this.ctx.log(`client ${shortKey(this.client)} from ${this.remoteAddress} sent no Hello within ${this.ctx.limits.helloTimeoutMs} ms: closed`, 'violation');
+      this.close();
+    }, ctx.limits.helloTimeoutMs);
+    this.idleTimer = setTimeout(() => this.onIdle(), ctx.limits.idleTimeoutMs);
+    conn.onClose((error) => this.onClosed(error));
+    conn.onMessage((message) => this.onMessage(message));
+  }
+
+  get isReady(): boolean {
+    return this.state === 'ready';
+  }
+
+  get pendingAppends(): number {
+    return this.storing;
+  }
+
+  /** Vaults this session has open (hex ids). */
+  get openVaults(): string[] {
+    return [...this.opened.keys()];
+  }
+
+  /**
+   * For the server's stop: takes no new message, lets every message already received be handled
+   * (Appends are stored and acknowledged or refused), then closes the connection.
+   */
+  async shutdown(graceMs = 5_000): Promise<void> {
+    this.stopping = true;
+    if (this.state === 'hello') this.close();
+    if (this.state !== 'closed') {
+      await this.drained();
+      this.close(graceMs);
+    }
+    await this.closed;
+  }
+
+  // -- arrival ---------------------------------------------------------------------------------
+
+  private onMessage(message: Buffer): void {
+    if (this.state === 'closing' || this.state === 'closed' || this.stopping) return;
+    this.counters.lastActivityAt = Date.now();
+    this.counters.messages++;
+    this.idleTimer.refresh();
+    // A well-behaved client waits for its appends' acks and its requests' replies; this bounds
+    // what one that does not can make the server hold.
+    const maxQueued = this.ctx.limits.maxPendingAppends + 64;
+    if (this.inbox.length >= maxQueued || this.inboxBytes + message.length > this.maxOutputBytes) {
+      this.violation(ErrorCode.TooBusy, `more than ${maxQueued} messages or ${this.maxOutputBytes} bytes sent without waiting for the replies`);
+      return;
+    }
+    this.inbox.push(message);
+    this.inboxBytes += message.length;
+    if (!this.pumping) void this.pump();
+  }
+
+  private async pump(): Promise<void> {
+    this.pumping = true;
+    try {
+      while (this.inbox.length > 0 && (this.state === 'hello' || this.state === 'ready')) {
+        const raw = this.inbox.shift()!;
+        this.inboxBytes -= raw.length;
+        const pending = this.handle(raw);
+        if (pending) await pending;
+      }
+    } catch (err) {
+      if (err instanceof ProtocolViolation) {
+        this.violation(ErrorCode.BadMessage, err.message, err.about.requestId, err.about.vaultId, err.about.seq);
+      } else {
+        this.ctx.log(`client ${shortKey(this.client)}: internal error: ${(err as Error).message}`);
+        this.violation(ErrorCode.Internal, 'internal server error; reconnect and resume from VaultState');
+      }
+    } finally {
+      this.pumping = false;
+      this.checkDrained();
+    }
+  }
+
+  private handle(raw: Buffer): Promise<void> | void {
+    let m: Message;
+    try {
+      m = decodeMessage(raw, this.maxRecordBytes);
+    } catch (err) {
+      throw new ProtocolViolation(`malformed message: ${(err as Error).message}`);
+    }
+    if (this.state === 'hello') {
+      if (m.type !== MessageType.Hello) throw new ProtocolViolation(`the first message must be Hello, got ${messageName(m.type)}`);
+      return this.hello(m);
+    }
+    switch (m.type) {
+      case MessageType.Hello:
+        throw new ProtocolViolation('Hello was already received on this connection');
+      case MessageType.Append:
+        return this.append(m);
+      case MessageType.Ping:
+        this.send({ type: MessageType.Pong, nonce: m.nonce });
+        return;
+      case MessageType.OpenVault:
+        if (this.stopping) return this.stoppingReply(m.requestId, m.vaultId);
+        return this.openVault(m);
+      case MessageType.ReadRecords:
+        if (this.stopping) return this.stoppingReply(m.requestId, m.vaultId);
+        return this.readRecords(m);
+      case MessageType.ListVaults:
+        if (this.stopping) return this.stoppingReply(m.requestId, NO_VAULT);
+        return this.listVaults(m);
+      default:
+        throw new ProtocolViolation(`${messageName(m.type)} is a message only the server sends`);
+    }
+  }
+
+  // -- handlers --------------------------------------------------------------------------------
+
+  private hello(m: MessageOf<MessageType.Hello>): void {
+    if (this.helloTimer) clearTimeout(this.helloTimer);
+    this.helloTimer = null;
+    this.agent = m.agent.replace(/[^\x20-\x7e]/g, '?').slice(0, 64);
+    if (!this.ctx.ledger.isAllowed(this.client)) {
+      this.ctx.log(`client ${shortKey(this.client)} from ${this.remoteAddress} refused: not on the allow-list`, 'refused');
+      this.violation(
+        ErrorCode.NotAllowed,
+        `client key ${this.client} is not allowed on this server: its operator must add it with --allow ${this.client}`,
+      );
+      return;
+    }
+    const common = m.versions.filter((v) => SUPPORTED_VERSIONS.includes(v));
+    if (common.length === 0) {
+      this.violation(
+        ErrorCode.UnsupportedVersion,
+        `no protocol version in common: the client speaks ${m.versions.join(', ') || 'none'}, this server ${SUPPORTED_VERSIONS.join(', ')}; upgrade the older side`,
+      );
+      return;
+    }
+    this.state = 'ready';
+    this.admitted = true;
+    this.send({
+      type: MessageType.Welcome,
+      version: Math.max(...common),
+      agent: SERVER_AGENT,
+      maxMessageBytes: this.ctx.limits.maxMessageBytes,
+      maxPendingAppends: this.ctx.limits.maxPendingAppends,
+    });
+    this.ctx.log(`client ${shortKey(this.client)} connected from ${this.remoteAddress} (${this.agent || 'no agent'})`);
+    this.ctx.changed();
+  }
+
+  private async openVault(m: MessageOf<MessageType.OpenVault>): Promise<void> {
+    const vaultId = m.vaultId.toString('hex');
+    const { store, ledger, book } = this.ctx;
+    const refuse = (code: ErrorCode, message: string): void => this.sendError(code, message, m.requestId, m.vaultId);
+    await book.exclusive(vaultId, async () => {
+      const known = book.get(vaultId);
+      if (known && known.owner !== this.client) return refuse(ErrorCode.UnknownVault, unknownVaultMessage(vaultId));
+      if (known && known.pending > 0 && !(await book.idle(known, 30_000))) {
+        return refuse(ErrorCode.TooBusy, `appends to vault ${vaultId} are still being made durable; try again`);
+      }
+      let v: StoredVault | null;
+      try {
+        v = await store.getVault(vaultId);
+        if (v === null) {
+          if (m.identity.length === 0) return refuse(ErrorCode.UnknownVault, unknownVaultMessage(vaultId));
+          checkIdentity(m.identity, vaultId, m.requestId, m.vaultId);
+          await ledger.refresh(this.client);
+          const verdict = ledger.reserveVault(this.client);
+          if (!verdict.ok) return refuse(ErrorCode.QuotaExceeded, `cannot create vault ${vaultId}: ${verdict.reason}`);
+          let created = false;
+          try {
+            v = await store.createVault(this.client, vaultId, Buffer.from(m.identity));
+            created = true;
+          } finally {
+            ledger.settleVault(this.client, created);
+          }
+          this.ctx.log(`client ${shortKey(this.client)} created vault ${vaultId}`);
+        } else if (v.owner !== this.client) {
+          return refuse(ErrorCode.UnknownVault, unknownVaultMessage(vaultId));
+        } else if (m.identity.length > 0 && !m.identity.equals(v.identity)) {
+          return refuse(
+            ErrorCode.IdentityMismatch,
+            `vault ${vaultId} on this server has another identity (VAULT.json) than the one sent: it is not the same vault, or its VAULT.json was changed`,
+          );
+        } else {
+          await ledger.refresh(this.client);
+        }
+      } catch (err) {
+        if (err instanceof ProtocolViolation) throw err;
+        return this.storageError(err, m.requestId, m.vaultId, 0n);
+      }
+      let entry = this.opened.get(vaultId);
+      if (entry) this.ctx.book.detach(entry);
+      entry = book.attach(v);
+      this.opened.set(vaultId, entry);
+      this.counters.opens++;
+      this.send({
+        type: MessageType.VaultState,
+        requestId: m.requestId,
+        vaultId: m.vaultId,
+        firstSeq: v.firstSeq,
+        lastSeq: v.lastSeq,
+        lastHash: v.lastHash ?? NO_HASH,
+        lastGeneration: v.lastGeneration,
+        bytes: BigInt(v.bytes),
+        identity: v.identity,
+      });
+      this.ctx.changed();
+    });
+  }
+
+  private append(m: MessageOf<MessageType.Append>): void {
+    const { seq, bytes, generation } = m.record;
+    const vaultId = m.vaultId.toString('hex');
+    const entry = this.opened.get(vaultId);
+    const refuse = (code: ErrorCode, message: string, errorSeq = seq): void => this.refuseAppend(m.vaultId, seq, { ok: false, code, message, seq: errorSeq });
+    if (!entry) return refuse(ErrorCode.UnknownVault, notOpenMessage(vaultId));
+    let sealedLength: number;
+    try {
+      const header = decodeHeader(bytes);
+      if (header.seq !== seq) throw new Error(`its header says seq ${header.seq}`);
+      sealedLength = header.sealedLength;
+    } catch (err) {
+      throw new ProtocolViolation(`Append of seq ${seq} to vault ${vaultId}: not a valid lnbackup record (${(err as Error).message})`, { vaultId: m.vaultId, seq });
+    }
+    if (HEADER_BYTES + sealedLength !== bytes.length) {
+      throw new ProtocolViolation(`Append of seq ${seq} to vault ${vaultId}: the record is ${bytes.length} bytes but its header says ${HEADER_BYTES + sealedLength}`, { vaultId: m.vaultId, seq });
+    }
+    if (generation < 1 || generation > MAX_GENERATION) {
+      throw new ProtocolViolation(`Append of seq ${seq} to vault ${vaultId}: generation ${generation} is not from 1 to ${MAX_GENERATION}`, { vaultId: m.vaultId, seq });
+    }
+    const { maxPendingAppends, maxPendingBytes } = this.ctx.limits;
+    if (this.storing >= maxPendingAppends || (this.storing > 0 && this.inflightBytes + bytes.length > maxPendingBytes)) {
+      return refuse(
+        ErrorCode.TooBusy,
+        `${this.storing} appends (${this.inflightBytes} bytes) on this connection are not durable yet (at most ${maxPendingAppends} / ${maxPendingBytes} bytes): wait for their acks, then send seq ${seq} again`,
+      );
+    }
+    if (entry.failed) {
+      return refuse(ErrorCode.StorageUnavailable, `an earlier append to vault ${vaultId} failed: reconnect and resume from VaultState`);
+    }
+    if (seq !== entry.lastSeq + 1n) {
+      return refuse(
+        ErrorCode.OutOfOrder,
+        `Append of seq ${seq} does not follow the last record of vault ${vaultId} on this server (${entry.lastSeq}); nothing was stored: send seq ${entry.lastSeq + 1n}`,
+        entry.lastSeq,
+      );
+    }
+    if (generation < entry.lastGeneration) {
+      throw new ProtocolViolation(`Append of seq ${seq} to vault ${vaultId}: generation ${generation} is older than the vault's generation ${entry.lastGeneration}`, { vaultId: m.vaultId, seq });
+    }
+    const verdict = this.ctx.ledger.reserveAppend(this.client, bytes.length);
+    if (!verdict.ok) return refuse(ErrorCode.QuotaExceeded, `seq ${seq} not stored: ${verdict.reason}`);
+    entry.lastSeq = seq;
+    entry.lastGeneration = generation;
+    entry.pending++;
+    const p: PendingAppend = { vaultId: m.vaultId, entry, seq, bytes: bytes.length, epoch: entry.epoch, startedAt: Date.now(), outcome: null };
+    this.inflight.push(p);
+    this.storing++;
+    this.inflightBytes += p.bytes;
+    const record: WireRecord = { seq, generation, bytes };
+    let stored: Promise<void>;
+    try {
+      stored = this.ctx.store.append(vaultId, [record]);
+    } catch (err) {
+      stored = Promise.reject(err);
+    }
+    stored.then(
+      () => this.appendDone(p, null),
+      (err: unknown) => this.appendDone(p, err instanceof Error ? err : new Error(String(err))),
+    );
+  }
+
+  /** Answers an Append refused before the store: at once, or after the answers of earlier Appends. */
+  private refuseAppend(vaultId: Buffer, seq: bigint, outcome: Outcome): void {
+    if (this.inflight.length === 0) {
+      if (!outcome.ok) this.sendError(outcome.code, outcome.message, 0, vaultId, outcome.seq);
+      return;
+    }
+    if (this.inflight.length >= 2 * this.ctx.limits.maxPendingAppends + 64) {
+      this.violation(ErrorCode.TooBusy, `more than ${this.inflight.length} appends sent without waiting for their answers`);
+      return;
+    }
+    this.inflight.push({ vaultId, entry: null, seq, bytes: 0, epoch: 0, startedAt: 0, outcome });
+  }
+
+  private appendDone(p: PendingAppend, err: Error | null): void {
+    const entry = p.entry!;
+    const durable = err === null;
+    if (durable && entry.epoch === p.epoch) {
+      p.outcome = { ok: true };
+      this.ctx.appended(1, p.bytes, Date.now() - p.startedAt);
+    } else {
+      // The first failure of the vault stops every append handed over before it from being
+      // acknowledged (even one the store still completes): the client resumes from VaultState.
+      const first = err !== null && entry.epoch === p.epoch;
+      if (first) {
+        entry.epoch++;
+        entry.failed = true;
+        this.ctx.log(`vault ${entry.vaultId} of client ${shortKey(this.client)}: append of seq ${p.seq} failed: ${err.message}`);
+      }
+      p.outcome = {
+        ok: false,
+        code: !first || err instanceof StorageUnavailableError ? ErrorCode.StorageUnavailable : ErrorCode.Internal,
+        message: first
+          ? `seq ${p.seq} could not be made durable (${err.message}): reconnect and resume from VaultState`
+          : `an earlier append to vault ${entry.vaultId} failed, so seq ${p.seq} is not acknowledged: reconnect and resume from VaultState`,
+        seq: p.seq,
+      };
+    }
+    this.ctx.ledger.settleAppend(this.client, p.bytes, durable);
+    this.ctx.book.settled(entry);
+    this.flushAcks();
+  }
+
+  /** Sends the outcome of every settled append at the head of the queue, in arrival order. */
+  private flushAcks(): void {
+    let acked = false;
+    while (this.inflight.length > 0 && this.inflight[0].outcome !== null) {
+      const p = this.inflight.shift()!;
+      if (p.entry) {
+        this.storing--;
+        this.inflightBytes -= p.bytes;
+      }
+      const outcome = p.outcome!;
+      if (outcome.ok) {
+        if (this.state === 'closing' || this.state === 'closed') continue;
+        this.counters.records++;
+        this.counters.bytes += p.bytes;
+        this.send({ type: MessageType.Ack, vaultId: p.vaultId, seq: p.seq });
+        acked = true;
+      } else {
+        this.sendError(outcome.code, outcome.message, 0, p.vaultId, outcome.seq);
+      }
+    }
+    if (acked) this.ctx.changed();
+    this.checkDrained();
+  }
+
+  private async readRecords(m: MessageOf<MessageType.ReadRecords>): Promise<void> {
+    const vaultId = m.vaultId.toString('hex');
+    if (!this.opened.has(vaultId)) return this.sendError(ErrorCode.UnknownVault, notOpenMessage(vaultId), m.requestId, m.vaultId);
+    if (!(await this.outputRoom())) return;
+    const { maxMessageBytes } = this.ctx.limits;
+    const budget = Math.max(1, Math.min(m.maxBytes, maxMessageBytes - READ_OVERHEAD_BYTES));
+    let lastSeq: bigint;
+    let found: { seq: bigint; generation: number; bytes: Buffer }[];
+    try {
+      const v = await this.ctx.store.getVault(vaultId);
+      lastSeq = v?.lastSeq ?? 0n;
+      found = await this.ctx.store.readRecords(vaultId, m.fromSeq, budget);
+    } catch (err) {
+      return this.storageError(err, m.requestId, m.vaultId, m.fromSeq);
+    }
+    const records: WireRecord[] = [];
+    let total = 0;
+    for (const r of found) {
+      const size = r.bytes.length + RECORD_FRAMING_BYTES;
+      if (records.length > 0 && (total + size > budget || records.length >= MAX_RECORDS_PER_MESSAGE)) break;
+      if (records.length === 0 && size > maxMessageBytes - READ_OVERHEAD_BYTES) {
+        return this.sendError(
+          ErrorCode.Internal,
+          `record ${r.seq} of vault ${vaultId} is ${r.bytes.length} bytes, more than this server's message limit of ${maxMessageBytes} allows: restart the server with a larger limit to read it`,
+          m.requestId,
+          m.vaultId,
+          r.seq,
+        );
+      }
+      records.push({ seq: r.seq, generation: r.generation, bytes: r.bytes });
+      total += size;
+    }
+    const done = records.length === 0 || records[records.length - 1].seq >= lastSeq;
+    this.send({ type: MessageType.Records, requestId: m.requestId, vaultId: m.vaultId, done, records });
+  }
+
+  private async listVaults(m: MessageOf<MessageType.ListVaults>): Promise<void> {
+    let vaults: StoredVault[];
+    try {
+      vaults = await this.ctx.store.listVaults(this.client);
+    } catch (err) {
+      return this.storageError(err, m.requestId, NO_VAULT, 0n);
+    }
+    this.send({
+      type: MessageType.VaultList,
+      requestId: m.requestId,
+      vaults: vaults
+        .filter((v) => v.owner === this.client)
+        .slice(0, MAX_VAULTS_PER_LIST)
+        .map((v) => ({
+          vaultId: Buffer.from(v.vaultId, 'hex'),
+          firstSeq: v.firstSeq,
+          lastSeq: v.lastSeq,
+          bytes: BigInt(v.bytes),
+          lastWriteAt: BigInt(v.lastWriteAt ?? 0),
+        })),
+    });
+  }
+
+  private stoppingReply(requestId: number, vaultId: Buffer): void {
+    this.sendError(ErrorCode.TooBusy, 'the server is stopping: reconnect later', requestId, vaultId);
+  }
+
+  // -- output ----------------------------------------------------------------------------------
+
+  private send(m: Message): void {
+    if (this.state === 'closing' || this.state === 'closed') return;
+    if (this.conn.bufferedBytes > this.maxOutputBytes) {
+      this.ctx.log(`client ${shortKey(this.client)} does not read its replies (${this.conn.bufferedBytes} bytes waiting): connection cut`, 'violation');
+      this.destroy();
+      return;
+    }
+    try {
+      this.conn.send(encodeMessage(m));
+    } catch (err) {
+      this.ctx.log(`client ${shortKey(this.client)}: cannot send ${messageName(m.type)}: ${(err as Error).message}`);
+      this.destroy();
+    }
+  }
+
+  private sendError(code: ErrorCode, message: string, requestId = 0, vaultId: Buffer = NO_VAULT, seq = 0n): void {
+    this.send({ type: MessageType.Error, code, requestId, vaultId, seq, message });
+  }
+
+  private storageError(err: unknown, requestId: number, vaultId: Buffer, seq: bigint): void {
+    const message = err instanceof Error ? err.message : String(err);
+    this.ctx.log(`client ${shortKey(this.client)}: storage error: ${message}`);
+    const code = err instanceof StorageUnavailableError ? ErrorCode.StorageUnavailable : ErrorCode.Internal;
+    this.sendError(code, `the server's storage failed (${message}); try again later`, requestId, vaultId, seq);
+  }
+
+  /**
+   * Waits until the client has read most of what was sent to it; false if the session ended first.
+   * A client that reads nothing for the idle timeout is cut.
+   */
+  private async outputRoom(): Promise<boolean> {
+    const deadline = Date.now() + this.ctx.limits.idleTimeoutMs;
+    while (this.conn.bufferedBytes > this.ctx.limits.maxMessageBytes) {
+      if (this.state !== 'ready' || this.stopping) return false;
+      if (Date.now() > deadline) {
+        this.ctx.log(`client ${shortKey(this.client)} read none of its replies for ${Math.round(this.ctx.limits.idleTimeoutMs / 1000)} s: connection cut`, 'violation');
+        this.destroy();
+        return false;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    return this.state === 'ready';
+  }
+
+  /** Sends an error that ends the conversation, then closes. */
+  private violation(code: ErrorCode, message: string, requestId = 0, vaultId: Buffer = NO_VAULT, seq = 0n): void {
+    if (this.state === 'closing' || this.state === 'closed') return;
+    if (code === ErrorCode.BadMessage || code === ErrorCode.TooBusy || code === ErrorCode.Internal) {
+      this.ctx.log(`client ${shortKey(this.client)} from ${this.remoteAddress}: ${message}; connection closed`, 'violation');
+    }
+    this.sendError(code, message, requestId, vaultId, seq);
+    this.close();
+  }
+
+  // -- end -------------------------------------------------------------------------------------
+
+  private onIdle(): void {
+    if (this.state === 'closing' || this.state === 'closed') return;
+    const quietFor = Date.now() - this.counters.lastActivityAt;
+    if (this.storing > 0 || this.pumping || quietFor < this.ctx.limits.idleTimeoutMs) {
+      this.idleTimer.refresh();
+      return;
+    }
+    this.ctx.log(`client ${shortKey(this.client)} idle for ${Math.round(quietFor / 1000)} s: connection closed`);
+    this.close();
+  }
+
+  /** Ends the connection after what is queued is sent; cut after `graceMs` if the peer does not close. */
+  close(graceMs = 5_000): void {
+    if (this.state === 'closing' || this.state === 'closed') return;
+    this.state = 'closing';
+    this.inbox.length = 0;
+    this.inboxBytes = 0;
+    this.conn.close();
+    this.destroyTimer = setTimeout(() => this.conn.destroy(), graceMs);
+    this.destroyTimer.unref();
+  }
+
+  private destroy(): void {
+    if (this.state === 'closed') return;
+    this.state = 'closing';
+    this.conn.destroy();
+  }
+
+  private onClosed(error: Error | null): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    this.closeError = error;
+    clearTimeout(this.idleTimer);
+    if (this.helloTimer) clearTimeout(this.helloTimer);
+    if (this.destroyTimer) clearTimeout(this.destroyTimer);
+    this.inbox.length = 0;
+    this.inboxBytes = 0;
+    for (const entry of this.opened.values()) this.ctx.book.detach(entry);
+    this.opened.clear();
+    this.resolveClosed();
+    this.checkDrained();
+    this.ctx.changed();
+  }
+
+  /** Resolves once every received message is handled and every accepted append has its answer. */
+  private drained(): Promise<void> {
+    return new Promise((resolve) => {
+      this.drainWaiters.push(resolve);
+      this.checkDrained();
+    });
+  }
+
+  private checkDrained(): void {
+    if (this.drainWaiters.length === 0) return;
+    const idle = !this.pumping && this.inbox.length === 0 && this.inflight.length === 0;
+    if (idle || this.state === 'closed') {
+      for (const wake of this.drainWaiters.splice(0)) wake();
+    }
+  }
+}
+
+/** The same words for a vault that does not exist and for another client's vault. */
+function unknownVaultMessage(vaultId: string): string {
+  return `no vault ${vaultId} for this client`;
+}
+
+function notOpenMessage(vaultId: string): string {
+  return `vault ${vaultId} is not open on this connection: send OpenVault first`;
+}
+
+/** A new vault's identity must be the node's VAULT.json for that very vault id. */
+function checkIdentity(identity: Buffer, vaultId: string, requestId: number, vaultIdBytes: Buffer): void {
+  const about = { requestId, vaultId: vaultIdBytes };
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(identity.toString('utf8'));
+  } catch (err) {
+    throw new ProtocolViolation(`OpenVault for ${vaultId}: the identity is not JSON (${(err as Error).message})`, about);
+  }
+  const id = parsed as { format?: unknown; vaultId?: unknown } | null;
+  if (id === null || typeof id !== 'object' || id.format !== 'lnbackup-vault') {
+    throw new ProtocolViolation(`OpenVault for ${vaultId}: the identity is not an lnbackup VAULT.json (format 'lnbackup-vault' expected)`, about);
+  }
+  if (id.vaultId !== vaultId) {
+    throw new ProtocolViolation(`OpenVault for ${vaultId}: the identity is that of vault ${JSON.stringify(String(id.vaultId).slice(0, 64))}`, about);
+  }
+}

@@ -1,0 +1,361 @@
+// The embedded server store (`lnbackup server --data <dir>`, the default): one folder per vault
+// under <data>/vaults, each a real vault directory (VAULT.json as the node sent it, segments/ in
+// the vault format) that the node's VaultReader can read as it is, plus an `owner` file. The data
+// folder is locked against a second server. Appends are written by RawVaultAppender and made
+// durable in group-commit rounds (every touched vault's fdatasync in parallel on the thread pool).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fsyncDir, readBoundedFile, writeFileAtomic } from '../../util/durableFs.js';
+import { processAlive } from '../../util/processAlive.js';
+import { DEFAULT_SEGMENT_BYTES, IDENTITY_FILE } from '../../vault/identity.js';
+import { RawVaultAppender, readRawRecords, type RawTail } from '../../vault/rawRecords.js';
+import { SEGMENTS_DIR, listSegments } from '../../vault/segments.js';
+import {
+  checkNewVault,
+  GroupCommit,
+  isOwner,
+  isVaultId,
+  MAX_IDENTITY_BYTES,
+  type GroupCommitStats,
+  type VaultTail,
+} from './groupCommit.js';
+import { StorageUnavailableError, type ServerStore, type StoreRecord, type StoredVault } from './store.js';
+
+export const VAULTS_DIR = 'vaults';
+export const OWNER_FILE = 'owner';
+export const DATA_LOCK_FILE = 'LOCK';
+const STAGING_PREFIX = '.new-';
+
+export type Notice = (message: string) => void;
+
+interface FileVault {
+  readonly vaultId: string;
+  readonly dir: string;
+  readonly appender: RawVaultAppender;
+}
+
+export class FileStore implements ServerStore {
+  readonly kind = 'files';
+  readonly location: string;
+  private readonly vaults = new Map<string, FileVault>();
+  private readonly commits: GroupCommit;
+  private closed = false;
+
+  private constructor(
+    readonly dataDir: string,
+    private readonly lock: DataDirLock,
+    private readonly onNotice: Notice,
+  ) {
+    this.location = dataDir;
+    this.commits = new GroupCommit({
+      commitRound: (round) => this.commitRound(round),
+      recover: (ids) => this.recover(ids),
+      unavailable: (err) => this.unavailable(err, this.dataDir),
+    });
+  }
+
+  /** Opens (creating if needed) the data folder, locks it, and loads every vault's tail. */
+  static async open(dataDir: string, onNotice: Notice = () => {}): Promise<FileStore> {
+    const dir = path.resolve(dataDir);
+    const vaultsDir = path.join(dir, VAULTS_DIR);
+    if (!fs.existsSync(vaultsDir)) {
+      fs.mkdirSync(vaultsDir, { recursive: true });
+      fsyncDir(dir);
+      fsyncDir(path.dirname(dir));
+    }
+    const lock = DataDirLock.acquire(dir);
+    try {
+      const store = new FileStore(dir, lock, onNotice);
+      store.load();
+      return store;
+    } catch (err) {
+      lock.release();
+      throw err;
+    }
+  }
+
+  /** Group-commit counters (rounds, records, longest round) for status output and tests. */
+  get stats(): GroupCommitStats {
+    return this.commits.stats;
+  }
+
+  async getVault(vaultId: string): Promise<StoredVault | null> {
+    return this.commits.vault(vaultId);
+  }
+
+  async listVaults(owner?: string): Promise<StoredVault[]> {
+    return this.commits.vaults(owner);
+  }
+
+  async createVault(owner: string, vaultId: string, identity: Buffer): Promise<StoredVault> {
+    this.checkOpen();
+    checkNewVault(owner, vaultId, identity);
+    if (this.vaults.has(vaultId)) throw new Error(`vault ${vaultId} already exists`);
+    const vaultsDir = path.join(this.dataDir, VAULTS_DIR);
+    const dir = path.join(vaultsDir, vaultId);
+    if (fs.existsSync(dir)) throw new Error(`${dir} already exists but is not a usable vault (see the notices given at start)`);
+    // Built in a staging folder and renamed into place, so a crash never leaves half a vault.
+    const staging = path.join(vaultsDir, `${STAGING_PREFIX}${vaultId}`);
+    try {
+      fs.rmSync(staging, { recursive: true, force: true });
+      fs.mkdirSync(path.join(staging, SEGMENTS_DIR), { recursive: true, mode: 0o700 });
+      writeFileAtomic(path.join(staging, IDENTITY_FILE), identity, 0o644);
+      writeFileAtomic(path.join(staging, OWNER_FILE), `${owner}\n`, 0o644);
+      fsyncDir(path.join(staging, SEGMENTS_DIR));
+      fs.renameSync(staging, dir);
+      fsyncDir(vaultsDir);
+    } catch (err) {
+      fs.rmSync(staging, { recursive: true, force: true });
+      throw this.unavailable(err, vaultsDir, 'the vault was not created');
+    }
+    const appender = RawVaultAppender.open(dir, segmentBytesOf(identity), { onNotice: this.onNotice });
+    this.vaults.set(vaultId, { vaultId, dir, appender });
+    this.commits.addVault({ vaultId, owner, identity }, tailOf(appender.durableTail, null));
+    const created = this.commits.vault(vaultId);
+    if (!created) throw new Error(`vault ${vaultId} was not registered`);
+    return created;
+  }
+
+  append(vaultId: string, records: readonly StoreRecord[]): Promise<void> {
+    return this.commits.append(vaultId, records);
+  }
+
+  async readRecords(vaultId: string, fromSeq: bigint, maxBytes: number): Promise<StoreRecord[]> {
+    const v = this.vaults.get(vaultId);
+    if (!v) throw new Error(`no vault ${vaultId} on this server`);
+    const durable = this.commits.durableTail(vaultId);
+    if (!durable || durable.lastSeq === 0n || fromSeq > durable.lastSeq) return [];
+    try {
+      return readRawRecords(v.dir, fromSeq, maxBytes, { untilSeq: durable.lastSeq });
+    } catch (err) {
+      if (isFsError(err)) throw this.unavailable(err, v.dir, 'the records could not be read');
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.commits.close();
+    for (const v of this.vaults.values()) {
+      try {
+        v.appender.close();
+      } catch (err) {
+        this.onNotice(`closing vault ${v.vaultId}: ${(err as Error).message}`);
+      }
+    }
+    this.lock.release();
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new Error('the store is closed');
+  }
+
+  /** Scans <data>/vaults; a broken entry is reported and skipped, never fatal and never changed. */
+  private load(): void {
+    const vaultsDir = path.join(this.dataDir, VAULTS_DIR);
+    for (const name of fs.readdirSync(vaultsDir).sort()) {
+      const dir = path.join(vaultsDir, name);
+      if (name.startsWith(STAGING_PREFIX)) {
+        // A vault being created when the server stopped: createVault never returned, nothing was stored.
+        fs.rmSync(dir, { recursive: true, force: true });
+        fsyncDir(vaultsDir);
+        this.onNotice(`removed ${dir}, a vault whose creation was interrupted`);
+        continue;
+      }
+      if (!isVaultId(name)) {
+        this.onNotice(`skipped ${dir}: not a vault folder (the name is not a vault id)`);
+        continue;
+      }
+      try {
+        this.loadVault(name, dir);
+      } catch (err) {
+        this.onNotice(`skipped vault ${name} (${dir}): ${(err as Error).message}`);
+      }
+    }
+  }
+
+  private loadVault(vaultId: string, dir: string): void {
+    if (!fs.statSync(dir).isDirectory()) throw new Error('not a folder');
+    const identityFile = path.join(dir, IDENTITY_FILE);
+    const ownerFile = path.join(dir, OWNER_FILE);
+    if (!fs.existsSync(identityFile)) throw new Error(`${IDENTITY_FILE} is missing`);
+    if (!fs.existsSync(ownerFile)) throw new Error(`the ${OWNER_FILE} file is missing`);
+    const identity = readBoundedFile(identityFile, MAX_IDENTITY_BYTES);
+    const owner = readBoundedFile(ownerFile, 1024).toString('utf8').trim();
+    if (!isOwner(owner)) throw new Error(`the ${OWNER_FILE} file does not hold an owner key (66 hex digits)`);
+    const appender = RawVaultAppender.open(dir, segmentBytesOf(identity), {
+      onNotice: (m) => this.onNotice(`vault ${vaultId}: ${m}`),
+    });
+    const segments = listSegments(dir);
+    const newest = segments[segments.length - 1];
+    const lastWriteAt = newest ? Math.round(fs.statSync(newest.path).mtimeMs) : null;
+    this.vaults.set(vaultId, { vaultId, dir, appender });
+    this.commits.addVault({ vaultId, owner, identity }, tailOf(appender.durableTail, lastWriteAt));
+  }
+
+  /** One round: every vault's records written, then all touched vaults fdatasync'ed in parallel. */
+  private async commitRound(round: ReadonlyMap<string, readonly StoreRecord[]>): Promise<ReadonlyMap<string, Error>> {
+    const failures = new Map<string, Error>();
+    const touched: FileVault[] = [];
+    for (const [vaultId, records] of round) {
+      const v = this.vaults.get(vaultId);
+      if (!v) {
+        failures.set(vaultId, new Error(`vault ${vaultId} is not open`));
+        continue;
+      }
+      try {
+        for (const r of records) v.appender.append(r);
+        if (v.appender.unflushed) touched.push(v);
+      } catch (err) {
+        failures.set(vaultId, this.unavailable(err, v.dir));
+        this.rollbackQuietly(v);
+      }
+    }
+    await Promise.all(
+      touched.map(async (v) => {
+        try {
+          await v.appender.flushAsync();
+        } catch (err) {
+          failures.set(v.vaultId, this.unavailable(err, v.dir));
+          this.rollbackQuietly(v);
+        }
+      }),
+    );
+    return failures;
+  }
+
+  /** After a failed round: back to the durable point (again, in case the first attempt failed). */
+  private async recover(vaultIds: readonly string[]): Promise<ReadonlyMap<string, VaultTail | Error>> {
+    const out = new Map<string, VaultTail | Error>();
+    for (const id of vaultIds) {
+      const v = this.vaults.get(id);
+      if (!v) {
+        out.set(id, new Error(`vault ${id} is not open`));
+        continue;
+      }
+      try {
+        v.appender.rollback();
+        out.set(id, tailOf(v.appender.durableTail, this.commits.durableTail(id)?.lastWriteAt ?? null));
+      } catch (err) {
+        out.set(id, this.unavailable(err, v.dir));
+      }
+    }
+    return out;
+  }
+
+  private rollbackQuietly(v: FileVault): void {
+    try {
+      v.appender.rollback();
+    } catch (err) {
+      // recover() tries again before the vault's next round.
+      this.onNotice(`vault ${v.vaultId}: could not go back to its durable records yet (${(err as Error).message})`);
+    }
+  }
+
+  private unavailable(err: unknown, where: string, outcome = 'nothing of this append was acknowledged'): StorageUnavailableError {
+    if (err instanceof StorageUnavailableError) return err;
+    const e = err as NodeJS.ErrnoException;
+    const code = e?.code;
+    let what: string;
+    switch (code) {
+      case 'ENOSPC':
+        what = `the server's disk is full (ENOSPC) at ${where}`;
+        break;
+      case 'EDQUOT':
+        what = `the server's disk quota is exhausted (EDQUOT) at ${where}`;
+        break;
+      case 'EIO':
+        what = `the server's disk reported an I/O error (EIO) at ${where}`;
+        break;
+      case 'EROFS':
+        what = `the server's disk is read-only (EROFS) at ${where}`;
+        break;
+      default:
+        what = `the server's storage failed at ${where} (${code ? `${code}: ` : ''}${e?.message ?? String(err)})`;
+    }
+    const out = new StorageUnavailableError(`${what}; ${outcome}`);
+    out.cause = err;
+    return out;
+  }
+}
+
+function tailOf(raw: RawTail, lastWriteAt: number | null): VaultTail {
+  return { ...raw, lastWriteAt };
+}
+
+/** The vault's segment size from its VAULT.json (read without a key); the default if it says none. */
+function segmentBytesOf(identity: Buffer): number {
+  try {
+    const n = (JSON.parse(identity.toString('utf8')) as { segmentBytes?: unknown }).segmentBytes;
+    if (typeof n === 'number' && Number.isInteger(n) && n >= 4096 && n <= 1 << 30) return n;
+  } catch {
+    // not JSON: the default below
+  }
+  return DEFAULT_SEGMENT_BYTES;
+}
+
+function isFsError(err: unknown): boolean {
+  return typeof (err as NodeJS.ErrnoException)?.code === 'string' && typeof (err as NodeJS.ErrnoException)?.syscall === 'string';
+}
+
+/** Locks held by this process (a LOCK naming our own pid is ours only if it is in here). */
+const heldHere = new Set<string>();
+
+/**
+ * The data folder's lock: a LOCK file created exclusively with the server's pid and host, so two
+ * servers never share a --data folder. A lock left by a dead process on this host is taken over
+ * (same rules as the vault lock in src/vault/lock.ts).
+ */
+class DataDirLock {
+  private constructor(private readonly file: string) {}
+
+  static acquire(dataDir: string): DataDirLock {
+    const file = path.join(dataDir, DATA_LOCK_FILE);
+    const me = { pid: process.pid, host: os.hostname(), since: new Date().toISOString() };
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        const fd = fs.openSync(file, 'wx', 0o644);
+        try {
+          fs.writeSync(fd, JSON.stringify(me));
+          fs.fsyncSync(fd);
+        } finally {
+          fs.closeSync(fd);
+        }
+        heldHere.add(file);
+        return new DataDirLock(file);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const holder = readLockFile(file);
+      if (holder && holder.host !== me.host) {
+        throw new Error(
+          `the data folder ${dataDir} is locked by pid ${holder.pid} on host ${holder.host} since ${holder.since}. ` +
+            `If no lnbackup server runs there any more, delete ${file}.`,
+        );
+      }
+      const ours = holder?.pid === process.pid && heldHere.has(file);
+      if (holder && (ours || (holder.pid !== process.pid && processAlive(holder.pid)))) {
+        throw new Error(`the data folder ${dataDir} is in use by another lnbackup server (pid ${holder.pid}, since ${holder.since})`);
+      }
+      // The holder died, or the file is from an earlier process with our pid, or half-written.
+      fs.rmSync(file, { force: true });
+    }
+    throw new Error(`could not take the lock ${file}; another server keeps racing for it`);
+  }
+
+  release(): void {
+    if (!heldHere.delete(this.file)) return;
+    if (readLockFile(this.file)?.pid === process.pid) fs.rmSync(this.file, { force: true });
+  }
+}
+
+function readLockFile(file: string): { pid: number; host: string; since: string } | null {
+  try {
+    const info = JSON.parse(fs.readFileSync(file, 'utf8').slice(0, 4096)) as { pid: number; host: string; since: string };
+    return typeof info.pid === 'number' && typeof info.host === 'string' ? info : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,351 @@
+// Group commit, shared by both server stores: appends are checked against each vault's in-memory
+// tail (which includes appends not yet durable, so a client can pipeline), queued, and committed
+// in rounds: every append that arrived while a round was in flight goes into the next round, which
+// the store writes and makes durable in one step (fsync of every touched file in parallel, or one
+// PostgreSQL transaction); then all of that round's promises settle together. A failed round
+// rejects its appends and every later pending append of the same vaults with
+// StorageUnavailableError, puts those vaults' tails back to what is durable, and asks the store
+// to confirm the durable tail (recover) before it commits anything more for them.
+import { performance } from 'node:perf_hooks';
+import { checkRawRecord, RawRecordError, rawRecordHash } from '../../vault/rawRecords.js';
+import { StorageUnavailableError, type StoredVault, type StoreRecord } from './store.js';
+
+/** A vault's position: what StoredVault reports besides identity and owner. */
+export interface VaultTail {
+  readonly firstSeq: bigint;
+  readonly lastSeq: bigint;
+  readonly lastHash: Buffer | null;
+  readonly lastGeneration: number;
+  readonly bytes: number;
+  readonly lastWriteAt: number | null;
+}
+
+export const EMPTY_TAIL: VaultTail = { firstSeq: 0n, lastSeq: 0n, lastHash: null, lastGeneration: 0, bytes: 0, lastWriteAt: null };
+
+/**
+ * An append was refused as given (malformed record, out of sequence, unknown vault): nothing was
+ * stored and sending the same again fails the same way.
+ */
+export class AppendRefusedError extends Error {
+  override name = 'AppendRefusedError';
+}
+
+/** Who owns a vault and its identity file, as the stores keep them. */
+export interface VaultMeta {
+  readonly vaultId: string;
+  readonly owner: string;
+  readonly identity: Buffer;
+}
+
+const VAULT_ID = /^[0-9a-f]{32}$/;
+const OWNER = /^[0-9a-f]{66}$/;
+export const MAX_IDENTITY_BYTES = 64 * 1024;
+
+/** Checks a new vault's fields before a store keeps them (the vault id also names a folder). */
+export function checkNewVault(owner: string, vaultId: string, identity: Buffer): void {
+  if (!VAULT_ID.test(vaultId)) throw new Error(`vault id '${vaultId}' is not 32 lowercase hex digits`);
+  if (!OWNER.test(owner)) throw new Error(`owner '${owner}' is not 66 lowercase hex digits`);
+  if (identity.length > MAX_IDENTITY_BYTES) throw new Error(`the vault identity is ${identity.length} bytes, more than the ${MAX_IDENTITY_BYTES} allowed`);
+}
+
+export function isVaultId(s: string): boolean {
+  return VAULT_ID.test(s);
+}
+
+export function isOwner(s: string): boolean {
+  return OWNER.test(s);
+}
+
+/** What a store does for the batcher. */
+export interface RoundBackend {
+  /**
+   * Writes the round's records (vault id -> records in order, each list continuing that vault's
+   * durable tail) and makes them durable. Returns the vaults whose part failed (their part must
+   * not be durable, or recover() must say so); throwing fails the whole round.
+   */
+  commitRound(round: ReadonlyMap<string, readonly StoreRecord[]>): Promise<ReadonlyMap<string, Error>>;
+  /**
+   * After a failure: the durable tail of each vault as the storage holds it now (a commit whose
+   * answer was lost may have happened), or an Error for a vault it cannot tell yet.
+   */
+  recover(vaultIds: readonly string[]): Promise<ReadonlyMap<string, VaultTail | Error>>;
+  /** The error appends get when the storage failed (says what and where). */
+  unavailable(err: unknown): StorageUnavailableError;
+}
+
+export interface GroupCommitStats {
+  /** Rounds committed (successful or not). */
+  readonly rounds: number;
+  /** Rounds that failed in whole or in part. */
+  readonly failedRounds: number;
+  /** append() calls made durable. */
+  readonly appends: number;
+  /** Records made durable. */
+  readonly records: number;
+  /** The longest round, from taking its appends to settling them (ms). */
+  readonly maxRoundMs: number;
+  readonly lastRoundMs: number;
+}
+
+export interface GroupCommitOptions {
+  /** A round takes whole appends until it holds this many bytes (at least one append). */
+  readonly maxRoundBytes?: number;
+  /** ... and at most this many records (at least one append). */
+  readonly maxRoundRecords?: number;
+  /** The clock for lastWriteAt (ms since the epoch). */
+  readonly now?: () => number;
+}
+
+interface Pending {
+  readonly vaultId: string;
+  readonly records: readonly StoreRecord[];
+  readonly bytes: number;
+  readonly tailAfter: VaultTail;
+  readonly resolve: () => void;
+  readonly reject: (err: Error) => void;
+}
+
+/** Checks that `records` continue `tail` and returns the tail after them. */
+export function advanceTail(tail: VaultTail, records: readonly StoreRecord[], now: number): VaultTail {
+  if (records.length === 0) return tail;
+  let lastSeq = tail.lastSeq;
+  let generation = tail.lastGeneration;
+  let bytes = tail.bytes;
+  for (const r of records) {
+    try {
+      checkRawRecord(r);
+    } catch (err) {
+      if (err instanceof RawRecordError) throw new AppendRefusedError(err.message);
+      throw err;
+    }
+    if (lastSeq !== 0n && r.seq !== lastSeq + 1n) {
+      throw new AppendRefusedError(`record ${r.seq} does not follow record ${lastSeq}: the vault's next record is ${lastSeq + 1n}`);
+    }
+    if (r.generation < generation) {
+      throw new AppendRefusedError(`record ${r.seq} is of generation ${r.generation}, older than the vault's generation ${generation}`);
+    }
+    lastSeq = r.seq;
+    generation = r.generation;
+    bytes += r.bytes.length;
+  }
+  return {
+    firstSeq: tail.firstSeq === 0n ? records[0].seq : tail.firstSeq,
+    lastSeq,
+    lastHash: rawRecordHash(records[records.length - 1].bytes),
+    lastGeneration: generation,
+    bytes,
+    lastWriteAt: now,
+  };
+}
+
+/**
+ * The vaults a store holds (owner, identity, durable and accepted tails) and the batcher that
+ * commits their appends in rounds.
+ */
+export class GroupCommit {
+  private readonly meta = new Map<string, VaultMeta>();
+  /** What is durable (what getVault reports). */
+  private readonly durable = new Map<string, VaultTail>();
+  /** Durable plus accepted, not yet durable appends (what the next append must continue). */
+  private readonly accepted = new Map<string, VaultTail>();
+  /** Vaults whose last round failed: the store confirms their tail before the next commit. */
+  private readonly unsure = new Set<string>();
+  private queue: Pending[] = [];
+  private running: Promise<void> | null = null;
+  private closed = false;
+  private readonly maxRoundBytes: number;
+  private readonly maxRoundRecords: number;
+  private readonly now: () => number;
+  private counters = { rounds: 0, failedRounds: 0, appends: 0, records: 0, maxRoundMs: 0, lastRoundMs: 0 };
+
+  constructor(
+    private readonly backend: RoundBackend,
+    options: GroupCommitOptions = {},
+  ) {
+    this.maxRoundBytes = options.maxRoundBytes ?? 64 * 1024 * 1024;
+    this.maxRoundRecords = options.maxRoundRecords ?? 10_000;
+    this.now = options.now ?? Date.now;
+  }
+
+  get stats(): GroupCommitStats {
+    return { ...this.counters };
+  }
+
+  /** Registers a vault with its durable tail (at open, or when created). */
+  addVault(meta: VaultMeta, tail: VaultTail): void {
+    this.meta.set(meta.vaultId, { vaultId: meta.vaultId, owner: meta.owner, identity: Buffer.from(meta.identity) });
+    this.durable.set(meta.vaultId, tail);
+    this.accepted.set(meta.vaultId, tail);
+  }
+
+  hasVault(vaultId: string): boolean {
+    return this.meta.has(vaultId);
+  }
+
+  /** The vault as durably stored (appends not yet durable are not in it). */
+  vault(vaultId: string): StoredVault | null {
+    const m = this.meta.get(vaultId);
+    const t = this.durable.get(vaultId);
+    return m && t ? { ...m, ...t } : null;
+  }
+
+  /** Every vault, or one owner's, by vault id. */
+  vaults(owner?: string): StoredVault[] {
+    const out: StoredVault[] = [];
+    for (const m of this.meta.values()) {
+      if (owner !== undefined && m.owner !== owner) continue;
+      const v = this.vault(m.vaultId);
+      if (v) out.push(v);
+    }
+    return out.sort((a, b) => (a.vaultId < b.vaultId ? -1 : a.vaultId > b.vaultId ? 1 : 0));
+  }
+
+  durableTail(vaultId: string): VaultTail | undefined {
+    return this.durable.get(vaultId);
+  }
+
+  /** Checks the records against the vault's tail (pending appends included) and queues them. */
+  append(vaultId: string, records: readonly StoreRecord[]): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('the store is closed'));
+    const base = this.accepted.get(vaultId);
+    if (!base) return Promise.reject(new AppendRefusedError(`no vault ${vaultId} on this server`));
+    let tailAfter: VaultTail;
+    try {
+      tailAfter = advanceTail(base, records, this.now());
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    this.accepted.set(vaultId, tailAfter);
+    const bytes = records.reduce((n, r) => n + r.bytes.length, 0);
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ vaultId, records, bytes, tailAfter, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  /** Settles everything queued, then refuses new appends. */
+  async close(): Promise<void> {
+    this.closed = true;
+    while (this.running) await this.running;
+  }
+
+  private schedule(): void {
+    if (this.running) return;
+    // Start on the next turn of the event loop, so appends made in the same turn share the round.
+    this.running = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => this.loop())
+      .finally(() => {
+        this.running = null;
+        if (this.queue.length > 0) this.schedule();
+      });
+  }
+
+  private async loop(): Promise<void> {
+    while (this.queue.length > 0) await this.round();
+  }
+
+  private takeRound(): Pending[] {
+    let bytes = 0;
+    let records = 0;
+    let n = 0;
+    while (n < this.queue.length) {
+      const p = this.queue[n];
+      if (n > 0 && (bytes + p.bytes > this.maxRoundBytes || records + p.records.length > this.maxRoundRecords)) break;
+      bytes += p.bytes;
+      records += p.records.length;
+      n++;
+    }
+    return this.queue.splice(0, n);
+  }
+
+  private async round(): Promise<void> {
+    const started = performance.now();
+    let batch = this.takeRound();
+    let failed = false;
+
+    // Vaults whose previous round failed: learn what is really durable before going on.
+    const unsure = [...new Set(batch.map((p) => p.vaultId))].filter((v) => this.unsure.has(v));
+    if (unsure.length > 0) {
+      let tails: ReadonlyMap<string, VaultTail | Error>;
+      try {
+        tails = await this.backend.recover(unsure);
+      } catch (err) {
+        tails = new Map(unsure.map((v) => [v, err as Error]));
+      }
+      for (const v of unsure) {
+        const t = tails.get(v) ?? new Error(`no tail was found for vault ${v}`);
+        if (t instanceof Error) {
+          batch = this.fail(batch, v, this.backend.unavailable(t));
+          failed = true;
+          continue;
+        }
+        this.unsure.delete(v);
+        const believed = this.durable.get(v) ?? EMPTY_TAIL;
+        if (sameTail(t, believed)) continue;
+        // A commit whose answer was lost did happen: the vault is further than the appends assumed.
+        this.durable.set(v, t);
+        batch = this.fail(batch, v, new AppendRefusedError(`the vault ${v} now ends at record ${t.lastSeq} (an earlier append was stored after all)`));
+      }
+    }
+
+    const round = new Map<string, StoreRecord[]>();
+    for (const p of batch) {
+      let list = round.get(p.vaultId);
+      if (!list) round.set(p.vaultId, (list = []));
+      list.push(...p.records);
+    }
+    let failures: ReadonlyMap<string, Error>;
+    if (round.size === 0) failures = new Map();
+    else {
+      try {
+        failures = await this.backend.commitRound(round);
+      } catch (err) {
+        failures = new Map([...round.keys()].map((v) => [v, err as Error]));
+      }
+    }
+    for (const [v, err] of failures) {
+      this.unsure.add(v);
+      batch = this.fail(batch, v, err instanceof StorageUnavailableError ? err : this.backend.unavailable(err));
+      failed = true;
+    }
+    let records = 0;
+    for (const p of batch) {
+      this.durable.set(p.vaultId, p.tailAfter);
+      records += p.records.length;
+    }
+    const ms = performance.now() - started;
+    this.counters = {
+      rounds: this.counters.rounds + 1,
+      failedRounds: this.counters.failedRounds + (failed ? 1 : 0),
+      appends: this.counters.appends + batch.length,
+      records: this.counters.records + records,
+      maxRoundMs: Math.max(this.counters.maxRoundMs, ms),
+      lastRoundMs: ms,
+    };
+    for (const p of batch) p.resolve();
+  }
+
+  /**
+   * Rejects the vault's appends in `batch` and every later queued one (they continue records that
+   * are not stored), puts its tail back to what is durable, and returns the rest of the batch.
+   */
+  private fail(batch: Pending[], vaultId: string, err: Error): Pending[] {
+    const keep: Pending[] = [];
+    for (const p of batch) {
+      if (p.vaultId === vaultId) p.reject(err);
+      else keep.push(p);
+    }
+    this.queue = this.queue.filter((p) => {
+      if (p.vaultId !== vaultId) return true;
+      p.reject(err);
+      return false;
+    });
+    this.accepted.set(vaultId, this.durable.get(vaultId) ?? EMPTY_TAIL);
+    return keep;
+  }
+}
+
+function sameTail(a: VaultTail, b: VaultTail): boolean {
+  const hashes = a.lastHash === null || b.lastHash === null ? a.lastHash === b.lastHash : a.lastHash.equals(b.lastHash);
+  return a.lastSeq === b.lastSeq && hashes && a.firstSeq === b.firstSeq && a.bytes === b.bytes;
+}

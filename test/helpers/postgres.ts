@@ -1,0 +1,241 @@
+// A throwaway PostgreSQL cluster for the server-store tests: initdb into a temporary folder, one
+// postgres process listening on 127.0.0.1 at a free port (trust auth, fsync on), stopped when the
+// test process exits. PostgreSQL refuses to run as root, so as root it runs as the `postgres` OS
+// user (which Debian's package creates). Without PostgreSQL the tests are skipped with the reason,
+// unless LNBACKUP_REQUIRE_POSTGRES is set (CI), where that is a failure.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import pg from 'pg';
+import { tempDir } from './paths.js';
+
+/** PostgreSQL is not available here; the test should be skipped with this reason. */
+export class SkipError extends Error {
+  override name = 'SkipError';
+}
+
+export interface TestPostgres {
+  /** postgres://postgres@127.0.0.1:<port>/postgres */
+  readonly url: string;
+  /** A URL for another database of the same cluster. */
+  urlFor(database: string): string;
+  /** Creates an empty database and returns its URL. */
+  createDatabase(name: string): Promise<string>;
+  /** Fast shutdown; waits until the server is gone. */
+  stop(): Promise<void>;
+  /** SIGKILL of the server (postmaster and every backend), as a crash would. */
+  kill9(): void;
+  /** Starts the server again on the same port and data (after stop or kill9); waits until it accepts connections. */
+  restart(): Promise<void>;
+  /** The postmaster's pid (changes on restart). */
+  readonly pid: number;
+}
+
+function findBinary(name: string): string | null {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (!dir) continue;
+    const p = path.join(dir, name);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {
+      // not here
+    }
+  }
+  const root = '/usr/lib/postgresql';
+  const versions = fs.existsSync(root)
+    ? fs.readdirSync(root).filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a))
+    : [];
+  for (const v of versions) {
+    const p = path.join(root, v, 'bin', name);
+    if (fs.existsSync(p)) return p;
+  }
+  return null;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+function osUser(name: string): { uid: number; gid: number } | null {
+  const uid = spawnSync('id', ['-u', name], { encoding: 'utf8' });
+  const gid = spawnSync('id', ['-g', name], { encoding: 'utf8' });
+  if (uid.status !== 0 || gid.status !== 0) return null;
+  return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** The pids whose parent is `pid` (from /proc/<n>/stat: "pid (comm) state ppid ..."). */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) out.push(Number(name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/** Starts a throwaway cluster. Throws SkipError when PostgreSQL (or, as root, its OS user) is missing. */
+export async function startPostgres(): Promise<TestPostgres> {
+  try {
+    return await start();
+  } catch (err) {
+    if (err instanceof SkipError && process.env.LNBACKUP_REQUIRE_POSTGRES) {
+      throw new Error(`PostgreSQL is required here (LNBACKUP_REQUIRE_POSTGRES is set) but: ${err.message}`);
+    }
+    throw err;
+  }
+}
+
+async function start(): Promise<TestPostgres> {
+  const initdb = findBinary('initdb');
+  const postgresBin = findBinary('postgres');
+  if (!initdb || !postgresBin) throw new SkipError('PostgreSQL is not installed (no initdb/postgres on PATH or under /usr/lib/postgresql/*/bin)');
+  const asRoot = process.getuid?.() === 0;
+  const user = asRoot ? osUser('postgres') : null;
+  if (asRoot && !user) throw new SkipError("running as root and there is no 'postgres' OS user to run PostgreSQL as");
+  const ids = user ? { uid: user.uid, gid: user.gid } : {};
+
+  // Whatever happens next, the server does not outlive the tests (registered before the temp
+  // folder, so it runs before the folder is removed).
+  let child: ChildProcess | null = null;
+  let pid = 0;
+  process.on('exit', () => {
+    if (pid > 0) killTree(pid);
+  });
+
+  const dir = tempDir('pg');
+  const dataDir = path.join(dir, 'data');
+  const socketDir = path.join(dir, 'sock');
+  fs.mkdirSync(socketDir);
+  if (user) {
+    fs.chownSync(dir, user.uid, user.gid);
+    fs.chownSync(socketDir, user.uid, user.gid);
+  }
+  const init = spawnSync(initdb, ['-D', dataDir, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync'], {
+    encoding: 'utf8',
+    cwd: dir,
+    ...ids,
+  });
+  if (init.status !== 0) throw new Error(`initdb failed (${init.status}): ${init.stderr || init.stdout}`);
+  const port = await freePort();
+  const logFile = path.join(dir, 'postgres.log');
+  const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
+
+  const launch = async (deadline = Date.now() + 60_000): Promise<void> => {
+    const log = fs.openSync(logFile, 'a');
+    if (user) fs.fchownSync(log, user.uid, user.gid);
+    const args = [
+      '-D', dataDir,
+      '-c', 'listen_addresses=127.0.0.1',
+      '-c', `port=${port}`,
+      '-c', `unix_socket_directories=${socketDir}`,
+      '-c', 'fsync=on',
+      '-c', 'synchronous_commit=on',
+      '-c', 'max_connections=40',
+      '-c', 'shared_buffers=16MB',
+    ];
+    const c = spawn(postgresBin, args, { cwd: dir, stdio: ['ignore', log, log], ...ids });
+    fs.closeSync(log);
+    child = c;
+    pid = c.pid ?? 0;
+    const exited = new Promise<number | null>((resolve) => c.once('exit', (code) => resolve(code)));
+    for (;;) {
+      const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
+      client.on('error', () => undefined);
+      try {
+        await client.connect();
+        await client.query('SELECT 1');
+        await client.end();
+        return;
+      } catch {
+        await client.end().catch(() => undefined);
+      }
+      const early = await Promise.race([exited, sleep(200).then(() => 'waiting' as const)]);
+      if (early !== 'waiting') {
+        // A restart right after kill9 may find the old backends still holding shared memory: retry.
+        const tail = fs.readFileSync(logFile, 'utf8').slice(-2000);
+        if (Date.now() > deadline) throw new Error(`postgres exited (${early}) before accepting connections:\n${tail}`);
+        await sleep(500);
+        return launch(deadline);
+      }
+      if (Date.now() > deadline) throw new Error(`postgres did not accept connections within 60 s:\n${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);
+    }
+  };
+
+  const waitGone = async (p: number): Promise<void> => {
+    const c = child;
+    if (c && c.exitCode === null && c.signalCode === null) await new Promise((r) => c.once('exit', r));
+    for (let i = 0; i < 600 && fs.existsSync(`/proc/${p}`); i++) await sleep(50);
+  };
+
+  await launch();
+
+  const urlFor = (database: string): string => `postgres://postgres@127.0.0.1:${port}/${database}`;
+  return {
+    url,
+    urlFor,
+    get pid() {
+      return pid;
+    },
+    async createDatabase(name: string): Promise<string> {
+      if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new Error(`bad database name ${name}`);
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      try {
+        await client.query(`CREATE DATABASE ${name}`);
+      } finally {
+        await client.end();
+      }
+      return urlFor(name);
+    },
+    async stop(): Promise<void> {
+      const p = pid;
+      if (p <= 0) return;
+      try {
+        process.kill(p, 'SIGINT'); // fast shutdown
+      } catch {
+        // already gone
+      }
+      await waitGone(p);
+      pid = 0;
+    },
+    kill9(): void {
+      if (pid > 0) killTree(pid);
+    },
+    async restart(): Promise<void> {
+      const p = pid;
+      if (p > 0) await waitGone(p);
+      // Backends of a killed postmaster leave once they notice; launch() retries until they did.
+      await launch();
+    },
+  };
+}
+
+/** SIGKILL of the postmaster and of its children (the backends), like a crash of the machine's database. */
+function killTree(pid: number): void {
+  const kids = childrenOf(pid);
+  for (const p of [pid, ...kids]) {
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
