@@ -6,10 +6,30 @@ import { restoreDatabase } from '../restore/rebuild.js';
 import { vaultStatus } from '../restore/status.js';
 import { verifyVault } from '../restore/verify.js';
 import { U32 } from '../journal/dataVersion.js';
-import { initNode } from './initNode.js';
+import { prepareNode } from './initNode.js';
 import { hsmSecretOption, keyFileOption, keyOrigin, loadKeys, requireKeys, type KeyFlags } from './keyOptions.js';
 import { emit, reportError, EXIT_CHECK_FAILED, UsageError } from './output.js';
 import { jsonOption, run } from './runner.js';
+import { checkDestinations, parseLocalVaultMode, parseStallLimit, registerDestinationCommands } from './destinationCommands.js';
+import { downloadDir, pushVault, type PushResult } from '../destinations/transfer.js';
+import { formatPolicy, parsePolicy } from '../destinations/policy.js';
+import { parseRemoteUrl } from '../destinations/remoteUrl.js';
+import type { VaultKeys } from '../vault/keys.js';
+
+interface InitFlags {
+  lightningDir: string;
+  network: string;
+  vault: string;
+  keyFile?: string;
+  nodeId?: string;
+  force?: boolean;
+  json?: boolean;
+  remote: string[];
+  replica: string[];
+  policy: string;
+  stallLimit: string;
+  localVault: string;
+}
 import { formatBytes, progressBar } from './progress.js';
 import { runDemo } from './demo.js';
 import { registerServerCommands } from './serverCommands.js';
@@ -33,15 +53,40 @@ Quick start:
 Exit codes: 0 ok, 1 error, 2 usage error, 3 a check failed (verify found a bad record).`,
   );
 
-/** A command that opens a vault: --vault, the key options, --json. */
+/** A command that reads a vault: --vault or --from (a server), the key options, --json. */
 function vaultCommand(name: string, description: string): Command {
   return program
     .command(name)
     .description(description)
-    .requiredOption('--vault <path>', 'the vault directory')
+    .option('--vault <path>', 'the vault directory')
+    .option('--from <url>', 'read the vault from an lnbackup server instead (lnbackup://<server key>@host:port; needs the key)')
+    .option('--vault-id <id>', 'with --from: which of this node\'s vaults on the server (when it holds several)')
     .addOption(hsmSecretOption)
     .addOption(keyFileOption)
     .addOption(jsonOption());
+}
+
+interface SourceFlags {
+  vault?: string;
+  from?: string;
+  vaultId?: string;
+  json?: boolean;
+}
+
+/** Runs `use` on the vault directory: the local one, or a verified download from a server. */
+async function withVaultDir<T>(o: SourceFlags, keys: VaultKeys | null, use: (dir: string) => T | Promise<T>): Promise<T> {
+  if (!o.vault === !o.from) throw new UsageError('give one of --vault <path> or --from <lnbackup://…>');
+  if (o.vault) return use(o.vault);
+  if (!keys) throw new UsageError('--from needs the vault key (--hsm-secret or --key-file): the node\'s server key is derived from it');
+  const bar = progressBar('download', !o.json);
+  return downloadDir({ url: o.from as string, keys, vaultId: o.vaultId, onProgress: bar.update }, (dir) => {
+    bar.done();
+    return use(dir);
+  });
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
 }
 
 function parseVersion(v: string): number {
@@ -59,17 +104,41 @@ program
   .addOption(keyFileOption)
   .option('--node-id <id>', 'the node id, with --key-file (from `lightning-cli getinfo`)')
   .option('--force', 'replace an existing lnbackup configuration of this node')
+  .option('--remote <url>', 'an lnbackup server that must also hold every record (repeatable): lnbackup://<server key>@host:port', collect, [])
+  .option('--replica <file>', 'a live sqlite replica kept as a hot standby (repeatable)', collect, [])
+  .option('--policy <policy>', "'all' (default: every destination durable before lightningd commits) or 'quorum=K'", 'all')
+  .option('--stall-limit <seconds>', "stop lightningd once a transaction has waited this long for its destinations (default 'none': wait)", 'none')
+  .option('--local-vault <mode>', "'durable' (default) or 'cache' (with --remote: the servers hold the backup, the local vault only feeds them)", 'durable')
   .addOption(jsonOption())
-  .action((o: { lightningDir: string; network: string; vault: string; keyFile?: string; nodeId?: string; force?: boolean; json?: boolean }) =>
-    run(o, () => {
+  .action((o: InitFlags) =>
+    run(o, async () => {
+      const destinations = {
+        remotes: o.remote.map((u) => parseRemoteUrl(u).url),
+        replicas: o.replica,
+        policy: formatPolicy(parsePolicy(o.policy)),
+        stallLimitSeconds: parseStallLimit(o.stallLimit),
+        localVault: parseLocalVaultMode(o.localVault),
+      };
+      checkDestinations(destinations);
       const bar = progressBar('snapshot', !o.json);
-      const r = initNode({ ...o, onProgress: bar.update });
+      const prepared = prepareNode({ ...o, destinations, onProgress: bar.update });
       bar.done();
+      const r = prepared.result;
+      const pushed: ({ url: string } & PushResult)[] = [];
+      for (const url of destinations.remotes) {
+        const up = progressBar(`upload to ${url.slice(0, 24)}…`, !o.json);
+        pushed.push({ url, ...(await pushVault({ vaultDir: r.vault, url, keys: prepared.keys, onProgress: up.update })) });
+        up.done();
+      }
+      prepared.commit();
       for (const w of r.warnings) process.stderr.write(`lnbackup: warning: ${w}\n`);
-      emit(o, { ok: true, ...r }, () => [
+      emit(o, { ok: true, ...r, pushed }, () => [
         `node id:     ${r.nodeId ?? '(unknown: key file without node id)'}`,
         `vault:       ${r.vault} (${r.vaultCreated ? 'created' : 'reopened'}, id ${r.vaultId})`,
         `snapshot:    generation ${r.generation} at data_version ${r.dataVersion} (${r.dbBytes === 0 ? 'no database yet: the backup starts from the schema migrations' : formatBytes(r.dbBytes)})`,
+        ...pushed.map((p) => `server:      ${p.url} holds the vault (${p.records} records uploaded)`),
+        ...(destinations.replicas.length ? destinations.replicas.map((f) => `replica:     ${f} (built from the vault when lightningd starts)`) : []),
+        `policy:      ${destinations.policy}`,
         `config:      ${r.config}`,
         '',
         "Now add this line to lightningd's config file and start lightningd:",
@@ -83,13 +152,16 @@ vaultCommand('restore', 'rebuild a Core Lightning database from a vault (newest 
   .option('--version <n>', 'restore this data_version instead of the newest', parseVersion)
   .option('--exclude-in-flight', 'leave out the last transaction if its commit is not confirmed')
   .option('--force', 'replace an existing file (stop lightningd first)')
-  .action((o: KeyFlags & { vault: string; to: string; version?: number; excludeInFlight?: boolean; force?: boolean; json?: boolean }) =>
-    run(o, () => {
+  .action((o: KeyFlags & SourceFlags & { to: string; version?: number; excludeInFlight?: boolean; force?: boolean }) =>
+    run(o, async () => {
       const { keys } = requireKeys(o);
-      const bar = progressBar('restore', !o.json);
       const notices: string[] = [];
-      const r = restoreDatabase({ vaultDir: o.vault, keys, to: o.to, version: o.version, excludeInFlight: o.excludeInFlight, force: o.force, onProgress: bar.update, onNotice: (m) => notices.push(m) });
-      bar.done();
+      const r = await withVaultDir(o, keys, (vaultDir) => {
+        const bar = progressBar('restore', !o.json);
+        const restored = restoreDatabase({ vaultDir, keys, to: o.to, version: o.version, excludeInFlight: o.excludeInFlight, force: o.force, onProgress: bar.update, onNotice: (m) => notices.push(m) });
+        bar.done();
+        return restored;
+      });
       emit(o, { ok: true, ...r, notices }, () => [
         ...notices.map((n) => `note: ${n}`),
         `restored:    ${r.to} (${formatBytes(r.dbBytes)})`,
@@ -102,12 +174,15 @@ vaultCommand('restore', 'rebuild a Core Lightning database from a vault (newest 
   );
 
 vaultCommand('verify', 'check every record of a vault (authentication, hash chain, sequence, snapshots) without writing a database')
-  .action((o: KeyFlags & { vault: string; json?: boolean }) =>
-    run(o, () => {
+  .action((o: KeyFlags & SourceFlags) =>
+    run(o, async () => {
       const { keys } = requireKeys(o);
-      const bar = progressBar('verify', !o.json);
-      const r = verifyVault(o.vault, keys, bar.update);
-      bar.done();
+      const r = await withVaultDir(o, keys, (vaultDir) => {
+        const bar = progressBar('verify', !o.json);
+        const verified = verifyVault(vaultDir, keys, bar.update);
+        bar.done();
+        return verified;
+      });
       emit(o, r, () => [
         r.ok ? `ok: ${r.records} records, ${formatBytes(r.bytes)}, ${r.generations.length} generation(s)` : `FAILED after ${r.records} good records`,
         ...r.generations.map((g) => `  generation ${g.generation}: snapshot at version ${g.baseVersion}, up to version ${g.version}${g.inFlight ? ' (last transaction in flight)' : ''}, ${g.transactions} transactions, ${g.superseded} superseded${g.complete ? '' : ', snapshot INCOMPLETE'}`),
@@ -119,10 +194,11 @@ vaultCommand('verify', 'check every record of a vault (authentication, hash chai
   );
 
 vaultCommand('status', 'what a vault holds: node id, generations, versions (with a key), size')
-  .action((o: KeyFlags & { vault: string; json?: boolean }) =>
-    run(o, () => {
+  .action((o: KeyFlags & SourceFlags) =>
+    run(o, async () => {
       const origin = keyOrigin(o);
-      const s = vaultStatus(o.vault, origin ? loadKeys(origin).keys : null);
+      const keys = origin ? loadKeys(origin).keys : null;
+      const s = await withVaultDir(o, keys, (vaultDir) => ({ ...vaultStatus(vaultDir, keys), ...(o.from ? { from: o.from } : {}) }));
       emit(o, s, () => [
         `vault:       ${s.vault} (id ${s.vaultId}, format ${s.formatVersion})`,
         `node id:     ${s.nodeId ?? 'unknown'}`,
@@ -144,6 +220,7 @@ program
   .action((o: { trace?: string; dir?: string; json?: boolean }) => run(o, () => runDemo(o)));
 
 registerServerCommands(program);
+registerDestinationCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.exitCode = reportError({}, err);

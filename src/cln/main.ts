@@ -6,12 +6,12 @@ import { JsonObjectSplitter } from '../util/jsonFraming.js';
 import { LnbackupPlugin } from './plugin.js';
 import type { JsonRpcRequest } from './protocol.js';
 
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
-
 const plugin = new LnbackupPlugin(process.cwd(), {
   send: (text) => process.stdout.write(text),
-  sleep: (ms) => Atomics.wait(sleeper, 0, 0, ms),
 });
+
+/** db_write calls are handled one at a time, in order; other requests (status) are answered at once. */
+let dbWrites: Promise<void> = Promise.resolve();
 
 const splitter = new JsonObjectSplitter();
 
@@ -32,7 +32,8 @@ process.stdin.on('data', (chunk: Buffer) => {
       plugin.log('broken', 'a message from lightningd was not valid JSON; ignoring it');
       continue;
     }
-    plugin.handle(req);
+    if (req.method === 'db_write') dbWrites = dbWrites.then(() => plugin.handle(req)).catch(crashed);
+    else plugin.handle(req).catch(crashed);
   }
 });
 
@@ -40,13 +41,19 @@ process.stdin.on('end', () => shutdown(0));
 // EPIPE: lightningd is gone while we answered. Every acknowledged record is already durable;
 // release the vault and leave.
 process.stdout.on('error', () => {
-  plugin.close();
-  process.exit(0);
+  void plugin.close().finally(() => process.exit(0));
 });
 process.on('SIGTERM', () => shutdown(0));
 
+/** A bug, not an I/O failure (those are handled inside): say so and stop before anything else is acknowledged. */
+function crashed(err: unknown): void {
+  process.stderr.write(`lnbackup-cln: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(70);
+}
+
 function shutdown(code: number): void {
-  plugin.close();
   process.exitCode = code;
   process.stdin.pause();
+  // Let the call in progress finish, then close (servers get a grace period to ack what is in flight).
+  void dbWrites.then(() => plugin.close()).finally(() => process.exit(code));
 }

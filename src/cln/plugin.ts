@@ -1,12 +1,14 @@
 // The lnbackup-cln plugin's logic, independent of stdio: answers getmanifest and init, handles
-// each db_write call (durable in the vault before `continue`; `abort` when the node must not go
-// on), and serves lnbackup-status. The journal is opened at the first call that needs it, so a
-// lightningd started only for --help never takes the vault's lock.
-import { Journal, type WriteOutcome } from '../journal/journal.js';
-import { loadRootKey } from '../keys/rootKey.js';
-import { vaultKeysFromRoot } from '../vault/keys.js';
+// each db_write call (durable on the policy's destinations before `continue`; `abort` when the node
+// must not go on), and serves lnbackup-status. The node's backup (journal, servers, replicas) is
+// opened at the first call that needs it, so a lightningd started only for --help never takes the
+// vault's lock.
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { WriteOutcome } from '../journal/journal.js';
+import { PolicyFailedError, StallLimitError, type PolicyEvents } from '../destinations/policy.js';
 import { LatencyWindow } from '../util/latency.js';
-import { configPath, readConfig, resolveIn, type PluginConfig } from './config.js';
+import { readConfig, type PluginConfig } from './config.js';
+import { NodeBackup } from './nodeBackup.js';
 import {
   ABORT,
   CONTINUE,
@@ -19,31 +21,52 @@ import {
   type JsonRpcRequest,
   type LogLevel,
 } from './protocol.js';
+import { StatusFile } from './statusFile.js';
 
 export interface PluginIo {
   /** Writes one protocol message to lightningd. */
   send(text: string): void;
-  /** Sleeps synchronously (the hook is pending, lightningd waits for us anyway). */
-  sleep(ms: number): void;
 }
 
 const RESTORE_HINT =
   "Do NOT start this node again on this database. Restore the newest state from the backup with 'lnbackup restore --vault <vault> --hsm-secret <hsm_secret> --to <lightningd.sqlite3>' (see 'lnbackup restore --help'), then start lightningd.";
 
+const STALL_GUIDANCE =
+  'lightningd is stopped before it commits anything that is not backed up. Bring the destinations back (see lnbackup-status.json and the log above), or change them with `lnbackup destination`, then start lightningd again.';
+
 export class LnbackupPlugin {
-  private journal: Journal | null = null;
+  private node: NodeBackup | null = null;
+  private opening: Promise<NodeBackup> | null = null;
   private config: PluginConfig | null = null;
   private readonly latency = new LatencyWindow();
   private initialized = false;
   private lastError: string | null = null;
   private postgresNoticeGiven = false;
+  private readonly statusFile: StatusFile;
+  private readonly policyEvents: PolicyEvents = {
+    onStall: (waitedMs, description) => {
+      this.log('broken', `STALLED for ${(waitedMs / 1000).toFixed(0)} s: ${description}. lightningd waits (fail-safe); lnbackup keeps retrying.`);
+      this.statusFile.writeNow();
+    },
+    onRecovered: (waitedMs) => {
+      this.log('info', `the stall is over after ${(waitedMs / 1000).toFixed(1)} s; the destinations hold every record again`);
+      this.statusFile.writeNow();
+    },
+    onBackgroundFailure: (destination, message) => {
+      this.log('unusual', `${destination} failed (the policy went on without it): ${message}`);
+      this.statusFile.writeNow();
+    },
+  };
 
   constructor(
     private readonly networkDir: string,
     private readonly io: PluginIo,
-  ) {}
+  ) {
+    this.statusFile = new StatusFile(networkDir, () => this.status());
+  }
 
-  handle(req: JsonRpcRequest): void {
+  /** Handles one request; db_write calls must be handed in one at a time, in order. */
+  async handle(req: JsonRpcRequest): Promise<void> {
     const id = req.id;
     switch (req.method) {
       case 'getmanifest':
@@ -53,9 +76,11 @@ export class LnbackupPlugin {
         this.initialized = true;
         if (id !== undefined) this.io.send(result(id, {}));
         return;
-      case 'db_write':
-        if (id !== undefined) this.io.send(result(id, this.dbWrite(req.params)));
+      case 'db_write': {
+        const answer = await this.dbWrite(req.params);
+        if (id !== undefined) this.io.send(result(id, answer));
         return;
+      }
       case STATUS_METHOD:
         if (id !== undefined) this.io.send(result(id, this.status()));
         return;
@@ -68,12 +93,15 @@ export class LnbackupPlugin {
     this.io.send(logNotification(level, `lnbackup: ${message}`));
   }
 
-  close(): void {
-    this.journal?.close();
-    this.journal = null;
+  async close(): Promise<void> {
+    const node = this.node ?? (await this.opening?.catch(() => null)) ?? null;
+    this.node = null;
+    this.opening = null;
+    this.statusFile.close();
+    await node?.close();
   }
 
-  private dbWrite(params: unknown): typeof CONTINUE | typeof ABORT {
+  private async dbWrite(params: unknown): Promise<typeof CONTINUE | typeof ABORT> {
     const started = performance.now();
     const call = parseDbWriteParams(params);
     if (!call) {
@@ -87,8 +115,9 @@ export class LnbackupPlugin {
       }
       return CONTINUE;
     }
-    const outcome = this.recordWithRetry(call.dataVersion, call.writes);
+    const outcome = await this.recordWithRetry(call.dataVersion, call.writes);
     this.latency.add(performance.now() - started);
+    this.statusFile.touch();
     if (outcome === null) return ABORT;
     switch (outcome.kind) {
       case 'stored':
@@ -110,66 +139,67 @@ export class LnbackupPlugin {
     }
   }
 
-  /** Records a call; on I/O failure reopens the vault and retries for a bounded time. */
-  private recordWithRetry(dataVersion: number, writes: readonly string[]): WriteOutcome | null {
+  /**
+   * Records a call. A policy that cannot be met (destinations failed, or the stall limit passed)
+   * stops the node; other failures (vault I/O) reopen everything and retry for a bounded time.
+   */
+  private async recordWithRetry(dataVersion: number, writes: readonly string[]): Promise<WriteOutcome | null> {
     const deadline = Date.now() + (this.config?.failureRetrySeconds ?? 30) * 1000;
     let delay = 100;
     for (let attempt = 1; ; attempt++) {
       try {
-        return this.openJournal().record(dataVersion, writes);
+        const node = await this.openNode();
+        return await node.record(dataVersion, writes);
       } catch (err) {
         const msg = err instanceof Error ? err.message : String(err);
-        this.close();
+        if (err instanceof PolicyFailedError || err instanceof StallLimitError) {
+          this.fail(`could not make version ${dataVersion} durable: ${msg}. ${STALL_GUIDANCE}`);
+          return null;
+        }
+        await this.close();
         const fatal = this.config === null || Date.now() + delay > deadline;
         this.fail(
           `could not make version ${dataVersion} durable (attempt ${attempt}): ${msg}` +
-            (fatal ? '. Stopping lightningd before it commits anything unrecorded; fix the vault and start it again.' : `; retrying in ${delay} ms`),
+            (fatal ? '. Stopping lightningd before it commits anything unrecorded; fix the cause and start it again.' : `; retrying in ${delay} ms`),
         );
         if (fatal) return null;
-        this.io.sleep(delay);
+        await sleep(delay);
         delay = Math.min(delay * 2, 5000);
       }
     }
   }
 
-  private openJournal(): Journal {
-    if (this.journal) return this.journal;
-    this.config ??= readConfig(this.networkDir);
-    const c = this.config;
-    const keyOrigin = 'hsmSecret' in c.key ? { hsmSecret: resolveIn(this.networkDir, c.key.hsmSecret) } : { keyFile: resolveIn(this.networkDir, c.key.keyFile) };
-    const root = loadRootKey(keyOrigin);
-    if (c.nodeId && root.nodeId && root.nodeId !== c.nodeId) {
-      throw new Error(`this node's hsm_secret gives node id ${root.nodeId}, but ${configPath(this.networkDir)} was written for ${c.nodeId}`);
-    }
-    const keys = vaultKeysFromRoot(root.key);
-    root.key.fill(0);
-    this.journal = Journal.open(c.vault, keys, resolveIn(this.networkDir, c.database), (notice) => this.log('info', notice));
-    if (this.journal.status().vaultId !== c.vaultId) {
-      const found = this.journal.status().vaultId;
-      this.close();
-      throw new Error(`the vault at ${c.vault} has id ${found}, but this node was set up with vault ${c.vaultId}; re-run 'lnbackup init'`);
-    }
-    this.lastError = null;
-    return this.journal;
+  private openNode(): Promise<NodeBackup> {
+    if (this.node) return Promise.resolve(this.node);
+    this.opening ??= (async () => {
+      this.config ??= readConfig(this.networkDir);
+      const node = await NodeBackup.open(this.networkDir, this.config, (level, m) => this.log(level, m), this.policyEvents);
+      this.node = node;
+      this.lastError = null;
+      return node;
+    })();
+    const opening = this.opening;
+    opening.catch(() => {
+      if (this.opening === opening) this.opening = null;
+    });
+    return opening;
   }
 
   private fail(message: string): void {
     this.lastError = message;
     this.log('broken', message);
+    this.statusFile.writeNow();
   }
 
   private status(): Record<string, unknown> {
-    let journal: Journal | null = null;
-    try {
-      journal = this.openJournal();
-    } catch (err) {
-      this.lastError = err instanceof Error ? err.message : String(err);
-    }
+    const node = this.node;
     return {
       networkDir: this.networkDir,
       vault: this.config?.vault ?? null,
       initialized: this.initialized,
-      ...(journal ? journal.status() : {}),
+      opening: this.node === null && this.opening !== null,
+      ...(node ? node.journal.status() : {}),
+      ...(node ? node.status() : {}),
       hookLatency: this.latency.summary(),
       lastError: this.lastError,
     };

@@ -1,0 +1,140 @@
+// Everything the plugin keeps open for one node: its keys, the journal (the local vault), the
+// destinations (servers, replicas) and the durability policy. Opening it brings the servers level
+// with the vault first (a server that is ahead has its records proven and adopted, so a node whose
+// database is older than what any copy holds is refused by the journal), then opens the journal.
+// record() is the hot path: seal and write the call, hand it to the destinations, and resolve when
+// the policy is met.
+import { Journal, type WriteOutcome } from '../journal/journal.js';
+import { identityPath } from '../vault/identity.js';
+import type { VaultKeys } from '../vault/keys.js';
+import { readBoundedFile } from '../util/durableFs.js';
+import { adoptRecords } from '../vault/adopt.js';
+import type { Destination, DestinationStatus, StoredCall } from '../destinations/destination.js';
+import { LocalVaultDestination } from '../destinations/localVault.js';
+import { DurabilityPolicy, formatPolicy, parsePolicy, type PolicyEvents } from '../destinations/policy.js';
+import { RemoteDestination } from '../destinations/remote.js';
+import { ReplicaDestination } from '../destinations/replica.js';
+import { destinationSettings, resolveIn, type DestinationSettings, type PluginConfig } from './config.js';
+import { loadNodeKeys } from './nodeKeys.js';
+import type { LogLevel } from './protocol.js';
+
+export type NodeLog = (level: LogLevel, message: string) => void;
+
+/** How long close() waits for records in flight to reach the servers. */
+const CLOSE_GRACE_MS = 5000;
+
+export interface NodeBackupStatus {
+  readonly policy: string;
+  readonly localVault: string;
+  readonly destinations: DestinationStatus[];
+  /** How long the current call has been waiting for its destinations (null: none waits). */
+  readonly stalledForMs: number | null;
+}
+
+export class NodeBackup {
+  private constructor(
+    readonly journal: Journal,
+    private readonly remotes: readonly RemoteDestination[],
+    private readonly others: readonly Destination[],
+    readonly policy: DurabilityPolicy,
+    private readonly deferSync: boolean,
+    private readonly settings: DestinationSettings,
+  ) {}
+
+  static async open(networkDir: string, config: PluginConfig, log: NodeLog, events: PolicyEvents): Promise<NodeBackup> {
+    const keys = loadNodeKeys(networkDir, config);
+    const settings = destinationSettings(config);
+    const spec = parsePolicy(settings.policy);
+    const dbPath = resolveIn(networkDir, config.database);
+    const notice = (m: string): void => log('info', m);
+    const identity = readBoundedFile(identityPath(config.vault), 64 * 1024);
+    const vaultId = Buffer.from(config.vaultId, 'hex');
+    const remotes = settings.remotes.map(
+      (url) => new RemoteDestination({ url, vaultDir: config.vault, identity, vaultId, keys, onNotice: (level, m) => log(level, m) }),
+    );
+    const deadline = settings.stallLimitSeconds === null ? null : Date.now() + settings.stallLimitSeconds * 1000;
+    let journal = Journal.open(config.vault, keys, dbPath, notice);
+    try {
+      journal = await levelWithServers(journal, remotes, { config, keys, dbPath, notice, deadline, log });
+      if (journal.status().vaultId !== config.vaultId) {
+        throw new Error(`the vault at ${config.vault} has id ${journal.status().vaultId}, but this node was set up with vault ${config.vaultId}; re-run 'lnbackup init'`);
+      }
+      const deferSync = remotes.length > 0;
+      const local = new LocalVaultDestination(config.vault, journal, !deferSync);
+      const replicas = settings.replicas.map((file) =>
+        ReplicaDestination.open({ file, vaultDir: config.vault, keys, onNotice: notice }),
+      );
+      const destinations: Destination[] = [...(settings.localVault === 'durable' ? [local] : []), ...remotes, ...replicas];
+      const policy = new DurabilityPolicy(destinations, spec, settings.stallLimitSeconds === null ? null : settings.stallLimitSeconds * 1000, events);
+      const others = settings.localVault === 'durable' ? replicas : [local, ...replicas];
+      return new NodeBackup(journal, remotes, others, policy, deferSync, settings);
+    } catch (err) {
+      journal.close();
+      await Promise.all(remotes.map((r) => r.close(0)));
+      throw err;
+    }
+  }
+
+  /** Records a db_write call and resolves once the policy's destinations hold it. */
+  async record(dataVersion: number, writes: readonly string[]): Promise<WriteOutcome> {
+    const outcome = this.journal.record(dataVersion, writes, { deferSync: this.deferSync });
+    if (outcome.kind !== 'stored') return outcome;
+    const call: StoredCall = { dataVersion, writes, records: outcome.records, snapshot: outcome.snapshot !== null, supersedes: outcome.supersedes };
+    // A cache-mode local vault is not counted by the policy, but it is flushed all the same.
+    for (const d of this.others) {
+      if (!this.policy.destinations.includes(d)) d.store(call).catch(() => undefined);
+    }
+    await this.policy.store(call);
+    return outcome;
+  }
+
+  status(): NodeBackupStatus {
+    const all = [...this.policy.destinations, ...this.others.filter((d) => !this.policy.destinations.includes(d))];
+    return {
+      policy: formatPolicy(this.policy.spec),
+      localVault: this.settings.localVault,
+      destinations: all.map((d) => d.status()),
+      stalledForMs: this.policy.stalledForMs(),
+    };
+  }
+
+  async close(): Promise<void> {
+    this.policy.close();
+    await Promise.all([...this.remotes, ...this.others].map((d) => d.close(CLOSE_GRACE_MS)));
+    this.journal.close();
+  }
+}
+
+interface LevelContext {
+  readonly config: PluginConfig;
+  readonly keys: VaultKeys;
+  readonly dbPath: string;
+  readonly notice: (message: string) => void;
+  readonly deadline: number | null;
+  readonly log: NodeLog;
+}
+
+/**
+ * Connects to every server and agrees with each on where its copy ends. A server ahead of the
+ * local vault (the node's disk lost records, or the vault is only a cache) has its records proven
+ * and adopted into the vault, and the journal is reopened on the longer chain.
+ */
+async function levelWithServers(journal: Journal, remotes: readonly RemoteDestination[], ctx: LevelContext): Promise<Journal> {
+  if (remotes.length === 0) return journal;
+  for (;;) {
+    const tail = journal.chainTail;
+    const results = await Promise.all(remotes.map((r) => r.start(tail, ctx.deadline)));
+    let best: { index: number; records: number } | null = null;
+    results.forEach((res, index) => {
+      if (res.ahead && (best === null || res.records.length > best.records)) best = { index, records: res.records.length };
+    });
+    if (best === null) return journal;
+    const { index } = best as { index: number };
+    const ahead = results[index];
+    if (!ahead.ahead) return journal;
+    journal.close();
+    const adopted = await adoptRecords({ vaultDir: ctx.config.vault, keys: ctx.keys, tail, records: ahead.records, source: remotes[index].name });
+    ctx.log('unusual', `${remotes[index].name} held ${adopted.records} record(s) beyond the local vault (up to ${adopted.lastSeq}); proved and adopted them`);
+    journal = Journal.open(ctx.config.vault, ctx.keys, ctx.dbPath, ctx.notice);
+  }
+}
