@@ -14,7 +14,11 @@ import { verifyVault } from '../restore/verify.js';
 import { dumpDatabase } from '../simulator/dump.js';
 import { runSimulatorUntilDone } from '../simulator/runner.js';
 import { readTraceFile } from '../simulator/trace.js';
-import { initNode, PLUGIN_PATH } from './initNode.js';
+import { prepareNode, PLUGIN_PATH } from './initNode.js';
+import { BackupServer } from '../server/server.js';
+import { downloadDir, pushVault } from '../destinations/transfer.js';
+import { privateKeyFromSeed, publicKeyOf } from '../transport/keys.js';
+import type { VaultKeys } from '../vault/keys.js';
 import { loadKeys } from './keyOptions.js';
 import { emit, EXIT_CHECK_FAILED, UsageError } from './output.js';
 import { formatBytes } from './progress.js';
@@ -37,8 +41,43 @@ export async function runDemo(o: { trace?: string; dir?: string; json?: boolean 
   const vault = path.join(dir, 'vault');
 
   say(`demo in ${dir}`);
-  const init = initNode({ lightningDir, network: 'regtest', vault, force: true });
-  say(`1. init: node ${init.nodeId}, vault ${vault}, generation ${init.generation} at version ${init.dataVersion}`);
+  const { keys } = loadKeys({ hsmSecret });
+  const nodeKey = publicKeyOf(privateKeyFromSeed(keys.transport)).toString('hex');
+  const server = await BackupServer.start({ dataDir: path.join(dir, 'server'), port: 0, allow: [nodeKey] });
+  say(`0. an embedded lnbackup server listens at ${server.url} (file storage in ${path.join(dir, 'server')}; only this node's key is allowed)`);
+  try {
+    return await demoWithServer(o, { dir, lightningDir, networkDir, hsmSecret, vault, trace, started, keys, serverUrl: server.url, say });
+  } finally {
+    await server.stop();
+  }
+}
+
+interface DemoContext {
+  readonly dir: string;
+  readonly lightningDir: string;
+  readonly networkDir: string;
+  readonly hsmSecret: string;
+  readonly vault: string;
+  readonly trace: string;
+  readonly started: number;
+  readonly keys: VaultKeys;
+  readonly serverUrl: string;
+  readonly say: (line: string) => void;
+}
+
+async function demoWithServer(o: { json?: boolean }, c: DemoContext): Promise<number> {
+  const { dir, lightningDir, networkDir, vault, trace, started, keys, serverUrl, say } = c;
+  const prepared = prepareNode({
+    lightningDir,
+    network: 'regtest',
+    vault,
+    force: true,
+    destinations: { remotes: [serverUrl], replicas: [], policy: 'all', stallLimitSeconds: null },
+  });
+  await pushVault({ vaultDir: vault, url: serverUrl, keys });
+  prepared.commit();
+  const init = prepared.result;
+  say(`1. init: node ${init.nodeId}, vault ${vault} and the server, generation ${init.generation} at version ${init.dataVersion}; policy all: every transaction durable in both before lightningd commits`);
 
   const calls = readTraceFile(trace).filter((e) => e.kind === 'call').length;
   const crashEntry = Math.floor(calls / 2);
@@ -52,21 +91,24 @@ export async function runDemo(o: { trace?: string; dir?: string; json?: boolean 
   });
   say(`   node finished at data_version ${run.dataVersion} after ${run.lifetimes.length} lifetimes; hook p50 ${run.stats.p50Ms} ms, p99 ${run.stats.p99Ms} ms`);
 
-  const { keys } = loadKeys({ hsmSecret });
   const verify = verifyVault(vault, keys);
   say(`3. verify: ${verify.ok ? 'ok' : 'FAILED'}, ${verify.records} records, ${formatBytes(verify.bytes)}`);
 
   const restored = path.join(dir, 'restored.sqlite3');
   const restore = restoreDatabase({ vaultDir: vault, keys, to: restored, force: true });
-  const nodeDb = new Database(path.join(networkDir, 'lightningd.sqlite3'), { readonly: true });
-  const restoredDb = new Database(restored, { readonly: true });
-  const identical = dumpDatabase(nodeDb) === dumpDatabase(restoredDb);
-  nodeDb.close();
-  restoredDb.close();
+  const identical = sameDatabase(path.join(networkDir, 'lightningd.sqlite3'), restored);
   say(`4. restore: version ${restore.version}${restore.inFlight ? ' (in flight)' : ''}, ${formatBytes(restore.dbBytes)}; identical to the node's database: ${identical ? 'yes' : 'NO'}`);
 
+  // The machine is lost: restore from the server alone.
+  const fromServer = path.join(dir, 'restored-from-server.sqlite3');
+  const remote = await downloadDir({ url: serverUrl, keys }, (vaultDir) => restoreDatabase({ vaultDir, keys, to: fromServer, force: true }));
+  const identicalFromServer = sameDatabase(path.join(networkDir, 'lightningd.sqlite3'), fromServer);
+  say(`5. restore --from ${serverUrl.slice(0, 24)}…: version ${remote.version}; identical to the node's database: ${identicalFromServer ? 'yes' : 'NO'}`);
+
   const summary = {
-    ok: verify.ok && identical && restore.version === run.dataVersion,
+    ok: verify.ok && identical && identicalFromServer && restore.version === run.dataVersion && remote.version === run.dataVersion,
+    server: serverUrl,
+    identicalFromServer,
     dir,
     nodeId: init.nodeId,
     calls,
@@ -87,4 +129,15 @@ export async function runDemo(o: { trace?: string; dir?: string; json?: boolean 
     `  files are in ${dir}`,
   ]);
   return summary.ok ? 0 : EXIT_CHECK_FAILED;
+}
+
+function sameDatabase(a: string, b: string): boolean {
+  const da = new Database(a, { readonly: true });
+  const db = new Database(b, { readonly: true });
+  try {
+    return dumpDatabase(da) === dumpDatabase(db);
+  } finally {
+    da.close();
+    db.close();
+  }
 }
