@@ -5,6 +5,7 @@
 // (it never got records, or lost some it had acknowledged) is brought level from memory or from
 // the local vault files; one whose last record differs from the node's (diverged) is never written
 // again; one that is ahead is reported by start(), so that its records can be proven and adopted.
+import { sealIdentity } from '../vault/identityEnvelope.js';
 import { readRawRecords, rawRecordHash, type RawRecord } from '../vault/rawRecords.js';
 import type { VaultKeys } from '../vault/keys.js';
 import type { SealedRecord } from '../vault/sealer.js';
@@ -63,7 +64,7 @@ export interface RemoteOptions {
   readonly url: string | RemoteAddress;
   /** The local vault: where records the server lacks are read from. */
   readonly vaultDir: string;
-  /** The vault's VAULT.json bytes (the server creates the vault with them). */
+  /** The vault's VAULT.json bytes (the server gets them sealed: see vault/identityEnvelope.ts). */
   readonly identity: Buffer;
   readonly vaultId: Buffer;
   readonly keys: VaultKeys;
@@ -216,7 +217,7 @@ export class RemoteDestination implements Destination {
     this.address = typeof options.url === 'string' ? parseRemoteUrl(options.url) : options.url;
     this.name = this.address.url;
     this.vaultDir = options.vaultDir;
-    this.identity = options.identity;
+    this.identity = sealIdentity(options.keys, options.vaultId.toString('hex'), options.identity);
     this.vaultId = options.vaultId;
     this.transportSeed = options.keys.transport;
     this.notify = options.onNotice ?? (() => {});

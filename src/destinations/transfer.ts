@@ -10,6 +10,7 @@ import { readBoundedFile, writeFileAtomic } from '../util/durableFs.js';
 import { WrongKeyError } from '../vault/errors.js';
 import { genesisHash } from '../vault/format.js';
 import { identityPath, openIdentity, vaultIdBytes } from '../vault/identity.js';
+import { openSealedIdentity } from '../vault/identityEnvelope.js';
 import type { VaultKeys } from '../vault/keys.js';
 import { RawVaultAppender, rawRecordHash, readRawRecords } from '../vault/rawRecords.js';
 import { listSegments } from '../vault/segments.js';
@@ -144,9 +145,9 @@ export async function downloadVault(options: DownloadOptions): Promise<DownloadR
     const hex = vaultId.toString('hex');
     const state = await client.openVault(vaultId, Buffer.alloc(0));
     fs.mkdirSync(toDir, { recursive: true });
-    writeFileAtomic(identityPath(toDir), state.identity, 0o644);
     let identity;
     try {
+      writeFileAtomic(identityPath(toDir), openSealedIdentity(keys, hex, state.identity), 0o644);
       identity = openIdentity(toDir, keys);
     } catch (err) {
       if (!(err instanceof WrongKeyError)) throw err;
