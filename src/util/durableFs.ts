@@ -1,4 +1,4 @@
-// Small durability helpers: fsync a directory, and write a file atomically (temp, fsync, rename,
+// Small durability helpers: fsync a directory, cut a file durably, and write a file atomically (temp, fsync, rename,
 // fsync of the directory), so a crash leaves either the old file or the new one, never a mix.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -30,4 +30,15 @@ export function readBoundedFile(file: string, maxBytes: number): Buffer {
   const size = fs.statSync(file).size;
   if (size > maxBytes) throw new Error(`${file} is ${size} bytes, more than the ${maxBytes} allowed`);
   return fs.readFileSync(file);
+}
+
+/** Cuts a file to `length` bytes and fsyncs it. */
+export function truncateDurably(file: string, length: number): void {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    fs.ftruncateSync(fd, length);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
 }

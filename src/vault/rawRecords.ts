@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { fsyncDir } from '../util/durableFs.js';
+import { fsyncDir, truncateDurably } from '../util/durableFs.js';
 import { VaultError } from './errors.js';
 import { decodeHeader, FormatError, HEADER_BYTES, MAGIC, recordHash } from './format.js';
 import { listSegments, segmentName, segmentsDir, type SegmentFile } from './segments.js';
@@ -554,14 +554,4 @@ function wholeRecordAfter(cursor: SegmentCursor, from: number, expectedSeq: bigi
     if (header.seq >= expectedSeq && at + HEADER_BYTES + header.sealedLength <= rest.length) return true;
   }
   return false;
-}
-
-function truncateDurably(file: string, length: number): void {
-  const fd = fs.openSync(file, 'r+');
-  try {
-    fs.ftruncateSync(fd, length);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
 }

@@ -4,7 +4,7 @@
 // the newest generation, and cuts off a torn tail left by a crash (it was never acknowledged).
 import fs from 'node:fs';
 import path from 'node:path';
-import { fsyncDir } from '../util/durableFs.js';
+import { fsyncDir, truncateDurably } from '../util/durableFs.js';
 import { VaultError } from './errors.js';
 import { genesisHash } from './format.js';
 import { openIdentity, vaultIdBytes, type VaultIdentity } from './identity.js';
@@ -202,15 +202,5 @@ function findTail(vaultDir: string, identity: VaultIdentity, keys: VaultKeys, op
       throw new VaultError(`the newest generation of ${vaultDir} has no readable record`);
     }
     return { lastSeq: lastRecord.seq, lastHash: lastRecord.hash, generation: last.generation, segmentPath: last.path };
-  }
-}
-
-function truncateDurably(file: string, length: number): void {
-  const fd = fs.openSync(file, 'r+');
-  try {
-    fs.ftruncateSync(fd, length);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
   }
 }

@@ -11,14 +11,7 @@ import { checkRawRecord, RawRecordError, rawRecordHash } from '../../vault/rawRe
 import { StorageUnavailableError, type StoredVault, type StoreRecord } from './store.js';
 
 /** A vault's position: what StoredVault reports besides identity and owner. */
-export interface VaultTail {
-  readonly firstSeq: bigint;
-  readonly lastSeq: bigint;
-  readonly lastHash: Buffer | null;
-  readonly lastGeneration: number;
-  readonly bytes: number;
-  readonly lastWriteAt: number | null;
-}
+export type VaultTail = Omit<StoredVault, 'vaultId' | 'owner' | 'identity'>;
 
 export const EMPTY_TAIL: VaultTail = { firstSeq: 0n, lastSeq: 0n, lastHash: null, lastGeneration: 0, bytes: 0, lastWriteAt: null };
 
