@@ -6,6 +6,7 @@ import { RecordType } from '../vault/format.js';
 import type { VaultIdentity } from '../vault/identity.js';
 import type { VaultKeys } from '../vault/keys.js';
 import { VaultReader } from '../vault/reader.js';
+import { CorruptRecordError } from '../vault/errors.js';
 import { listSegments, type SegmentFile } from '../vault/segments.js';
 
 export interface GenerationInfo {
@@ -16,6 +17,8 @@ export interface GenerationInfo {
   /** From the generation's first record (needs the key): the snapshot's version and time. */
   readonly baseVersion: number | null;
   readonly snapshotTakenAt: number | null;
+  /** Why the first record could not be read (it is damaged), or null. */
+  readonly damage: string | null;
 }
 
 export function listGenerations(vaultDir: string): GenerationInfo[] {
@@ -32,6 +35,7 @@ export function listGenerations(vaultDir: string): GenerationInfo[] {
     firstSeq: segments[0].firstSeq,
     baseVersion: null,
     snapshotTakenAt: null,
+    damage: null,
   }));
 }
 
@@ -39,9 +43,15 @@ export function listGenerations(vaultDir: string): GenerationInfo[] {
 export function withBaseVersions(vaultDir: string, identity: VaultIdentity, keys: VaultKeys, gens: GenerationInfo[]): GenerationInfo[] {
   return gens.map((g) => {
     const reader = new VaultReader(identity, keys, vaultDir, { fromGeneration: g.generation });
-    for (const r of reader.records()) {
-      if (r.body.type !== RecordType.SnapshotBegin) return g;
-      return { ...g, baseVersion: r.body.dataVersion, snapshotTakenAt: decodeSnapshotBegin(r.body.payload).takenAt };
+    try {
+      for (const r of reader.records()) {
+        if (r.body.type !== RecordType.SnapshotBegin) return g;
+        return { ...g, baseVersion: r.body.dataVersion, snapshotTakenAt: decodeSnapshotBegin(r.body.payload).takenAt };
+      }
+    } catch (err) {
+      // A damaged first record leaves this generation without a known base; the others still serve.
+      if (!(err instanceof CorruptRecordError)) throw err;
+      return { ...g, damage: err.message };
     }
     return g;
   });

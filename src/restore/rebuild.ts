@@ -50,6 +50,8 @@ export function restoreDatabase(options: RestoreOptions): RestoreResult {
   if (gens.length === 0) throw new RestoreError(`the vault at ${options.vaultDir} holds no generation yet; nothing to restore`);
   const candidates = gens.filter((g) => g.baseVersion !== null && (options.version === undefined || versionDistance(g.baseVersion, options.version) >= 0));
   if (candidates.length === 0) {
+    const damaged = gens.find((g) => g.damage !== null);
+    if (damaged?.damage) throw new RestoreError(damaged.damage);
     const oldest = gens[gens.length - 1].baseVersion;
     throw new RestoreError(
       options.version === undefined || oldest === null
