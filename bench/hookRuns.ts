@@ -1,15 +1,38 @@
-// Section 1: the trace replayed through the simulated lightningd three ways (no plugin, lnbackup with
-// a local vault, the bare append+fsync baseline), each mode several times in alternating order, and
-// the medians compared. Also the disk floor: a bare 1 KiB write + fdatasync in a loop.
+// Section 1: the trace replayed through the simulated lightningd five ways (no plugin, the bare
+// append+fsync baseline, lnbackup with a local vault, lnbackup with a local vault and a server on
+// loopback, lnbackup with the server only and the local vault as a cache), each mode several times
+// in alternating order, and the medians compared. The server is an `lnbackup server` child process
+// started for the run, with its data folder in the run's folder. Also the disk floor: a bare 1 KiB
+// write + fdatasync in a loop.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { HookStatsSummary } from '../src/simulator/hookStats.js';
 import { runSimulatorUntilDone } from '../src/simulator/runner.js';
-import { BASELINE_PLUGIN, LNBACKUP_PLUGIN, makeNodeDir, makeVaultNode, progress, type NodeDir, type TraceInfo, type VaultNode } from './setup.js';
+import { startServerProcess, type ServerProcess } from './serverHook.js';
+import {
+  BASELINE_PLUGIN,
+  LNBACKUP_PLUGIN,
+  machineLoadSince,
+  makeNodeDir,
+  makeRemoteVaultNode,
+  makeVaultNode,
+  progress,
+  sampleMachine,
+  type MachineLoad,
+  type NodeDir,
+  type TraceInfo,
+  type VaultNode,
+} from './setup.js';
 import { dist, median, msSince, now, round2, round3, type Dist } from './stats.js';
 
-export type Mode = 'none' | 'baseline' | 'lnbackup';
-export const MODES: readonly Mode[] = ['none', 'baseline', 'lnbackup'];
+/**
+ * none: no plugin. baseline: bench/baselinePlugin.js. lnbackup: local vault only. localServer: local
+ * vault + a server on loopback (policy all: both hold each record before continue). serverOnly: the
+ * server only (localVault 'cache').
+ */
+export type Mode = 'none' | 'baseline' | 'lnbackup' | 'localServer' | 'serverOnly';
+export const MODES: readonly Mode[] = ['none', 'baseline', 'lnbackup', 'localServer', 'serverOnly'];
+export const SERVER_MODES: readonly Mode[] = ['localServer', 'serverOnly'];
 
 export interface RunResult {
   readonly mode: Mode;
@@ -19,6 +42,10 @@ export interface RunResult {
   readonly processMs: number;
   /** Time per call the simulated node spends outside the hook (its own sqlite work, scheduling). */
   readonly nodeMsPerCall: number;
+  /** Server modes: the server process's CPU time during the replay (ms), null otherwise. */
+  readonly serverCpuMs: number | null;
+  /** The whole machine during the replay (every process, the benchmark's included). */
+  readonly machine: MachineLoad;
 }
 
 export interface ModeMedian {
@@ -28,6 +55,8 @@ export interface ModeMedian {
   readonly meanMs: number | null;
   readonly wallMs: number;
   readonly nodeMsPerCall: number;
+  /** Server modes: the server process's CPU time per replay (ms), null otherwise. */
+  readonly serverCpuMs: number | null;
 }
 
 export interface HookSection {
@@ -46,6 +75,8 @@ export interface HookSection {
     readonly baselineTxVsNone: number;
     readonly lnbackupTxVsBaseline: number;
   };
+  /** Hook latency added by a server over lnbackup with the local vault only (ms, from the medians; per round paired). */
+  readonly added: Record<'localServer' | 'serverOnly', { readonly p50Ms: number; readonly p99Ms: number; readonly meanMs: number; readonly perRoundP50Ms: number[]; readonly perRoundP99Ms: number[] }>;
   /** The lnbackup run kept for the restore section (its vault and its node database). */
   readonly keptVaultNode: VaultNode;
   readonly keptDataVersion: number;
@@ -78,36 +109,97 @@ export function measureFloor(workDir: string, count = 2000): FloorResult {
   return { ...dist(samples), bytes: 1024, opsPerSec: Math.round((count * 1000) / total) };
 }
 
-async function runMode(mode: Mode, round: number, trace: TraceInfo, workDir: string): Promise<{ result: RunResult; node: NodeDir | VaultNode; dataVersion: number }> {
+interface ModeRun {
+  readonly result: RunResult;
+  readonly node: NodeDir | VaultNode;
+  readonly dataVersion: number;
+  /** What to delete once the run's files are not needed. */
+  readonly dir: string;
+}
+
+async function runMode(mode: Mode, round: number, trace: TraceInfo, workDir: string): Promise<ModeRun> {
   let node: NodeDir | VaultNode;
   let plugin: string | null = null;
   let env: NodeJS.ProcessEnv | undefined;
+  let server: ServerProcess | null = null;
+  let dir: string;
   if (mode === 'lnbackup') {
     node = makeVaultNode(workDir, `hook-${mode}-${round}`);
     plugin = LNBACKUP_PLUGIN;
+    dir = node.dir;
+  } else if (mode === 'localServer' || mode === 'serverOnly') {
+    dir = fs.mkdtempSync(path.join(workDir, `hook-${mode}-${round}-`));
+    server = await startServerProcess({ dataDir: path.join(dir, 'server') });
+    try {
+      node = await makeRemoteVaultNode(dir, 'node', server.url, mode === 'serverOnly' ? 'cache' : 'durable');
+    } catch (err) {
+      await server.stop();
+      throw err;
+    }
+    plugin = LNBACKUP_PLUGIN;
   } else {
     node = makeNodeDir(workDir, `hook-${mode}-${round}`);
+    dir = node.dir;
     if (mode === 'baseline') {
       plugin = BASELINE_PLUGIN;
       env = { ...process.env, BASELINE_PLUGIN_FILE: path.join(node.dir, 'baseline.log') };
     }
   }
   const started = now();
-  const run = await runSimulatorUntilDone({
-    lightningDir: node.lightningDir,
-    traces: [trace.path],
-    plugin,
-    env,
-    progressEvery: 1_000_000,
-    maxLifetimes: trace.superseded + 1,
-  });
+  const machine0 = sampleMachine();
+  const cpu0 = server?.cpuMs() ?? null;
+  let run: Awaited<ReturnType<typeof runSimulatorUntilDone>>;
+  let serverCpuMs: number | null = null;
+  let machine: MachineLoad = { busyCores: 0, cpuPressurePct: null, ioPressurePct: null };
+  try {
+    run = await runSimulatorUntilDone({
+      lightningDir: node.lightningDir,
+      traces: [trace.path],
+      plugin,
+      env,
+      progressEvery: 1_000_000,
+      maxLifetimes: trace.superseded + 1,
+    });
+    const cpu1 = server?.cpuMs() ?? null;
+    if (cpu0 !== null && cpu1 !== null) serverCpuMs = Math.round(cpu1 - cpu0);
+    machine = machineLoadSince(machine0);
+  } finally {
+    if (server) {
+      const exit = await server.stop();
+      if (exit.code !== 0) progress(`  the server exited with ${exit.signal ?? exit.code}; its log: ${server.logFile}`);
+    }
+  }
   const processMs = msSince(started);
   const s = run.stats;
   if (run.lifetimes.length !== 1 || s.committed !== trace.transactions) {
-    throw new Error(`${mode} run ${round}: expected one lifetime committing ${trace.transactions} transactions, got ${run.lifetimes.length} lifetimes, ${s.committed} committed`);
+    throw new Error(
+      `${mode} run ${round}: expected one lifetime committing ${trace.transactions} transactions, got ${run.lifetimes.length} lifetimes, ${s.committed} committed` +
+        destinationErrors(node) +
+        (server ? `; the server's log: ${server.logFile} (--keep to keep it)` : ''),
+    );
   }
   const nodeMsPerCall = round3((s.wallMs - s.totalHookMs) / s.calls);
-  return { result: { mode, round, stats: s, processMs: Math.round(processMs), nodeMsPerCall }, node, dataVersion: run.dataVersion };
+  return { result: { mode, round, stats: s, processMs: Math.round(processMs), nodeMsPerCall, serverCpuMs, machine }, node, dataVersion: run.dataVersion, dir };
+}
+
+/** What the plugin's status file says went wrong with its destinations, if anything. */
+function destinationErrors(node: NodeDir): string {
+  try {
+    const status = JSON.parse(fs.readFileSync(path.join(node.networkDir, 'lnbackup-status.json'), 'utf8')) as {
+      destinations?: { name: string; lastError: string | null }[];
+      lastError?: string | null;
+    };
+    const errors = [status.lastError ?? null, ...(status.destinations ?? []).map((d) => (d.lastError ? `${d.name}: ${d.lastError}` : null))].filter(Boolean);
+    return errors.length > 0 ? `; the plugin reported: ${errors.join('; ')}` : '';
+  } catch {
+    return '';
+  }
+}
+
+/** One lnbackup (local vault) replay, for the restore section when section 1 does not run. */
+export async function runOneLnbackup(trace: TraceInfo, workDir: string): Promise<{ node: VaultNode; dataVersion: number }> {
+  const r = await runMode('lnbackup', 0, trace, workDir);
+  return { node: r.node as VaultNode, dataVersion: r.dataVersion };
 }
 
 function modeMedian(runs: readonly RunResult[], mode: Mode): ModeMedian {
@@ -121,10 +213,11 @@ function modeMedian(runs: readonly RunResult[], mode: Mode): ModeMedian {
     meanMs: hooked ? round3(m((r) => r.stats.meanMs)) : null,
     wallMs: Math.round(m((r) => r.stats.wallMs)),
     nodeMsPerCall: round3(m((r) => r.nodeMsPerCall)),
+    serverCpuMs: SERVER_MODES.includes(mode) ? Math.round(m((r) => r.serverCpuMs ?? NaN)) : null,
   };
 }
 
-/** Runs every mode `rounds` times; round r starts at a different mode, so each takes every slot. */
+/** Runs every mode `rounds` times; round r starts at a different mode, so each takes many slots. */
 export async function runHookSection(trace: TraceInfo, workDir: string, rounds: number): Promise<HookSection> {
   const runs: RunResult[] = [];
   let kept: { node: VaultNode; dataVersion: number } | null = null;
@@ -132,26 +225,36 @@ export async function runHookSection(trace: TraceInfo, workDir: string, rounds: 
     for (let k = 0; k < MODES.length; k++) {
       const mode = MODES[(round + k) % MODES.length];
       progress(`hook cost: round ${round + 1}/${rounds}, ${mode}...`);
-      const { result, node, dataVersion } = await runMode(mode, round, trace, workDir);
+      const { result, node, dataVersion, dir } = await runMode(mode, round, trace, workDir);
       runs.push(result);
       const s = result.stats;
-      progress(`  ${mode}: ${s.txPerSec} tx/s, hook p50 ${s.p50Ms} ms, p99 ${s.p99Ms} ms, wall ${(s.wallMs / 1000).toFixed(1)} s`);
+      const ml = result.machine;
+      progress(
+        `  ${mode}: ${s.txPerSec} tx/s, hook p50 ${s.p50Ms} ms, p99 ${s.p99Ms} ms, wall ${(s.wallMs / 1000).toFixed(1)} s` +
+          ` (machine: ${ml.busyCores} cores busy, CPU pressure ${ml.cpuPressurePct ?? '?'}%, IO pressure ${ml.ioPressurePct ?? '?'}%)`,
+      );
       if (mode === 'lnbackup') {
         if (kept) fs.rmSync(kept.node.dir, { recursive: true, force: true });
         kept = { node: node as VaultNode, dataVersion };
       } else {
-        fs.rmSync(node.dir, { recursive: true, force: true });
+        fs.rmSync(dir, { recursive: true, force: true });
       }
     }
   }
   if (!kept) throw new Error('no lnbackup run');
-  const med = { none: modeMedian(runs, 'none'), baseline: modeMedian(runs, 'baseline'), lnbackup: modeMedian(runs, 'lnbackup') };
+  const med = Object.fromEntries(MODES.map((mode) => [mode, modeMedian(runs, mode)])) as Record<Mode, ModeMedian>;
+  const of = (round: number, mode: Mode): HookStatsSummary => runs.find((r) => r.round === round && r.mode === mode)!.stats;
   const perRound = (f: (s: HookStatsSummary) => number): number[] =>
-    Array.from({ length: rounds }, (_, round) => {
-      const of = (mode: Mode): HookStatsSummary => runs.find((r) => r.round === round && r.mode === mode)!.stats;
-      return round2(f(of('lnbackup')) / f(of('baseline')));
-    });
+    Array.from({ length: rounds }, (_, round) => round2(f(of(round, 'lnbackup')) / f(of(round, 'baseline'))));
   const ratio = (a: number | null, b: number | null): number => (a !== null && b !== null && b > 0 ? round2(a / b) : NaN);
+  const diff = (a: number | null, b: number | null): number => (a !== null && b !== null ? round3(a - b) : NaN);
+  const addedBy = (mode: 'localServer' | 'serverOnly'): HookSection['added']['localServer'] => ({
+    p50Ms: diff(med[mode].p50Ms, med.lnbackup.p50Ms),
+    p99Ms: diff(med[mode].p99Ms, med.lnbackup.p99Ms),
+    meanMs: diff(med[mode].meanMs, med.lnbackup.meanMs),
+    perRoundP50Ms: Array.from({ length: rounds }, (_, round) => round3(of(round, mode).p50Ms - of(round, 'lnbackup').p50Ms)),
+    perRoundP99Ms: Array.from({ length: rounds }, (_, round) => round3(of(round, mode).p99Ms - of(round, 'lnbackup').p99Ms)),
+  });
   return {
     runs,
     median: med,
@@ -165,6 +268,7 @@ export async function runHookSection(trace: TraceInfo, workDir: string, rounds: 
       baselineTxVsNone: ratio(med.baseline.txPerSec, med.none.txPerSec),
       lnbackupTxVsBaseline: ratio(med.lnbackup.txPerSec, med.baseline.txPerSec),
     },
+    added: { localServer: addedBy('localServer'), serverOnly: addedBy('serverOnly') },
     keptVaultNode: kept.node,
     keptDataVersion: kept.dataVersion,
   };

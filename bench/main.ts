@@ -1,21 +1,29 @@
-// `npm run bench`: what lnbackup costs a Core Lightning node and how fast it restores, on this
-// machine, in one run of a few minutes. See bench/README.md for what each line means.
+// `npm run bench`: what lnbackup costs a Core Lightning node, how fast it restores, and how many
+// nodes one lnbackup server takes, on this machine, in one run of a few minutes. See
+// bench/README.md for what each line means.
 //
 //   node dist/bench/main.js [--json] [--runs N] [--trace FILE.jsonl.gz] [--dir PARENT] [--keep]
+//     [--sections hook,restore,profile,capacity] [--capacity-seconds S] [--capacity-warmup S]
+//     [--capacity-nodes 10,100,500] [--capacity-seal] [--server-cpu-prof DIR]
 //
 // Progress goes to stderr; stdout carries the table, or with --json one JSON object.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { measureFloor, runHookSection, type FloorResult, type HookSection, type Mode } from './hookRuns.js';
+import { CAPACITY_RATE, CAPACITY_TARGET, DEFAULT_CAPACITY_NODES, runCapacitySection, type CapacitySection } from './capacity.js';
+import { measureFloor, MODES, runHookSection, runOneLnbackup, type FloorResult, type HookSection, type Mode } from './hookRuns.js';
 import { meanBreakdown, runProfileSection, type ProfileSection, type Step } from './profile.js';
 import { runRestoreSection, type RestoreSection } from './restoreBench.js';
-import { DEFAULT_TRACE, loadTrace, progress, type TraceInfo } from './setup.js';
-import { fmtInt, fmtMB, fmtMs, fmtS, fmtX, round2, table, type Dist } from './stats.js';
+import { DEFAULT_TRACE, loadTrace, progress, type TraceInfo, type VaultNode } from './setup.js';
+import { fmtInt, fmtMB, fmtMs, fmtS, fmtX, median, round2, table, type Dist } from './stats.js';
 
 const HOOK_TARGET = 1.3;
 const RESTORE_TARGET = 1.5;
+/** A remote on loopback adds no more than one fsync (the disk floor's p50) plus this (ms). */
+const REMOTE_ADDED_TARGET_MS = 0.5;
+const SECTIONS = ['hook', 'restore', 'profile', 'capacity'] as const;
+type Section = (typeof SECTIONS)[number];
 
 interface Machine {
   cpus: number;
@@ -40,7 +48,21 @@ function machine(workDir: string): Machine {
   };
 }
 
-function parseOptions(argv: string[]): { json: boolean; runs: number; trace: string; dir: string; keep: boolean } {
+interface Options {
+  json: boolean;
+  runs: number;
+  trace: string;
+  dir: string;
+  keep: boolean;
+  sections: Set<Section>;
+  capacityNodes: number[];
+  capacitySeconds: number;
+  capacityWarmupSeconds: number;
+  capacitySeal: boolean;
+  serverCpuProf: string | null;
+}
+
+function parseOptions(argv: string[]): Options {
   const { values } = parseArgs({
     args: argv,
     strict: true,
@@ -50,16 +72,41 @@ function parseOptions(argv: string[]): { json: boolean; runs: number; trace: str
       trace: { type: 'string' },
       dir: { type: 'string' },
       keep: { type: 'boolean' },
+      sections: { type: 'string' },
+      'capacity-seconds': { type: 'string' },
+      'capacity-warmup': { type: 'string' },
+      'capacity-nodes': { type: 'string' },
+      'capacity-seal': { type: 'boolean' },
+      'server-cpu-prof': { type: 'string' },
     },
   });
   const runs = values.runs === undefined ? 3 : Number(values.runs);
   if (!Number.isInteger(runs) || runs < 1 || runs > 9) throw new Error('--runs needs an integer from 1 to 9');
+  const sections = new Set<Section>();
+  for (const name of (values.sections ?? SECTIONS.join(',')).split(',').map((x) => x.trim()).filter(Boolean)) {
+    if (!(SECTIONS as readonly string[]).includes(name)) throw new Error(`--sections takes a list of ${SECTIONS.join(', ')}; '${name}' is not one`);
+    sections.add(name as Section);
+  }
+  if (sections.size === 0) throw new Error(`--sections needs at least one of ${SECTIONS.join(', ')}`);
+  const seconds = (v: string | undefined, fallback: number, option: string, min: number): number => {
+    const n = v === undefined ? fallback : Number(v);
+    if (!Number.isFinite(n) || n < min || n > 3600) throw new Error(`${option} needs a number of seconds from ${min} to 3600`);
+    return n;
+  };
+  const capacityNodes = (values['capacity-nodes'] ?? DEFAULT_CAPACITY_NODES.join(',')).split(',').map((x) => Number(x.trim()));
+  if (capacityNodes.some((n) => !Number.isInteger(n) || n < 1 || n > 1000)) throw new Error('--capacity-nodes takes a list of node counts from 1 to 1000, e.g. 10,100,500');
   return {
     json: values.json === true,
     runs,
     trace: path.resolve(values.trace ?? DEFAULT_TRACE),
     dir: path.resolve(values.dir ?? os.tmpdir()),
     keep: values.keep === true,
+    sections,
+    capacityNodes,
+    capacitySeconds: seconds(values['capacity-seconds'], 10, '--capacity-seconds', 1),
+    capacityWarmupSeconds: seconds(values['capacity-warmup'], 3, '--capacity-warmup', 0),
+    capacitySeal: values['capacity-seal'] === true,
+    serverCpuProf: values['server-cpu-prof'] === undefined ? null : path.resolve(values['server-cpu-prof']),
   };
 }
 
@@ -70,13 +117,23 @@ function spread(h: HookSection, mode: Mode): number {
   return Math.max(...tx) / Math.min(...tx);
 }
 
+const MODE_LABEL: Record<Mode, string> = {
+  none: 'no plugin',
+  baseline: 'baseline (append+fsync)',
+  lnbackup: 'lnbackup (local vault)',
+  localServer: 'lnbackup (local vault + server)',
+  serverOnly: 'lnbackup (server only, local cache)',
+};
+
+const met = (ok: boolean): string => (ok ? 'met' : 'MISSED');
+const plusMs = (ms: number): string => (Number.isNaN(ms) ? 'n/a' : `${ms >= 0 ? '+' : '−'}${fmtMs(Math.abs(ms))}`);
+
 function hookLines(h: HookSection, runs: number, floor: FloorResult): string[] {
-  const modeLabel: Record<Mode, string> = { none: 'no plugin', baseline: 'baseline (append+fsync)', lnbackup: 'lnbackup (local vault)' };
   const none = h.median.none;
-  const rows = (['none', 'baseline', 'lnbackup'] as const).map((mode) => {
+  const rows = MODES.map((mode) => {
     const m = h.median[mode];
     return [
-      modeLabel[mode],
+      MODE_LABEL[mode],
       m.txPerSec.toFixed(1),
       fmtX(m.txPerSec / none.txPerSec),
       fmtMs(m.p50Ms),
@@ -87,15 +144,40 @@ function hookLines(h: HookSection, runs: number, floor: FloorResult): string[] {
     ];
   });
   const r = h.ratios;
+  const limit = floor.p50Ms + REMOTE_ADDED_TARGET_MS;
+  const a = h.added;
+  const addedVerdict = (label: string, x: HookSection['added']['localServer']): string =>
+    `${label} p50 ${met(x.p50Ms <= limit)} (${plusMs(x.p50Ms)}), p99 ${met(x.p99Ms <= limit)} (${plusMs(x.p99Ms)})`;
+  const cpu = (mode: 'localServer' | 'serverOnly'): string => {
+    const ms = h.median[mode].serverCpuMs;
+    return ms === null || Number.isNaN(ms) ? 'n/a' : `${fmtInt(ms)} ms (${fmtMs(ms / h.runs[0].stats.calls)} per call)`;
+  };
+  const spreads = MODES.map((mode) => spread(h, mode));
   return [
     `1. Hook cost: the trace through the simulated lightningd (median of ${runs} runs per mode, alternating)`,
     ...table(['mode', 'tx/s', 'vs none', 'hook p50', 'hook p99', 'hook mean', 'replay wall', 'node/call'], rows),
     `  lnbackup / baseline hook latency: p50 ${fmtX(r.p50)}, p99 ${fmtX(r.p99)} (target ≤ ${HOOK_TARGET}x: p50 ${verdict(r.p50, HOOK_TARGET)}, p99 ${verdict(r.p99, HOOK_TARGET)}); mean ${fmtX(r.mean)}`,
     `  same ratio within each round (paired runs): p50 ${r.perRoundP50.map(fmtX).join(' ')}; p99 ${r.perRoundP99.map(fmtX).join(' ')}`,
     `  tx/s vs no plugin: lnbackup ${fmtX(r.lnbackupTxVsNone)}, baseline ${fmtX(r.baselineTxVsNone)}; lnbackup vs baseline ${fmtX(r.lnbackupTxVsBaseline)}`,
-    `  spread of tx/s across runs (max/min): ${(['none', 'baseline', 'lnbackup'] as const).map((mode) => `${mode} ${fmtX(spread(h, mode))}`).join(', ')}` +
-      (Math.max(...(['none', 'baseline', 'lnbackup'] as const).map((mode) => spread(h, mode))) > 1.25 ? ' — the disk or the CPU was busy; rerun or add --runs' : ''),
+    `  spread of tx/s across runs (max/min): ${MODES.map((mode, i) => `${mode} ${fmtX(spreads[i])}`).join(', ')}` +
+      (Math.max(...spreads) > 1.25 ? ' — the disk or the CPU was busy; rerun or add --runs' : ''),
     `  disk floor (1 KiB write + fdatasync, ${floor.n}x): p50 ${fmtMs(floor.p50Ms)}, p99 ${fmtMs(floor.p99Ms)}, ${fmtInt(floor.opsPerSec)} ops/s`,
+    `  added by a server on loopback, over lnbackup (local vault): local vault + server p50 ${plusMs(a.localServer.p50Ms)}, p99 ${plusMs(a.localServer.p99Ms)}, mean ${plusMs(a.localServer.meanMs)};` +
+      ` server only p50 ${plusMs(a.serverOnly.p50Ms)}, p99 ${plusMs(a.serverOnly.p99Ms)}, mean ${plusMs(a.serverOnly.meanMs)}`,
+    `  same within each round (paired runs): local vault + server p50 ${a.localServer.perRoundP50Ms.map(plusMs).join(' ')}, p99 ${a.localServer.perRoundP99Ms.map(plusMs).join(' ')};` +
+      ` server only p50 ${a.serverOnly.perRoundP50Ms.map(plusMs).join(' ')}, p99 ${a.serverOnly.perRoundP99Ms.map(plusMs).join(' ')}`,
+    `  target: a remote on loopback adds ≤ one fsync (disk floor p50 ${fmtMs(floor.p50Ms)}) + ${REMOTE_ADDED_TARGET_MS} ms = ${fmtMs(limit)}: ` +
+      `${addedVerdict('local vault + server', a.localServer)}; ${addedVerdict('server only', a.serverOnly)}`,
+    `  server process CPU per replay: local vault + server ${cpu('localServer')}, server only ${cpu('serverOnly')}`,
+    `  the machine during the replays (every process on it, median per mode): ` +
+      MODES.map((mode) => {
+        const mine = h.runs.filter((x) => x.mode === mode).map((x) => x.machine);
+        const med = (f: (l: (typeof mine)[number]) => number | null): string => {
+          const v = mine.map(f).filter((x): x is number => x !== null);
+          return v.length === 0 ? '?' : String(round2(median(v)));
+        };
+        return `${mode} ${med((l) => l.busyCores)} cores busy, CPU pressure ${med((l) => l.cpuPressurePct)}%, IO pressure ${med((l) => l.ioPressurePct)}%`;
+      }).join('; '),
   ];
 }
 
@@ -119,7 +201,7 @@ function restoreLines(r: RestoreSection, trace: TraceInfo, runs: number): string
   ];
 }
 
-function profileLines(p: ProfileSection, h: HookSection): string[] {
+function profileLines(p: ProfileSection, h: HookSection | null): string[] {
   const label: Record<Step, string> = {
     parse: '  JSON.parse of the request',
     logic: '  plugin logic (handle minus Journal.record)',
@@ -140,9 +222,9 @@ function profileLines(p: ProfileSection, h: HookSection): string[] {
   const part = (name: string, v: number): string => `${name} ${fmtMs(v)} (${pct(v)})`;
   const probe = p.lnbackupProbe;
   const transport = probe.hook.meanMs - probe.inPlugin.meanMs;
-  const missed = !(h.ratios.p50 <= HOOK_TARGET && h.ratios.p99 <= HOOK_TARGET);
+  const missed = h === null ? null : !(h.ratios.p50 <= HOOK_TARGET && h.ratios.p99 <= HOOK_TARGET);
   return [
-    `3. Where lnbackup's hook time goes (${p.calls} calls; section 1 ${missed ? 'MISSED' : 'met'} the ${HOOK_TARGET}x target)`,
+    `3. Where lnbackup's hook time goes (${p.calls} calls${missed === null ? '' : `; section 1 ${missed ? 'MISSED' : 'met'} the ${HOOK_TARGET}x target`})`,
     ...table(['in-process, interleaved per call', 'p50', 'p99', 'mean'], [
       ...order.map((step) => row(label[step], s[step])),
       ['through the simulator:', '', '', ''],
@@ -159,39 +241,121 @@ function profileLines(p: ProfileSection, h: HookSection): string[] {
   ];
 }
 
+function capacityLines(c: CapacitySection, cpus: number): string[] {
+  const rows = c.runs.map((r) => [
+    String(r.nodes),
+    fmtInt(r.offeredPerSec),
+    fmtInt(r.ackedPerSec),
+    r.ackedMBPerSec.toFixed(1),
+    fmtMs(r.ack.p50Ms),
+    fmtMs(r.ack.p99Ms),
+    fmtMs(r.ack.maxMs),
+    r.serverCpuMsPer1000 === null ? 'n/a' : `${r.serverCpuMsPer1000.toFixed(0)} ms`,
+    r.serverCpuPercent === null ? 'n/a' : `${r.serverCpuPercent.toFixed(0)}%`,
+    r.recordsPerRound === null ? 'n/a' : r.recordsPerRound.toFixed(1),
+    `${r.clientCpuPercent.toFixed(0)}%`,
+  ]);
+  const t = c.target;
+  const lines = [
+    `4. Server capacity: ONE lnbackup server process (file storage); N nodes × ${c.rate} records/s, each over its own BOLT #8 connection with its own key and vault,` +
+      ` from 2 load-generator processes; ${c.sealed ? 'sealed records' : 'framed records (valid header, random body)'} of the sizes of the trace's calls (mean ${fmtInt(c.meanRecordBytes)} bytes);` +
+      ` ${c.warmupMs / 1000} s warm-up, ${c.windowMs / 1000} s window; ${cpus} cpus shared by all`,
+    ...table(['nodes', 'offered/s', 'acked/s', 'MB/s', 'ack p50', 'ack p99', 'ack max', 'server CPU/1k rec', 'server CPU', 'records/round', 'load gen CPU'], rows),
+  ];
+  for (const r of c.runs) {
+    const errors = Object.entries(r.errors).map(([k, v]) => `${k} ${v}`).join(', ');
+    const trouble = [
+      r.unacked > 0 ? `${fmtInt(r.unacked)} records sent in the window not acknowledged` : '',
+      r.heldBack > 0 ? `${fmtInt(r.heldBack)} sends held back (maxPendingAppends reached)` : '',
+      errors ? `errors: ${errors} (first: ${r.firstError})` : '',
+      r.lostConnections > 0 ? `${r.lostConnections} connections lost` : '',
+    ].filter(Boolean);
+    lines.push(
+      `  ${r.nodes} nodes: connected in ${fmtS(r.setupMs)} (connect → VaultState p50 ${fmtMs(r.connect.p50Ms)}, max ${fmtMs(r.connect.maxMs)}); ` +
+        `group commit ${r.storeRounds ?? 'n/a'} rounds (longest ${r.maxRoundMs === null ? 'n/a' : fmtMs(r.maxRoundMs)}); server RSS ${r.serverRssMB ?? 'n/a'} MB; ` +
+        `load generators: event-loop delay p99 ${fmtMs(r.clientLoopDelayP99Ms)}, send lateness p99 ${fmtMs(r.clientSendLagP99Ms)}; ` +
+        `machine in the window: ${r.machine.busyCores} cores busy (${r.machine.otherCores ?? '?'} by other processes), CPU pressure ${r.machine.cpuPressurePct ?? '?'}%, IO pressure ${r.machine.ioPressurePct ?? '?'}%` +
+        (trouble.length > 0 ? `; ${trouble.join('; ')}` : ''),
+    );
+  }
+  lines.push(
+    `  target: ${t.nodes} nodes × ${t.rate} tx/s with ack p99 < ${t.p99Ms} ms: ${t.met === null ? 'not measured' : met(t.met)} (${t.why})`,
+  );
+  if (c.runs.some((r) => r.cpuProfile)) lines.push(`  server CPU profiles: ${c.runs.map((r) => r.cpuProfile).filter(Boolean).join(', ')}`);
+  return lines;
+}
+
 async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
   if (!fs.existsSync(o.trace)) throw new Error(`trace ${o.trace} not found; pass --trace FILE.jsonl.gz`);
   fs.mkdirSync(o.dir, { recursive: true });
   const workDir = fs.mkdtempSync(path.join(o.dir, 'lnbackup-bench-'));
   const started = Date.now();
+  const want = (s: Section): boolean => o.sections.has(s);
   try {
     const m = machine(workDir);
-    progress(`${m.cpus} cpus, node ${m.node}, work dir ${workDir}`);
+    progress(`${m.cpus} cpus, node ${m.node}, work dir ${workDir}; sections ${[...o.sections].join(', ')}`);
     const trace = loadTrace(o.trace);
     if (trace.superseded > 0) throw new Error(`${o.trace} has superseded calls (lightningd crashes); the benchmark needs a trace without them`);
 
-    progress('disk floor...');
-    const floor = measureFloor(workDir);
-    const hook = await runHookSection(trace, workDir, o.runs);
-    const restore = runRestoreSection(trace, hook.keptVaultNode, hook.keptDataVersion, workDir, o.runs);
-    fs.rmSync(hook.keptVaultNode.dir, { recursive: true, force: true });
-    const profile = await runProfileSection(trace, workDir);
+    let floor: FloorResult | null = null;
+    let hook: HookSection | null = null;
+    let restore: RestoreSection | null = null;
+    let profile: ProfileSection | null = null;
+    let capacity: CapacitySection | null = null;
+    if (want('hook')) {
+      progress('disk floor...');
+      floor = measureFloor(workDir);
+      hook = await runHookSection(trace, workDir, o.runs);
+    }
+    if (want('restore')) {
+      let kept: { node: VaultNode; dataVersion: number };
+      if (hook) kept = { node: hook.keptVaultNode, dataVersion: hook.keptDataVersion };
+      else {
+        progress('restore: one lnbackup replay to make a vault...');
+        kept = await runOneLnbackup(trace, workDir);
+      }
+      restore = runRestoreSection(trace, kept.node, kept.dataVersion, workDir, o.runs);
+    }
+    if (hook) fs.rmSync(hook.keptVaultNode.dir, { recursive: true, force: true });
+    if (want('profile')) profile = await runProfileSection(trace, workDir);
+    if (want('capacity')) {
+      capacity = await runCapacitySection(trace, workDir, {
+        nodes: o.capacityNodes,
+        windowMs: Math.round(o.capacitySeconds * 1000),
+        warmupMs: Math.round(o.capacityWarmupSeconds * 1000),
+        rate: CAPACITY_RATE,
+        serverCpuProfDir: o.serverCpuProf,
+        seal: o.capacitySeal,
+      });
+    }
     const seconds = round2((Date.now() - started) / 1000);
 
     if (o.json) {
-      const hookOut = { runs: hook.runs, median: hook.median, ratios: hook.ratios, dataVersion: hook.keptDataVersion };
+      const hookOut = hook && { runs: hook.runs, median: hook.median, ratios: hook.ratios, added: hook.added, dataVersion: hook.keptDataVersion };
       process.stdout.write(
         JSON.stringify(
           {
             machine: m,
             trace: { path: trace.path, calls: trace.calls.length, transactions: trace.transactions, statements: trace.statements, jsonBytes: trace.jsonBytes, gzBytes: trace.gzBytes },
             runs: o.runs,
+            sections: [...o.sections],
             floor,
             hook: hookOut,
             restore,
-            profile: { ...profile, meanBreakdownMs: meanBreakdown(profile) },
-            targets: { hookLatencyRatio: HOOK_TARGET, restoreRatio: RESTORE_TARGET },
+            profile: profile && { ...profile, meanBreakdownMs: meanBreakdown(profile) },
+            capacity,
+            targets: {
+              hookLatencyRatio: HOOK_TARGET,
+              restoreRatio: RESTORE_TARGET,
+              remoteAddedMs: floor && {
+                limitMs: round2(floor.p50Ms + REMOTE_ADDED_TARGET_MS),
+                rule: `disk floor p50 + ${REMOTE_ADDED_TARGET_MS} ms`,
+                localServer: hook && { p50: hook.added.localServer.p50Ms <= floor.p50Ms + REMOTE_ADDED_TARGET_MS, p99: hook.added.localServer.p99Ms <= floor.p50Ms + REMOTE_ADDED_TARGET_MS },
+                serverOnly: hook && { p50: hook.added.serverOnly.p50Ms <= floor.p50Ms + REMOTE_ADDED_TARGET_MS, p99: hook.added.serverOnly.p99Ms <= floor.p50Ms + REMOTE_ADDED_TARGET_MS },
+              },
+              capacity: { nodes: CAPACITY_TARGET.nodes, rate: CAPACITY_RATE, p99Ms: CAPACITY_TARGET.p99Ms, met: capacity?.target.met ?? null },
+            },
             seconds,
           },
           null,
@@ -203,12 +367,10 @@ async function main(): Promise<void> {
     const lines = [
       `lnbackup benchmark — ${m.cpus} cpus (${m.cpuModel}), ${m.memoryGB} GB, node ${m.node}, ${m.platform} ${m.kernel}`,
       `trace ${path.basename(trace.path)}: ${fmtInt(trace.calls.length)} db_write calls, ${fmtInt(trace.transactions)} transactions, ${fmtInt(trace.statements)} statements; work dir ${o.dir}`,
-      '',
-      ...hookLines(hook, o.runs, floor),
-      '',
-      ...restoreLines(restore, trace, o.runs),
-      '',
-      ...profileLines(profile, hook),
+      ...(hook && floor ? ['', ...hookLines(hook, o.runs, floor)] : []),
+      ...(restore ? ['', ...restoreLines(restore, trace, o.runs)] : []),
+      ...(profile ? ['', ...profileLines(profile, hook)] : []),
+      ...(capacity ? ['', ...capacityLines(capacity, m.cpus)] : []),
       '',
       `total ${seconds.toFixed(0)} s`,
     ];

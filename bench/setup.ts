@@ -1,12 +1,16 @@
 // Paths and fixtures shared by the benchmark's sections: where the trace, the plugins and the
 // work directory are, and how a node directory with an lnbackup vault is set up (as src/cli/demo.ts
-// does: <dir>/node/regtest with a random 32-byte hsm_secret, then initNode).
+// does: <dir>/node/regtest with a random 32-byte hsm_secret, then initNode), with or without a
+// server as a remote (as `lnbackup init --remote` does: prepare, push the vault, then configure).
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { initNode, PLUGIN_PATH } from '../src/cli/initNode.js';
+import { initNode, prepareNode, PLUGIN_PATH } from '../src/cli/initNode.js';
 import { loadKeys } from '../src/cli/keyOptions.js';
+import type { LocalVaultMode } from '../src/cln/config.js';
+import { pushVault } from '../src/destinations/transfer.js';
 import type { VaultKeys } from '../src/vault/keys.js';
 import { loadTraceChain, type CallEntry } from '../src/simulator/trace.js';
 
@@ -49,6 +53,31 @@ export function makeVaultNode(parent: string, name: string): VaultNode {
   return { ...node, vault, hsmSecret, keys: () => loadKeys({ hsmSecret }).keys };
 }
 
+/** A benchmark replay whose server stops acknowledging ends (the plugin answers abort) after this, instead of hanging. */
+export const BENCH_STALL_LIMIT_SECONDS = 60;
+
+/**
+ * A fresh node whose configuration names one server (`url`) as a remote, policy 'all', and the
+ * local vault `durable` (a destination too) or `cache` (it only feeds the server). As `lnbackup init`
+ * does with a server: the vault (its first snapshot) is uploaded before the configuration is written.
+ */
+export async function makeRemoteVaultNode(parent: string, name: string, url: string, localVault: LocalVaultMode): Promise<VaultNode> {
+  const node = makeNodeDir(parent, name);
+  const hsmSecret = path.join(node.networkDir, 'hsm_secret');
+  fs.writeFileSync(hsmSecret, crypto.randomBytes(32), { mode: 0o400 });
+  const vault = path.join(node.dir, 'vault');
+  const prepared = prepareNode({
+    lightningDir: node.lightningDir,
+    network: NETWORK,
+    vault,
+    force: true,
+    destinations: { remotes: [url], replicas: [], policy: 'all', stallLimitSeconds: BENCH_STALL_LIMIT_SECONDS, localVault },
+  });
+  await pushVault({ vaultDir: vault, url, keys: prepared.keys });
+  prepared.commit();
+  return { ...node, vault, hsmSecret, keys: () => loadKeys({ hsmSecret }).keys };
+}
+
 export interface TraceInfo {
   readonly path: string;
   readonly calls: CallEntry[];
@@ -87,6 +116,59 @@ export function dirBytes(dir: string): number {
     total += e.isDirectory() ? dirBytes(p) : e.isFile() ? fs.statSync(p).size : 0;
   }
   return total;
+}
+
+/** A reading of the whole machine's CPU counters (/proc/stat) and pressure stall totals (/proc/pressure). */
+export interface MachineSample {
+  readonly atMs: number;
+  readonly busyTicks: number;
+  readonly totalTicks: number;
+  readonly cpuSomeUs: number | null;
+  readonly ioSomeUs: number | null;
+}
+
+/** How busy the whole machine was between a sample and now: every process, not only the benchmark's. */
+export interface MachineLoad {
+  /** CPU in use, in cores (user + system + irq + steal of all processes). */
+  readonly busyCores: number;
+  /** Share of the time some task waited for a CPU / for I/O (Linux PSI "some"), percent; null without /proc/pressure. */
+  readonly cpuPressurePct: number | null;
+  readonly ioPressurePct: number | null;
+}
+
+function pressureTotal(kind: 'cpu' | 'io'): number | null {
+  try {
+    const m = /^some .*total=(\d+)/m.exec(fs.readFileSync(`/proc/pressure/${kind}`, 'utf8'));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+export function sampleMachine(): MachineSample {
+  let busyTicks = 0;
+  let totalTicks = 0;
+  try {
+    const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    const [user, nice, system, idle, iowait, irq, softirq, steal] = f;
+    busyTicks = user + nice + system + irq + softirq + (steal ?? 0);
+    totalTicks = busyTicks + idle + iowait;
+  } catch {
+    // no /proc/stat: the load reads as 0
+  }
+  return { atMs: performance.now(), busyTicks, totalTicks, cpuSomeUs: pressureTotal('cpu'), ioSomeUs: pressureTotal('io') };
+}
+
+export function machineLoadSince(a: MachineSample): MachineLoad {
+  const b = sampleMachine();
+  const wallUs = (b.atMs - a.atMs) * 1000;
+  const total = b.totalTicks - a.totalTicks;
+  const pct = (x: number | null, y: number | null): number | null => (x === null || y === null || wallUs <= 0 ? null : Math.round(((y - x) / wallUs) * 1000) / 10);
+  return {
+    busyCores: total > 0 ? Math.round(((b.busyTicks - a.busyTicks) / total) * os.cpus().length * 100) / 100 : 0,
+    cpuPressurePct: pct(a.cpuSomeUs, b.cpuSomeUs),
+    ioPressurePct: pct(a.ioSomeUs, b.ioSomeUs),
+  };
 }
 
 /** Reports progress on stderr (stdout carries only the table or the JSON). */

@@ -34,6 +34,10 @@ import { formatBytes, progressBar } from './progress.js';
 import { runDemo } from './demo.js';
 import { registerServerCommands } from './serverCommands.js';
 
+// The server flushes every vault file a round touched in parallel on libuv's thread pool (4
+// threads unless set): give it more before anything uses the pool.
+if (process.argv[2] === 'server' && process.env.UV_THREADPOOL_SIZE === undefined) process.env.UV_THREADPOOL_SIZE = '64';
+
 const program = new Command();
 program
   .name('lnbackup')
