@@ -54,6 +54,12 @@ Quick start:
   lnbackup status --vault /mnt/backup/node1 --hsm-secret ~/.lightning/bitcoin/hsm_secret
   lnbackup restore --vault /mnt/backup/node1 --hsm-secret <hsm_secret> --to lightningd.sqlite3
 
+Off the machine:
+  lnbackup server --data /srv/lnbackup --listen 0.0.0.0:9736 --allow <node key>   # on the backup host
+  lnbackup destination key --lightning-dir ~/.lightning --network bitcoin         # the node key
+  lnbackup destination add --lightning-dir ~/.lightning --network bitcoin --remote lnbackup://<server key>@host:9736
+  lnbackup restore --from lnbackup://<server key>@host:9736 --hsm-secret <hsm_secret> --to lightningd.sqlite3
+
 Exit codes: 0 ok, 1 error, 2 usage error, 3 a check failed (verify found a bad record).`,
   );
 
@@ -217,7 +223,7 @@ vaultCommand('status', 'what a vault holds: node id, generations, versions (with
 
 program
   .command('demo')
-  .description('the whole job on embedded defaults: a simulated node replays a recorded trace into a vault, crashes, restarts, and is restored and verified')
+  .description('the whole job on embedded defaults: a simulated node replays a recorded trace into a local vault and an embedded lnbackup server, crashes, restarts, and is restored (from the vault, then from the server alone) and verified')
   .option('--trace <file>', 'the db_write trace to replay (default: the recorded node1 trace in ../shared/traces)')
   .option('--dir <dir>', 'work directory (default: a new temporary one)')
   .addOption(jsonOption())
