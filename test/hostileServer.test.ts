@@ -738,7 +738,7 @@ async function serverAhead(prefix: string, stallLimitSeconds: number): Promise<A
     before: vaultBytes(node.vault),
     lines,
     open: () =>
-      NodeBackup.open(node.networkDir, config, log, events).then(
+      NodeBackup.open(node.networkDir, config, log, events, { signal: new AbortController().signal, callStartedAt: Date.now() }).then(
         async (nb) => {
           await nb.close();
           return null;

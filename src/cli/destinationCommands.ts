@@ -33,6 +33,15 @@ function locate(o: NodeFlags): Located {
   return { networkDir, config: readConfig(networkDir) };
 }
 
+/** Runs a parser of user input, turning its error into a usage error (exit code 2). */
+export function asUsage<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
 export function parseStallLimit(v: string): number | null {
   if (v === 'none') return null;
   const n = Number(v);
@@ -111,7 +120,7 @@ export function registerDestinationCommands(program: Command): void {
         let next: PluginConfig;
         let pushed = null;
         if (o.remote) {
-          const url = parseRemoteUrl(o.remote).url;
+          const url = asUsage(() => parseRemoteUrl(o.remote as string).url);
           if (d.remotes.includes(url)) throw new UsageError(`${url} is already a destination`);
           const bar = progressBar('upload', !o.json);
           pushed = await pushVault({ vaultDir: config.vault, url, keys: loadNodeKeys(networkDir, config), onProgress: bar.update });
@@ -142,7 +151,7 @@ export function registerDestinationCommands(program: Command): void {
         const { networkDir, config } = locate(o);
         const d = destinationSettings(config);
         const next: PluginConfig = o.remote
-          ? { ...config, remotes: d.remotes.filter((r) => r !== parseRemoteUrl(o.remote as string).url) }
+          ? { ...config, remotes: d.remotes.filter((r) => r !== asUsage(() => parseRemoteUrl(o.remote as string).url)) }
           : { ...config, replicas: d.replicas.filter((r) => r !== path.resolve(o.replica as string)) };
         if (destinationSettings(next).remotes.length + destinationSettings(next).replicas.length === d.remotes.length + d.replicas.length) {
           throw new UsageError(`${o.remote ?? o.replica} is not a destination of this node`);
@@ -163,7 +172,7 @@ export function registerDestinationCommands(program: Command): void {
         const { networkDir, config } = locate(o);
         const next: PluginConfig = {
           ...config,
-          ...(o.policy !== undefined ? { policy: formatPolicy(parsePolicy(o.policy)) } : {}),
+          ...(o.policy !== undefined ? { policy: formatPolicy(asUsage(() => parsePolicy(o.policy as string))) } : {}),
           ...(o.stallLimit !== undefined ? { stallLimitSeconds: parseStallLimit(o.stallLimit) } : {}),
           ...(o.localVault !== undefined ? { localVault: parseLocalVaultMode(o.localVault) } : {}),
         };

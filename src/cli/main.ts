@@ -1,16 +1,16 @@
 #!/usr/bin/env node
 // The `lnbackup` command: init, restore, verify, status, demo. Every command takes --json (one
 // JSON object on stdout) and shows progress on a terminal for long work.
-import { Command } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { restoreDatabase } from '../restore/rebuild.js';
 import { vaultStatus } from '../restore/status.js';
 import { verifyVault } from '../restore/verify.js';
 import { U32 } from '../journal/dataVersion.js';
 import { prepareNode } from './initNode.js';
 import { hsmSecretOption, keyFileOption, keyOrigin, loadKeys, requireKeys, type KeyFlags } from './keyOptions.js';
-import { emit, reportError, EXIT_CHECK_FAILED, UsageError } from './output.js';
+import { emit, reportError, EXIT_CHECK_FAILED, EXIT_USAGE, UsageError } from './output.js';
 import { jsonOption, run } from './runner.js';
-import { checkDestinations, parseLocalVaultMode, parseStallLimit, registerDestinationCommands } from './destinationCommands.js';
+import { asUsage, checkDestinations, parseLocalVaultMode, parseStallLimit, registerDestinationCommands } from './destinationCommands.js';
 import { downloadDir, pushVault, type PushResult } from '../destinations/transfer.js';
 import { formatPolicy, parsePolicy } from '../destinations/policy.js';
 import { parseRemoteUrl } from '../destinations/remoteUrl.js';
@@ -39,6 +39,9 @@ import { registerServerCommands } from './serverCommands.js';
 if (process.argv[2] === 'server' && process.env.UV_THREADPOOL_SIZE === undefined) process.env.UV_THREADPOOL_SIZE = '64';
 
 const program = new Command();
+// Usage errors found by commander (a missing option, an unknown one) become exit code 2, and a
+// JSON answer with --json, like the usage errors the commands find themselves.
+program.exitOverride();
 program
   .name('lnbackup')
   .description('Continuous, zero-loss, encrypted backup for Core Lightning nodes.')
@@ -123,9 +126,9 @@ program
   .action((o: InitFlags) =>
     run(o, async () => {
       const destinations = {
-        remotes: o.remote.map((u) => parseRemoteUrl(u).url),
+        remotes: o.remote.map((u) => asUsage(() => parseRemoteUrl(u).url)),
         replicas: o.replica,
-        policy: formatPolicy(parsePolicy(o.policy)),
+        policy: formatPolicy(asUsage(() => parsePolicy(o.policy))),
         stallLimitSeconds: parseStallLimit(o.stallLimit),
         localVault: parseLocalVaultMode(o.localVault),
       };
@@ -233,5 +236,12 @@ registerServerCommands(program);
 registerDestinationCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
+  if (err instanceof CommanderError) {
+    // commander has printed the message (or the help) already.
+    const usage = err.exitCode !== 0;
+    if (usage && process.argv.includes('--json')) process.stdout.write(JSON.stringify({ ok: false, error: err.message.replace(/^error: /, '') }) + '\n');
+    process.exitCode = usage ? EXIT_USAGE : 0;
+    return;
+  }
   process.exitCode = reportError({}, err);
 });

@@ -51,9 +51,14 @@ function crashed(err: unknown): void {
   process.exit(70);
 }
 
+/** Longest a shutdown may take: close() gives servers a 5 s grace to ack what is in flight. */
+const SHUTDOWN_LIMIT_MS = 15_000;
+
 function shutdown(code: number): void {
   process.exitCode = code;
   process.stdin.pause();
-  // Let the call in progress finish, then close (servers get a grace period to ack what is in flight).
-  void dbWrites.then(() => plugin.close()).finally(() => process.exit(code));
+  // lightningd is gone or asks us to stop: nobody waits for a reply any more. Close now (an opening
+  // that waits for servers is given up; records in flight get the grace period), then leave.
+  setTimeout(() => process.exit(code), SHUTDOWN_LIMIT_MS).unref();
+  void plugin.close().finally(() => process.exit(code));
 }

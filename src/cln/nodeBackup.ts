@@ -11,7 +11,7 @@ import { readBoundedFile } from '../util/durableFs.js';
 import { adoptRecords } from '../vault/adopt.js';
 import type { Destination, DestinationStatus, StoredCall } from '../destinations/destination.js';
 import { LocalVaultDestination } from '../destinations/localVault.js';
-import { DurabilityPolicy, formatPolicy, parsePolicy, type PolicyEvents } from '../destinations/policy.js';
+import { DurabilityPolicy, formatPolicy, parsePolicy, type PolicyEvents, type PolicySpec } from '../destinations/policy.js';
 import { RemoteDestination } from '../destinations/remote.js';
 import { ReplicaDestination } from '../destinations/replica.js';
 import { destinationSettings, resolveIn, type DestinationSettings, type PluginConfig } from './config.js';
@@ -41,7 +41,7 @@ export class NodeBackup {
     private readonly settings: DestinationSettings,
   ) {}
 
-  static async open(networkDir: string, config: PluginConfig, log: NodeLog, events: PolicyEvents): Promise<NodeBackup> {
+  static async open(networkDir: string, config: PluginConfig, log: NodeLog, events: PolicyEvents, options: OpenOptions): Promise<NodeBackup> {
     const keys = loadNodeKeys(networkDir, config);
     const settings = destinationSettings(config);
     const spec = parsePolicy(settings.policy);
@@ -52,10 +52,14 @@ export class NodeBackup {
     const remotes = settings.remotes.map(
       (url) => new RemoteDestination({ url, vaultDir: config.vault, identity, vaultId, keys, onNotice: (level, m) => log(level, m) }),
     );
-    const deadline = settings.stallLimitSeconds === null ? null : Date.now() + settings.stallLimitSeconds * 1000;
+    options.onServers?.(remotes);
+    const deadline = startDeadline(settings, spec, options.callStartedAt);
+    const abort = (): void => void Promise.all(remotes.map((r) => r.close(0)));
+    options.signal.addEventListener('abort', abort);
     let journal = Journal.open(config.vault, keys, dbPath, notice);
     try {
       journal = await levelWithServers(journal, remotes, { config, keys, dbPath, notice, deadline, log });
+      options.signal.throwIfAborted();
       if (journal.status().vaultId !== config.vaultId) {
         throw new Error(`the vault at ${config.vault} has id ${journal.status().vaultId}, but this node was set up with vault ${config.vaultId}; re-run 'lnbackup init'`);
       }
@@ -72,11 +76,13 @@ export class NodeBackup {
       journal.close();
       await Promise.all(remotes.map((r) => r.close(0)));
       throw err;
+    } finally {
+      options.signal.removeEventListener('abort', abort);
     }
   }
 
-  /** Records a db_write call and resolves once the policy's destinations hold it. */
-  async record(dataVersion: number, writes: readonly string[]): Promise<WriteOutcome> {
+  /** Records a db_write call (received at `startedAt`, performance.now()) and resolves once the policy's destinations hold it. */
+  async record(dataVersion: number, writes: readonly string[], startedAt: number): Promise<WriteOutcome> {
     const outcome = this.journal.record(dataVersion, writes, { deferSync: this.deferSync });
     if (outcome.kind !== 'stored') return outcome;
     const call: StoredCall = { dataVersion, writes, records: outcome.records, snapshot: outcome.snapshot !== null, supersedes: outcome.supersedes };
@@ -84,7 +90,7 @@ export class NodeBackup {
     for (const d of this.others) {
       if (!this.policy.destinations.includes(d)) d.store(call).catch(() => undefined);
     }
-    await this.policy.store(call);
+    await this.policy.store(call, startedAt);
     return outcome;
   }
 
@@ -103,6 +109,33 @@ export class NodeBackup {
     await Promise.all([...this.remotes, ...this.others].map((d) => d.close(CLOSE_GRACE_MS)));
     this.journal.close();
   }
+}
+
+export interface OpenOptions {
+  /** Aborted when the plugin shuts down while it is still opening (servers are given up). */
+  readonly signal: AbortSignal;
+  /** When the call that opens the backup arrived (Date.now()): the stall limit counts from there. */
+  readonly callStartedAt: number;
+  /** Told the server destinations as soon as they exist, so their state can be shown while opening waits for them. */
+  readonly onServers?: (servers: readonly Destination[]) => void;
+}
+
+/** How long a quorum that can be met without the servers waits for them at start. */
+const QUORUM_START_WAIT_MS = 5000;
+
+/**
+ * Until when opening waits for the servers to answer: the stall limit (counted from the call that
+ * opens), or for ever (policy all: fail-safe) — but a quorum that the local vault and the replicas
+ * can meet alone waits only a few seconds; late servers catch up in the background.
+ */
+function startDeadline(settings: DestinationSettings, spec: PolicySpec, callStartedAt: number): number | null {
+  const stall = settings.stallLimitSeconds === null ? null : callStartedAt + settings.stallLimitSeconds * 1000;
+  const withoutServers = (settings.localVault === 'durable' ? 1 : 0) + settings.replicas.length;
+  if (spec.kind === 'quorum' && spec.k <= withoutServers) {
+    const quick = Date.now() + QUORUM_START_WAIT_MS;
+    return stall === null ? quick : Math.min(stall, quick);
+  }
+  return stall;
 }
 
 interface LevelContext {

@@ -5,6 +5,7 @@
 // vault's lock.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { WriteOutcome } from '../journal/journal.js';
+import type { Destination } from '../destinations/destination.js';
 import { PolicyFailedError, StallLimitError, type PolicyEvents } from '../destinations/policy.js';
 import { LatencyWindow } from '../util/latency.js';
 import { readConfig, type PluginConfig } from './config.js';
@@ -37,6 +38,11 @@ const STALL_GUIDANCE =
 export class LnbackupPlugin {
   private node: NodeBackup | null = null;
   private opening: Promise<NodeBackup> | null = null;
+  /** Since when (Date.now()) the backup is being opened (waiting for servers), or null. */
+  private openingSince: number | null = null;
+  /** The servers an opening waits for (shown in status meanwhile). */
+  private openingServers: readonly Destination[] = [];
+  private readonly shutdown = new AbortController();
   private config: PluginConfig | null = null;
   private readonly latency = new LatencyWindow();
   private initialized = false;
@@ -53,6 +59,7 @@ export class LnbackupPlugin {
       this.statusFile.writeNow();
     },
     onBackgroundFailure: (destination, message) => {
+      if (this.shutdown.signal.aborted) return; // closing destinations reject what they still hold
       this.log('unusual', `${destination} failed (the policy went on without it): ${message}`);
       this.statusFile.writeNow();
     },
@@ -93,11 +100,17 @@ export class LnbackupPlugin {
     this.io.send(logNotification(level, `lnbackup: ${message}`));
   }
 
+  /** Closes everything; an opening still waiting for servers is given up. */
   async close(): Promise<void> {
+    this.shutdown.abort();
+    this.statusFile.close(); // the last state written still shows the destinations
+    await this.closeNode();
+  }
+
+  private async closeNode(): Promise<void> {
     const node = this.node ?? (await this.opening?.catch(() => null)) ?? null;
     this.node = null;
     this.opening = null;
-    this.statusFile.close();
     await node?.close();
   }
 
@@ -115,7 +128,7 @@ export class LnbackupPlugin {
       }
       return CONTINUE;
     }
-    const outcome = await this.recordWithRetry(call.dataVersion, call.writes);
+    const outcome = await this.recordWithRetry(call.dataVersion, call.writes, started);
     this.latency.add(performance.now() - started);
     this.statusFile.touch();
     if (outcome === null) return ABORT;
@@ -143,20 +156,21 @@ export class LnbackupPlugin {
    * Records a call. A policy that cannot be met (destinations failed, or the stall limit passed)
    * stops the node; other failures (vault I/O) reopen everything and retry for a bounded time.
    */
-  private async recordWithRetry(dataVersion: number, writes: readonly string[]): Promise<WriteOutcome | null> {
+  private async recordWithRetry(dataVersion: number, writes: readonly string[], started: number): Promise<WriteOutcome | null> {
     const deadline = Date.now() + (this.config?.failureRetrySeconds ?? 30) * 1000;
     let delay = 100;
     for (let attempt = 1; ; attempt++) {
       try {
-        const node = await this.openNode();
-        return await node.record(dataVersion, writes);
+        const node = await this.openNode(Date.now() - (performance.now() - started));
+        return await node.record(dataVersion, writes, started);
       } catch (err) {
         const msg = err instanceof Error ? err.message : String(err);
         if (err instanceof PolicyFailedError || err instanceof StallLimitError) {
           this.fail(`could not make version ${dataVersion} durable: ${msg}. ${STALL_GUIDANCE}`);
           return null;
         }
-        await this.close();
+        if (this.shutdown.signal.aborted) return null;
+        await this.closeNode();
         const fatal = this.config === null || Date.now() + delay > deadline;
         this.fail(
           `could not make version ${dataVersion} durable (attempt ${attempt}): ${msg}` +
@@ -169,14 +183,28 @@ export class LnbackupPlugin {
     }
   }
 
-  private openNode(): Promise<NodeBackup> {
+  private openNode(callStartedAt: number): Promise<NodeBackup> {
     if (this.node) return Promise.resolve(this.node);
     this.opening ??= (async () => {
       this.config ??= readConfig(this.networkDir);
-      const node = await NodeBackup.open(this.networkDir, this.config, (level, m) => this.log(level, m), this.policyEvents);
-      this.node = node;
-      this.lastError = null;
-      return node;
+      this.openingSince = Date.now();
+      // Opening may wait for servers (policy all): keep the status file saying so.
+      this.statusFile.writeNow();
+      const reporter = setInterval(() => this.statusFile.writeNow(), 10_000);
+      try {
+        const node = await NodeBackup.open(this.networkDir, this.config, (level, m) => this.log(level, m), this.policyEvents, {
+          signal: this.shutdown.signal,
+          callStartedAt,
+          onServers: (servers) => (this.openingServers = servers),
+        });
+        this.node = node;
+        this.lastError = null;
+        return node;
+      } finally {
+        clearInterval(reporter);
+        this.openingSince = null;
+        this.openingServers = [];
+      }
     })();
     const opening = this.opening;
     opening.catch(() => {
@@ -197,9 +225,11 @@ export class LnbackupPlugin {
       networkDir: this.networkDir,
       vault: this.config?.vault ?? null,
       initialized: this.initialized,
-      opening: this.node === null && this.opening !== null,
       ...(node ? node.journal.status() : {}),
       ...(node ? node.status() : {}),
+      ...(this.openingSince !== null
+        ? { openingForMs: Date.now() - this.openingSince, stalledForMs: Date.now() - this.openingSince, destinations: this.openingServers.map((d) => d.status()) }
+        : {}),
       hookLatency: this.latency.summary(),
       lastError: this.lastError,
     };

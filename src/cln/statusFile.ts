@@ -11,6 +11,7 @@ const MIN_INTERVAL_MS = 1000;
 export class StatusFile {
   private lastWrite = 0;
   private timer: NodeJS.Timeout | null = null;
+  private closed = false;
 
   constructor(
     private readonly networkDir: string,
@@ -23,7 +24,7 @@ export class StatusFile {
 
   /** Something changed: write soon (at most once a second). */
   touch(): void {
-    if (this.timer) return;
+    if (this.timer || this.closed) return;
     const wait = Math.max(0, this.lastWrite + MIN_INTERVAL_MS - Date.now());
     this.timer = setTimeout(() => this.writeNow(), wait);
     this.timer.unref();
@@ -31,6 +32,7 @@ export class StatusFile {
 
   /** Something important changed (a stall, a failure): write at once. */
   writeNow(): void {
+    if (this.closed) return;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     this.lastWrite = Date.now();
@@ -41,8 +43,10 @@ export class StatusFile {
     }
   }
 
+  /** Writes the final state once, then no more. */
   close(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    if (this.closed) return;
+    this.writeNow();
+    this.closed = true;
   }
 }

@@ -66,8 +66,11 @@ export class DurabilityPolicy {
     return this.spec.kind === 'all' ? this.destinations.length : this.spec.k;
   }
 
-  /** Hands the call to every destination; resolves when the policy's number of them hold it. */
-  store(call: StoredCall): Promise<void> {
+  /**
+   * Hands the call to every destination; resolves when the policy's number of them hold it. The
+   * stall is measured from `startedAt` (performance.now() when lightningd sent the call).
+   */
+  store(call: StoredCall, startedAt = performance.now()): Promise<void> {
     const total = this.destinations.length;
     const required = this.required;
     // A lone local vault cannot stall (it succeeds or fails at once): skip the bookkeeping.
@@ -76,7 +79,7 @@ export class DurabilityPolicy {
       let durable = 0;
       let failed = 0;
       let settled = false;
-      const waiting: Waiting = { call, startedAt: performance.now(), reportedAt: 0, reject: (err) => finish(err) };
+      const waiting: Waiting = { call, startedAt, reportedAt: 0, reject: (err) => finish(err) };
       const finish = (err: Error | null): void => {
         if (settled) return;
         settled = true;
