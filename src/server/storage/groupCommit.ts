@@ -98,8 +98,11 @@ interface Pending {
   readonly reject: (err: Error) => void;
 }
 
-/** Checks that `records` continue `tail` and returns the tail after them. */
-export function advanceTail(tail: VaultTail, records: readonly StoreRecord[], now: number): VaultTail {
+/**
+ * Checks that `records` continue `tail` and returns the tail after them. With `hash` false the
+ * returned lastHash is null (the caller hashes the last record when it needs it).
+ */
+export function advanceTail(tail: VaultTail, records: readonly StoreRecord[], now: number, hash = true): VaultTail {
   if (records.length === 0) return tail;
   let lastSeq = tail.lastSeq;
   let generation = tail.lastGeneration;
@@ -124,7 +127,7 @@ export function advanceTail(tail: VaultTail, records: readonly StoreRecord[], no
   return {
     firstSeq: tail.firstSeq === 0n ? records[0].seq : tail.firstSeq,
     lastSeq,
-    lastHash: rawRecordHash(records[records.length - 1].bytes),
+    lastHash: hash ? rawRecordHash(records[records.length - 1].bytes) : null,
     lastGeneration: generation,
     bytes,
     lastWriteAt: now,
@@ -204,7 +207,8 @@ export class GroupCommit {
     if (!base) return Promise.reject(new AppendRefusedError(`no vault ${vaultId} on this server`));
     let tailAfter: VaultTail;
     try {
-      tailAfter = advanceTail(base, records, this.now());
+      // The chain hash is computed once per vault per round, for the last record only (round()).
+      tailAfter = advanceTail(base, records, this.now(), false);
     } catch (err) {
       return Promise.reject(err as Error);
     }
@@ -302,9 +306,14 @@ export class GroupCommit {
       failed = true;
     }
     let records = 0;
-    for (const p of batch) {
-      this.durable.set(p.vaultId, p.tailAfter);
+    const settled = new Set<string>();
+    for (let i = batch.length - 1; i >= 0; i--) {
+      const p = batch[i];
       records += p.records.length;
+      // An empty append leaves the tail as it was.
+      if (p.records.length === 0 || settled.has(p.vaultId)) continue;
+      settled.add(p.vaultId);
+      this.durable.set(p.vaultId, { ...p.tailAfter, lastHash: rawRecordHash(p.records[p.records.length - 1].bytes) });
     }
     const ms = performance.now() - started;
     this.counters = {
