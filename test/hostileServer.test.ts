@@ -51,6 +51,7 @@ import { callsOf, dumpFile, dumpOf, effectiveWrites, isTransaction, node3Calls, 
 import { recordCall } from './helpers/storedCalls.js';
 import { makeNode, type VaultNode } from './helpers/testNode.js';
 import { feedNode } from './helpers/vaultFixture.js';
+import { sleep, until } from './helpers/waiting.js';
 
 const root = tempDir('hostile');
 let dirs = 0;
@@ -59,16 +60,6 @@ function freshDir(name: string): string {
   const dir = path.join(root, `${name}-${++dirs}`);
   fs.mkdirSync(dir);
   return dir;
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until(what: string, check: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
 }
 
 // -- fixtures -------------------------------------------------------------------------------------

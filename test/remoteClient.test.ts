@@ -35,6 +35,7 @@ import { dumpFile, dumpOf, effectiveWrites, node3Calls, plainReplay } from './he
 import { makeNode } from './helpers/testNode.js';
 import { feedNode } from './helpers/vaultFixture.js';
 import { TcpProxy } from './helpers/tcpProxy.js';
+import { sleep, until } from './helpers/waiting.js';
 
 const ALL = Number.MAX_SAFE_INTEGER;
 
@@ -46,16 +47,6 @@ function freshDir(name: string): string {
   const dir = path.join(root, `${name}-${++dirs}`);
   fs.mkdirSync(dir);
   return dir;
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until(what: string, check: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
 }
 
 /** A local vault written in-process: a generation-1 snapshot of an empty database, then Writes records. */

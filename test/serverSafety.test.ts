@@ -9,7 +9,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { until } from './helpers/waiting.js';
 import { ErrorCode, MessageType, NO_HASH, type Message } from '../src/server/protocol.js';
 import { generatePrivateKey, publicKeyOf } from '../src/transport/keys.js';
 import { parseRemoteUrl, formatRemoteUrl } from '../src/destinations/remoteUrl.js';
@@ -45,16 +45,6 @@ async function fill(c: RawClient, v: TestVault, n: number, payloadBytes = 200): 
     const r = v.next(payloadBytes);
     const a = await c.append(v.vaultId, r);
     assert.equal(a.type, MessageType.Ack, a.type === MessageType.Error ? `seq ${r.seq}: ${a.message}` : '');
-  }
-}
-
-async function until<T>(what: string, fn: () => T | null | undefined | false, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
   }
 }
 

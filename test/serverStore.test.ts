@@ -36,10 +36,9 @@ import { repoRoot, tempDir } from './helpers/paths.js';
 import { SkipError, startPostgres, type TestPostgres } from './helpers/postgres.js';
 import { Prng } from './helpers/prng.js';
 import type { StoreWriterSpec } from './helpers/storeWriter.js';
+import { sleep } from './helpers/waiting.js';
 
 const storeWriterEntry = path.join(repoRoot, 'dist/test/helpers/storeWriter.js');
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 /** A node's vault as the server sees it: identity bytes, and a sealer making its records. */
 class NodeVault {
   readonly keys: VaultKeys;

@@ -9,6 +9,7 @@ import net from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
 import { tempDir } from './paths.js';
+import { sleep } from './waiting.js';
 
 /** PostgreSQL is not available here; the test should be skipped with this reason. */
 export class SkipError extends Error {
@@ -72,8 +73,6 @@ function osUser(name: string): { uid: number; gid: number } | null {
   if (uid.status !== 0 || gid.status !== 0) return null;
   return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** The pids whose parent is `pid` (from /proc/<n>/stat: "pid (comm) state ppid ..."). */
 function childrenOf(pid: number): number[] {

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { until } from './waiting.js';
 import { loadKeys } from '../../src/cli/keyOptions.js';
 import { privateKeyFromSeed, publicKeyOf } from '../../src/transport/keys.js';
 import type { VaultKeys } from '../../src/vault/keys.js';
@@ -141,17 +141,6 @@ export async function serverStatus(dataDir: string): Promise<{ code: number | nu
   return { code: r.code, status: r.json as ServerStatusJson | null, stderr: r.stderr };
 }
 
-/** Polls `check` every 200 ms until it gives a value, failing after `timeoutMs` with `what`. */
-export async function until<T>(what: string, check: () => T | null | undefined | false | Promise<T | null | undefined | false>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(200);
-  }
-}
-
 /** The server's copy of this node's vault, from `lnbackup server status` (undefined when not shown). */
 export async function serverVaultOf(server: ServerHandle, transportKey: string): Promise<ServerVaultJson | undefined> {
   const { status } = await serverStatus(server.dataDir);
@@ -184,3 +173,5 @@ export function pluginStatus(node: TestNode): PluginStatusJson | null {
     return null;
   }
 }
+
+export { until };

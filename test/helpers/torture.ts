@@ -3,6 +3,7 @@
 // and working directory. (Its seeded PRNG is prng.ts.)
 import fs from 'node:fs';
 import { processAlive } from '../../src/util/processAlive.js';
+import { sleep } from './waiting.js';
 
 /** True when `pid` is alive and its working directory is `cwd` (our plugin, even between fork and exec). */
 export function aliveIn(pid: number, cwd: string): boolean {
@@ -31,7 +32,6 @@ export function findProcesses(script: string, cwd: string): number[] {
   return found;
 }
 
-export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Waits up to `timeoutMs` for every process running `script` in `cwd` to exit, then SIGKILLs (by
