@@ -1,6 +1,7 @@
 // The embedded server store (`lnbackup server --data <dir>`, the default): one folder per vault
-// under <data>/vaults, each a real vault directory (VAULT.json as the node sent it, segments/ in
-// the vault format) that the node's VaultReader can read as it is, plus an `owner` file. The data
+// under <data>/vaults, each laid out as a vault directory: VAULT.json holds the identity as the
+// node sent it (sealed: vault/identityEnvelope.ts), segments/ the records in the vault format
+// (16 MiB segments; the node's own size is sealed), plus an `owner` file. The data
 // folder is locked against a second server. Appends are written by RawVaultAppender and made
 // durable in group-commit rounds (every touched vault's fdatasync in parallel on the thread pool).
 import fs from 'node:fs';
@@ -109,7 +110,7 @@ export class FileStore implements ServerStore {
       fs.rmSync(staging, { recursive: true, force: true });
       throw this.unavailable(err, vaultsDir, 'the vault was not created');
     }
-    const appender = RawVaultAppender.open(dir, segmentBytesOf(identity), { onNotice: this.onNotice });
+    const appender = RawVaultAppender.open(dir, DEFAULT_SEGMENT_BYTES, { onNotice: this.onNotice });
     this.vaults.set(vaultId, { vaultId, dir, appender });
     this.commits.addVault({ vaultId, owner, identity }, tailOf(appender.durableTail, null));
     const created = this.commits.vault(vaultId);
@@ -185,7 +186,7 @@ export class FileStore implements ServerStore {
     const identity = readBoundedFile(identityFile, MAX_IDENTITY_BYTES);
     const owner = readBoundedFile(ownerFile, 1024).toString('utf8').trim();
     if (!isOwner(owner)) throw new Error(`the ${OWNER_FILE} file does not hold an owner key (66 hex digits)`);
-    const appender = RawVaultAppender.open(dir, segmentBytesOf(identity), {
+    const appender = RawVaultAppender.open(dir, DEFAULT_SEGMENT_BYTES, {
       onNotice: (m) => this.onNotice(`vault ${vaultId}: ${m}`),
     });
     const segments = listSegments(dir);
@@ -283,17 +284,6 @@ export class FileStore implements ServerStore {
 
 function tailOf(raw: RawTail, lastWriteAt: number | null): VaultTail {
   return { ...raw, lastWriteAt };
-}
-
-/** The vault's segment size from its VAULT.json (read without a key); the default if it says none. */
-function segmentBytesOf(identity: Buffer): number {
-  try {
-    const n = (JSON.parse(identity.toString('utf8')) as { segmentBytes?: unknown }).segmentBytes;
-    if (typeof n === 'number' && Number.isInteger(n) && n >= 4096 && n <= 1 << 30) return n;
-  } catch {
-    // not JSON: the default below
-  }
-  return DEFAULT_SEGMENT_BYTES;
 }
 
 function isFsError(err: unknown): boolean {
