@@ -30,18 +30,11 @@ import type { CallEntry, TraceEntry } from '../src/simulator/trace.js';
 import { processAlive } from '../src/util/processAlive.js';
 import type { VaultKeys } from '../src/vault/keys.js';
 import { tempDir, tracePath } from './helpers/paths.js';
-import { Prng } from './helpers/prng.js';
+import { Prng, envCount } from './helpers/prng.js';
 import { callsOf, dataVersionOf, dumpFile, IncrementalReplay, isTransaction, loadChain, NODE3_CHAIN } from './helpers/reference.js';
 import { ofKind } from './helpers/simEvents.js';
 import { makeNode } from './helpers/testNode.js';
 import { aliveIn, findProcesses, reapLeftovers } from './helpers/torture.js';
-
-function envCount(name: string, fallback: number): number {
-  const text = process.env[name];
-  if (text === undefined || text === '') return fallback;
-  if (!/^\d+$/.test(text) || Number(text) > 0xffffffff) throw new Error(`${name} must be an integer from 0 to 4294967295, got ${JSON.stringify(text)}`);
-  return Number(text);
-}
 
 const SEED = envCount('TORTURE_SEED', crypto.randomInt(2 ** 31));
 const TARGET_KILLS = envCount('TORTURE_KILLS', 200);

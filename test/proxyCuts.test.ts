@@ -20,19 +20,13 @@ import { formatRemoteUrl } from '../src/destinations/remoteUrl.js';
 import { verifyVault } from '../src/restore/verify.js';
 import { LiveReplay } from './helpers/liveReplay.js';
 import { tempDir } from './helpers/paths.js';
-import { Prng } from './helpers/prng.js';
+import { Prng, envCount } from './helpers/prng.js';
 import { dumpFile, IncrementalReplay, loadChain, NODE3_CHAIN } from './helpers/reference.js';
 import { cli, makeRemoteNode, startServerAt } from './helpers/remoteNode.js';
 import { assertServerHoldsPrefix, fixedPort, serverVaultDir, traceHead } from './helpers/serverCopy.js';
 import type { ServerHandle } from './helpers/serverProcess.js';
 import { TcpProxy } from './helpers/tcpProxy.js';
-
-function envCount(name: string, fallback: number): number {
-  const text = process.env[name];
-  if (text === undefined || text === '') return fallback;
-  if (!/^\d+$/.test(text) || Number(text) > 0xffffffff) throw new Error(`${name} must be an integer from 0 to 4294967295, got ${JSON.stringify(text)}`);
-  return Number(text);
-}
+import { sleep, within } from './helpers/waiting.js';
 
 const SEED = envCount('PROXY_CUTS_SEED', crypto.randomInt(2 ** 31));
 /** node1 is bounded to its first versions (migrations, funding, the first payments). */
@@ -40,19 +34,8 @@ const NODE1_VERSIONS = 3000;
 /** Waiting longer than this for any commit is a hang (the bounds below then fail with the figure). */
 const HANG_MS = 90_000;
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
 function log(line: string): void {
   process.stderr.write(`[proxy-cuts] ${line}\n`);
-}
-
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: nothing after ${ms} ms`)), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 type FaultKind = 'drop' | 'cut' | 'delay' | 'blackhole-3s' | 'blackhole-20s';

@@ -32,19 +32,13 @@ import type { TraceEntry } from '../src/simulator/trace.js';
 import { listSegments } from '../src/vault/segments.js';
 import { LiveReplay } from './helpers/liveReplay.js';
 import { tempDir } from './helpers/paths.js';
-import { Prng } from './helpers/prng.js';
+import { Prng, envCount } from './helpers/prng.js';
 import { callsOf, dumpFile, IncrementalReplay, isTransaction, loadChain, NODE3_CHAIN } from './helpers/reference.js';
 import { cli, makeRemoteNode, nodeArgs, startServerAt, type RemoteNode } from './helpers/remoteNode.js';
 import { allRecords, assertServerHoldsPrefix, fixedPort, serverCopyView, serverVaultDir, traceHead } from './helpers/serverCopy.js';
 import type { ServerHandle } from './helpers/serverProcess.js';
 import { makeNode } from './helpers/testNode.js';
-
-function envCount(name: string, fallback: number): number {
-  const text = process.env[name];
-  if (text === undefined || text === '') return fallback;
-  if (!/^\d+$/.test(text) || Number(text) > 0xffffffff) throw new Error(`${name} must be an integer from 0 to 4294967295, got ${JSON.stringify(text)}`);
-  return Number(text);
-}
+import { sleep, within } from './helpers/waiting.js';
 
 const SEED = envCount('SERVER_CRASH_SEED', crypto.randomInt(2 ** 31));
 const TARGET_KILLS = envCount('SERVER_CRASH_KILLS', 50);
@@ -58,20 +52,8 @@ const NODE1_VERSIONS = 2000;
 /** The share of the kills spent on node1; the rest go to node3 (several fresh nodes in a row). */
 const NODE1_SHARE = 0.6;
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
 function log(line: string): void {
   process.stderr.write(`[server-crash] ${line}\n`);
-}
-
-/** Resolves like `p`, or rejects after `ms` with `what`. */
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: nothing after ${ms} ms`)), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** A server on a fixed port, so that a restart keeps the URL the node was configured with. */

@@ -48,3 +48,11 @@ export class Prng {
     return keys[keys.length - 1];
   }
 }
+
+/** A count or seed from the environment (to reproduce a run), or `fallback`. */
+export function envCount(name: string, fallback: number): number {
+  const text = process.env[name];
+  if (text === undefined || text === '') return fallback;
+  if (!/^\d+$/.test(text) || Number(text) > 0xffffffff) throw new Error(`${name} must be an integer from 0 to 4294967295, got ${JSON.stringify(text)}`);
+  return Number(text);
+}
