@@ -18,6 +18,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
+import Database from 'better-sqlite3';
 import { PLUGIN_PATH } from '../src/cli/initNode.js';
 import { restoreDatabase, type RestoreResult } from '../src/restore/rebuild.js';
 import { verifyVault } from '../src/restore/verify.js';
@@ -31,7 +32,7 @@ import { processAlive } from '../src/util/processAlive.js';
 import type { VaultKeys } from '../src/vault/keys.js';
 import { tempDir, tracePath } from './helpers/paths.js';
 import { Prng, envCount } from './helpers/prng.js';
-import { callsOf, dataVersionOf, dumpFile, IncrementalReplay, isTransaction, loadChain, NODE3_CHAIN } from './helpers/reference.js';
+import { callsOf, dataVersionOf, dumpFile, dumpOf, IncrementalReplay, isTransaction, loadChain, NODE3_CHAIN } from './helpers/reference.js';
 import { ofKind } from './helpers/simEvents.js';
 import { makeNode } from './helpers/testNode.js';
 import { aliveIn, findProcesses, reapLeftovers } from './helpers/torture.js';
@@ -313,6 +314,8 @@ async function runLifetime(ep: Episode, plan: Plan): Promise<Lifetime> {
 /** The node's committed version and dump, read the way the next lightningd would (hot journal rolled back). */
 function readNode(ep: Episode, onCopy: boolean): { c: number; dump: string; hotJournal: boolean } {
   let file = path.join(ep.networkDir, DB_FILE);
+  // Killed before lightningd created its database: the next start begins from an empty one.
+  if (!fs.existsSync(file)) return { c: 0, dump: dumpOf(new Database(':memory:')), hotJournal: false };
   const hotJournal = fs.existsSync(`${file}-journal`) && fs.statSync(`${file}-journal`).size > 0;
   if (onCopy) {
     const copy = path.join(ep.scratchDir, 'node-copy.sqlite3');
