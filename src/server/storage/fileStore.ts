@@ -15,10 +15,10 @@ import { SEGMENTS_DIR, listSegments } from '../../vault/segments.js';
 import {
   checkNewVault,
   GroupCommit,
+  GroupCommittedStore,
   isOwner,
   isVaultId,
   MAX_IDENTITY_BYTES,
-  type GroupCommitStats,
   type VaultTail,
 } from './groupCommit.js';
 import { StorageUnavailableError, type ServerStore, type StoreRecord, type StoredVault } from './store.js';
@@ -36,11 +36,11 @@ interface FileVault {
   readonly appender: RawVaultAppender;
 }
 
-export class FileStore implements ServerStore {
+export class FileStore extends GroupCommittedStore implements ServerStore {
   readonly kind = 'files';
   readonly location: string;
   private readonly vaults = new Map<string, FileVault>();
-  private readonly commits: GroupCommit;
+  protected readonly commits: GroupCommit;
   private closed = false;
 
   private constructor(
@@ -48,6 +48,7 @@ export class FileStore implements ServerStore {
     private readonly lock: DataDirLock,
     private readonly onNotice: Notice,
   ) {
+    super();
     this.location = dataDir;
     this.commits = new GroupCommit({
       commitRound: (round) => this.commitRound(round),
@@ -74,19 +75,6 @@ export class FileStore implements ServerStore {
       lock.release();
       throw err;
     }
-  }
-
-  /** Group-commit counters (rounds, records, longest round) for status output and tests. */
-  get stats(): GroupCommitStats {
-    return this.commits.stats;
-  }
-
-  async getVault(vaultId: string): Promise<StoredVault | null> {
-    return this.commits.vault(vaultId);
-  }
-
-  async listVaults(owner?: string): Promise<StoredVault[]> {
-    return this.commits.vaults(owner);
   }
 
   async createVault(owner: string, vaultId: string, identity: Buffer): Promise<StoredVault> {

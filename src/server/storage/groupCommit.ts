@@ -351,3 +351,21 @@ function sameTail(a: VaultTail, b: VaultTail): boolean {
   const hashes = a.lastHash === null || b.lastHash === null ? a.lastHash === b.lastHash : a.lastHash.equals(b.lastHash);
   return a.lastSeq === b.lastSeq && hashes && a.firstSeq === b.firstSeq && a.bytes === b.bytes;
 }
+
+/** What both stores answer straight from their group-commit state: counters, vaults, lists. */
+export abstract class GroupCommittedStore {
+  protected abstract readonly commits: GroupCommit;
+
+  /** Group-commit counters (rounds, records, longest round) for status output and tests. */
+  get stats(): GroupCommitStats {
+    return this.commits.stats;
+  }
+
+  async getVault(vaultId: string): Promise<StoredVault | null> {
+    return this.commits.vault(vaultId);
+  }
+
+  async listVaults(owner?: string): Promise<StoredVault[]> {
+    return this.commits.vaults(owner);
+  }
+}

@@ -6,7 +6,7 @@
 // though its answer was lost. The pool reconnects by itself when the database comes back.
 import pg from 'pg';
 import { rawRecordHash } from '../../vault/rawRecords.js';
-import { checkNewVault, GroupCommit, type GroupCommitStats, type VaultTail } from './groupCommit.js';
+import { checkNewVault, GroupCommit, GroupCommittedStore, type VaultTail } from './groupCommit.js';
 import { StorageUnavailableError, type ServerStore, type StoreRecord, type StoredVault } from './store.js';
 
 export type Notice = (message: string) => void;
@@ -91,15 +91,16 @@ export function describePostgresUrl(url: string): string {
   }
 }
 
-export class PostgresStore implements ServerStore {
+export class PostgresStore extends GroupCommittedStore implements ServerStore {
   readonly kind = 'postgres';
-  private readonly commits: GroupCommit;
+  protected readonly commits: GroupCommit;
   private closed = false;
 
   private constructor(
     private readonly pool: pg.Pool,
     readonly location: string,
   ) {
+    super();
     this.commits = new GroupCommit(
       {
         commitRound: (round) => this.commitRound(round),
@@ -138,19 +139,6 @@ export class PostgresStore implements ServerStore {
       await pool.end().catch(() => undefined);
       throw store.unavailable(err, 'opening the store');
     }
-  }
-
-  /** Group-commit counters (rounds, records, longest round) for status output and tests. */
-  get stats(): GroupCommitStats {
-    return this.commits.stats;
-  }
-
-  async getVault(vaultId: string): Promise<StoredVault | null> {
-    return this.commits.vault(vaultId);
-  }
-
-  async listVaults(owner?: string): Promise<StoredVault[]> {
-    return this.commits.vaults(owner);
   }
 
   async createVault(owner: string, vaultId: string, identity: Buffer): Promise<StoredVault> {
