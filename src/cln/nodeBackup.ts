@@ -34,9 +34,9 @@ export interface NodeBackupStatus {
 export class NodeBackup {
   private constructor(
     readonly journal: Journal,
-    private readonly remotes: readonly RemoteDestination[],
-    private readonly others: readonly Destination[],
     readonly policy: DurabilityPolicy,
+    /** Fed every call but not counted by the policy: the local vault in cache mode. */
+    private readonly background: readonly Destination[],
     private readonly deferSync: boolean,
     private readonly settings: DestinationSettings,
   ) {}
@@ -70,8 +70,7 @@ export class NodeBackup {
       );
       const destinations: Destination[] = [...(settings.localVault === 'durable' ? [local] : []), ...remotes, ...replicas];
       const policy = new DurabilityPolicy(destinations, spec, settings.stallLimitSeconds === null ? null : settings.stallLimitSeconds * 1000, events);
-      const others = settings.localVault === 'durable' ? replicas : [local, ...replicas];
-      return new NodeBackup(journal, remotes, others, policy, deferSync, settings);
+      return new NodeBackup(journal, policy, settings.localVault === 'durable' ? [] : [local], deferSync, settings);
     } catch (err) {
       journal.close();
       await Promise.all(remotes.map((r) => r.close(0)));
@@ -87,15 +86,13 @@ export class NodeBackup {
     if (outcome.kind !== 'stored') return outcome;
     const call: StoredCall = { dataVersion, writes, records: outcome.records, snapshot: outcome.snapshot !== null, supersedes: outcome.supersedes };
     // A cache-mode local vault is not counted by the policy, but it is flushed all the same.
-    for (const d of this.others) {
-      if (!this.policy.destinations.includes(d)) d.store(call).catch(() => undefined);
-    }
+    for (const d of this.background) d.store(call).catch(() => undefined);
     await this.policy.store(call, startedAt);
     return outcome;
   }
 
   status(): NodeBackupStatus {
-    const all = [...this.policy.destinations, ...this.others.filter((d) => !this.policy.destinations.includes(d))];
+    const all = [...this.policy.destinations, ...this.background];
     return {
       policy: formatPolicy(this.policy.spec),
       localVault: this.settings.localVault,
@@ -106,7 +103,7 @@ export class NodeBackup {
 
   async close(): Promise<void> {
     this.policy.close();
-    await Promise.all([...this.remotes, ...this.others].map((d) => d.close(CLOSE_GRACE_MS)));
+    await Promise.all([...this.policy.destinations, ...this.background].map((d) => d.close(CLOSE_GRACE_MS)));
     this.journal.close();
   }
 }
