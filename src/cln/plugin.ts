@@ -30,7 +30,7 @@ export interface PluginIo {
 }
 
 const RESTORE_HINT =
-  "Do NOT start this node again on this database. Restore the newest state from the backup with 'lnbackup restore --vault <vault> --hsm-secret <hsm_secret> --to <lightningd.sqlite3>' (see 'lnbackup restore --help'), then start lightningd.";
+  "Do NOT start this node again on this database. Restore the newest state from the backup with 'lnbackup restore --vault <vault> --hsm-secret <hsm_secret> --to <lightningd.sqlite3>' (or '--from lnbackup://…' instead of --vault, from a server; see 'lnbackup restore --help'), then start lightningd.";
 
 const STALL_GUIDANCE =
   'lightningd is stopped before it commits anything that is not backed up. Bring the destinations back (see lnbackup-status.json and the log above), or change them with `lnbackup destination`, then start lightningd again.';
