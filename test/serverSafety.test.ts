@@ -116,6 +116,13 @@ async function assertAllAckedStored(srv: ServerHandle, v: TestVault, acked: bigi
   }
 }
 
+/** A client of `v` with its vault open: created with its identity, or only opened. */
+async function clientWithVault(url: string, v: TestVault, create: boolean): Promise<RawClient> {
+  const c = await RawClient.ready(url, v.transportKey);
+  assert.equal((await (create ? c.openVault(v.vaultId, v.identity) : c.openVault(v.vaultId))).type, MessageType.VaultState);
+  return c;
+}
+
 test('remote URLs: format and parse, with clear errors', () => {
   const key = publicKeyOf(generatePrivateKey());
   const pub = parseRemoteUrl(formatRemoteUrl(key, '::1', 9736));
@@ -230,8 +237,7 @@ test('over quota: QuotaExceeded, nothing stored; the vault count is limited too,
   const a = testVault(tmp, 'quota-a');
   let srv = await startServer({ args: ['--quota', '3KiB', '--max-vaults', '1'] });
   try {
-    const c = await RawClient.ready(srv.url, a.transportKey);
-    assert.equal((await c.openVault(a.vaultId, a.identity)).type, MessageType.VaultState);
+    const c = await clientWithVault(srv.url, a, true);
     let refused: ErrorMessage | null = null;
     const acked: bigint[] = [];
     for (let i = 0; i < 50 && !refused; i++) {
@@ -260,8 +266,7 @@ test('over quota: QuotaExceeded, nothing stored; the vault count is limited too,
     assert.equal(await srv.stop(), 0);
 
     srv = await srv.restart();
-    const c2 = await RawClient.ready(srv.url, a.transportKey);
-    assert.equal((await c2.openVault(a.vaultId)).type, MessageType.VaultState);
+    const c2 = await clientWithVault(srv.url, a, false);
     assert.equal(asError(await c2.append(a.vaultId, a.sealed[acked.length]), 'after restart').code, ErrorCode.QuotaExceeded);
     c2.close();
   } finally {
@@ -306,8 +311,7 @@ test('out-of-order and replayed appends are refused with the server\'s last seq,
     assert.equal(lie.code, ErrorCode.BadMessage);
     assert.match(lie.message, /header says seq 7/);
     await c.closed;
-    const c2 = await RawClient.ready(srv.url, a.transportKey);
-    assert.equal((await c2.openVault(a.vaultId)).type, MessageType.VaultState);
+    const c2 = await clientWithVault(srv.url, a, false);
     assert.equal((await c2.append(a.vaultId, r7)).type, MessageType.Ack);
     c2.close();
   } finally {
@@ -382,8 +386,7 @@ test('SIGTERM with appends in flight: the server answers what it received, exits
   const a = testVault(tmp, 'sigterm-a');
   let srv = await startServer();
   try {
-    const c = await RawClient.ready(srv.url, a.transportKey);
-    assert.equal((await c.openVault(a.vaultId, a.identity)).type, MessageType.VaultState);
+    const c = await clientWithVault(srv.url, a, true);
     // The client keeps streaming while the server stops: what arrived before the signal is
     // answered, what comes after is not, and the stream does not keep the server from stopping.
     const p = stream(c, a, 500, 100_000);
@@ -441,8 +444,7 @@ test('kill -9 of the server, then restart: every acked record is present', async
   const a = testVault(tmp, 'kill9-a');
   let srv = await startServer();
   try {
-    const c = await RawClient.ready(srv.url, a.transportKey);
-    assert.equal((await c.openVault(a.vaultId, a.identity)).type, MessageType.VaultState);
+    const c = await clientWithVault(srv.url, a, true);
     const p = stream(c, a, 500, 100_000);
     await until('200 acks', () => p.acked.length >= 200, 30_000);
     srv.kill9();
@@ -455,8 +457,7 @@ test('kill -9 of the server, then restart: every acked record is present', async
     const last = await assertAllAckedStored(srv, a, p.acked);
     process.stdout.write(`# kill -9: ${p.sent()} appends sent, ${p.acked.length} acked before the kill, ${last} records stored\n`);
     // The vault goes on from where it ends.
-    const c2 = await RawClient.ready(srv.url, a.transportKey);
-    assert.equal((await c2.openVault(a.vaultId)).type, MessageType.VaultState);
+    const c2 = await clientWithVault(srv.url, a, false);
     c2.close();
   } finally {
     await srv.stop();

@@ -170,6 +170,18 @@ async function openWithNotices(spec: StoreSpec): Promise<{ store: OpenedStore; n
   return { store, notices };
 }
 
+/** Runs `use` on a freshly opened store of the harness (nothing when it is skipped), then closes it. */
+async function withFreshStore(h: Harness, t: TestContext, use: (store: OpenedStore, spec: StoreSpec) => Promise<void>): Promise<void> {
+  const spec = await h.fresh(t);
+  if (!spec) return;
+  const { store } = await openWithNotices(spec);
+  try {
+    await use(store, spec);
+  } finally {
+    await store.close();
+  }
+}
+
 for (const h of [filesHarness, postgresHarness]) {
   describe(`server store: ${h.kind}`, () => {
     if (h.kind === 'postgres') {
@@ -187,10 +199,7 @@ for (const h of [filesHarness, postgresHarness]) {
     }
 
     test('creates, gets and lists vaults by owner', async (t) => {
-      const spec = await h.fresh(t);
-      if (!spec) return;
-      const { store } = await openWithNotices(spec);
-      try {
+      await withFreshStore(h, t, async (store) => {
         assert.equal(store.kind, h.kind);
         const alice = randomOwner();
         const bob = randomOwner();
@@ -220,16 +229,11 @@ for (const h of [filesHarness, postgresHarness]) {
         await assert.rejects(store.createVault(alice, '../escape', a1.identity), /not 32 lowercase hex/);
         await assert.rejects(store.createVault('nope', crypto.randomBytes(16).toString('hex'), a1.identity), /owner/);
         if (h.kind === 'postgres') assert.doesNotMatch(store.location, /:[^@/]*@/, 'no password in the location');
-      } finally {
-        await store.close();
-      }
+      });
     });
 
     test('appends in order and reads back exactly; the tail is right', async (t) => {
-      const spec = await h.fresh(t);
-      if (!spec) return;
-      const { store } = await openWithNotices(spec);
-      try {
+      await withFreshStore(h, t, async (store) => {
         const node = new NodeVault(4096);
         await store.createVault(node.owner, node.vaultId, node.identity);
         const all: StoreRecord[] = [];
@@ -260,16 +264,11 @@ for (const h of [filesHarness, postgresHarness]) {
         const tail = await store.readRecords(node.vaultId, 30n, 1 << 30);
         assertSameRecords(tail, all.slice(29));
         assert.deepEqual(await store.readRecords(node.vaultId, v.lastSeq + 1n, 1 << 20), []);
-      } finally {
-        await store.close();
-      }
+      });
     });
 
     test('pipelined appends (100 append calls without waiting) are all durable and in order', async (t) => {
-      const spec = await h.fresh(t);
-      if (!spec) return;
-      const { store } = await openWithNotices(spec);
-      try {
+      await withFreshStore(h, t, async (store) => {
         const node = new NodeVault(8192);
         await store.createVault(node.owner, node.vaultId, node.identity);
         const batches = Array.from({ length: 100 }, (_, i) => node.next(1 + (i % 3), 600));
@@ -279,16 +278,11 @@ for (const h of [filesHarness, postgresHarness]) {
         const all = batches.flat();
         assertSameRecords(await readAll(store, node.vaultId), all);
         assert.equal((await store.getVault(node.vaultId))?.lastSeq, all[all.length - 1].seq);
-      } finally {
-        await store.close();
-      }
+      });
     });
 
     test('an append out of sequence or malformed is refused and changes nothing', async (t) => {
-      const spec = await h.fresh(t);
-      if (!spec) return;
-      const { store } = await openWithNotices(spec);
-      try {
+      await withFreshStore(h, t, async (store) => {
         const node = new NodeVault();
         await store.createVault(node.owner, node.vaultId, node.identity);
         const first = node.next(3);
@@ -310,16 +304,11 @@ for (const h of [filesHarness, postgresHarness]) {
         await store.append(node.vaultId, node.next(1));
         node.generation = 2;
         await assert.rejects(store.append(node.vaultId, node.next(1)), /older than/);
-      } finally {
-        await store.close();
-      }
+      });
     });
 
     test('group commit: 200 concurrent appends across 20 vaults take far fewer rounds', async (t) => {
-      const spec = await h.fresh(t);
-      if (!spec) return;
-      const { store } = await openWithNotices(spec);
-      try {
+      await withFreshStore(h, t, async (store) => {
         const nodes = Array.from({ length: 20 }, () => new NodeVault(4096));
         for (const n of nodes) await store.createVault(n.owner, n.vaultId, n.identity);
         const before = store.stats;
@@ -342,9 +331,7 @@ for (const h of [filesHarness, postgresHarness]) {
         assert.equal(after.records - before.records, 400);
         assert.ok(rounds < appends.length / 2, `${rounds} rounds for ${appends.length} appends`);
         for (const n of nodes) assertSameRecords(await readAll(store, n.vaultId), expected.get(n.vaultId) ?? []);
-      } finally {
-        await store.close();
-      }
+      });
     });
 
     test('reopening after close gives the same state', async (t) => {
@@ -391,10 +378,7 @@ for (const h of [filesHarness, postgresHarness]) {
     });
 
     test('readRecords pages by maxBytes', async (t) => {
-      const spec = await h.fresh(t);
-      if (!spec) return;
-      const { store } = await openWithNotices(spec);
-      try {
+      await withFreshStore(h, t, async (store) => {
         const node = new NodeVault(4096);
         await store.createVault(node.owner, node.vaultId, node.identity);
         const all = node.next(120, 3000);
@@ -418,9 +402,7 @@ for (const h of [filesHarness, postgresHarness]) {
             assert.ok(totalBytes(pages[i]) + pages[i + 1][0].bytes.length > maxBytes || totalBytes(pages[i]) >= maxBytes);
           }
         }
-      } finally {
-        await store.close();
-      }
+      });
     });
 
     test('crash safety: a writer killed by SIGKILL at random moments loses no acknowledged record', async (t) => {
