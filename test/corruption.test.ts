@@ -63,6 +63,11 @@ let copies = 0;
 function damaged(damage: (vault: string) => void): string {
   const vault = path.join(work, `v${copies++}`);
   fs.cpSync(node.vault, vault, { recursive: true });
+  // Without its redundancy (parity files, the tail's mirror), which would repair most of this damage
+  // (test/bitrot.test.ts covers that): here the record checks alone must find it.
+  for (const name of fs.readdirSync(path.join(vault, SEGMENTS_DIR))) {
+    if (name.endsWith('.parity') || name.endsWith('.mirror')) fs.rmSync(path.join(vault, SEGMENTS_DIR, name));
+  }
   damage(vault);
   return vault;
 }

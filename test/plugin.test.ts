@@ -35,8 +35,9 @@ test('node1 trace through the plugin: restore equals the node database', async (
   const r = restoreAndCompare(node, 8176);
   assert.equal(r.inFlight, true, 'the last transaction is never confirmed by a later call');
   assert.equal(r.committedVersion, 8175);
-  assert.equal(r.generation, 1);
-  assert.equal(r.baseVersion, 0);
+  // Compaction (on by default) started new generations along the way; each restores the same.
+  assert.ok(r.generation > 1, `generation ${r.generation}: compaction never ran`);
+  assert.ok(r.baseVersion > 0);
 });
 
 test('fail trace: every acked-but-uncommitted transaction is superseded, restore equals the node', async () => {

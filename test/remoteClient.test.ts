@@ -102,7 +102,7 @@ class TestVault {
     const record = this.sealer.seal({ type: RecordType.Writes, generation: 1, dataVersion, supersedes: 0n, payload: encodeWrites(writes) });
     this.writer.append(record);
     if (dataVersion % 50 === 0) this.writer.sync();
-    return { dataVersion, writes, records: [record], snapshot: false, supersedes: 0n };
+    return { dataVersion, writes, records: [record], snapshot: false, supersedes: 0n, packs: [] };
   }
 
   /** A copy of the vault as it is now (without the writer's lock), opened for writing. */

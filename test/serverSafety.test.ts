@@ -483,6 +483,11 @@ test('storage failure: StorageUnavailable for the failed append and every later 
     listVaults: (owner) => real.listVaults(owner),
     append: (id, records) => (failing ? Promise.reject(new StorageUnavailableError('disk full (simulated)')) : real.append(id, records)),
     readRecords: (id, from, max) => real.readRecords(id, from, max),
+    putPack: (id, name, bytes) => real.putPack(id, name, bytes),
+    listPacks: (id) => real.listPacks(id),
+    readPack: (id, name, offset, max) => real.readPack(id, name, offset, max),
+    deletePacks: (id, names) => real.deletePacks(id, names),
+    prune: (id, keep) => real.prune(id, keep),
     close: () => real.close(),
   };
   const srv = await BackupServer.start({ dataDir, host: '127.0.0.1', port: 0, allow: 'open', store });

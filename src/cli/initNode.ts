@@ -16,6 +16,7 @@ import {
   type DestinationSettings,
   type LocalVaultMode,
   type PluginConfig,
+  type RetentionSettings,
 } from '../cln/config.js';
 import { versionDistance } from '../journal/dataVersion.js';
 import { Journal } from '../journal/journal.js';
@@ -38,6 +39,8 @@ export interface InitOptions {
   readonly failureRetrySeconds?: number;
   /** Destinations besides the local vault, and the durability policy (written to the configuration). */
   readonly destinations?: Omit<DestinationSettings, 'localVault'> & { readonly localVault?: LocalVaultMode };
+  /** Compaction and retention settings that differ from the defaults. */
+  readonly retention?: Partial<RetentionSettings>;
   readonly onProgress?: ProgressFn;
 }
 
@@ -120,6 +123,7 @@ export function prepareNode(o: InitOptions): PreparedNode {
       vaultId: identity.vaultId,
       failureRetrySeconds: o.failureRetrySeconds ?? 30,
       ...(d ? { remotes: d.remotes, replicas: d.replicas.map((r) => path.resolve(r)), policy: d.policy, stallLimitSeconds: d.stallLimitSeconds, localVault: d.localVault ?? 'durable' } : {}),
+      ...(o.retention && Object.keys(o.retention).length > 0 ? { retention: o.retention } : {}),
     };
     const result: InitResult = {
       nodeId,

@@ -1,7 +1,9 @@
 #!/usr/bin/env node
-// The `lnbackup` command: init, restore, verify, status, demo. Every command takes --json (one
+// The `lnbackup` command: init, restore, verify, status, scrub, demo. Every command takes --json (one
 // JSON object on stdout) and shows progress on a terminal for long work.
 import { Command, CommanderError } from 'commander';
+import { DEFAULT_RETENTION } from '../cln/config.js';
+import { listGenerationSummaries } from '../restore/generationList.js';
 import { restoreDatabase } from '../restore/rebuild.js';
 import { vaultStatus } from '../restore/status.js';
 import { verifyVault } from '../restore/verify.js';
@@ -29,10 +31,15 @@ interface InitFlags {
   policy: string;
   stallLimit: string;
   localVault: string;
+  keepGenerations?: number;
+  keep?: number;
+  compactRatio?: number;
 }
 import { formatBytes, progressBar } from './progress.js';
 import { runDemo } from './demo.js';
 import { registerServerCommands } from './serverCommands.js';
+import { registerScrubCommand } from './scrubCommand.js';
+import { describeRepair, repairVaultInMemory } from '../vault/redundancy/protectedRead.js';
 
 // The server flushes every vault file a round touched in parallel on libuv's thread pool (4
 // threads unless set): give it more before anything uses the pool.
@@ -102,6 +109,32 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
+function parseCount(v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) throw new UsageError(`expected a whole number of 1 or more, not '${v}'`);
+  return n;
+}
+
+const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
+
+function parseDuration(v: string): number {
+  const m = /^(\d+)([smhd])$/.exec(v);
+  if (!m) throw new UsageError(`expected a duration like 90m, 12h or 7d, not '${v}'`);
+  return Number(m[1]) * DURATION_UNITS[m[2]];
+}
+
+function parseRatio(v: string): number {
+  const n = Number(v);
+  if (!/^\d*\.?\d+$/.test(v) || !(n > 0)) throw new UsageError(`expected a number above 0, not '${v}'`);
+  return n;
+}
+
+function parseTime(v: string): number {
+  const t = Date.parse(v);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(v) || Number.isNaN(t)) throw new UsageError(`--time takes an ISO 8601 moment (e.g. 2026-11-22T10:30:00Z), not '${v}'`);
+  return t;
+}
+
 function parseVersion(v: string): number {
   const n = Number(v);
   if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n >= U32) throw new UsageError(`--version takes a data_version (0..${U32 - 1}), not '${v}'`);
@@ -122,6 +155,9 @@ program
   .option('--policy <policy>', "'all' (default: every destination durable before lightningd commits) or 'quorum=K'", 'all')
   .option('--stall-limit <seconds>', "stop lightningd once a transaction has waited this long for its destinations (default 'none': wait)", 'none')
   .option('--local-vault <mode>', "'durable' (default) or 'cache' (with --remote: the servers hold the backup, the local vault only feeds them)", 'durable')
+  .option('--keep-generations <n>', `keep this many generations for point-in-time restore (default ${DEFAULT_RETENTION.keepGenerations}: since the last compaction)`, parseCount)
+  .option('--keep <duration>', 'also keep whatever restores any moment of this last span (e.g. 7d, 12h, 90m; default none)', parseDuration)
+  .option('--compact-ratio <r>', `compact once the calls since the last snapshot exceed this share of the database size (default ${DEFAULT_RETENTION.compactRatio})`, parseRatio)
   .addOption(jsonOption())
   .action((o: InitFlags) =>
     run(o, async () => {
@@ -134,7 +170,8 @@ program
       };
       checkDestinations(destinations);
       const bar = progressBar('snapshot', !o.json);
-      const prepared = prepareNode({ ...o, destinations, onProgress: bar.update });
+      const retention = { keepGenerations: o.keepGenerations, keepSeconds: o.keep, compactRatio: o.compactRatio };
+      const prepared = prepareNode({ ...o, destinations, retention: Object.fromEntries(Object.entries(retention).filter(([, v]) => v !== undefined)), onProgress: bar.update });
       bar.done();
       const r = prepared.result;
       const pushed: ({ url: string } & PushResult)[] = [];
@@ -163,15 +200,18 @@ program
 vaultCommand('restore', 'rebuild a Core Lightning database from a vault (newest version, or --version N), with integrity checks')
   .requiredOption('--to <file>', 'the database file to write (e.g. <lightning-dir>/<network>/lightningd.sqlite3)')
   .option('--version <n>', 'restore this data_version instead of the newest', parseVersion)
+  .option('--time <when>', "restore the database as it was at this moment (ISO 8601, e.g. 2026-11-22T10:30:00Z); see 'lnbackup generations' for what is kept", parseTime)
   .option('--exclude-in-flight', 'leave out the last transaction if its commit is not confirmed')
   .option('--force', 'replace an existing file (stop lightningd first)')
-  .action((o: KeyFlags & SourceFlags & { to: string; version?: number; excludeInFlight?: boolean; force?: boolean }) =>
+  .action((o: KeyFlags & SourceFlags & { to: string; version?: number; time?: number; excludeInFlight?: boolean; force?: boolean }) =>
     run(o, async () => {
       const { keys } = requireKeys(o);
       const notices: string[] = [];
-      const r = await withVaultDir(o, keys, (vaultDir) => {
+      const r = await withVaultDir(o, keys, async (vaultDir) => {
+        // Damaged files are repaired in memory from their parity or mirror first (and said so).
+        const repair = await repairVaultInMemory(vaultDir);
         const bar = progressBar('restore', !o.json);
-        const restored = restoreDatabase({ vaultDir, keys, to: o.to, version: o.version, excludeInFlight: o.excludeInFlight, force: o.force, onProgress: bar.update, onNotice: (m) => notices.push(m) });
+        const restored = restoreDatabase({ vaultDir, keys, to: o.to, version: o.version, time: o.time, excludeInFlight: o.excludeInFlight, force: o.force, onProgress: bar.update, onNotice: (m) => notices.push(m), repair });
         bar.done();
         return restored;
       });
@@ -186,17 +226,37 @@ vaultCommand('restore', 'rebuild a Core Lightning database from a vault (newest 
     }),
   );
 
+vaultCommand('generations', 'the generations a vault keeps (what point-in-time restore can reach) and what each costs')
+  .action((o: KeyFlags & SourceFlags) =>
+    run(o, async () => {
+      const { keys } = requireKeys(o);
+      const r = await withVaultDir(o, keys, (vaultDir) => listGenerationSummaries(vaultDir, keys));
+      emit(o, { ok: r.damage === null, ...r }, () => [
+        ...r.generations.map(
+          (g) =>
+            `generation ${g.generation}: versions ${g.baseVersion}..${g.lastVersion}, ${g.snapshotTakenAt} .. ${g.lastCallAt ?? g.snapshotTakenAt}, ${g.calls} calls, ${g.pages} pages; ` +
+            `${formatBytes(g.recordBytes)} of records, packs ${formatBytes(g.packBytes)} (shared)${g.complete ? '' : ', snapshot INCOMPLETE'}`,
+        ),
+        `total:       ${formatBytes(r.recordBytes)} of records + ${formatBytes(r.packBytes)} of page packs, + ${formatBytes(r.redundancyBytes)} of parity and mirrors`,
+        ...(r.damage ? [`damage:      ${r.damage} (run 'lnbackup scrub --repair'; the list stops there)`] : []),
+      ]);
+      return r.damage === null ? 0 : EXIT_CHECK_FAILED;
+    }),
+  );
+
 vaultCommand('verify', 'check every record of a vault (authentication, hash chain, sequence, snapshots) without writing a database')
   .action((o: KeyFlags & SourceFlags) =>
     run(o, async () => {
       const { keys } = requireKeys(o);
-      const r = await withVaultDir(o, keys, (vaultDir) => {
+      const r = await withVaultDir(o, keys, async (vaultDir) => {
+        const repair = await repairVaultInMemory(vaultDir);
         const bar = progressBar('verify', !o.json);
-        const verified = verifyVault(vaultDir, keys, bar.update);
+        const verified = verifyVault(vaultDir, keys, bar.update, repair);
         bar.done();
-        return verified;
+        return { ...verified, notices: describeRepair(repair) };
       });
       emit(o, r, () => [
+        ...r.notices.map((n) => `note: ${n}`),
         r.ok ? `ok: ${r.records} records, ${formatBytes(r.bytes)}, ${r.generations.length} generation(s)` : `FAILED after ${r.records} good records`,
         ...r.generations.map((g) => `  generation ${g.generation}: snapshot at version ${g.baseVersion}, up to version ${g.version}${g.inFlight ? ' (last transaction in flight)' : ''}, ${g.transactions} transactions, ${g.superseded} superseded${g.complete ? '' : ', snapshot INCOMPLETE'}`),
         ...(r.tornTail ? [`  note: a torn, never-acknowledged record at ${r.tornTail.segment}:${r.tornTail.offset} (${r.tornTail.bytes} bytes) is ignored`] : []),
@@ -233,6 +293,7 @@ program
   .action((o: { trace?: string; dir?: string; json?: boolean }) => run(o, () => runDemo(o)));
 
 registerServerCommands(program);
+registerScrubCommand(program);
 registerDestinationCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -72,6 +72,19 @@ export function checkPostgresUrl(text: string): string {
   return text;
 }
 
+const DURATION_UNITS: Record<string, number> = { '': 1000, ms: 1, s: 1000, m: 60_000, min: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** "24h", "30m", "90s", "500ms", "1d", or plain seconds; "0" = never. */
+export function parseDuration(text: string, option: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
+  const unit = m ? DURATION_UNITS[m[2].toLowerCase()] : undefined;
+  const ms = m && unit !== undefined ? Math.round(Number(m[1]) * unit) : NaN;
+  if (!Number.isSafeInteger(ms) || ms < 0 || ms > 365 * 86_400_000) {
+    throw new UsageError(`${option} takes a duration such as 24h, 30m, 90s or 0 (never), not '${text}'`);
+  }
+  return ms;
+}
+
 function parseMessageSize(text: string): number {
   const n = parseSize(text, '--max-message');
   if (n < 1024 * 1024 || n > 1024 ** 3) throw new UsageError(`--max-message must be from 1MiB to 1GiB, not '${text}'`);
@@ -91,6 +104,7 @@ interface ServerFlags {
   maxMessage?: string;
   idleTimeout?: string;
   handshakeTimeout?: string;
+  scrubInterval?: string;
   json?: boolean;
 }
 
@@ -133,6 +147,7 @@ async function serve(o: ServerFlags): Promise<number> {
     maxMessageBytes: o.maxMessage === undefined ? undefined : parseMessageSize(o.maxMessage),
     idleTimeoutMs: seconds(o.idleTimeout, '--idle-timeout'),
     handshakeTimeoutMs: seconds(o.handshakeTimeout, '--handshake-timeout'),
+    scrubIntervalMs: o.scrubInterval === undefined ? undefined : parseDuration(o.scrubInterval, '--scrub-interval'),
     onEvent: log,
   });
 
@@ -208,6 +223,7 @@ export function registerServerCommands(program: Command): void {
     .addOption(new Option('--max-message <size>', 'largest message taken or sent (default 16MiB); a record must fit in one'))
     .addOption(new Option('--idle-timeout <seconds>', 'close a connection silent this long (default 120)'))
     .addOption(new Option('--handshake-timeout <seconds>', 'close a connection that has not finished the handshake and Hello in this time (default 10)'))
+    .option('--scrub-interval <duration>', 'check every stored file against its parity and repair it in place this often, e.g. 24h, 30m, 0 = never (default 24h; the first run some minutes after the start; file storage only)')
     .addOption(jsonOption())
     .addHelpText(
       'after',

@@ -34,6 +34,35 @@ export interface PluginConfig {
   readonly stallLimitSeconds?: number | null;
   /** 'durable' (default): the local vault is a destination; 'cache': it only feeds the others. */
   readonly localVault?: LocalVaultMode;
+  /** When to compact and what to keep (defaults: DEFAULT_RETENTION). */
+  readonly retention?: Partial<RetentionSettings>;
+}
+
+/** Compaction and retention (docs/COMPACTION.md). */
+export interface RetentionSettings {
+  /** Compact once the calls since the last snapshot exceed this share of the database's size... */
+  readonly compactRatio: number;
+  /** ...and at least this many bytes. */
+  readonly compactMinBytes: number;
+  /** Keep at least this many complete generations (the newest included). */
+  readonly keepGenerations: number;
+  /** Keep every generation needed to restore any moment of the last this many seconds. */
+  readonly keepSeconds: number;
+}
+
+export const DEFAULT_RETENTION: RetentionSettings = { compactRatio: 0.25, compactMinBytes: 64 * 1024, keepGenerations: 1, keepSeconds: 0 };
+
+export function retentionSettings(c: PluginConfig): RetentionSettings {
+  return { ...DEFAULT_RETENTION, ...(c.retention ?? {}) };
+}
+
+/** Why a retention setting is not acceptable, or null. */
+export function retentionProblem(r: Partial<RetentionSettings>): string | null {
+  if (r.compactRatio !== undefined && !(typeof r.compactRatio === 'number' && r.compactRatio > 0 && r.compactRatio <= 1000)) return 'compactRatio must be a number above 0';
+  if (r.compactMinBytes !== undefined && !(Number.isSafeInteger(r.compactMinBytes) && r.compactMinBytes >= 0)) return 'compactMinBytes must be a whole number of bytes';
+  if (r.keepGenerations !== undefined && !(Number.isSafeInteger(r.keepGenerations) && r.keepGenerations >= 1)) return 'keepGenerations must be 1 or more';
+  if (r.keepSeconds !== undefined && !(Number.isSafeInteger(r.keepSeconds) && r.keepSeconds >= 0)) return 'keepSeconds must be a whole number of seconds';
+  return null;
 }
 
 export type LocalVaultMode = 'durable' | 'cache';
@@ -95,7 +124,8 @@ export function readConfig(networkDir: string): PluginConfig {
     !optionalStrings(c.replicas) ||
     (c.policy !== undefined && typeof c.policy !== 'string') ||
     (c.stallLimitSeconds !== undefined && c.stallLimitSeconds !== null && typeof c.stallLimitSeconds !== 'number') ||
-    (c.localVault !== undefined && c.localVault !== 'durable' && c.localVault !== 'cache')
+    (c.localVault !== undefined && c.localVault !== 'durable' && c.localVault !== 'cache') ||
+    (c.retention !== undefined && (typeof c.retention !== 'object' || c.retention === null || retentionProblem(c.retention) !== null))
   ) {
     throw new ConfigError(`${file} is not an lnbackup ${CONFIG_VERSION} configuration; re-run 'lnbackup init --force'`);
   }

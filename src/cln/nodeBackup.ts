@@ -9,12 +9,14 @@ import { identityPath } from '../vault/identity.js';
 import type { VaultKeys } from '../vault/keys.js';
 import { readBoundedFile } from '../util/durableFs.js';
 import { adoptRecords } from '../vault/adopt.js';
-import type { Destination, DestinationStatus, StoredCall } from '../destinations/destination.js';
+import { deliver, type Destination, type DestinationStatus, type StoredCall } from '../destinations/destination.js';
+import { readGenerationPages, type GenerationPages } from '../journal/retention.js';
+import { Compactor, type CompactionStatus } from './compactor.js';
 import { LocalVaultDestination } from '../destinations/localVault.js';
 import { DurabilityPolicy, formatPolicy, parsePolicy, type PolicyEvents, type PolicySpec } from '../destinations/policy.js';
 import { RemoteDestination } from '../destinations/remote.js';
 import { ReplicaDestination } from '../destinations/replica.js';
-import { destinationSettings, resolveIn, type DestinationSettings, type PluginConfig } from './config.js';
+import { destinationSettings, resolveIn, retentionSettings, type DestinationSettings, type PluginConfig, type RetentionSettings } from './config.js';
 import { loadNodeKeys } from './nodeKeys.js';
 import type { LogLevel } from './protocol.js';
 
@@ -29,9 +31,12 @@ export interface NodeBackupStatus {
   readonly destinations: DestinationStatus[];
   /** How long the current call has been waiting for its destinations (null: none waits). */
   readonly stalledForMs: number | null;
+  readonly compaction: CompactionStatus;
 }
 
 export class NodeBackup {
+  private readonly compactor: Compactor;
+
   private constructor(
     readonly journal: Journal,
     readonly policy: DurabilityPolicy,
@@ -39,7 +44,13 @@ export class NodeBackup {
     private readonly background: readonly Destination[],
     private readonly deferSync: boolean,
     private readonly settings: DestinationSettings,
-  ) {}
+    retention: RetentionSettings,
+    generations: GenerationPages[] | null,
+    log: NodeLog,
+  ) {
+    const others = [...policy.destinations, ...background].filter((d) => d.kind !== 'vault');
+    this.compactor = new Compactor(journal, () => others, retention, generations, log);
+  }
 
   static async open(networkDir: string, config: PluginConfig, log: NodeLog, events: PolicyEvents, options: OpenOptions): Promise<NodeBackup> {
     const keys = loadNodeKeys(networkDir, config);
@@ -70,7 +81,10 @@ export class NodeBackup {
       );
       const destinations: Destination[] = [...(settings.localVault === 'durable' ? [local] : []), ...remotes, ...replicas];
       const policy = new DurabilityPolicy(destinations, spec, settings.stallLimitSeconds === null ? null : settings.stallLimitSeconds * 1000, events);
-      return new NodeBackup(journal, policy, settings.localVault === 'durable' ? [] : [local], deferSync, settings);
+      const { gens, damaged } = readGenerationPages(journal.identity, keys, config.vault);
+      // With damage the kept generations are not all known: nothing is removed until it is repaired.
+      if (damaged !== null) log('unusual', `retention is paused until the vault is repaired ('lnbackup scrub --repair'): ${damaged}`);
+      return new NodeBackup(journal, policy, settings.localVault === 'durable' ? [] : [local], deferSync, settings, retentionSettings(config), damaged === null ? gens : null, log);
     } catch (err) {
       journal.close();
       await Promise.all(remotes.map((r) => r.close(0)));
@@ -84,10 +98,19 @@ export class NodeBackup {
   async record(dataVersion: number, writes: readonly string[], startedAt: number): Promise<WriteOutcome> {
     const outcome = this.journal.record(dataVersion, writes, { deferSync: this.deferSync });
     if (outcome.kind !== 'stored') return outcome;
-    const call: StoredCall = { dataVersion, writes, records: outcome.records, snapshot: outcome.snapshot !== null, supersedes: outcome.supersedes };
+    const call: StoredCall = {
+      dataVersion,
+      writes,
+      records: outcome.records,
+      snapshot: outcome.snapshot !== null || outcome.compacted !== null,
+      supersedes: outcome.supersedes,
+      packs: outcome.packs,
+    };
     // A cache-mode local vault is not counted by the policy, but it is flushed all the same.
-    for (const d of this.background) d.store(call).catch(() => undefined);
-    await this.policy.store(call, startedAt);
+    const background = this.background.map((d) => deliver(d, call));
+    const held = this.policy.store(call, startedAt);
+    this.compactor.afterCall(outcome, Promise.all([this.policy.lastEverywhere, ...background]).then(() => undefined));
+    await held;
     return outcome;
   }
 
@@ -98,10 +121,12 @@ export class NodeBackup {
       localVault: this.settings.localVault,
       destinations: all.map((d) => d.status()),
       stalledForMs: this.policy.stalledForMs(),
+      compaction: this.compactor.status(),
     };
   }
 
   async close(): Promise<void> {
+    this.compactor.close();
     this.policy.close();
     await Promise.all([...this.policy.destinations, ...this.background].map((d) => d.close(CLOSE_GRACE_MS)));
     this.journal.close();

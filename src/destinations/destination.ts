@@ -4,6 +4,12 @@
 // have them before `continue`.
 import type { SealedRecord } from '../vault/sealer.js';
 
+/** A page pack a call's records refer to (a paged snapshot taken inside the call). */
+export interface PackToStore {
+  readonly name: string;
+  readonly bytes: Buffer;
+}
+
 /** One db_write call as the destinations see it. */
 export interface StoredCall {
   readonly dataVersion: number;
@@ -14,6 +20,16 @@ export interface StoredCall {
   readonly snapshot: boolean;
   /** The seq of the record this call's Writes record supersedes (a rewound, never-committed call), or 0n. */
   readonly supersedes: bigint;
+  /** Page packs the records refer to, which a destination must hold before the call counts as durable there. */
+  readonly packs: readonly PackToStore[];
+}
+
+/** Hands a call (and the packs its records refer to) to one destination; resolves when it holds both. */
+export function deliver(d: Destination, call: StoredCall): Promise<void> {
+  if (call.packs.length === 0) return d.store(call);
+  // The packs are handed over first so a server receives them before the records that use them.
+  const packs = call.packs.map((p) => d.storePack(p.name, p.bytes));
+  return Promise.all([...packs, d.store(call)]).then(() => undefined);
 }
 
 export type DestinationKind = 'vault' | 'server' | 'replica';
@@ -50,6 +66,17 @@ export interface Destination {
    * the destination can never take them (it keeps retrying transient failures itself).
    */
   store(call: StoredCall): Promise<void>;
+  /**
+   * Takes an immutable page pack (a paged snapshot's pages, journal/pagePack.ts); resolves once it
+   * is durable there. The node calls it before it hands over any record that refers to the pack.
+   * Rejects only with DestinationFailedError (transient failures are retried inside).
+   */
+  storePack(name: string, bytes: Buffer): Promise<void>;
+  /**
+   * Retention: removes the generations below `keepFromGeneration` and the packs named. The node
+   * calls it only once its newest generation is durable at every destination.
+   */
+  prune(keepFromGeneration: number, deadPacks: readonly string[]): Promise<void>;
   status(): DestinationStatus;
   /** Stops; waits at most `graceMs` for records in flight to become durable. */
   close(graceMs: number): Promise<void>;

@@ -40,6 +40,16 @@ export class LocalVaultDestination implements Destination {
     );
   }
 
+  storePack(): Promise<void> {
+    // The journal writes the pack into this very vault (pages/) before it hands over any record.
+    return Promise.resolve();
+  }
+
+  prune(): Promise<void> {
+    // The journal prunes its own vault (generations and packs) itself.
+    return Promise.resolve();
+  }
+
   private confirm(seq: bigint): void {
     if (seq > this.durableSeq) this.durableSeq = seq;
     this.lastDurableAt = Date.now();

@@ -3,7 +3,7 @@
 // `quorum=K` waits for K and lets the others catch up in the background, their lag visible in
 // status. While a call waits, the policy reports the stall at a bounded rate, and past the stall
 // limit (if one is set) gives up so the plugin can stop the node cleanly with guidance.
-import { DestinationFailedError, type Destination, type StoredCall } from './destination.js';
+import { deliver, DestinationFailedError, type Destination, type StoredCall } from './destination.js';
 
 export type PolicySpec = { readonly kind: 'all' } | { readonly kind: 'quorum'; readonly k: number };
 
@@ -45,6 +45,8 @@ interface Waiting {
 export class DurabilityPolicy {
   private waiting: Waiting | null = null;
   private readonly timer: NodeJS.Timeout;
+  /** Settles when the newest call is durable at every destination (rejects if one failed). */
+  lastEverywhere: Promise<void> = Promise.resolve();
 
   constructor(
     readonly destinations: readonly Destination[],
@@ -73,8 +75,11 @@ export class DurabilityPolicy {
   store(call: StoredCall, startedAt = performance.now()): Promise<void> {
     const total = this.destinations.length;
     const required = this.required;
+    const delivered = this.destinations.map((d) => deliver(d, call));
+    this.lastEverywhere = Promise.all(delivered).then(() => undefined);
+    this.lastEverywhere.catch(() => undefined); // failures reach the caller through the promise below
     // A lone local vault cannot stall (it succeeds or fails at once): skip the bookkeeping.
-    if (total === 1 && this.destinations[0].kind === 'vault') return this.destinations[0].store(call);
+    if (total === 1 && this.destinations[0].kind === 'vault') return delivered[0];
     return new Promise<void>((resolve, reject) => {
       let durable = 0;
       let failed = 0;
@@ -91,8 +96,8 @@ export class DurabilityPolicy {
         else resolve();
       };
       this.waiting = waiting;
-      for (const d of this.destinations) {
-        d.store(call).then(
+      this.destinations.forEach((d, i) => {
+        delivered[i].then(
           () => {
             if (++durable >= required) finish(null);
           },
@@ -107,7 +112,7 @@ export class DurabilityPolicy {
             }
           },
         );
-      }
+      });
     });
   }
 

@@ -5,8 +5,16 @@
 // (it never got records, or lost some it had acknowledged) is brought level from memory or from
 // the local vault files; one whose last record differs from the node's (diverged) is never written
 // again; one that is ahead is reported by start(), so that its records can be proven and adopted.
+// Page packs go over the same connection: at every start() the local vault's packs the server lacks
+// are uploaded before any record, later packs as storePack() hands them (records that refer to a
+// pack are held back until it is durable there); retention (prune) is sent in the background.
+// A server holding nothing gets the records from the local vault's first kept one (the node's own
+// retention may have removed the generations before it).
+import fs from 'node:fs';
 import { sealIdentity } from '../vault/identityEnvelope.js';
+import { listPacks as listLocalPacks, writePack } from '../vault/packFiles.js';
 import { readRawRecords, rawRecordHash, type RawRecord } from '../vault/rawRecords.js';
+import { listSegments } from '../vault/segments.js';
 import type { VaultKeys } from '../vault/keys.js';
 import type { SealedRecord } from '../vault/sealer.js';
 import { ErrorCode, type WireRecord } from '../server/protocol.js';
@@ -79,6 +87,8 @@ export interface RemoteOptions {
   readonly timing?: Partial<RemoteTiming>;
   /** Bytes of records newly acknowledged (progress of transfers). */
   readonly onDurable?: (bytes: number) => void;
+  /** A page pack is durable on the server: `uploaded` false when it held it already (progress of transfers). */
+  readonly onPackDurable?: (name: string, bytes: number, uploaded: boolean) => void;
   readonly onSync?: (event: SyncEvent) => void;
 }
 
@@ -138,6 +148,27 @@ interface Waiter {
   readonly reject: (err: Error) => void;
 }
 
+interface PackJob {
+  readonly name: string;
+  readonly bytes: Buffer;
+  readonly resolve: () => void;
+  readonly reject: (err: Error) => void;
+}
+
+/** Records from `seq` on refer to packs not yet durable on the server: they are not sent until then. */
+interface PackGate {
+  readonly seq: bigint;
+  readonly pending: Set<string>;
+}
+
+/** Retention asked for and not yet done at the server (later asks merge into it). */
+interface PendingPrune {
+  keep: number;
+  readonly dead: Set<string>;
+  readonly waiters: (() => void)[];
+  version: number;
+}
+
 interface StartWaiter {
   readonly resolve: (result: StartResult) => void;
   readonly reject: (err: Error) => void;
@@ -158,7 +189,25 @@ export class RemoteDestination implements Destination {
   private readonly timing: RemoteTiming;
   private readonly clientOptions: ServerClientOptions;
   private readonly onDurable: ((bytes: number) => void) | undefined;
+  private readonly onPackDurable: ((name: string, bytes: number, uploaded: boolean) => void) | undefined;
   private readonly onSync: ((event: SyncEvent) => void) | undefined;
+
+  // Page packs and retention.
+  /** Packs to upload, oldest first (the head is being uploaded). */
+  private readonly packJobs: PackJob[] = [];
+  /** The promise of each pack not yet durable on the server, by name. */
+  private readonly packsPending = new Map<string, Promise<void>>();
+  /** Packs the server said are durable, in this run (names only). */
+  private readonly packsHeld = new Set<string>();
+  private gates: PackGate[] = [];
+  private pendingPrune: PendingPrune | null = null;
+  /** Uploads packs and sends retention, over the agreed connection. */
+  private packWorker: Promise<void> | null = null;
+  private packBackoffMs: number;
+  private connectedWaiters: ((client: ServerClient | null) => void)[] = [];
+  private workerWake: (() => void) | null = null;
+  /** The local vault's packs were checked against the server since the last start(). */
+  private packsSynced = false;
 
   // The chain as handed to this destination.
   private started = false;
@@ -229,7 +278,9 @@ export class RemoteDestination implements Destination {
     this.backoffMs = this.timing.backoffMinMs;
     this.clientOptions = options.client ?? {};
     this.onDurable = options.onDurable;
+    this.onPackDurable = options.onPackDurable;
     this.onSync = options.onSync;
+    this.packBackoffMs = this.timing.backoffMinMs;
   }
 
   /**
@@ -255,6 +306,7 @@ export class RemoteDestination implements Destination {
     this.filePage = [];
     this.startMode = true;
     this.parked = false;
+    this.packsSynced = false;
     const result = new Promise<StartResult>((resolve, reject) => {
       const timer = deadline === null ? null : setTimeout(() => this.resolveStart(this.notConnected()), Math.max(0, deadline - Date.now()));
       this.startWaiter = { resolve, reject, timer };
@@ -276,6 +328,16 @@ export class RemoteDestination implements Destination {
       return Promise.reject(new DestinationFailedError(this.name, `${this.name} is ${this.started ? 'closed' : 'not started'}`));
     }
     const records = call.records;
+    // Records that refer to packs wait until the packs are durable on the server.
+    const packs = call.packs ?? [];
+    if (packs.length > 0 && records.length > 0) {
+      const pending = new Set<string>();
+      for (const p of packs) {
+        void this.storePack(p.name, p.bytes).catch(() => undefined);
+        if (this.packsPending.has(p.name)) pending.add(p.name);
+      }
+      if (pending.size > 0) this.gates.push({ seq: records[0].seq, pending });
+    }
     for (let i = 0; i < records.length; i++) {
       const r = records[i];
       if (r.seq !== this.newest + 1n) {
@@ -292,6 +354,51 @@ export class RemoteDestination implements Destination {
     const done = new Promise<void>((resolve, reject) => this.waiters.push({ seq: this.newest, resolve, reject }));
     this.pump();
     return done;
+  }
+
+  /**
+   * Uploads a page pack; resolves once the server said it is durable. Transient failures
+   * (connection lost, storage unavailable) are retried across reconnects; rejects with
+   * DestinationFailedError when the server refuses it for good (quota full, a pack of that name
+   * with other contents) or the destination fails or closes.
+   */
+  storePack(name: string, bytes: Buffer): Promise<void> {
+    if (this.failure !== null) return Promise.reject(this.failure);
+    if (this.closing !== null) return Promise.reject(new DestinationFailedError(this.name, `${this.name} is closed`));
+    const known = this.packsPending.get(name);
+    if (known) return known;
+    if (this.packsHeld.has(name)) return Promise.resolve();
+    const done = new Promise<void>((resolve, reject) => this.packJobs.push({ name, bytes, resolve, reject }));
+    this.packsPending.set(name, done);
+    done.then(
+      () => this.packSettled(name, null),
+      (err: unknown) => this.packSettled(name, err as Error),
+    );
+    this.kickWorker();
+    return done;
+  }
+
+  /**
+   * Retention at the server: removes its generations below `keepFromGeneration` (it never removes
+   * its newest one), then the packs named, once the server holds generation `keepFromGeneration`
+   * (before that its kept generation may still use them). Best effort, in the background, retried
+   * across reconnects; never holds back records. Resolves once done, or when the destination
+   * closes or fails (never rejects): the caller need not wait for it.
+   */
+  prune(keepFromGeneration: number, deadPacks: readonly string[]): Promise<void> {
+    if (this.failure !== null || this.closing !== null) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const p = this.pendingPrune;
+      if (p === null) {
+        this.pendingPrune = { keep: keepFromGeneration, dead: new Set(deadPacks), waiters: [resolve], version: 0 };
+      } else {
+        p.keep = Math.max(p.keep, keepFromGeneration);
+        for (const d of deadPacks) p.dead.add(d);
+        p.waiters.push(resolve);
+        p.version++;
+      }
+      this.kickWorker();
+    });
   }
 
   /** Resolves once the server acknowledged every record handed to this destination. */
@@ -322,14 +429,19 @@ export class RemoteDestination implements Destination {
   }
 
   private async shutdown(graceMs: number): Promise<void> {
-    if (graceMs > 0 && this.failure === null && this.acked < this.newest) {
+    if (graceMs > 0 && this.failure === null && (this.acked < this.newest || this.packJobs.length > 0)) {
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([this.caughtUp().catch(() => undefined), new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+      const packs = [...this.packsPending.values()].map((p) => p.catch(() => undefined));
+      await Promise.race([
+        Promise.all([this.caughtUp().catch(() => undefined), ...packs]),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs))),
+      ]);
       clearTimeout(timer);
     }
     this.stopped = true;
     const closed = new DestinationFailedError(this.name, `${this.name} was closed before it acknowledged records up to ${this.newest} (it holds ${this.acked})`);
     this.settleAll(closed);
+    this.settlePacks(new DestinationFailedError(this.name, `${this.name} was closed before it stored every page pack`));
     this.resolveStart(this.notConnected());
     this.client?.close();
     this.connecting?.close();
@@ -385,6 +497,22 @@ export class RemoteDestination implements Destination {
         client.close();
         return null;
       }
+      // A server that lost records may have lost packs too: check them again.
+      if (state.lastSeq < this.highestAcked) {
+        this.packsSynced = false;
+        this.packsHeld.clear();
+      }
+      if (!this.packsSynced) {
+        if (!(await this.syncPacks(client))) {
+          client.close();
+          return null;
+        }
+        this.packsSynced = true;
+      }
+      if (this.stopped || this.failure !== null || this.restart) {
+        client.close();
+        return null;
+      }
       this.connecting = null;
       this.level(client, state);
       return await ended;
@@ -402,11 +530,53 @@ export class RemoteDestination implements Destination {
     }
   }
 
+  /**
+   * Before any record: uploads the local vault's packs the server lacks (records may refer to any
+   * of them). False when the destination failed (the server holds a pack of that name with other
+   * bytes).
+   */
+  private async syncPacks(client: ServerClient): Promise<boolean> {
+    const local = listLocalPacks(this.vaultDir);
+    if (local.length === 0) return true;
+    const held = new Map((await client.listPacks(this.vaultId)).map((p) => [p.name, p.bytes]));
+    for (const p of local) {
+      const size = held.get(p.name);
+      if (size === p.bytes) {
+        this.packsHeld.add(p.name);
+        this.onPackDurable?.(p.name, p.bytes, false);
+        continue;
+      }
+      let bytes: Buffer;
+      try {
+        bytes = fs.readFileSync(p.path);
+      } catch (err) {
+        // Removed meanwhile by the node's own retention: no kept record refers to it.
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw err;
+      }
+      try {
+        await client.putPack(this.vaultId, p.name, bytes);
+      } catch (err) {
+        if (err instanceof ServerError && err.code === ErrorCode.PackConflict) {
+          this.fail(`${this.name} holds page pack ${p.name} with other contents than the local vault: ${err.message}. It is not used`);
+          return false;
+        }
+        throw err;
+      }
+      this.packsHeld.add(p.name);
+      this.onPackDurable?.(p.name, bytes.length, true);
+    }
+    return true;
+  }
+
   /** The server agrees with the node up to its last record: resume from there. */
   private level(client: ServerClient, state: VaultState): void {
     const serverLast = state.lastSeq;
     this.onSync?.({ serverLastSeq: serverLast, lastSent: this.lastSent, acked: this.acked });
-    const missing = this.newest - serverLast;
+    // A server that holds nothing starts at the local vault's first kept record (the node's
+    // retention may have removed the generations before it); otherwise right after its last.
+    const from = serverLast === 0n ? this.localFirstSeq() : serverLast + 1n;
+    const missing = this.newest - (from - 1n);
     const sending = missing > 0n ? `sending the ${missing} record(s) it lacks` : 'it lacks none';
     if (serverLast < this.highestAcked) {
       this.note(
@@ -422,8 +592,8 @@ export class RemoteDestination implements Destination {
     this.troubled = false;
     this.lastError = null;
     if (serverLast > this.highestAcked) this.highestAcked = serverLast;
-    this.acked = serverLast;
-    this.nextToSend = serverLast + 1n;
+    this.acked = from - 1n;
+    this.nextToSend = from;
     this.catchUpTo = this.newest;
     this.sendWindow = Math.max(1, Math.min(this.window, client.welcome?.maxPendingAppends ?? this.window));
     if (missing === 0n) this.backoffMs = this.timing.backoffMinMs;
@@ -431,6 +601,17 @@ export class RemoteDestination implements Destination {
     this.released();
     this.resolveStart({ ahead: false, connected: true, serverLastSeq: serverLast, serverBytes: state.bytes, lastError: null });
     this.pump();
+    const waiting = this.connectedWaiters;
+    this.connectedWaiters = [];
+    for (const w of waiting) w(client);
+  }
+
+  /** The first record the local vault holds (1 when it holds none: the node starts from there). */
+  private localFirstSeq(): bigint {
+    const first = listSegments(this.vaultDir)[0]?.firstSeq;
+    const head = this.memory.peek()?.seq;
+    if (first !== undefined && first > 1n) return head !== undefined && head < first ? head : first;
+    return 1n;
   }
 
   /** The server holds records the node does not: fetch them for the caller to prove and adopt. */
@@ -451,6 +632,14 @@ export class RemoteDestination implements Destination {
     if (records.length === 0) {
       this.fail(`${this.name} says it holds records up to ${state.lastSeq}, beyond this node's ${this.newest}, but sends none of them: its answers are not consistent, so it is not used`);
       return;
+    }
+    // The records to adopt may refer to packs the local vault lacks: fetch those first (each is
+    // written whole or not at all; a pack is opaque here, the reader proves it under the key).
+    const local = new Set(listLocalPacks(this.vaultDir).map((p) => p.name));
+    for (const p of await client.listPacks(this.vaultId)) {
+      if (local.has(p.name)) continue;
+      const bytes = await client.downloadPack(this.vaultId, p.name, p.bytes);
+      await writePack(this.vaultDir, p.name, bytes);
     }
     this.parked = true;
     if (!this.resolveStart({ ahead: true, serverLastSeq: state.lastSeq, records })) this.fail(this.aheadMessage(state.lastSeq));
@@ -503,8 +692,10 @@ export class RemoteDestination implements Destination {
   private pump(): void {
     const client = this.client;
     if (client === null) return;
+    // Records that refer to packs not yet durable on the server wait for them.
+    const gate = this.gates.length > 0 ? this.gates[0].seq : null;
     try {
-      while (this.nextToSend <= this.newest && this.inflight.length < this.sendWindow) {
+      while (this.nextToSend <= this.newest && this.inflight.length < this.sendWindow && (gate === null || this.nextToSend < gate)) {
         const record = this.recordAt(this.nextToSend);
         const size = record.bytes.length;
         if (this.inflight.length > 0 && this.inflightBytes + size > this.windowBytes) break;
@@ -638,9 +829,120 @@ export class RemoteDestination implements Destination {
       start.reject(this.failure);
     }
     this.settleAll(this.failure);
+    this.settlePacks(this.failure);
     this.client?.close();
     this.connecting?.close();
     this.wake?.();
+  }
+
+  // -- packs and retention -----------------------------------------------------------------------
+
+  private kickWorker(): void {
+    this.workerWake?.();
+    this.packWorker ??= this.runPackWorker().finally(() => {
+      this.packWorker = null;
+      if ((this.packJobs.length > 0 || this.pendingPrune !== null) && !this.stopped && this.failure === null) this.kickWorker();
+    });
+  }
+
+  /** Uploads the queued packs one by one, then the pending retention, over the agreed connection. */
+  private async runPackWorker(): Promise<void> {
+    while (!this.stopped && this.failure === null) {
+      const job = this.packJobs[0];
+      const prune = this.pendingPrune;
+      if (job === undefined && prune === null) return;
+      const client = await this.agreedClient();
+      if (client === null) return;
+      try {
+        if (job !== undefined) {
+          await client.putPack(this.vaultId, job.name, job.bytes);
+          if (this.packJobs[0] === job) this.packJobs.shift();
+          this.packsHeld.add(job.name);
+          this.packBackoffMs = this.timing.backoffMinMs;
+          this.onPackDurable?.(job.name, job.bytes.length, true);
+          job.resolve();
+          continue;
+        }
+        if (prune !== null && !(await this.pruneAt(client, prune))) {
+          // The server lacks the newest generation yet: try again as it catches up.
+          await this.pause(this.acked >= this.newest ? this.timing.refusedRetryMs : this.timing.backoffMaxMs);
+        }
+      } catch (err) {
+        if (job !== undefined && err instanceof ServerError && (err.code === ErrorCode.QuotaExceeded || err.code === ErrorCode.PackConflict)) {
+          if (this.packJobs[0] === job) this.packJobs.shift();
+          job.reject(new DestinationFailedError(this.name, `${this.name} cannot take page pack ${job.name}: ${err.message}`));
+          continue;
+        }
+        const what = job !== undefined ? `page pack ${job.name}` : 'retention';
+        this.note('packs', 'unusual', `${this.name}: ${what} not done yet (${(err as Error).message}); retrying`);
+        const delay = err instanceof ServerError && err.code === ErrorCode.BadMessage ? this.timing.refusedRetryMs : this.packBackoffMs;
+        this.packBackoffMs = Math.min(this.packBackoffMs * 2, this.timing.backoffMaxMs);
+        await this.pause(delay);
+      }
+    }
+  }
+
+  /** Prune, then delete the dead packs: true when done (or superseded by a later ask, which goes next). */
+  private async pruneAt(client: ServerClient, p: PendingPrune): Promise<boolean> {
+    const version = p.version;
+    const keep = p.keep;
+    const state = await client.prune(this.vaultId, keep);
+    if (state.lastGeneration < keep) return false;
+    const dead = [...p.dead];
+    if (dead.length > 0) await client.deletePacks(this.vaultId, dead);
+    for (const d of dead) this.packsHeld.delete(d);
+    if (p.version === version) {
+      this.pendingPrune = null;
+      for (const w of p.waiters) w();
+    }
+    return true;
+  }
+
+  /** The connection on which the server agreed on the tail; null once the destination stopped or failed. */
+  private agreedClient(): Promise<ServerClient | null> {
+    if (this.stopped || this.failure !== null) return Promise.resolve(null);
+    if (this.client !== null && this.client.isOpen) return Promise.resolve(this.client);
+    return new Promise((resolve) => this.connectedWaiters.push(resolve));
+  }
+
+  /** Waits `ms`, or less when woken (new work, close, failure). */
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.workerWake = () => {
+        this.workerWake = null;
+        done();
+      };
+    });
+  }
+
+  /** A pack is durable on the server (err null) or will never be: records waiting for it go on, or the destination fails. */
+  private packSettled(name: string, err: Error | null): void {
+    this.packsPending.delete(name);
+    let blocked = false;
+    for (const g of this.gates) if (g.pending.delete(name) && err !== null) blocked = true;
+    this.gates = this.gates.filter((g) => g.pending.size > 0);
+    if (blocked && this.failure === null && !this.stopped) {
+      this.fail(`records from ${this.name}'s next one on refer to page pack ${name}, which it cannot take (${err!.message})`);
+      return;
+    }
+    this.pump();
+  }
+
+  /** Rejects every pack not yet stored, lets go of the pending retention and of the worker. */
+  private settlePacks(err: Error): void {
+    for (const job of this.packJobs.splice(0)) job.reject(err);
+    const p = this.pendingPrune;
+    this.pendingPrune = null;
+    for (const w of p?.waiters ?? []) w();
+    const waiting = this.connectedWaiters;
+    this.connectedWaiters = [];
+    for (const w of waiting) w(null);
+    this.workerWake?.();
   }
 
   private settleAll(err: Error): void {

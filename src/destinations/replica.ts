@@ -18,7 +18,8 @@ import path from 'node:path';
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { bumpedFrom, versionDistance } from '../journal/dataVersion.js';
-import { decodeWrites } from '../journal/payloads.js';
+import { decodeCall, isCallRecord } from '../journal/payloads.js';
+import { PageStore } from '../journal/pageStore.js';
 import { JournalReplayer, type ReplayOutcome } from '../journal/replay.js';
 import { JournalTail } from '../journal/tail.js';
 import { listGenerations } from '../restore/generations.js';
@@ -159,7 +160,7 @@ function scanVault(vaultDir: string, keys: VaultKeys, identity: VaultIdentity, f
       if (lastSeq === 0n && r.body.type !== RecordType.SnapshotBegin) break;
       let writes: string[] | undefined;
       if (r.body.type === RecordType.SnapshotEnd) complete = true;
-      if (r.body.type === RecordType.Writes) {
+      if (isCallRecord(r.body.type)) {
         lastWritesSeq = r.seq;
         if (from !== null && replicaMark(r.seq) === from.mark && r.body.dataVersion === from.version) {
           markSeq = r.seq;
@@ -172,7 +173,7 @@ function scanVault(vaultDir: string, keys: VaultKeys, identity: VaultIdentity, f
             overflow = true;
             after = [];
           } else {
-            writes = decodeWrites(r.body.payload);
+            writes = decodeCall(r.body).writes;
             after.push({ seq: r.seq, dataVersion: r.body.dataVersion, supersedes: r.body.supersedes, writes });
           }
         }
@@ -553,7 +554,8 @@ export class ReplicaDestination implements Destination {
     const sink = new SqliteFileSink(tmp);
     let ok = false;
     try {
-      const replayer = new JournalReplayer(sink, { includeInFlight: true });
+      const pages = PageStore.open(this.vaultDir, this.keys, vaultIdBytes(this.vaultIdentity()));
+      const replayer = new JournalReplayer(sink, { includeInFlight: true, pages });
       const extraBytes = plan.extra.reduce((n, r) => n + r.size, 0);
       let total = extraBytes;
       let done = 0;
@@ -562,7 +564,7 @@ export class ReplicaDestination implements Destination {
       let count = 0;
       const feed = (seq: bigint, body: RecordBody): void => {
         replayer.feed(seq, body);
-        if (body.type === RecordType.Writes) lastWritesSeq = seq;
+        if (isCallRecord(body.type)) lastWritesSeq = seq;
       };
       if (plan.fromVault !== null) {
         const reader = new VaultReader(this.vaultIdentity(), this.keys, this.vaultDir, { fromGeneration: plan.generation });
@@ -692,6 +694,16 @@ export class ReplicaDestination implements Destination {
       lastError: this.failure,
       lastDurableAt: this.lastDurableAt === null ? null : new Date(this.lastDurableAt).toISOString(),
     };
+  }
+
+  storePack(): Promise<void> {
+    // A replica is the node's database itself (pages applied from the records): it keeps no packs.
+    return Promise.resolve();
+  }
+
+  prune(): Promise<void> {
+    // A replica holds only the newest state, no generations, so there is nothing to remove.
+    return Promise.resolve();
   }
 
   /** Waits at most `graceMs` for the queued calls, then stops (a rebuild in progress is abandoned) and closes the database. */

@@ -1,12 +1,17 @@
 // One authenticated connection from a node to an lnbackup server: the encrypted transport with the
 // server's key pinned from its URL, the Hello/Welcome exchange, requests matched to their answers by
-// request id (OpenVault, ReadRecords, ListVaults), and appends sent without waiting (their Acks and
+// request id (OpenVault, ReadRecords, ListVaults, the page-pack requests, Prune), and appends sent
+// without waiting (their Acks and
 // Errors go to handlers). A watchdog pings a quiet server and cuts a connection on which nothing at
 // all arrives (and nothing queued drains) while something is outstanding, so a black-holed TCP
 // connection never stalls the node.
 import {
   DecodeError,
   ErrorCode,
+  MAX_PACK_BYTES,
+  MAX_PACK_CHUNK_BYTES,
+  MAX_PACK_NAME_BYTES,
+  MAX_PACKS_PER_MESSAGE,
   MAX_RECORD_BYTES,
   MessageType,
   PROTOCOL_VERSION,
@@ -15,6 +20,7 @@ import {
   messageName,
   type Message,
   type MessageOf,
+  type PackSummary,
   type VaultSummary,
   type WireRecord,
 } from '../server/protocol.js';
@@ -25,6 +31,10 @@ import { parseRemoteUrl, type RemoteAddress } from './remoteUrl.js';
 export const CLIENT_AGENT = 'lnbackup-cln/0.1.0';
 /** The largest message this client takes: a page of records, or one record of the largest size. */
 const MAX_MESSAGE_BYTES = MAX_RECORD_BYTES + 1024 * 1024;
+/** Room for a PutPack's other fields in a message. */
+const PUT_PACK_OVERHEAD = 1024;
+/** Packs a listing may hold in all (a bound against a server that never says done). */
+export const MAX_PACKS_LISTED = 1_000_000;
 
 export interface ServerClientOptions {
   /** For the transport handshake, and again for Hello/Welcome (default 10 s). */
@@ -76,6 +86,10 @@ function describeServerError(url: string, clientKey: string, m: MessageOf<Messag
       return `${url} holds a vault with this vault id whose identity (VAULT.json) differs from this node's${said}: the server's copy is not this vault`;
     case ErrorCode.BadMessage:
       return `${url} rejected a message from this node as malformed${said}: the server and the node may run incompatible lnbackup versions`;
+    case ErrorCode.PackConflict:
+      return `${url} holds a page pack of that name with other contents${said}: the server's copy is not this vault's`;
+    case ErrorCode.UnknownPack:
+      return `${url} does not hold that page pack${said}`;
     default:
       return `${url} reported an internal error (code ${m.code})${said}`;
   }
@@ -190,6 +204,94 @@ export class ServerClient {
     return list.vaults;
   }
 
+  /**
+   * Stores a page pack: sent in pieces (each waits for the server's answer); resolves once the
+   * server said the whole pack is durable. Rejects with ServerError (PackConflict, QuotaExceeded,
+   * StorageUnavailable, ...) or the connection's error.
+   */
+  async putPack(vaultId: Buffer, name: string, bytes: Buffer): Promise<void> {
+    if (bytes.length > MAX_PACK_BYTES) throw new Error(`pack ${name} is ${bytes.length} bytes, more than the ${MAX_PACK_BYTES} a server takes`);
+    const limit = this.welcome?.maxMessageBytes ?? MAX_PACK_CHUNK_BYTES;
+    const piece = Math.min(MAX_PACK_CHUNK_BYTES, limit - PUT_PACK_OVERHEAD);
+    if (piece < 1) throw new Error(`${this.url} takes messages of at most ${limit} bytes, too few for a piece of a pack`);
+    let offset = 0;
+    do {
+      const part = bytes.subarray(offset, offset + piece);
+      const at = offset;
+      const reply = await this.request(MessageType.PackStored, (requestId) => ({
+        type: MessageType.PutPack,
+        requestId,
+        vaultId,
+        name,
+        totalBytes: bytes.length,
+        offset: at,
+        bytes: part,
+      }));
+      offset += part.length;
+      if (reply.received !== offset) {
+        throw new ProtocolError(`${this.url} says it holds ${reply.received} bytes of pack ${name} after ${offset} were sent`);
+      }
+    } while (offset < bytes.length);
+  }
+
+  /** Every pack the server holds for the vault, by name (asked a page at a time). */
+  async listPacks(vaultId: Buffer): Promise<PackSummary[]> {
+    const out: PackSummary[] = [];
+    let after = '';
+    for (;;) {
+      const page = await this.request(MessageType.PackList, (requestId) => ({ type: MessageType.ListPacks, requestId, vaultId, after }));
+      for (const p of page.packs) {
+        if (p.name <= after || p.name.length > MAX_PACK_NAME_BYTES) {
+          throw new ProtocolError(`${this.url} listed pack ${JSON.stringify(p.name.slice(0, 80))} out of order (after ${JSON.stringify(after)})`);
+        }
+        after = p.name;
+        out.push(p);
+      }
+      if (out.length > MAX_PACKS_LISTED) throw new ProtocolError(`${this.url} lists more than ${MAX_PACKS_LISTED} packs for one vault`);
+      if (page.done) return out;
+      if (page.packs.length === 0) throw new ProtocolError(`${this.url} sent an empty page of packs that is not the last`);
+    }
+  }
+
+  /** Up to `maxBytes` of a pack from `offset`. */
+  readPack(vaultId: Buffer, name: string, offset: number, maxBytes: number): Promise<MessageOf<MessageType.PackData>> {
+    return this.request(MessageType.PackData, (requestId) => ({ type: MessageType.ReadPack, requestId, vaultId, name, offset, maxBytes }));
+  }
+
+  /** A whole pack, read in pieces; `expectedBytes` (from the listing) must be its size. */
+  async downloadPack(vaultId: Buffer, name: string, expectedBytes?: number): Promise<Buffer> {
+    const pieces: Buffer[] = [];
+    let offset = 0;
+    let total: number | null = null;
+    for (;;) {
+      const d = await this.readPack(vaultId, name, offset, MAX_PACK_CHUNK_BYTES);
+      if (d.offset !== offset) throw new ProtocolError(`${this.url} answered a read of pack ${name} from byte ${offset} with bytes from ${d.offset}`);
+      if (total !== null && d.totalBytes !== total) throw new ProtocolError(`${this.url} changed the size of pack ${name} while it was read`);
+      total = d.totalBytes;
+      if (expectedBytes !== undefined && total !== expectedBytes) {
+        throw new ProtocolError(`${this.url} listed pack ${name} as ${expectedBytes} bytes but holds ${total}`);
+      }
+      pieces.push(Buffer.from(d.bytes));
+      offset += d.bytes.length;
+      if (offset >= total) break;
+      if (d.bytes.length === 0) throw new ProtocolError(`${this.url} sent no bytes of pack ${name} from byte ${offset} of ${total}`);
+    }
+    return Buffer.concat(pieces, total);
+  }
+
+  /** Removes packs of the vault (names absent there are ignored). */
+  async deletePacks(vaultId: Buffer, names: readonly string[]): Promise<void> {
+    for (let i = 0; i < names.length; i += MAX_PACKS_PER_MESSAGE) {
+      const batch = names.slice(i, i + MAX_PACKS_PER_MESSAGE);
+      await this.request(MessageType.PacksDeleted, (requestId) => ({ type: MessageType.DeletePacks, requestId, vaultId, names: batch }));
+    }
+  }
+
+  /** Removes the vault's generations below `keepFromGeneration` (never its newest): its state afterwards. */
+  prune(vaultId: Buffer, keepFromGeneration: number): Promise<VaultState> {
+    return this.request(MessageType.VaultState, (requestId) => ({ type: MessageType.Prune, requestId, vaultId, keepFromGeneration }));
+  }
+
   /** Sends a record without waiting; its Ack (or Error) goes to the handlers. A no-op once the connection is closing. */
   append(vaultId: Buffer, record: WireRecord): void {
     if (this.closed !== null) return;
@@ -285,6 +387,10 @@ export class ServerClient {
       case MessageType.VaultState:
       case MessageType.Records:
       case MessageType.VaultList:
+      case MessageType.PackStored:
+      case MessageType.PackList:
+      case MessageType.PackData:
+      case MessageType.PacksDeleted:
         return this.answer(this.pending.get(m.requestId), m, () => this.pending.delete(m.requestId));
       case MessageType.Error:
         return this.serverError(m);

@@ -1,8 +1,10 @@
 // Whole-vault transfers between a vault directory and an lnbackup server. pushVault uploads what the
 // server lacks (lnbackup init --remote, destination add), agreeing on the server's tail exactly as
-// the running node does (it is a RemoteDestination fed from the vault files). downloadVault writes
-// a server's vault into a directory in the vault format, for restore/verify/status to prove: the
-// server is untrusted, so nothing it says counts beyond what the reader proves from those files.
+// the running node does (it is a RemoteDestination fed from the vault files; the vault's page packs
+// the server lacks go first, then the records). downloadVault writes a server's vault (its page
+// packs, then its records) into a directory in the vault format, for restore/verify/status to
+// prove: the server is untrusted, so nothing it says counts beyond what the reader proves from
+// those files.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,6 +14,7 @@ import { genesisHash } from '../vault/format.js';
 import { identityPath, openIdentity, vaultIdBytes } from '../vault/identity.js';
 import { openSealedIdentity } from '../vault/identityEnvelope.js';
 import type { VaultKeys } from '../vault/keys.js';
+import { listPacks, MAX_PACK_BYTES, writePack } from '../vault/packFiles.js';
 import { RawVaultAppender, rawRecordHash, readRawRecords } from '../vault/rawRecords.js';
 import { listSegments } from '../vault/segments.js';
 import { MAX_IDENTITY_BYTES } from '../server/protocol.js';
@@ -37,6 +40,9 @@ export interface PushResult {
   /** Records uploaded (the server lacked them). */
   readonly records: number;
   readonly bytes: number;
+  /** Page packs uploaded (the server lacked them), and their bytes. */
+  readonly packs: number;
+  readonly packBytes: number;
   /** The server's last record now. */
   readonly lastSeq: bigint;
 }
@@ -56,6 +62,9 @@ export interface DownloadResult {
   readonly vaultId: string;
   readonly records: number;
   readonly bytes: number;
+  /** Page packs downloaded, and their bytes. */
+  readonly packs: number;
+  readonly packBytes: number;
 }
 
 /** Where a vault's chain ends, from the newest segment's headers (a torn tail is left out). */
@@ -75,10 +84,14 @@ export async function pushVault(options: PushOptions): Promise<PushResult> {
   const identity = openIdentity(vaultDir, keys);
   const vaultId = vaultIdBytes(identity);
   const tail = vaultTail(vaultDir, vaultId);
-  const total = listSegments(vaultDir).reduce((n, s) => n + fs.statSync(s.path).size, 0);
+  const total = listSegments(vaultDir).reduce((n, s) => n + fs.statSync(s.path).size, 0) + listPacks(vaultDir).reduce((n, p) => n + p.bytes, 0);
   const stallMs = options.stallTimeoutMs ?? 30_000;
   let done = 0;
-  const progress = (): void => options.onProgress?.(Math.min(done, total), total);
+  /** Bytes of packs the server holds (it already had them, or they were uploaded). */
+  let packsDone = 0;
+  let packs = 0;
+  let packBytes = 0;
+  const progress = (): void => options.onProgress?.(Math.min(done + packsDone, total), total);
   const remote = new RemoteDestination({
     url: options.url,
     vaultDir,
@@ -89,6 +102,14 @@ export async function pushVault(options: PushOptions): Promise<PushResult> {
     client: options.client,
     onDurable: (bytes) => {
       done += bytes;
+      progress();
+    },
+    onPackDurable: (_name, bytes, uploaded) => {
+      packsDone += bytes;
+      if (uploaded) {
+        packs++;
+        packBytes += bytes;
+      }
       progress();
     },
   });
@@ -105,7 +126,10 @@ export async function pushVault(options: PushOptions): Promise<PushResult> {
     done = before;
     progress();
     await untilCaughtUp(remote, stallMs);
-    return { records: Number(tail.lastSeq - started.serverLastSeq), bytes: done - before, lastSeq: tail.lastSeq };
+    // A server that held nothing got the records from the vault's first kept one on.
+    const from = started.serverLastSeq === 0n ? (listSegments(vaultDir)[0]?.firstSeq ?? 1n) : started.serverLastSeq + 1n;
+    const records = tail.lastSeq >= from ? Number(tail.lastSeq - from + 1n) : 0;
+    return { records, bytes: done - before, packs, packBytes, lastSeq: tail.lastSeq };
   } finally {
     await remote.close(0);
   }
@@ -154,7 +178,20 @@ export async function downloadVault(options: DownloadOptions): Promise<DownloadR
       throw new Error(`${client.url}'s vault ${hex} belongs to another key: its VAULT.json does not verify with this node's key (wrong hsm_secret or key file?)`);
     }
     if (identity.vaultId !== hex) throw new Error(`${client.url} sent the identity of vault ${identity.vaultId} for vault ${hex}`);
-    const total = Number(state.bytes);
+    // The page packs first (the records refer to them), each checked against its listed size and
+    // written whole (temporary file, fsync, rename).
+    const packList = await client.listPacks(vaultId);
+    const packTotal = packList.reduce((n, p) => n + p.bytes, 0);
+    const total = Number(state.bytes) + packTotal;
+    let packBytes = 0;
+    for (const p of packList) {
+      if (p.bytes > MAX_PACK_BYTES) throw new Error(`${client.url} lists pack ${p.name} of ${p.bytes} bytes, more than a pack may hold`);
+      const data = await client.downloadPack(vaultId, p.name, p.bytes);
+      if (data.length !== p.bytes) throw new Error(`${client.url} sent ${data.length} bytes of pack ${p.name}, listed as ${p.bytes}`);
+      await writePack(toDir, p.name, data);
+      packBytes += data.length;
+      options.onProgress?.(Math.min(packBytes, total), total);
+    }
     const appender = RawVaultAppender.open(toDir, identity.segmentBytes);
     let records = 0;
     let bytes = 0;
@@ -170,7 +207,7 @@ export async function downloadVault(options: DownloadOptions): Promise<DownloadR
           bytes += r.bytes.length;
           next++;
         }
-        options.onProgress?.(Math.min(bytes, total), total);
+        options.onProgress?.(Math.min(packBytes + bytes, total), total);
         if (page.records.length === 0 || page.done) break;
       }
       if (next <= state.lastSeq) {
@@ -180,7 +217,7 @@ export async function downloadVault(options: DownloadOptions): Promise<DownloadR
     } finally {
       appender.close();
     }
-    return { vaultId: hex, records, bytes };
+    return { vaultId: hex, records, bytes, packs: packList.length, packBytes };
   } finally {
     client.close();
   }

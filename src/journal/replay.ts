@@ -6,7 +6,7 @@
 import crypto from 'node:crypto';
 import { FormatError, RecordType, type RecordBody } from '../vault/format.js';
 import { bumpedFrom, nextVersion, versionDistance } from './dataVersion.js';
-import { decodeSnapshotBegin, decodeSnapshotChunk, decodeSnapshotEnd, decodeWrites } from './payloads.js';
+import { decodeCall, decodePageManifest, decodeSnapshotBegin, decodeSnapshotChunk, decodeSnapshotEnd, isCallRecord } from './payloads.js';
 
 export interface ReplaySink {
   beginSnapshot(dbBytes: number): void;
@@ -42,6 +42,8 @@ export interface ReplayOutcome {
   readonly superseded: number;
   readonly snapshotBytes: number;
   readonly snapshotTakenAt: number;
+  /** When the newest call applied was recorded (null: no timed call in the generation). */
+  readonly lastCallAt: number | null;
 }
 
 interface Pending {
@@ -50,9 +52,19 @@ interface Pending {
   writes: string[];
 }
 
+/** Where a paged snapshot's pages come from (the vault's page packs: journal/pageStore.ts). */
+export interface PageSource {
+  /** The page with this content address, checked; throws if it is missing or damaged. */
+  page(address: Buffer, pageSize: number): Buffer;
+}
+
 export interface ReplayOptions {
   /** Stop once the database reaches this data_version. */
   readonly targetVersion?: number;
+  /** Stop at the state of this moment (ms since the epoch): calls recorded later are left out. */
+  readonly targetTime?: number;
+  /** Needed for generations whose snapshot is paged. */
+  readonly pages?: PageSource;
   /** Apply the in-flight transaction at the end (default true). */
   readonly includeInFlight?: boolean;
 }
@@ -72,6 +84,7 @@ export class JournalReplayer {
   private statements = 0;
   private superseded = 0;
   private reached = false;
+  private lastCallAt: number | null = null;
 
   constructor(
     private readonly sink: ReplaySink,
@@ -113,11 +126,30 @@ export class JournalReplayer {
       this.feedSnapshot(seq, body);
       return;
     }
-    if (body.type !== RecordType.Writes) throw new JournalError(seq, `unexpected ${RecordType[body.type]} record inside a generation's changes`);
+    if (!isCallRecord(body.type)) throw new JournalError(seq, `unexpected ${RecordType[body.type]} record inside a generation's changes`);
     this.feedWrites(seq, body);
   }
 
   private feedSnapshot(seq: bigint, body: RecordBody): void {
+    if (body.type === RecordType.PageManifest) {
+      const manifest = decodePageManifest(body.payload);
+      if (manifest.firstPage * manifest.pageSize !== this.snapshotWritten) {
+        throw new JournalError(seq, `page manifest from page ${manifest.firstPage} does not continue the snapshot (${this.snapshotWritten} of ${this.snapshotBytes} bytes so far)`);
+      }
+      if (this.snapshotWritten + manifest.addresses.length * manifest.pageSize > this.snapshotBytes) {
+        throw new JournalError(seq, `page manifest runs past the snapshot's ${this.snapshotBytes} bytes`);
+      }
+      const pages = this.options.pages;
+      if (!pages) throw new JournalError(seq, 'this generation is a paged snapshot, and no page store was given');
+      for (const address of manifest.addresses) {
+        const bytes = pages.page(address, manifest.pageSize);
+        this.snapshotHash.update(bytes);
+        this.sink.snapshotChunk(this.snapshotWritten, bytes);
+        this.snapshotWritten += bytes.length;
+      }
+      return;
+    }
+    if (body.type === RecordType.PackList) return; // for retention; the pages are found by address
     if (body.type === RecordType.SnapshotChunk) {
       const chunk = decodeSnapshotChunk(body.payload);
       if (chunk.offset !== this.snapshotWritten || chunk.offset + chunk.bytes.length > this.snapshotBytes) {
@@ -143,7 +175,16 @@ export class JournalReplayer {
   }
 
   private feedWrites(seq: bigint, body: RecordBody): void {
-    const writes = decodeWrites(body.payload);
+    const { writes, at } = decodeCall(body);
+    const targetTime = this.options.targetTime;
+    if (targetTime !== undefined && at !== null && at > targetTime) {
+      // The first call after the moment: it tells whether the transaction before it committed.
+      if (body.supersedes !== 0n && this.pending?.seq === body.supersedes) this.pending = null;
+      else this.flushPending();
+      this.reached = true;
+      return;
+    }
+    if (at !== null) this.lastCallAt = at;
     if (body.supersedes !== 0n) {
       if (this.pending === null || this.pending.seq !== body.supersedes) {
         throw new JournalError(seq, `it supersedes record ${body.supersedes}, which is not the in-flight transaction`);
@@ -213,6 +254,7 @@ export class JournalReplayer {
       superseded: this.superseded,
       snapshotBytes: Math.max(0, this.snapshotBytes),
       snapshotTakenAt: this.snapshotTakenAt,
+      lastCallAt: this.lastCallAt,
     };
   }
 }

@@ -7,7 +7,7 @@
 // refused. Versions are compared on the u32 circle.
 import { RecordType, type RecordBody } from '../vault/format.js';
 import { bumpedFrom, nextVersion, versionDistance } from './dataVersion.js';
-import { decodeSnapshotBegin, decodeWrites } from './payloads.js';
+import { decodeCall, decodeSnapshotBegin } from './payloads.js';
 
 export type Decision =
   | { readonly kind: 'append'; readonly supersedes: bigint }
@@ -45,9 +45,12 @@ export class JournalTail {
         this.generationComplete = true;
         return;
       case RecordType.SnapshotChunk:
+      case RecordType.PageManifest:
+      case RecordType.PackList:
         return;
-      case RecordType.Writes: {
-        const hasBump = bumpedFrom(writes ?? decodeWrites(body.payload)) !== null;
+      case RecordType.Writes:
+      case RecordType.TimedWrites: {
+        const hasBump = bumpedFrom(writes ?? decodeCall(body).writes) !== null;
         this.followWrites(seq, body.dataVersion, hasBump, body.supersedes);
       }
     }
@@ -88,6 +91,11 @@ export class JournalTail {
     }
     if (d > 0) return { kind: 'snapshot', reason: `the node is at version ${dataVersion} but the vault only has ${this.version}` };
     return { kind: 'refuse', reason: this.staleReason(dataVersion) };
+  }
+
+  /** A copy to try calls on without changing this one. */
+  clone(): JournalTail {
+    return Object.assign(new JournalTail(), this);
   }
 
   /** Records that a complete snapshot now starts generation `generation`. */

@@ -8,6 +8,7 @@ import type { VaultKeys } from '../vault/keys.js';
 import { VaultReader } from '../vault/reader.js';
 import { CorruptRecordError } from '../vault/errors.js';
 import { listSegments, type SegmentFile } from '../vault/segments.js';
+import type { ReadRepair } from '../vault/redundancy/protectedRead.js';
 
 export interface GenerationInfo {
   readonly generation: number;
@@ -40,9 +41,9 @@ export function listGenerations(vaultDir: string): GenerationInfo[] {
 }
 
 /** Adds each generation's snapshot version and time, read from its first record. */
-export function withBaseVersions(vaultDir: string, identity: VaultIdentity, keys: VaultKeys, gens: GenerationInfo[]): GenerationInfo[] {
+export function withBaseVersions(vaultDir: string, identity: VaultIdentity, keys: VaultKeys, gens: GenerationInfo[], repair?: ReadRepair): GenerationInfo[] {
   return gens.map((g) => {
-    const reader = new VaultReader(identity, keys, vaultDir, { fromGeneration: g.generation });
+    const reader = new VaultReader(identity, keys, vaultDir, { fromGeneration: g.generation, repair });
     try {
       for (const r of reader.records()) {
         if (r.body.type !== RecordType.SnapshotBegin) return g;

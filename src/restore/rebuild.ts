@@ -7,11 +7,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { versionDistance } from '../journal/dataVersion.js';
 import { JournalReplayer, type ReplayOutcome } from '../journal/replay.js';
-import { openIdentity } from '../vault/identity.js';
+import { openIdentity, vaultIdBytes } from '../vault/identity.js';
+import { PageStore } from '../journal/pageStore.js';
 import type { VaultKeys } from '../vault/keys.js';
 import { VaultReader, type TornTail } from '../vault/reader.js';
 import { VaultError } from '../vault/errors.js';
 import { fsyncDir } from '../util/durableFs.js';
+import { describeRepair, summarizeRepair, type RepairSummary, type VaultRepair } from '../vault/redundancy/protectedRead.js';
 import { listGenerations, withBaseVersions, type GenerationInfo } from './generations.js';
 import { SqliteFileSink } from './sqliteSink.js';
 
@@ -21,11 +23,19 @@ export interface RestoreOptions {
   readonly to: string;
   /** Restore this data_version instead of the newest. */
   readonly version?: number;
+  /** Restore the state of this moment (ms since the epoch) instead of the newest. */
+  readonly time?: number;
   /** Leave out the in-flight transaction (acked, commit unknown). Default: include it. */
   readonly excludeInFlight?: boolean;
   readonly force?: boolean;
   readonly onProgress?: (doneBytes: number, totalBytes: number) => void;
   readonly onNotice?: (message: string) => void;
+  /**
+   * The vault's files checked and repaired in memory first (`await repairVaultInMemory(vaultDir)`,
+   * src/vault/redundancy/protectedRead.ts): damaged bytes its parity or mirror rebuilds are read
+   * repaired, and each repair is told through onNotice. Without it the files are read as they are.
+   */
+  readonly repair?: VaultRepair;
 }
 
 export interface RestoreResult extends ReplayOutcome {
@@ -34,6 +44,8 @@ export interface RestoreResult extends ReplayOutcome {
   readonly integrityCheck: string;
   readonly foreignKeyViolations: number;
   readonly tornTail: TornTail | null;
+  /** What redundancy repaired in memory (and what it could not), when `repair` was given. */
+  readonly repairs: RepairSummary | null;
 }
 
 export class RestoreError extends VaultError {}
@@ -46,17 +58,27 @@ export function restoreDatabase(options: RestoreOptions): RestoreResult {
     throw new RestoreError(`${to} already exists; pass --force to replace it (stop lightningd first)`);
   }
   const identity = openIdentity(options.vaultDir, options.keys);
-  const gens = withBaseVersions(options.vaultDir, identity, options.keys, listGenerations(options.vaultDir)).reverse();
+  if (options.repair) for (const line of describeRepair(options.repair)) options.onNotice?.(line);
+  const gens = withBaseVersions(options.vaultDir, identity, options.keys, listGenerations(options.vaultDir), options.repair).reverse();
   if (gens.length === 0) throw new RestoreError(`the vault at ${options.vaultDir} holds no generation yet; nothing to restore`);
-  const candidates = gens.filter((g) => g.baseVersion !== null && (options.version === undefined || versionDistance(g.baseVersion, options.version) >= 0));
+  if (options.version !== undefined && options.time !== undefined) throw new RestoreError('give a version or a time, not both');
+  const time = options.time;
+  const candidates = gens.filter(
+    (g) =>
+      g.baseVersion !== null &&
+      (options.version === undefined || versionDistance(g.baseVersion, options.version) >= 0) &&
+      (time === undefined || (g.snapshotTakenAt !== null && g.snapshotTakenAt <= time)),
+  );
   if (candidates.length === 0) {
     const damaged = gens.find((g) => g.damage !== null);
     if (damaged?.damage) throw new RestoreError(damaged.damage);
     const oldest = gens[gens.length - 1].baseVersion;
     throw new RestoreError(
-      options.version === undefined || oldest === null
-        ? 'no generation of the vault begins with a readable snapshot; run lnbackup verify to find the damage'
-        : `no generation in the vault starts at or before version ${options.version}; the oldest starts at ${oldest}`,
+      time !== undefined
+        ? `the vault holds nothing as old as ${new Date(time).toISOString()}: its oldest generation starts at ${oldestTime(gens)} (see lnbackup generations)`
+        : options.version === undefined || oldest === null
+          ? 'no generation of the vault begins with a readable snapshot; run lnbackup verify to find the damage'
+          : `no generation in the vault starts at or before version ${options.version}; the oldest starts at ${oldest}`,
     );
   }
   for (const gen of candidates) {
@@ -74,7 +96,15 @@ export function restoreDatabase(options: RestoreOptions): RestoreResult {
       for (const suffix of SQLITE_SIDE_FILES) fs.rmSync(to + suffix, { force: true });
       fs.renameSync(scratch, to);
       fsyncDir(path.dirname(to));
-      return { ...result.outcome, to, dbBytes: fs.statSync(to).size, integrityCheck: result.integrity, foreignKeyViolations: 0, tornTail: result.tornTail };
+      return {
+        ...result.outcome,
+        to,
+        dbBytes: fs.statSync(to).size,
+        integrityCheck: result.integrity,
+        foreignKeyViolations: 0,
+        tornTail: result.tornTail,
+        repairs: options.repair ? summarizeRepair(options.repair) : null,
+      };
     } finally {
       fs.rmSync(scratch, { force: true });
     }
@@ -91,8 +121,9 @@ interface Replayed {
 function replayGeneration(options: RestoreOptions, identity: ReturnType<typeof openIdentity>, gen: GenerationInfo, scratch: string): Replayed | null {
   const sink = new SqliteFileSink(scratch);
   try {
-    const replayer = new JournalReplayer(sink, { targetVersion: options.version, includeInFlight: !options.excludeInFlight });
-    const reader = new VaultReader(identity, options.keys, options.vaultDir, { fromGeneration: gen.generation });
+    const pages = PageStore.open(options.vaultDir, options.keys, vaultIdBytes(identity));
+    const replayer = new JournalReplayer(sink, { targetVersion: options.version, targetTime: options.time, includeInFlight: !options.excludeInFlight, pages });
+    const reader = new VaultReader(identity, options.keys, options.vaultDir, { fromGeneration: gen.generation, repair: options.repair });
     const total = gen.bytes;
     for (const r of reader.records()) {
       if (r.body.generation !== gen.generation) break;
@@ -116,4 +147,9 @@ function replayGeneration(options: RestoreOptions, identity: ReturnType<typeof o
   } finally {
     sink.close();
   }
+}
+
+function oldestTime(gens: readonly GenerationInfo[]): string {
+  const times = gens.map((g) => g.snapshotTakenAt).filter((t): t is number => t !== null);
+  return times.length === 0 ? 'an unknown time' : new Date(Math.min(...times)).toISOString();
 }

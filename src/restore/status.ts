@@ -3,7 +3,8 @@
 // generation's snapshot version, the newest version, and whether its last transaction is in flight.
 import fs from 'node:fs';
 import { DISCARD_SINK, JournalReplayer, type ReplayOutcome } from '../journal/replay.js';
-import { readIdentity, openIdentity } from '../vault/identity.js';
+import { readIdentity, openIdentity, vaultIdBytes } from '../vault/identity.js';
+import { PageStore } from '../journal/pageStore.js';
 import type { VaultKeys } from '../vault/keys.js';
 import { VaultReader } from '../vault/reader.js';
 import { listGenerations, withBaseVersions } from './generations.js';
@@ -38,7 +39,7 @@ export function vaultStatus(vaultDir: string, keys: VaultKeys | null): VaultStat
   let latest: VaultStatus['latest'] = null;
   const newest = gens[gens.length - 1];
   if (keys && newest) {
-    const replayer = new JournalReplayer(DISCARD_SINK);
+    const replayer = new JournalReplayer(DISCARD_SINK, { pages: PageStore.open(vaultDir, keys, vaultIdBytes(identity)) });
     const reader = new VaultReader(identity, keys, vaultDir, { fromGeneration: newest.generation });
     let lastSeq = 0n;
     for (const r of reader.records()) {

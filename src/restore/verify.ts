@@ -3,9 +3,11 @@
 // supersede rules. The first bad record is named precisely (sequence number, file, byte offset).
 import { DISCARD_SINK, JournalError, JournalReplayer, type ReplayOutcome } from '../journal/replay.js';
 import { CorruptRecordError } from '../vault/errors.js';
-import { openIdentity } from '../vault/identity.js';
+import { openIdentity, vaultIdBytes } from '../vault/identity.js';
+import { PageStore } from '../journal/pageStore.js';
 import type { VaultKeys } from '../vault/keys.js';
 import { VaultReader, type StoredRecord, type TornTail } from '../vault/reader.js';
+import { summarizeRepair, type RepairSummary, type VaultRepair } from '../vault/redundancy/protectedRead.js';
 
 export interface BadRecord {
   readonly seq: string;
@@ -25,11 +27,19 @@ export interface VerifyReport {
   readonly generations: GenerationReport[];
   readonly tornTail: TornTail | null;
   readonly firstBadRecord: BadRecord | null;
+  /** What redundancy repaired in memory before the check (and what it could not), when `repair` was given. */
+  readonly repairs: RepairSummary | null;
 }
 
-export function verifyVault(vaultDir: string, keys: VaultKeys, onProgress?: (done: number, total: number) => void): VerifyReport {
+/**
+ * `repair`: the vault's files checked and repaired in memory first (`await repairVaultInMemory(vaultDir)`);
+ * the records are then proved as repaired, and the report says what was repaired.
+ */
+export function verifyVault(vaultDir: string, keys: VaultKeys, onProgress?: (done: number, total: number) => void, repair?: VaultRepair): VerifyReport {
   const identity = openIdentity(vaultDir, keys);
-  const reader = new VaultReader(identity, keys, vaultDir);
+  const reader = new VaultReader(identity, keys, vaultDir, { repair });
+  const repairs = repair ? summarizeRepair(repair) : null;
+  const pages = PageStore.open(vaultDir, keys, vaultIdBytes(identity));
   const generations: GenerationReport[] = [];
   let replayer: JournalReplayer | null = null;
   let records = 0;
@@ -43,7 +53,7 @@ export function verifyVault(vaultDir: string, keys: VaultKeys, onProgress?: (don
       current = r;
       if (!replayer || r.body.generation !== generation) {
         close();
-        replayer = new JournalReplayer(DISCARD_SINK);
+        replayer = new JournalReplayer(DISCARD_SINK, { pages });
         generation = r.body.generation;
       }
       replayer.feed(r.seq, r.body);
@@ -55,9 +65,9 @@ export function verifyVault(vaultDir: string, keys: VaultKeys, onProgress?: (don
     const bad = describe(err, current);
     if (!bad) throw err;
     if (!(err instanceof JournalError)) close();
-    return { ok: false, records, bytes: reader.bytesRead, generations, tornTail: null, firstBadRecord: bad };
+    return { ok: false, records, bytes: reader.bytesRead, generations, tornTail: null, firstBadRecord: bad, repairs };
   }
-  return { ok: true, records, bytes: reader.bytesRead, generations, tornTail: reader.tornTail, firstBadRecord: null };
+  return { ok: true, records, bytes: reader.bytesRead, generations, tornTail: reader.tornTail, firstBadRecord: null, repairs };
 }
 
 function describe(err: unknown, current: StoredRecord | null): BadRecord | null {

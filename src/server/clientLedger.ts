@@ -1,5 +1,6 @@
 // Who may use the server and how much: the allow-list of client public keys (or open registration),
-// and each client's byte quota and vault count. Usage is the store's current sizes plus what is
+// and each client's byte quota and vault count. Usage is the store's current sizes (records and
+// page packs) plus what is
 // pending (appends accepted but not yet durable, vaults being created), so concurrent sessions of
 // one client can never together exceed its quota.
 import type { ServerStore } from './storage/store.js';
@@ -59,7 +60,7 @@ export class ClientLedger {
     const vaults = await this.store.listVaults(client);
     const now = this.usage.get(client);
     if (now && (now.pendingBytes > 0 || now.pendingVaults > 0)) return;
-    const storedBytes = vaults.reduce((sum, v) => sum + v.bytes, 0);
+    const storedBytes = vaults.reduce((sum, v) => sum + v.bytes + v.packBytes, 0);
     this.usage.set(client, { storedBytes, vaults: vaults.length, pendingBytes: 0, pendingVaults: 0 });
   }
 
@@ -88,7 +89,7 @@ export class ClientLedger {
     if (created) u.vaults++;
   }
 
-  /** May the client append `bytes` more? If so, they are counted as pending until settleAppend. */
+  /** May the client store `bytes` more (records or a pack)? If so, they are counted as pending until settleAppend. */
   reserveAppend(client: string, bytes: number): Verdict {
     const u = this.of(client);
     const used = u.storedBytes + u.pendingBytes;
@@ -103,6 +104,17 @@ export class ClientLedger {
     const u = this.of(client);
     u.pendingBytes = Math.max(0, u.pendingBytes - bytes);
     if (stored) u.storedBytes += bytes;
+  }
+
+  /** Bytes the client now stores besides what it reserved (a pack found absent after all). */
+  added(client: string, bytes: number): void {
+    this.of(client).storedBytes += bytes;
+  }
+
+  /** Bytes the client no longer stores (packs deleted, generations pruned). */
+  released(client: string, bytes: number): void {
+    const u = this.of(client);
+    u.storedBytes = Math.max(0, u.storedBytes - bytes);
   }
 
   /** For status: the client's usage as the ledger counts it. */

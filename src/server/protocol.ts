@@ -2,6 +2,7 @@
 // server exchange inside the encrypted transport. One message = a type byte and its fields,
 // big-endian. Decoding bounds every count and length before allocating and rejects trailing bytes.
 import { ByteReader, ByteWriter, DecodeError } from '../util/bytes.js';
+import { MAX_PACK_BYTES } from '../vault/packFiles.js';
 
 export const PROTOCOL_VERSION = 1;
 export const VAULT_ID_BYTES = 16;
@@ -14,6 +15,14 @@ export const MAX_TEXT_BYTES = 1024;
 export const MAX_VERSIONS = 16;
 export const MAX_RECORDS_PER_MESSAGE = 10_000;
 export const MAX_VAULTS_PER_LIST = 10_000;
+/** Largest page pack (a node's pack file, src/vault/packFiles.ts). */
+export { MAX_PACK_BYTES };
+/** Largest piece of a pack in one PutPack or PackData message. */
+export const MAX_PACK_CHUNK_BYTES = 8 * 1024 * 1024;
+/** A pack name is `p-<32 hex>.pack`; the decoder takes at most this many bytes of it. */
+export const MAX_PACK_NAME_BYTES = 64;
+/** Packs per PackList page, names per DeletePacks. */
+export const MAX_PACKS_PER_MESSAGE = 10_000;
 
 export enum MessageType {
   Hello = 1,
@@ -29,6 +38,15 @@ export enum MessageType {
   Ping = 11,
   Pong = 12,
   Error = 13,
+  PutPack = 14,
+  PackStored = 15,
+  ListPacks = 16,
+  PackList = 17,
+  ReadPack = 18,
+  PackData = 19,
+  DeletePacks = 20,
+  PacksDeleted = 21,
+  Prune = 22,
 }
 
 export enum ErrorCode {
@@ -51,6 +69,10 @@ export enum ErrorCode {
   /** OpenVault's identity differs from the one the server holds for that vault. */
   IdentityMismatch = 9,
   Internal = 10,
+  /** PutPack of a name the vault already holds with other bytes (packs are immutable). */
+  PackConflict = 11,
+  /** ReadPack of a pack the vault does not hold. */
+  UnknownPack = 12,
 }
 
 export interface VaultSummary {
@@ -60,6 +82,11 @@ export interface VaultSummary {
   readonly bytes: bigint;
   /** ms since the epoch, 0n when never written. */
   readonly lastWriteAt: bigint;
+}
+
+export interface PackSummary {
+  readonly name: string;
+  readonly bytes: number;
 }
 
 export interface WireRecord {
@@ -95,6 +122,28 @@ export type Message =
   | { readonly type: MessageType.VaultList; readonly requestId: number; readonly vaults: readonly VaultSummary[] }
   | { readonly type: MessageType.Ping; readonly nonce: bigint }
   | { readonly type: MessageType.Pong; readonly nonce: bigint }
+  /** One piece of a pack: `bytes` go at `offset` of a pack of `totalBytes`; pieces come in order from offset 0. */
+  | {
+      readonly type: MessageType.PutPack;
+      readonly requestId: number;
+      readonly vaultId: Buffer;
+      readonly name: string;
+      readonly totalBytes: number;
+      readonly offset: number;
+      readonly bytes: Buffer;
+    }
+  /** `received` bytes of the pack are taken; when it is the whole pack, the pack is durable. */
+  | { readonly type: MessageType.PackStored; readonly requestId: number; readonly received: number }
+  /** The vault's packs whose names sort after `after` ('' from the first). */
+  | { readonly type: MessageType.ListPacks; readonly requestId: number; readonly vaultId: Buffer; readonly after: string }
+  /** `done`: no pack follows the last one listed. */
+  | { readonly type: MessageType.PackList; readonly requestId: number; readonly done: boolean; readonly packs: readonly PackSummary[] }
+  | { readonly type: MessageType.ReadPack; readonly requestId: number; readonly vaultId: Buffer; readonly name: string; readonly offset: number; readonly maxBytes: number }
+  | { readonly type: MessageType.PackData; readonly requestId: number; readonly totalBytes: number; readonly offset: number; readonly bytes: Buffer }
+  | { readonly type: MessageType.DeletePacks; readonly requestId: number; readonly vaultId: Buffer; readonly names: readonly string[] }
+  | { readonly type: MessageType.PacksDeleted; readonly requestId: number }
+  /** Removes the generations below `keepFromGeneration` (never the newest); answered with VaultState. */
+  | { readonly type: MessageType.Prune; readonly requestId: number; readonly vaultId: Buffer; readonly keepFromGeneration: number }
   /** requestId, vaultId (zeros) and seq are 0 when they do not apply. */
   | { readonly type: MessageType.Error; readonly code: ErrorCode; readonly requestId: number; readonly vaultId: Buffer; readonly seq: bigint; readonly message: string };
 
@@ -156,6 +205,35 @@ export function encodeMessage(m: Message): Buffer {
     case MessageType.Ping:
     case MessageType.Pong:
       w.u64(m.nonce);
+      break;
+    case MessageType.PutPack:
+      w.u32(m.requestId).fixed(m.vaultId, VAULT_ID_BYTES).string(m.name).u32(m.totalBytes).u32(m.offset).bytes(m.bytes);
+      break;
+    case MessageType.PackStored:
+      w.u32(m.requestId).u32(m.received);
+      break;
+    case MessageType.ListPacks:
+      w.u32(m.requestId).fixed(m.vaultId, VAULT_ID_BYTES).string(m.after);
+      break;
+    case MessageType.PackList:
+      w.u32(m.requestId).u8(m.done ? 1 : 0).u32(m.packs.length);
+      for (const p of m.packs) w.string(p.name).u32(p.bytes);
+      break;
+    case MessageType.ReadPack:
+      w.u32(m.requestId).fixed(m.vaultId, VAULT_ID_BYTES).string(m.name).u32(m.offset).u32(m.maxBytes);
+      break;
+    case MessageType.PackData:
+      w.u32(m.requestId).u32(m.totalBytes).u32(m.offset).bytes(m.bytes);
+      break;
+    case MessageType.DeletePacks:
+      w.u32(m.requestId).fixed(m.vaultId, VAULT_ID_BYTES).u32(m.names.length);
+      for (const n of m.names) w.string(n);
+      break;
+    case MessageType.PacksDeleted:
+      w.u32(m.requestId);
+      break;
+    case MessageType.Prune:
+      w.u32(m.requestId).fixed(m.vaultId, VAULT_ID_BYTES).u32(m.keepFromGeneration);
       break;
     case MessageType.Error:
       w.u16(m.code).u32(m.requestId).fixed(m.vaultId, VAULT_ID_BYTES).u64(m.seq).string(m.message.slice(0, MAX_TEXT_BYTES / 4));
@@ -232,6 +310,74 @@ export function decodeMessage(buf: Buffer, maxRecordBytes = MAX_RECORD_BYTES): M
     case MessageType.Ping:
     case MessageType.Pong:
       m = { type, nonce: r.u64('nonce') };
+      break;
+    case MessageType.PutPack: {
+      const requestId = r.u32('request id');
+      const vaultId = r.fixed(VAULT_ID_BYTES, 'vault id');
+      const name = r.string(MAX_PACK_NAME_BYTES, 'pack name');
+      const totalBytes = r.u32('pack size');
+      if (totalBytes > MAX_PACK_BYTES) throw new DecodeError(`pack size ${totalBytes} is more than the ${MAX_PACK_BYTES} allowed`);
+      const offset = r.u32('offset');
+      const bytes = r.bytes(MAX_PACK_CHUNK_BYTES, 'pack bytes');
+      if (offset + bytes.length > totalBytes) throw new DecodeError(`pack bytes ${offset}..${offset + bytes.length} run past the pack size ${totalBytes}`);
+      m = { type, requestId, vaultId, name, totalBytes, offset, bytes };
+      break;
+    }
+    case MessageType.PackStored:
+      m = { type, requestId: r.u32('request id'), received: r.u32('received') };
+      break;
+    case MessageType.ListPacks:
+      m = { type, requestId: r.u32('request id'), vaultId: r.fixed(VAULT_ID_BYTES, 'vault id'), after: r.string(MAX_PACK_NAME_BYTES, 'after') };
+      break;
+    case MessageType.PackList: {
+      const requestId = r.u32('request id');
+      const done = r.u8('done flag');
+      if (done > 1) throw new DecodeError(`done flag ${done} is not 0 or 1`);
+      const n = r.count(r.u32('pack count'), MAX_PACKS_PER_MESSAGE, 6, 'pack');
+      const packs: PackSummary[] = [];
+      for (let i = 0; i < n; i++) {
+        const name = r.string(MAX_PACK_NAME_BYTES, 'pack name');
+        const bytes = r.u32('pack size');
+        if (bytes > MAX_PACK_BYTES) throw new DecodeError(`pack size ${bytes} is more than the ${MAX_PACK_BYTES} allowed`);
+        packs.push({ name, bytes });
+      }
+      m = { type, requestId, done: done === 1, packs };
+      break;
+    }
+    case MessageType.ReadPack:
+      m = {
+        type,
+        requestId: r.u32('request id'),
+        vaultId: r.fixed(VAULT_ID_BYTES, 'vault id'),
+        name: r.string(MAX_PACK_NAME_BYTES, 'pack name'),
+        offset: r.u32('offset'),
+        maxBytes: r.u32('max bytes'),
+      };
+      break;
+    case MessageType.PackData: {
+      const requestId = r.u32('request id');
+      const totalBytes = r.u32('pack size');
+      if (totalBytes > MAX_PACK_BYTES) throw new DecodeError(`pack size ${totalBytes} is more than the ${MAX_PACK_BYTES} allowed`);
+      const offset = r.u32('offset');
+      const bytes = r.bytes(MAX_PACK_CHUNK_BYTES, 'pack bytes');
+      if (offset + bytes.length > totalBytes) throw new DecodeError(`pack bytes ${offset}..${offset + bytes.length} run past the pack size ${totalBytes}`);
+      m = { type, requestId, totalBytes, offset, bytes };
+      break;
+    }
+    case MessageType.DeletePacks: {
+      const requestId = r.u32('request id');
+      const vaultId = r.fixed(VAULT_ID_BYTES, 'vault id');
+      const n = r.count(r.u32('name count'), MAX_PACKS_PER_MESSAGE, 2, 'name');
+      const names: string[] = [];
+      for (let i = 0; i < n; i++) names.push(r.string(MAX_PACK_NAME_BYTES, 'pack name'));
+      m = { type, requestId, vaultId, names };
+      break;
+    }
+    case MessageType.PacksDeleted:
+      m = { type, requestId: r.u32('request id') };
+      break;
+    case MessageType.Prune:
+      m = { type, requestId: r.u32('request id'), vaultId: r.fixed(VAULT_ID_BYTES, 'vault id'), keepFromGeneration: r.u32('keep from generation') };
       break;
     case MessageType.Error: {
       const code = r.u16('error code');

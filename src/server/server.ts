@@ -13,10 +13,15 @@ import { ClientLedger, DEFAULT_MAX_VAULTS, DEFAULT_QUOTA_BYTES } from './clientL
 import { loadOrCreateServerKey } from './serverKey.js';
 import { Session, shortKey, VaultBook, type SessionContext, type SessionLimits } from './session.js';
 import { openStore, type OpenedStore } from './storage/openStore.js';
-import { writeStatusFile, type ClientStatus, type ServerStatus } from './statusFile.js';
+import { writeStatusFile, type ClientStatus, type ScrubRunStatus, type ServerScrubStatus, type ServerStatus } from './statusFile.js';
+import type { ScrubDataResult } from '../vault/redundancy/scrub.js';
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 9736;
+/** Time between two scrubs of the storage (`--scrub-interval`). */
+export const DEFAULT_SCRUB_INTERVAL_MS = 24 * 3600 * 1000;
+/** The first scrub after a start comes after this (or after the interval, if shorter). */
+export const FIRST_SCRUB_DELAY_MS = 5 * 60 * 1000;
 
 export interface ServerOptions {
   readonly dataDir: string;
@@ -44,6 +49,13 @@ export interface ServerOptions {
   readonly store?: OpenedStore;
   /** One line per notable event, for the operator's log. */
   readonly onEvent?: (line: string) => void;
+  /**
+   * Time between two scrubs of the storage (every vault file checked against its parity and
+   * repaired in place; file storage only). Default 24 h; 0 = never.
+   */
+  readonly scrubIntervalMs?: number;
+  /** Time from the start to the first scrub (default: 5 minutes, or the interval if shorter). */
+  readonly scrubFirstDelayMs?: number;
 }
 
 export interface RunningServer {
@@ -301,13 +313,14 @@ export class BackupServer {
           records,
           bytes,
           pendingAppends,
-          totalBytes: c.vaults.reduce((n, v) => n + v.bytes, 0),
+          totalBytes: c.vaults.reduce((n, v) => n + v.bytes + v.packBytes, 0),
           vaults: c.vaults.map((v) => ({
             vaultId: v.vaultId,
             firstSeq: v.firstSeq.toString(),
             lastSeq: v.lastSeq.toString(),
             lastGeneration: v.lastGeneration,
             bytes: v.bytes,
+            packBytes: v.packBytes,
             lastWriteAt: v.lastWriteAt === null ? null : new Date(v.lastWriteAt).toISOString(),
           })),
         };
@@ -331,6 +344,7 @@ export class BackupServer {
         appendCounters: { ...appendCounters },
         stopping,
         stoppedAt,
+        scrub: scrubbable ? { ...scrubState } : null,
       };
     };
 
@@ -366,6 +380,45 @@ export class BackupServer {
       }, wait);
     }
 
+    // -- scrub: every vault file checked against its parity, repaired in place ---------------------
+
+    const scrubIntervalMs = options.scrubIntervalMs ?? DEFAULT_SCRUB_INTERVAL_MS;
+    const scrubbable = typeof (store as { scrub?: unknown }).scrub === 'function';
+    let scrubState: ServerScrubStatus = { intervalMs: scrubIntervalMs, running: false, nextAt: null, last: null };
+    let scrubTimer: NodeJS.Timeout | null = null;
+    let scrubRun: Promise<void> | null = null;
+    const scrubStop = new AbortController();
+    const planScrub = (ms: number): void => {
+      if (!scrubbable || scrubIntervalMs <= 0 || stopping) return;
+      scrubState = { ...scrubState, nextAt: new Date(Date.now() + ms).toISOString() };
+      scrubTimer = setTimeout(() => {
+        scrubTimer = null;
+        scrubRun = runScrub().finally(() => (scrubRun = null));
+      }, ms);
+      scrubTimer.unref();
+    };
+    const runScrub = async (): Promise<void> => {
+      const startedAt = new Date().toISOString();
+      scrubState = { ...scrubState, running: true, nextAt: null };
+      markChanged();
+      let last: ScrubRunStatus;
+      try {
+        const r = await (store as unknown as { scrub: (repair: boolean, signal: AbortSignal) => Promise<ScrubDataResult> }).scrub(true, scrubStop.signal);
+        last = scrubSummary(r, startedAt, null);
+        log(
+          `scrub: ${r.checkedFiles} files (${r.bytes} bytes) checked in ${r.vaults.length} vault(s): ${r.repairedFiles} repaired, ${r.damagedFiles} damaged, ${r.unprotectedFiles} unprotected`,
+        );
+        for (const u of last.unrecoverable) log(`scrub: DAMAGED beyond repair: vault ${u.vault} ${u.file}: ${u.ranges.map((x) => `bytes ${x.start}..${x.end - 1}`).join(', ') || u.found.join('; ')}`);
+      } catch (err) {
+        last = { ...scrubSummary(null, startedAt, (err as Error).message) };
+        if (!stopping) log(`scrub failed: ${(err as Error).message}`);
+      }
+      scrubState = { ...scrubState, running: false, last };
+      planScrub(scrubIntervalMs);
+      markChanged();
+    };
+    planScrub(Math.max(0, options.scrubFirstDelayMs ?? Math.min(scrubIntervalMs, FIRST_SCRUB_DELAY_MS)));
+
     await writeStatus();
 
     // -- stop -------------------------------------------------------------------------------------
@@ -376,6 +429,10 @@ export class BackupServer {
         stopping = true;
         if (statusTimer) clearTimeout(statusTimer);
         statusTimer = null;
+        if (scrubTimer) clearTimeout(scrubTimer);
+        scrubTimer = null;
+        scrubStop.abort();
+        scrubState = { ...scrubState, nextAt: null };
         log('stopping: answering the appends already received, then closing');
         const closedListener = new Promise<void>((resolve) => server.close(() => resolve()));
         for (const s of handshaking) s.destroy();
@@ -383,6 +440,7 @@ export class BackupServer {
         await Promise.all([...sessions].map((s) => s.shutdown()));
         for (const s of sockets) s.destroy();
         await closedListener;
+        await (scrubRun as Promise<void> | null)?.catch(() => undefined);
         stoppedAt = new Date().toISOString();
         await writeStatus();
         await store.close();
@@ -393,4 +451,21 @@ export class BackupServer {
 
     return { publicKey: key.publicKey, url, host, port, storage, warnings, stop, status: buildStatus };
   }
+}
+
+function scrubSummary(r: ScrubDataResult | null, startedAt: string, error: string | null): ScrubRunStatus {
+  const vaults = r?.vaults ?? [];
+  const id = (dir: string): string => dir.split(/[\\/]/).pop() ?? dir;
+  return {
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    files: r?.checkedFiles ?? 0,
+    bytes: r?.bytes ?? 0,
+    repairedFiles: r?.repairedFiles ?? 0,
+    damagedFiles: r?.damagedFiles ?? 0,
+    unprotectedFiles: r?.unprotectedFiles ?? 0,
+    repaired: vaults.flatMap((v) => v.files.filter((f) => f.status === 'repaired').map((f) => ({ vault: id(v.vault), file: f.file, fixed: f.fixed }))),
+    unrecoverable: vaults.flatMap((v) => v.files.filter((f) => f.status === 'damaged').map((f) => ({ vault: id(v.vault), file: f.file, ranges: f.lost, found: f.found }))),
+    error,
+  };
 }

@@ -1,16 +1,22 @@
 // One client connection on the server: a state machine over the protocol's messages
 // (src/server/protocol.ts, docs/PROTOCOL.md). Hello first, then OpenVault / Append / ReadRecords /
-// ListVaults / Ping in any order. Messages are handled one at a time in arrival order; an Append is
-// checked (vault opened here, record header, sequence, quota, backlog) and handed to the store at
-// once, and its Ack is sent only after the store resolved it, strictly in the order the Appends came.
+// ListVaults / Ping / the pack messages / Prune in any order. Messages are handled one at a time in
+// arrival order; an Append is checked (vault opened here, record header, sequence, quota, backlog)
+// and handed to the store at once, and its Ack is sent only after the store resolved it, strictly in
+// the order the Appends came. A page pack arrives in pieces (PutPack), is gathered in memory (one
+// pack at a time per connection) and written by the store once whole; its last PackStored is sent
+// only once it is durable, and the connection's other messages go on meanwhile.
 // A client only ever sees its own vaults: another client's vault gets the same answer as one that
 // does not exist. The VaultBook, shared by all sessions, keeps each open vault's accepted sequence
 // so that two connections of one client cannot interleave records.
 import { decodeHeader, HEADER_BYTES } from '../vault/format.js';
+import { isPackName } from '../vault/packFiles.js';
 import {
   decodeMessage,
   encodeMessage,
   ErrorCode,
+  MAX_PACK_CHUNK_BYTES,
+  MAX_PACKS_PER_MESSAGE,
   MAX_RECORD_BYTES,
   MAX_RECORDS_PER_MESSAGE,
   MAX_VAULTS_PER_LIST,
@@ -23,7 +29,7 @@ import {
   type MessageOf,
   type WireRecord,
 } from './protocol.js';
-import { StorageUnavailableError, type ServerStore, type StoredVault } from './storage/store.js';
+import { PackConflictError, StorageUnavailableError, type ServerStore, type StoredPack, type StoredVault } from './storage/store.js';
 import type { ClientLedger } from './clientLedger.js';
 
 export const SERVER_AGENT = 'lnbackup-server/0.1.0';
@@ -207,6 +213,17 @@ interface PendingAppend {
   outcome: Outcome | null;
 }
 
+/** A page pack being received in pieces on this connection. */
+interface PackUpload {
+  readonly vaultId: string;
+  readonly name: string;
+  readonly totalBytes: number;
+  readonly pieces: Buffer[];
+  received: number;
+  /** Quota reserved for it (0 when the vault held the pack already when it began). */
+  readonly reserved: number;
+}
+
 /** A message the client must not send, or cannot send now: answered with BadMessage, then the connection closes. */
 class ProtocolViolation extends Error {
   constructor(
@@ -247,6 +264,9 @@ export class Session {
   private helloTimer: NodeJS.Timeout | null;
   private destroyTimer: NodeJS.Timeout | null = null;
   private drainWaiters: (() => void)[] = [];
+  /** The pack being received, and the one being written by the store (at most one each). */
+  private upload: PackUpload | null = null;
+  private packWrite: Promise<void> | null = null;
   private resolveClosed!: () => void;
   private readonly maxRecordBytes: number;
   private readonly maxOutputBytes: number;
@@ -367,6 +387,24 @@ export class Session {
       case MessageType.ListVaults:
         if (this.stopping) return this.stoppingReply(m.requestId, NO_VAULT);
         return this.listVaults(m);
+      case MessageType.PutPack:
+        if (this.stopping) {
+          this.abortUpload();
+          return this.stoppingReply(m.requestId, m.vaultId);
+        }
+        return this.putPack(m);
+      case MessageType.ListPacks:
+        if (this.stopping) return this.stoppingReply(m.requestId, m.vaultId);
+        return this.listPacks(m);
+      case MessageType.ReadPack:
+        if (this.stopping) return this.stoppingReply(m.requestId, m.vaultId);
+        return this.readPack(m);
+      case MessageType.DeletePacks:
+        if (this.stopping) return this.stoppingReply(m.requestId, m.vaultId);
+        return this.deletePacks(m);
+      case MessageType.Prune:
+        if (this.stopping) return this.stoppingReply(m.requestId, m.vaultId);
+        return this.prune(m);
       default:
         throw new ProtocolViolation(`${messageName(m.type)} is a message only the server sends`);
     }
@@ -453,17 +491,7 @@ export class Session {
       entry = book.attach(v);
       this.opened.set(vaultId, entry);
       this.counters.opens++;
-      this.send({
-        type: MessageType.VaultState,
-        requestId: m.requestId,
-        vaultId: m.vaultId,
-        firstSeq: v.firstSeq,
-        lastSeq: v.lastSeq,
-        lastHash: v.lastHash ?? NO_HASH,
-        lastGeneration: v.lastGeneration,
-        bytes: BigInt(v.bytes),
-        identity: v.identity,
-      });
+      this.sendVaultState(m.requestId, m.vaultId, v);
       this.ctx.changed();
     });
   }
@@ -498,7 +526,9 @@ export class Session {
     if (entry.failed) {
       return refuse(ErrorCode.StorageUnavailable, `an earlier append to vault ${vaultId} failed: reconnect and resume from VaultState`);
     }
-    if (seq !== entry.lastSeq + 1n) {
+    // A vault that holds no record takes any first seq: a node whose own vault was pruned (its
+    // first record starts a generation) is copied from its first kept record.
+    if (entry.lastSeq !== 0n && seq !== entry.lastSeq + 1n) {
       return refuse(
         ErrorCode.OutOfOrder,
         `Append of seq ${seq} does not follow the last record of vault ${vaultId} on this server (${entry.lastSeq}); nothing was stored: send seq ${entry.lastSeq + 1n}`,
@@ -655,6 +685,170 @@ export class Session {
     });
   }
 
+  // -- page packs and retention ----------------------------------------------------------------
+
+  /** One piece of a pack; the last one has the whole pack written and answered once durable. */
+  private async putPack(m: MessageOf<MessageType.PutPack>): Promise<void> {
+    const vaultId = m.vaultId.toString('hex');
+    if (!this.opened.has(vaultId)) {
+      this.abortUpload();
+      return this.sendError(ErrorCode.UnknownVault, notOpenMessage(vaultId), m.requestId, m.vaultId);
+    }
+    if (!isPackName(m.name)) {
+      throw new ProtocolViolation(`PutPack for vault ${vaultId}: ${JSON.stringify(m.name)} is not a pack name (p-<32 hex digits>.pack)`, { requestId: m.requestId, vaultId: m.vaultId });
+    }
+    let u = this.upload;
+    if (m.offset === 0) {
+      this.abortUpload();
+      let held: boolean;
+      try {
+        held = (await this.ctx.store.readPack(vaultId, m.name, 0, 0)) !== null;
+      } catch (err) {
+        return this.storageError(err, m.requestId, m.vaultId, 0n);
+      }
+      if (this.state !== 'ready') return;
+      const reserved = held ? 0 : m.totalBytes;
+      if (reserved > 0) {
+        const verdict = this.ctx.ledger.reserveAppend(this.client, reserved);
+        if (!verdict.ok) return this.sendError(ErrorCode.QuotaExceeded, `pack ${m.name} not stored: ${verdict.reason}`, m.requestId, m.vaultId);
+      }
+      u = this.upload = { vaultId, name: m.name, totalBytes: m.totalBytes, pieces: [], received: 0, reserved };
+    } else if (!u || u.vaultId !== vaultId || u.name !== m.name || u.totalBytes !== m.totalBytes || u.received !== m.offset) {
+      const have = u && u.vaultId === vaultId && u.name === m.name ? u.received : 0;
+      return this.sendError(
+        ErrorCode.OutOfOrder,
+        `PutPack of ${m.name} at byte ${m.offset} does not continue what this connection received of it (${have} bytes): send the pack again from byte 0`,
+        m.requestId,
+        m.vaultId,
+        BigInt(have),
+      );
+    }
+    u.pieces.push(m.bytes);
+    u.received += m.bytes.length;
+    if (u.received < u.totalBytes) {
+      this.send({ type: MessageType.PackStored, requestId: m.requestId, received: u.received });
+      return;
+    }
+    this.upload = null;
+    // One pack written at a time per connection; other messages are handled meanwhile.
+    if (this.packWrite) await this.packWrite;
+    const bytes = Buffer.concat(u.pieces, u.totalBytes);
+    u.pieces.length = 0;
+    this.packWrite = this.writePack(u, bytes, m.requestId, m.vaultId).finally(() => {
+      this.packWrite = null;
+      this.checkDrained();
+    });
+  }
+
+  private async writePack(u: PackUpload, bytes: Buffer, requestId: number, vaultIdBytes: Buffer): Promise<void> {
+    let created = false;
+    try {
+      created = await this.ctx.store.putPack(u.vaultId, u.name, bytes);
+    } catch (err) {
+      this.ctx.ledger.settleAppend(this.client, u.reserved, false);
+      if (err instanceof PackConflictError) return this.sendError(ErrorCode.PackConflict, err.message, requestId, vaultIdBytes);
+      return this.storageError(err, requestId, vaultIdBytes, 0n);
+    }
+    this.ctx.ledger.settleAppend(this.client, u.reserved, created && u.reserved > 0);
+    if (created && u.reserved === 0) this.ctx.ledger.added(this.client, u.totalBytes);
+    this.send({ type: MessageType.PackStored, requestId, received: u.totalBytes });
+    this.ctx.changed();
+  }
+
+  /** Forgets a pack being received (its quota reservation too). */
+  private abortUpload(): void {
+    const u = this.upload;
+    if (!u) return;
+    this.upload = null;
+    this.ctx.ledger.settleAppend(this.client, u.reserved, false);
+  }
+
+  private async listPacks(m: MessageOf<MessageType.ListPacks>): Promise<void> {
+    const vaultId = m.vaultId.toString('hex');
+    if (!this.opened.has(vaultId)) return this.sendError(ErrorCode.UnknownVault, notOpenMessage(vaultId), m.requestId, m.vaultId);
+    if (!(await this.outputRoom())) return;
+    let all: StoredPack[];
+    try {
+      all = await this.ctx.store.listPacks(vaultId);
+    } catch (err) {
+      return this.storageError(err, m.requestId, m.vaultId, 0n);
+    }
+    const after = all.filter((p) => p.name > m.after).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const packs = after.slice(0, MAX_PACKS_PER_MESSAGE).map((p) => ({ name: p.name, bytes: p.bytes }));
+    this.send({ type: MessageType.PackList, requestId: m.requestId, done: packs.length === after.length, packs });
+  }
+
+  private async readPack(m: MessageOf<MessageType.ReadPack>): Promise<void> {
+    const vaultId = m.vaultId.toString('hex');
+    if (!this.opened.has(vaultId)) return this.sendError(ErrorCode.UnknownVault, notOpenMessage(vaultId), m.requestId, m.vaultId);
+    if (!isPackName(m.name)) {
+      throw new ProtocolViolation(`ReadPack for vault ${vaultId}: ${JSON.stringify(m.name)} is not a pack name`, { requestId: m.requestId, vaultId: m.vaultId });
+    }
+    if (!(await this.outputRoom())) return;
+    const budget = Math.max(1, Math.min(m.maxBytes, MAX_PACK_CHUNK_BYTES, this.ctx.limits.maxMessageBytes - READ_OVERHEAD_BYTES));
+    let piece;
+    try {
+      piece = await this.ctx.store.readPack(vaultId, m.name, m.offset, budget);
+    } catch (err) {
+      return this.storageError(err, m.requestId, m.vaultId, 0n);
+    }
+    if (piece === null) return this.sendError(ErrorCode.UnknownPack, `vault ${vaultId} holds no pack ${m.name}`, m.requestId, m.vaultId);
+    if (m.offset > piece.totalBytes) {
+      throw new ProtocolViolation(`ReadPack of ${m.name} from byte ${m.offset}, past its end (${piece.totalBytes} bytes)`, { requestId: m.requestId, vaultId: m.vaultId });
+    }
+    this.send({ type: MessageType.PackData, requestId: m.requestId, totalBytes: piece.totalBytes, offset: m.offset, bytes: piece.bytes });
+  }
+
+  private async deletePacks(m: MessageOf<MessageType.DeletePacks>): Promise<void> {
+    const vaultId = m.vaultId.toString('hex');
+    if (!this.opened.has(vaultId)) return this.sendError(ErrorCode.UnknownVault, notOpenMessage(vaultId), m.requestId, m.vaultId);
+    const bad = m.names.find((n) => !isPackName(n));
+    if (bad !== undefined) {
+      throw new ProtocolViolation(`DeletePacks for vault ${vaultId}: ${JSON.stringify(bad)} is not a pack name`, { requestId: m.requestId, vaultId: m.vaultId });
+    }
+    let freed: number;
+    try {
+      freed = await this.ctx.store.deletePacks(vaultId, m.names);
+    } catch (err) {
+      return this.storageError(err, m.requestId, m.vaultId, 0n);
+    }
+    this.ctx.ledger.released(this.client, freed);
+    if (freed > 0) this.ctx.log(`client ${shortKey(this.client)}: vault ${vaultId}: removed ${m.names.length} pack name(s), ${freed} bytes`);
+    this.send({ type: MessageType.PacksDeleted, requestId: m.requestId });
+    this.ctx.changed();
+  }
+
+  private async prune(m: MessageOf<MessageType.Prune>): Promise<void> {
+    const vaultId = m.vaultId.toString('hex');
+    if (!this.opened.has(vaultId)) return this.sendError(ErrorCode.UnknownVault, notOpenMessage(vaultId), m.requestId, m.vaultId);
+    let v;
+    try {
+      v = await this.ctx.store.prune(vaultId, m.keepFromGeneration);
+    } catch (err) {
+      return this.storageError(err, m.requestId, m.vaultId, 0n);
+    }
+    this.ctx.ledger.released(this.client, v.removedBytes);
+    if (v.removedBytes > 0) {
+      this.ctx.log(`client ${shortKey(this.client)}: vault ${vaultId}: removed the generations below ${m.keepFromGeneration} (${v.removedBytes} bytes); it now holds records ${v.firstSeq}..${v.lastSeq}`);
+    }
+    this.sendVaultState(m.requestId, m.vaultId, v);
+    this.ctx.changed();
+  }
+
+  private sendVaultState(requestId: number, vaultId: Buffer, v: StoredVault): void {
+    this.send({
+      type: MessageType.VaultState,
+      requestId,
+      vaultId,
+      firstSeq: v.firstSeq,
+      lastSeq: v.lastSeq,
+      lastHash: v.lastHash ?? NO_HASH,
+      lastGeneration: v.lastGeneration,
+      bytes: BigInt(v.bytes),
+      identity: v.identity,
+    });
+  }
+
   private stoppingReply(requestId: number, vaultId: Buffer): void {
     this.sendError(ErrorCode.TooBusy, 'the server is stopping: reconnect later', requestId, vaultId);
   }
@@ -720,7 +914,7 @@ export class Session {
   private onIdle(): void {
     if (this.state === 'closing' || this.state === 'closed') return;
     const quietFor = Date.now() - this.counters.lastActivityAt;
-    if (this.storing > 0 || this.pumping || quietFor < this.ctx.limits.idleTimeoutMs) {
+    if (this.storing > 0 || this.pumping || this.packWrite !== null || quietFor < this.ctx.limits.idleTimeoutMs) {
       this.idleTimer.refresh();
       return;
     }
@@ -754,6 +948,7 @@ export class Session {
     if (this.destroyTimer) clearTimeout(this.destroyTimer);
     this.inbox.length = 0;
     this.inboxBytes = 0;
+    this.abortUpload();
     for (const entry of this.opened.values()) this.ctx.book.detach(entry);
     this.opened.clear();
     this.resolveClosed();
@@ -771,7 +966,7 @@ export class Session {
 
   private checkDrained(): void {
     if (this.drainWaiters.length === 0) return;
-    const idle = !this.pumping && this.inbox.length === 0 && this.inflight.length === 0;
+    const idle = !this.pumping && this.inbox.length === 0 && this.inflight.length === 0 && this.packWrite === null;
     if (idle || this.state === 'closed') {
       for (const wake of this.drainWaiters.splice(0)) wake();
     }

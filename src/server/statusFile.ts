@@ -15,7 +15,10 @@ export interface VaultStatus {
   readonly firstSeq: string;
   readonly lastSeq: string;
   readonly lastGeneration: number;
+  /** Bytes of records. */
   readonly bytes: number;
+  /** Bytes of page packs (absent in files written by older versions). */
+  readonly packBytes?: number;
   /** ISO time of the last append, null when never written. */
   readonly lastWriteAt: string | null;
 }
@@ -33,6 +36,7 @@ export interface ClientStatus {
   /** Appends accepted and not yet durable (the server's lag for this client). */
   readonly pendingAppends: number;
   readonly vaults: readonly VaultStatus[];
+  /** Bytes stored for the client: records and page packs (what the quota counts). */
   readonly totalBytes: number;
 }
 
@@ -41,6 +45,32 @@ export interface StoreCounters {
   readonly records: number;
   readonly maxRoundMs: number;
   readonly [more: string]: number;
+}
+
+/** One scrub of the server's storage (src/vault/redundancy/scrub.ts). */
+export interface ScrubRunStatus {
+  readonly startedAt: string;
+  readonly finishedAt: string;
+  readonly files: number;
+  readonly bytes: number;
+  readonly repairedFiles: number;
+  readonly damagedFiles: number;
+  readonly unprotectedFiles: number;
+  /** Files found damaged and repaired in place. */
+  readonly repaired: readonly { readonly vault: string; readonly file: string; readonly fixed: readonly string[] }[];
+  /** Files with damage left: what could not be rebuilt (byte ranges, end exclusive). */
+  readonly unrecoverable: readonly { readonly vault: string; readonly file: string; readonly ranges: readonly { start: number; end: number }[]; readonly found: readonly string[] }[];
+  /** Why the scrub ended early, or null. */
+  readonly error: string | null;
+}
+
+export interface ServerScrubStatus {
+  /** ms between two scrubs; 0 = never. */
+  readonly intervalMs: number;
+  readonly running: boolean;
+  /** ISO time of the next scrub, null when none is planned. */
+  readonly nextAt: string | null;
+  readonly last: ScrubRunStatus | null;
 }
 
 export interface ServerStatus {
@@ -65,6 +95,8 @@ export interface ServerStatus {
   readonly stopping: boolean;
   /** ISO time the server finished stopping; null while it runs. */
   readonly stoppedAt: string | null;
+  /** The storage scrub (file storage only; absent in status files of older servers). */
+  readonly scrub?: ServerScrubStatus | null;
 }
 
 export function statusPath(dataDir: string): string {
@@ -135,6 +167,27 @@ function size(bytes: number): string {
   return `${v.toFixed(1)} ${units[u]}`;
 }
 
+function scrubLines(sc: ServerScrubStatus | null, now: number): string[] {
+  if (!sc) return [];
+  if (sc.intervalMs === 0 && !sc.last) return ['scrub:       never (--scrub-interval 0)'];
+  const lines: string[] = [];
+  const l = sc.last;
+  const next = sc.running ? 'running now' : sc.nextAt ? `next ${sc.nextAt}` : 'none planned';
+  if (!l) lines.push(`scrub:       not run yet; ${next}`);
+  else {
+    lines.push(
+      `scrub:       last ${ago(l.finishedAt, now)}: ${l.files} files, ${size(l.bytes)} checked, ${l.repairedFiles} repaired, ${l.damagedFiles} damaged, ${l.unprotectedFiles} unprotected` +
+        `${l.error ? ` (ended early: ${l.error})` : ''}; ${next}`,
+    );
+    for (const r of l.repaired) lines.push(`  repaired:  vault ${r.vault} ${r.file}${r.fixed.length ? `: ${r.fixed.join('; ')}` : ''}`);
+    for (const u of l.unrecoverable) {
+      const ranges = u.ranges.map((x) => `bytes ${x.start}..${x.end - 1}`).join(', ');
+      lines.push(`  DAMAGED:   vault ${u.vault} ${u.file}: ${ranges || u.found.join('; ')}`);
+    }
+  }
+  return lines;
+}
+
 /** The human form of `lnbackup server status`. */
 export function describeStatus(r: StatusReading, now = Date.now()): string[] {
   const s = r.status;
@@ -147,6 +200,7 @@ export function describeStatus(r: StatusReading, now = Date.now()): string[] {
     `appends:     ${s.appendCounters.appends} durable in this run (${size(s.appendCounters.bytes)}), slowest ${s.appendCounters.maxAppendMs.toFixed(1)} ms` +
       (s.storeCounters ? `; group commit: ${s.storeCounters.rounds} rounds, ${s.storeCounters.records} records, longest ${s.storeCounters.maxRoundMs.toFixed(1)} ms` : ''),
     `status of:   ${ago(s.updatedAt, now)}`,
+    ...scrubLines(s.scrub ?? null, now),
     `clients:     ${s.clients.length}`,
   ];
   for (const c of s.clients) {
@@ -155,7 +209,8 @@ export function describeStatus(r: StatusReading, now = Date.now()): string[] {
         `${c.records} records / ${size(c.bytes)} acknowledged in this run, ${c.pendingAppends} not yet durable, ${size(c.totalBytes)} stored`,
     );
     for (const v of c.vaults) {
-      lines.push(`    vault ${v.vaultId}: records ${v.firstSeq}..${v.lastSeq} (generation ${v.lastGeneration}), ${size(v.bytes)}, last write ${ago(v.lastWriteAt, now)}`);
+      const packs = v.packBytes ? ` + ${size(v.packBytes)} of page packs` : '';
+      lines.push(`    vault ${v.vaultId}: records ${v.firstSeq}..${v.lastSeq} (generation ${v.lastGeneration}), ${size(v.bytes)}${packs}, last write ${ago(v.lastWriteAt, now)}`);
     }
   }
   return lines;

@@ -25,6 +25,12 @@ export enum RecordType {
   SnapshotChunk = 3,
   /** Ends the snapshot: size and SHA-256 of the whole file. */
   SnapshotEnd = 4,
+  /** A paged snapshot's pages, by content address (the bytes live in page packs). */
+  PageManifest = 5,
+  /** One db_write call with the time it was recorded. */
+  TimedWrites = 6,
+  /** The page packs a paged snapshot reads from (what retention keeps). */
+  PackList = 7,
 }
 
 export interface RecordHeader {

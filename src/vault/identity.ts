@@ -8,6 +8,7 @@ import { readBoundedFile, writeFileAtomic } from '../util/durableFs.js';
 import { VaultError, WrongKeyError } from './errors.js';
 import { FORMAT_VERSION, VAULT_ID_BYTES } from './format.js';
 import type { VaultKeys } from './keys.js';
+import { writeIdentityCopy } from './redundancy/identityCopy.js';
 
 export const IDENTITY_FILE = 'VAULT.json';
 export const DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024;
@@ -56,7 +57,10 @@ export function createIdentity(
     segmentBytes,
   };
   const id: VaultIdentity = { ...base, keyCheck: keyCheck(keys, base) };
-  writeFileAtomic(identityPath(vaultDir), JSON.stringify(id, null, 2) + '\n', 0o644);
+  const bytes = Buffer.from(JSON.stringify(id, null, 2) + '\n', 'utf8');
+  writeFileAtomic(identityPath(vaultDir), bytes, 0o644);
+  // The second copy (docs/FORMAT.md, "Redundancy"): `lnbackup scrub --repair` restores VAULT.json from it.
+  writeIdentityCopy(vaultDir, bytes);
   return id;
 }
 

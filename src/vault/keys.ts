@@ -9,6 +9,8 @@ export interface VaultKeys {
   readonly identity: Buffer;
   /** Seed of the node's transport key (its static BOLT #8 key towards servers). */
   readonly transport: Buffer;
+  /** Keys the content addresses of database pages (HMAC-SHA256), so storage learns nothing from them. */
+  readonly page: Buffer;
 }
 
 function derive(root: Buffer, purpose: string): Buffer {
@@ -17,5 +19,5 @@ function derive(root: Buffer, purpose: string): Buffer {
 
 export function vaultKeysFromRoot(root: Buffer): VaultKeys {
   if (root.length !== 32) throw new Error('the root key must be 32 bytes');
-  return { record: derive(root, 'record'), identity: derive(root, 'identity'), transport: derive(root, 'transport') };
+  return { record: derive(root, 'record'), identity: derive(root, 'identity'), transport: derive(root, 'transport'), page: derive(root, 'page') };
 }

@@ -10,8 +10,9 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { fsyncDir, truncateDurably } from '../util/durableFs.js';
 import { VaultError } from './errors.js';
-import { decodeHeader, FormatError, HEADER_BYTES, MAGIC, recordHash } from './format.js';
-import { listSegments, segmentName, segmentsDir, type SegmentFile } from './segments.js';
+import { decodeHeader, FormatError, HEADER_BYTES, MAGIC, MAX_SEALED_BYTES, recordHash } from './format.js';
+import { RedundancyKeeper } from './redundancy/keeper.js';
+import { listSegments, removeWithSidecars, segmentName, segmentsDir, type SegmentFile } from './segments.js';
 
 /** A sealed record as stored: header and sealed body, with its sequence number and generation. */
 export interface RawRecord {
@@ -75,8 +76,9 @@ class SegmentCursor {
   private window: Buffer = Buffer.alloc(0);
   private windowStart = 0;
 
+  /** `source`: the open file, or its whole (repaired) contents. */
   constructor(
-    private readonly fd: number,
+    private readonly source: number | Buffer,
     readonly size: number,
     private readonly segment: SegmentFile,
     private readonly windowBytes = 1 << 20,
@@ -84,13 +86,15 @@ class SegmentCursor {
 
   /** Bytes [pos, pos + length) of the file; a view valid until the next call. The caller bounds it by `size`. */
   read(pos: number, length: number): Buffer {
+    if (Buffer.isBuffer(this.source)) return this.source.subarray(pos, pos + length);
+    const fd = this.source;
     const start = this.windowStart;
     if (pos >= start && pos + length <= start + this.window.length) return this.window.subarray(pos - start, pos - start + length);
     const n = Math.min(Math.max(length, this.windowBytes), this.size - pos);
     const buf = Buffer.allocUnsafe(n);
     let got = 0;
     while (got < n) {
-      const r = fs.readSync(this.fd, buf, got, n - got, pos + got);
+      const r = fs.readSync(fd, buf, got, n - got, pos + got);
       if (r === 0) throw new VaultError(`${this.segment.path} became shorter while it was read (at byte ${pos + got})`);
       got += r;
     }
@@ -103,6 +107,8 @@ class SegmentCursor {
 export interface ReadRawOptions {
   /** Serve nothing after this sequence number (records not yet durable). */
   readonly untilSeq?: bigint;
+  /** Files to read from memory instead (path → contents repaired from parity: redundancy/protectedRead.ts). */
+  readonly overlay?: ReadonlyMap<string, Buffer>;
 }
 
 /**
@@ -128,9 +134,10 @@ export function readRawRecords(vaultDir: string, fromSeq: bigint, maxBytes: numb
     }
     expected = segment.firstSeq;
     const isLast = si === segments.length - 1;
-    const fd = fs.openSync(segment.path, 'r');
+    const repaired = options.overlay?.get(segment.path);
+    const fd = repaired ? null : fs.openSync(segment.path, 'r');
     try {
-      const cursor = new SegmentCursor(fd, fs.fstatSync(fd).size, segment);
+      const cursor = fd === null ? new SegmentCursor(repaired as Buffer, (repaired as Buffer).length, segment) : new SegmentCursor(fd, fs.fstatSync(fd).size, segment);
       let offset = 0;
       while (offset < cursor.size) {
         if (expected > until) return out;
@@ -164,15 +171,17 @@ export function readRawRecords(vaultDir: string, fromSeq: bigint, maxBytes: numb
         offset = end;
       }
     } finally {
-      fs.closeSync(fd);
+      if (fd !== null) fs.closeSync(fd);
     }
   }
   return out;
 }
 
 export interface AppenderOpenOptions {
-  /** Told about repairs made while opening (torn tail cut off, empty segment removed). */
+  /** Told about repairs made while opening (torn tail cut off, empty segment removed) and about redundancy work. */
   readonly onNotice?: (message: string) => void;
+  /** Mirror the active segment and give sealed segments parity (default true; false to measure its cost). */
+  readonly redundancy?: boolean;
 }
 
 /** A record to append; `hash` may be given when the caller already has the chain hash. */
@@ -230,6 +239,8 @@ export class RawVaultAppender {
   private readonly dirty = new Set<OpenSegment>();
   private readonly dirsToSync = new Set<string>();
   private created: string[] = [];
+  /** Segments rotated away, sealed (parity made) once a flush that began after the rotation succeeds. */
+  private toSeal: string[] = [];
   private state: TailState;
   private durable: DurablePoint;
   private flushing: Promise<void> = Promise.resolve();
@@ -242,6 +253,7 @@ export class RawVaultAppender {
     readonly segmentBytes: number,
     tail: TailState,
     segmentPath: string | null,
+    private readonly keeper: RedundancyKeeper,
   ) {
     this.state = tail;
     this.current = null;
@@ -255,8 +267,31 @@ export class RawVaultAppender {
   /** Opens `vaultDir` for appending; `segmentBytes` is the vault's segment size (VAULT.json). */
   static open(vaultDir: string, segmentBytes: number, options: AppenderOpenOptions = {}): RawVaultAppender {
     if (!Number.isInteger(segmentBytes) || segmentBytes < 1) throw new Error(`segment size ${segmentBytes} is not a positive integer`);
-    const { tail, segmentPath } = findRawTail(vaultDir, options);
-    return new RawVaultAppender(vaultDir, segmentBytes, tail, segmentPath);
+    const keeper = new RedundancyKeeper(vaultDir, {
+      maxSegmentBytes: segmentBytes + HEADER_BYTES + MAX_SEALED_BYTES,
+      onNotice: options.onNotice,
+      enabled: options.redundancy,
+    });
+    try {
+      keeper.repairNewestFromMirror();
+      const { tail, segmentPath } = findRawTail(vaultDir, options);
+      keeper.attach(segmentPath);
+      keeper.finishPending(segmentPath);
+      return new RawVaultAppender(vaultDir, segmentBytes, tail, segmentPath, keeper);
+    } catch (err) {
+      keeper.close();
+      throw err;
+    }
+  }
+
+  /** The segment file being appended to (null when none); it has no parity yet. */
+  get activeSegment(): string | null {
+    return this.current?.path ?? null;
+  }
+
+  /** Resolves once the background work of redundancy (parity of sealed segments) is done. */
+  redundancyIdle(): Promise<void> {
+    return this.keeper.idle();
   }
 
   get firstSeq(): bigint {
@@ -301,6 +336,7 @@ export class RawVaultAppender {
       while (written < bytes.length) {
         written += fs.writeSync(seg.fd, bytes, written, bytes.length - written, seg.size + written);
       }
+      this.keeper.write(seg.size, bytes);
       seg.size += bytes.length;
       this.dirty.add(seg);
     } catch (err) {
@@ -360,8 +396,9 @@ export class RawVaultAppender {
       this.current = null;
     }
     this.dirty.clear();
+    this.toSeal = [];
     const doomed = [...this.created];
-    for (const file of doomed) fs.rmSync(file, { force: true });
+    for (const file of doomed) removeWithSidecars(file);
     if (doomed.length > 0) fsyncDir(segmentsDir(this.vaultDir));
     this.created = [];
     if (d.segment) {
@@ -370,6 +407,8 @@ export class RawVaultAppender {
       fs.fsyncSync(this.current.fd);
       this.current.size = d.segment.size;
     }
+    // The mirror may hold bytes cut off just now: checked against the segment, rebuilt if so.
+    this.keeper.attach(this.current?.path ?? null);
     this.state = d.tail;
     this.durable = this.point();
     this.broken = null;
@@ -386,6 +425,7 @@ export class RawVaultAppender {
       this.retired = [];
       if (this.current) fs.closeSync(this.current.fd);
       this.current = null;
+      this.keeper.close();
     }
   }
 
@@ -394,25 +434,30 @@ export class RawVaultAppender {
     return { tail: this.state, segment: c ? { path: c.path, size: c.size, generation: c.generation } : null, created: [...this.created] };
   }
 
-  private beginFlush(): { segments: OpenSegment[]; dirs: string[]; retired: OpenSegment[]; point: DurablePoint } {
-    const f = { segments: [...this.dirty], dirs: [...this.dirsToSync], retired: this.retired, point: this.point() };
+  private beginFlush(): { segments: OpenSegment[]; dirs: string[]; retired: OpenSegment[]; point: DurablePoint; seal: string[] } {
+    const f = { segments: [...this.dirty], dirs: [...this.dirsToSync], retired: this.retired, point: this.point(), seal: this.toSeal };
     this.dirty.clear();
     this.dirsToSync.clear();
     this.retired = [];
+    this.toSeal = [];
     return f;
   }
 
-  private failFlush(f: { segments: OpenSegment[]; dirs: string[]; retired: OpenSegment[] }, err: Error): void {
+  private failFlush(f: { segments: OpenSegment[]; dirs: string[]; retired: OpenSegment[]; seal: string[] }, err: Error): void {
     for (const s of f.segments) this.dirty.add(s);
     for (const d of f.dirs) this.dirsToSync.add(d);
     this.retired.push(...f.retired);
+    this.toSeal.push(...f.seal);
     this.broken = err;
   }
 
-  private endFlush(f: { retired: OpenSegment[]; point: DurablePoint }): void {
+  private endFlush(f: { retired: OpenSegment[]; point: DurablePoint; seal: string[] }): void {
     for (const s of f.retired) {
       if (!this.dirty.has(s)) fs.closeSync(s.fd);
     }
+    // Segments rotated away before this flush began: durable, and never written again (a rollback
+    // goes back to this flush at the earliest, whose segment is a newer one).
+    for (const file of f.seal) this.keeper.seal(file);
     this.durable = f.point;
     this.created = this.created.filter((file) => !f.point.created.includes(file));
   }
@@ -421,6 +466,8 @@ export class RawVaultAppender {
     const cur = this.current;
     if (cur && cur.generation === record.generation && cur.size < this.segmentBytes) return cur;
     if (cur) {
+      this.keeper.retire(cur.path);
+      this.toSeal.push(cur.path);
       if (this.dirty.has(cur)) this.retired.push(cur);
       else fs.closeSync(cur.fd);
       this.current = null;
@@ -435,6 +482,7 @@ export class RawVaultAppender {
     this.created.push(file);
     this.dirsToSync.add(dir);
     this.current = { fd, path: file, size: 0, generation: record.generation };
+    this.keeper.startSegment(file);
     return this.current;
   }
 }
@@ -462,7 +510,7 @@ function findRawTail(vaultDir: string, options: AppenderOpenOptions): { tail: Ta
     if (!last) return { tail: { firstSeq: 0n, lastSeq: 0n, lastGeneration: 0, bytes: 0, last: null }, segmentPath: null };
     const size = fs.statSync(last.path).size;
     if (size === 0) {
-      fs.rmSync(last.path);
+      removeWithSidecars(last.path);
       fsyncDir(segmentsDir(vaultDir));
       options.onNotice?.(`removed the empty segment file ${last.path}; it held no acknowledged record`);
       continue;

@@ -4,6 +4,7 @@
 // record that was therefore never acknowledged) is a torn tail: it is reported, not treated as
 // damage.
 import fs from 'node:fs';
+import path from 'node:path';
 import { CorruptRecordError } from './errors.js';
 import {
   decodeHeader,
@@ -19,6 +20,8 @@ import {
 import { vaultIdBytes, type VaultIdentity } from './identity.js';
 import type { VaultKeys } from './keys.js';
 import { openRecord } from './record.js';
+import { describeRanges } from './redundancy/keeper.js';
+import type { ReadRepair } from './redundancy/protectedRead.js';
 import { listSegments, type SegmentFile } from './segments.js';
 
 export interface StoredRecord {
@@ -39,6 +42,12 @@ export interface TornTail {
 export interface ReadOptions {
   /** Read only the segments of this generation and later ones. */
   readonly fromGeneration?: number;
+  /**
+   * The vault's damaged files repaired in memory (redundancy/protectedRead.ts repairVaultInMemory):
+   * their repaired contents are read instead of the files, and an error in a file with damage
+   * that could not be repaired names the lost byte ranges.
+   */
+  readonly repair?: ReadRepair;
 }
 
 export class VaultReader {
@@ -49,6 +58,8 @@ export class VaultReader {
   readonly segments: SegmentFile[];
   readonly totalBytes: number;
 
+  private readonly repair: ReadRepair | undefined;
+
   constructor(
     private readonly identity: VaultIdentity,
     private readonly keys: VaultKeys,
@@ -57,11 +68,33 @@ export class VaultReader {
   ) {
     const all = listSegments(vaultDir);
     const from = options.fromGeneration ?? 0;
+    this.repair = options.repair;
     this.segments = all.filter((s) => s.generation >= from);
-    this.totalBytes = this.segments.reduce((n, s) => n + fs.statSync(s.path).size, 0);
+    this.totalBytes = this.segments.reduce((n, s) => n + this.sizeOf(s), 0);
+  }
+
+  private sizeOf(segment: SegmentFile): number {
+    return this.repair?.overlay.get(segment.path)?.length ?? fs.statSync(segment.path).size;
   }
 
   *records(): Generator<StoredRecord> {
+    const at: { segment: SegmentFile | null } = { segment: null };
+    try {
+      for (const r of this.readRecords((s) => (at.segment = s))) yield r;
+    } catch (err) {
+      // Damage that redundancy could not repair: say exactly which bytes are lost.
+      const seg = at.segment;
+      const lost = seg ? this.repair?.lost.get(seg.path) : undefined;
+      if (!(err instanceof CorruptRecordError) || !this.repair || this.repair.lost.size === 0) throw err;
+      const where =
+        seg && lost && lost.length > 0
+          ? `${describeRanges(lost)} of ${seg.name}`
+          : [...this.repair.lost].map(([file, ranges]) => `${describeRanges(ranges)} of ${path.basename(file)}`).join('; ');
+      throw new CorruptRecordError(err.location, `${err.reason} (${where} are damaged beyond what parity can repair)`);
+    }
+  }
+
+  private *readRecords(entering: (segment: SegmentFile) => void): Generator<StoredRecord> {
     const vaultId = vaultIdBytes(this.identity);
     let expectedSeq: bigint | null = null;
     let prevHash: Buffer | null = null;
@@ -70,14 +103,15 @@ export class VaultReader {
     for (let si = 0; si < this.segments.length; si++) {
       const segment = this.segments[si];
       const isLast = si === this.segments.length - 1;
-      const size = fs.statSync(segment.path).size;
+      entering(segment);
+      const size = this.sizeOf(segment);
       if (size > maxSegmentBytes) {
         throw new CorruptRecordError(
           { segment: segment.name, offset: 0, expectedSeq: expectedSeq ?? segment.firstSeq },
           `segment is ${size} bytes, larger than any writer makes (${maxSegmentBytes})`,
         );
       }
-      const data = fs.readFileSync(segment.path);
+      const data = this.repair?.overlay.get(segment.path) ?? fs.readFileSync(segment.path);
       if (expectedSeq !== null && segment.firstSeq !== expectedSeq) {
         throw new CorruptRecordError(
           { segment: segment.name, offset: 0, expectedSeq },

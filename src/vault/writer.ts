@@ -6,13 +6,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fsyncDir, truncateDurably } from '../util/durableFs.js';
 import { VaultError } from './errors.js';
-import { genesisHash } from './format.js';
+import { genesisHash, HEADER_BYTES, MAX_SEALED_BYTES } from './format.js';
 import { openIdentity, vaultIdBytes, type VaultIdentity } from './identity.js';
 import type { VaultKeys } from './keys.js';
 import { VaultLock } from './lock.js';
 import { VaultReader, type StoredRecord } from './reader.js';
 import type { ChainPosition, SealedRecord } from './sealer.js';
-import { listSegments, segmentName, segmentsDir } from './segments.js';
+import { RedundancyKeeper } from './redundancy/keeper.js';
+import { listSegments, removeWithSidecars, segmentName, segmentsDir } from './segments.js';
 
 export interface WriterOpenOptions {
   /** Called for every record of the newest generation while the tail is found. */
@@ -21,10 +22,16 @@ export interface WriterOpenOptions {
   readonly onNotice?: (message: string) => void;
   /** Called with every record appended (before it is durable). */
   readonly onAppend?: (record: SealedRecord) => void;
+  /**
+   * Mirror the active segment and give sealed segments parity (docs/FORMAT.md, "Redundancy").
+   * Default true; false only to measure what it costs.
+   */
+  readonly redundancy?: boolean;
 }
 
 interface OpenSegment {
   fd: number;
+  readonly path: string;
   size: number;
   generation: number;
 }
@@ -48,10 +55,11 @@ export class VaultWriter {
     private position: ChainPosition,
     segmentPath: string | null,
     private readonly onAppend: ((record: SealedRecord) => void) | undefined,
+    private readonly keeper: RedundancyKeeper,
   ) {
     if (segmentPath !== null) {
       const fd = fs.openSync(segmentPath, 'r+');
-      this.segment = { fd, size: fs.fstatSync(fd).size, generation: position.generation };
+      this.segment = { fd, path: segmentPath, size: fs.fstatSync(fd).size, generation: position.generation };
     }
     this.sizeBytes = listSegments(vaultDir).reduce((n, s) => n + fs.statSync(s.path).size, 0);
   }
@@ -59,10 +67,19 @@ export class VaultWriter {
   static open(vaultDir: string, keys: VaultKeys, options: WriterOpenOptions = {}): VaultWriter {
     const identity = openIdentity(vaultDir, keys);
     const lock = VaultLock.acquire(vaultDir);
+    const keeper = new RedundancyKeeper(vaultDir, {
+      maxSegmentBytes: identity.segmentBytes + HEADER_BYTES + MAX_SEALED_BYTES,
+      onNotice: options.onNotice,
+      enabled: options.redundancy,
+    });
     try {
+      keeper.repairNewestFromMirror();
       const tail = findTail(vaultDir, identity, keys, options);
-      return new VaultWriter(vaultDir, identity, lock, tail, tail.segmentPath, options.onAppend);
+      keeper.attach(tail.segmentPath);
+      keeper.finishPending(tail.segmentPath);
+      return new VaultWriter(vaultDir, identity, lock, tail, tail.segmentPath, options.onAppend, keeper);
     } catch (err) {
+      keeper.close();
       lock.release();
       throw err;
     }
@@ -84,6 +101,7 @@ export class VaultWriter {
     while (written < record.bytes.length) {
       written += fs.writeSync(seg.fd, record.bytes, written, record.bytes.length - written, seg.size + written);
     }
+    this.keeper.write(seg.size, record.bytes);
     seg.size += record.bytes.length;
     this.sizeBytes += record.bytes.length;
     this.position = { lastSeq: record.seq, lastHash: record.hash, generation: record.generation };
@@ -138,8 +156,17 @@ export class VaultWriter {
       fs.closeSync(this.segment.fd);
       this.segment = null;
     }
+    this.keeper.close();
     this.closeRetired(true);
     this.lock.release();
+  }
+
+  /**
+   * Resolves once the background work of redundancy is done (parity of sealed segments). Not
+   * needed for safety: a writer that stops first leaves the mirror, and the next open finishes.
+   */
+  redundancyIdle(): Promise<void> {
+    return this.keeper.idle();
   }
 
   private closeRetired(force = false): void {
@@ -157,14 +184,22 @@ export class VaultWriter {
       this.retired.push(cur.fd);
       this.closeRetired();
       this.segment = null;
+      // Sealed: its parity is made once every flush that may still be writing it is done.
+      this.keeper.retire(cur.path);
+      this.lastFlush.then(
+        () => this.keeper.seal(cur.path),
+        () => undefined,
+      );
     }
     const dir = segmentsDir(this.vaultDir);
     if (!fs.existsSync(dir)) {
       fs.mkdirSync(dir, { recursive: true });
       fsyncDir(this.vaultDir);
     }
-    const fd = fs.openSync(path.join(dir, segmentName(record.generation, record.seq)), 'wx', 0o600);
-    this.segment = { fd, size: 0, generation: record.generation };
+    const file = path.join(dir, segmentName(record.generation, record.seq));
+    const fd = fs.openSync(file, 'wx', 0o600);
+    this.segment = { fd, path: file, size: 0, generation: record.generation };
+    this.keeper.startSegment(file);
     this.dirSyncPending = true;
     return this.segment;
   }
@@ -181,7 +216,7 @@ function findTail(vaultDir: string, identity: VaultIdentity, keys: VaultKeys, op
     const last = segments[segments.length - 1];
     if (!last) return { lastSeq: 0n, lastHash: genesisHash(vaultIdBytes(identity)), generation: 0, segmentPath: null };
     if (fs.statSync(last.path).size === 0) {
-      fs.rmSync(last.path);
+      removeWithSidecars(last.path);
       fsyncDir(segmentsDir(vaultDir));
       options.onNotice?.(`removed the empty segment file ${last.name}; it held no acknowledged record`);
       continue;

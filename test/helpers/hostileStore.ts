@@ -6,7 +6,7 @@
 // real client, so what the node sees is exactly what a malicious server could send.
 import type { GroupCommitStats } from '../../src/server/storage/groupCommit.js';
 import type { OpenedStore } from '../../src/server/storage/openStore.js';
-import type { ServerStore, StoreRecord, StoredVault } from '../../src/server/storage/store.js';
+import type { PackPiece, PrunedVault, ServerStore, StoredPack, StoreRecord, StoredVault } from '../../src/server/storage/store.js';
 
 /** What a vault's lies are. */
 export interface VaultLies {
@@ -118,6 +118,26 @@ export class HostileStore implements ServerStore {
       total += size;
     }
     return out;
+  }
+
+  putPack(vaultId: string, name: string, bytes: Buffer): Promise<boolean> {
+    return this.inner.putPack(vaultId, name, bytes);
+  }
+
+  listPacks(vaultId: string): Promise<StoredPack[]> {
+    return this.inner.listPacks(vaultId);
+  }
+
+  readPack(vaultId: string, name: string, offset: number, maxBytes: number): Promise<PackPiece | null> {
+    return this.inner.readPack(vaultId, name, offset, maxBytes);
+  }
+
+  deletePacks(vaultId: string, names: readonly string[]): Promise<number> {
+    return this.inner.deletePacks(vaultId, names);
+  }
+
+  prune(vaultId: string, keepFromGeneration: number): Promise<PrunedVault> {
+    return this.inner.prune(vaultId, keepFromGeneration);
   }
 
   close(): Promise<void> {

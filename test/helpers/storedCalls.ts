@@ -10,5 +10,5 @@ export function recordCall(journal: Journal, dataVersion: number, writes: readon
   if (out.records.length === 0 || out.records[out.records.length - 1].seq !== out.seq) {
     throw new Error(`the journal handed back no Writes record for version ${dataVersion}`);
   }
-  return { dataVersion, writes: [...writes], records: out.records, snapshot: out.snapshot !== null, supersedes: out.supersedes };
+  return { dataVersion, writes: [...writes], records: out.records, snapshot: out.snapshot !== null, supersedes: out.supersedes, packs: out.packs };
 }

@@ -5,13 +5,16 @@
 // PostgreSQL transaction); then all of that round's promises settle together. A failed round
 // rejects its appends and every later pending append of the same vaults with
 // StorageUnavailableError, puts those vaults' tails back to what is durable, and asks the store
-// to confirm the durable tail (recover) before it commits anything more for them.
+// to confirm the durable tail (recover) before it commits anything more for them. Operations that
+// change a vault's records other than by appending (retention: prune) are queued with the appends
+// and run alone between two rounds, so they never overlap a write of that vault.
 import { performance } from 'node:perf_hooks';
+import { isPackName, MAX_PACK_BYTES } from '../../vault/packFiles.js';
 import { checkRawRecord, RawRecordError, rawRecordHash } from '../../vault/rawRecords.js';
 import { StorageUnavailableError, type StoredVault, type StoreRecord } from './store.js';
 
 /** A vault's position: what StoredVault reports besides identity and owner. */
-export type VaultTail = Omit<StoredVault, 'vaultId' | 'owner' | 'identity'>;
+export type VaultTail = Omit<StoredVault, 'vaultId' | 'owner' | 'identity' | 'packBytes'>;
 
 export const EMPTY_TAIL: VaultTail = { firstSeq: 0n, lastSeq: 0n, lastHash: null, lastGeneration: 0, bytes: 0, lastWriteAt: null };
 
@@ -39,6 +42,12 @@ export function checkNewVault(owner: string, vaultId: string, identity: Buffer):
   if (!VAULT_ID.test(vaultId)) throw new Error(`vault id '${vaultId}' is not 32 lowercase hex digits`);
   if (!OWNER.test(owner)) throw new Error(`owner '${owner}' is not 66 lowercase hex digits`);
   if (identity.length > MAX_IDENTITY_BYTES) throw new Error(`the vault identity is ${identity.length} bytes, more than the ${MAX_IDENTITY_BYTES} allowed`);
+}
+
+/** A pack's name and size, checked before anything is written (the name also names a file). */
+export function checkPack(name: string, bytes: number): void {
+  if (!isPackName(name)) throw new Error(`${JSON.stringify(name.slice(0, 80))} is not a pack name (p-<32 hex digits>.pack)`);
+  if (bytes > MAX_PACK_BYTES) throw new Error(`pack ${name} is ${bytes} bytes, more than the ${MAX_PACK_BYTES} allowed`);
 }
 
 export function isVaultId(s: string): boolean {
@@ -90,12 +99,46 @@ export interface GroupCommitOptions {
 }
 
 interface Pending {
+  readonly kind: 'append';
   readonly vaultId: string;
   readonly records: readonly StoreRecord[];
   readonly bytes: number;
-  readonly tailAfter: VaultTail;
+  /** Adjusted when an operation (prune) runs before it. */
+  tailAfter: VaultTail;
   readonly resolve: () => void;
   readonly reject: (err: Error) => void;
+}
+
+/** A change of a vault's durable records other than an append, run alone between rounds. */
+interface Operation {
+  readonly kind: 'operation';
+  readonly vaultId: string;
+  /** Does the work on the durable tail given and returns the durable tail after it. */
+  readonly run: (durable: VaultTail) => Promise<VaultTail>;
+  readonly resolve: (tail: VaultTail) => void;
+  readonly reject: (err: Error) => void;
+}
+
+type Queued = Pending | Operation;
+
+/** Runs async functions one at a time per key (a store's pack operations on one vault). */
+export class KeyedLock {
+  private readonly tails = new Map<string, Promise<void>>();
+
+  async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.tails.get(key) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => (release = resolve));
+    const tail = previous.then(() => mine);
+    this.tails.set(key, tail);
+    await previous;
+    try {
+      return await fn();
+    } finally {
+      release();
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    }
+  }
 }
 
 /**
@@ -146,7 +189,9 @@ export class GroupCommit {
   private readonly accepted = new Map<string, VaultTail>();
   /** Vaults whose last round failed: the store confirms their tail before the next commit. */
   private readonly unsure = new Set<string>();
-  private queue: Pending[] = [];
+  /** Bytes of page packs per vault (kept by the store; packs are not part of the rounds). */
+  private readonly packBytes = new Map<string, number>();
+  private queue: Queued[] = [];
   private running: Promise<void> | null = null;
   private closed = false;
   private readonly maxRoundBytes: number;
@@ -182,7 +227,33 @@ export class GroupCommit {
   vault(vaultId: string): StoredVault | null {
     const m = this.meta.get(vaultId);
     const t = this.durable.get(vaultId);
-    return m && t ? { ...m, ...t } : null;
+    return m && t ? { ...m, ...t, packBytes: this.packBytes.get(vaultId) ?? 0 } : null;
+  }
+
+  /** Sets the bytes of packs the vault holds (at open). */
+  setPackBytes(vaultId: string, bytes: number): void {
+    this.packBytes.set(vaultId, bytes);
+  }
+
+  /** Pack bytes stored (positive) or removed (negative). */
+  addPackBytes(vaultId: string, delta: number): void {
+    this.packBytes.set(vaultId, Math.max(0, (this.packBytes.get(vaultId) ?? 0) + delta));
+  }
+
+  /**
+   * Runs `run` on the vault's durable tail once every append queued before it is settled and
+   * before any queued after it is written; `run` returns the durable tail after its change, which
+   * may only remove records from the front (firstSeq and bytes change; lastSeq, lastHash and the
+   * generation stay). Appends queued meanwhile keep their place. A vault whose last round failed is
+   * confirmed (recover) first. If `run` throws, the vault is confirmed again before its next round.
+   */
+  exclusive(vaultId: string, run: (durable: VaultTail) => Promise<VaultTail>): Promise<VaultTail> {
+    if (this.closed) return Promise.reject(new Error('the store is closed'));
+    if (!this.meta.has(vaultId)) return Promise.reject(new AppendRefusedError(`no vault ${vaultId} on this server`));
+    return new Promise<VaultTail>((resolve, reject) => {
+      this.queue.push({ kind: 'operation', vaultId, run, resolve, reject });
+      this.schedule();
+    });
   }
 
   /** Every vault, or one owner's, by vault id. */
@@ -215,7 +286,7 @@ export class GroupCommit {
     this.accepted.set(vaultId, tailAfter);
     const bytes = records.reduce((n, r) => n + r.bytes.length, 0);
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ vaultId, records, bytes, tailAfter, resolve, reject });
+      this.queue.push({ kind: 'append', vaultId, records, bytes, tailAfter, resolve, reject });
       this.schedule();
     });
   }
@@ -238,7 +309,71 @@ export class GroupCommit {
   }
 
   private async loop(): Promise<void> {
-    while (this.queue.length > 0) await this.round();
+    while (this.queue.length > 0) {
+      const head = this.queue[0];
+      if (head.kind === 'operation') {
+        this.queue.shift();
+        await this.operate(head);
+      } else await this.round();
+    }
+  }
+
+  private async operate(op: Operation): Promise<void> {
+    const v = op.vaultId;
+    if (this.unsure.has(v)) {
+      const err = await this.confirm([v], []).then((r) => r.errors.get(v));
+      if (err) {
+        op.reject(err);
+        return;
+      }
+    }
+    const before = this.durable.get(v) ?? EMPTY_TAIL;
+    let after: VaultTail;
+    try {
+      after = await op.run(before);
+    } catch (err) {
+      this.unsure.add(v);
+      op.reject(err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
+    const removed = before.bytes - after.bytes;
+    const shift = (t: VaultTail): VaultTail => ({ ...t, firstSeq: after.lastSeq === 0n ? t.firstSeq : after.firstSeq, bytes: t.bytes - removed });
+    this.durable.set(v, after);
+    const accepted = this.accepted.get(v);
+    if (accepted) this.accepted.set(v, shift(accepted));
+    for (const q of this.queue) if (q.kind === 'append' && q.vaultId === v) q.tailAfter = shift(q.tailAfter);
+    op.resolve(after);
+  }
+
+  /**
+   * Learns what is really durable for vaults whose last round failed. A vault found further on
+   * (a commit whose answer was lost) fails its appends in `batch` and the queue; a vault whose tail
+   * cannot be told fails them as unavailable. Returns the rest of the batch and those errors.
+   */
+  private async confirm(unsure: readonly string[], batch: Pending[]): Promise<{ batch: Pending[]; errors: Map<string, Error> }> {
+    const errors = new Map<string, Error>();
+    let tails: ReadonlyMap<string, VaultTail | Error>;
+    try {
+      tails = await this.backend.recover(unsure);
+    } catch (err) {
+      tails = new Map(unsure.map((v) => [v, err as Error]));
+    }
+    for (const v of unsure) {
+      const t = tails.get(v) ?? new Error(`no tail was found for vault ${v}`);
+      if (t instanceof Error) {
+        const e = this.backend.unavailable(t);
+        batch = this.fail(batch, v, e);
+        errors.set(v, e);
+        continue;
+      }
+      this.unsure.delete(v);
+      const believed = this.durable.get(v) ?? EMPTY_TAIL;
+      if (sameTail(t, believed)) continue;
+      // A commit whose answer was lost did happen: the vault is further than the appends assumed.
+      this.durable.set(v, t);
+      batch = this.fail(batch, v, new AppendRefusedError(`the vault ${v} now ends at record ${t.lastSeq} (an earlier append was stored after all)`));
+    }
+    return { batch, errors };
   }
 
   private takeRound(): Pending[] {
@@ -247,12 +382,13 @@ export class GroupCommit {
     let n = 0;
     while (n < this.queue.length) {
       const p = this.queue[n];
+      if (p.kind === 'operation') break;
       if (n > 0 && (bytes + p.bytes > this.maxRoundBytes || records + p.records.length > this.maxRoundRecords)) break;
       bytes += p.bytes;
       records += p.records.length;
       n++;
     }
-    return this.queue.splice(0, n);
+    return this.queue.splice(0, n) as Pending[];
   }
 
   private async round(): Promise<void> {
@@ -263,26 +399,9 @@ export class GroupCommit {
     // Vaults whose previous round failed: learn what is really durable before going on.
     const unsure = [...new Set(batch.map((p) => p.vaultId))].filter((v) => this.unsure.has(v));
     if (unsure.length > 0) {
-      let tails: ReadonlyMap<string, VaultTail | Error>;
-      try {
-        tails = await this.backend.recover(unsure);
-      } catch (err) {
-        tails = new Map(unsure.map((v) => [v, err as Error]));
-      }
-      for (const v of unsure) {
-        const t = tails.get(v) ?? new Error(`no tail was found for vault ${v}`);
-        if (t instanceof Error) {
-          batch = this.fail(batch, v, this.backend.unavailable(t));
-          failed = true;
-          continue;
-        }
-        this.unsure.delete(v);
-        const believed = this.durable.get(v) ?? EMPTY_TAIL;
-        if (sameTail(t, believed)) continue;
-        // A commit whose answer was lost did happen: the vault is further than the appends assumed.
-        this.durable.set(v, t);
-        batch = this.fail(batch, v, new AppendRefusedError(`the vault ${v} now ends at record ${t.lastSeq} (an earlier append was stored after all)`));
-      }
+      const confirmed = await this.confirm(unsure, batch);
+      batch = confirmed.batch;
+      if (confirmed.errors.size > 0) failed = true;
     }
 
     const round = new Map<string, StoreRecord[]>();
@@ -338,7 +457,7 @@ export class GroupCommit {
       else keep.push(p);
     }
     this.queue = this.queue.filter((p) => {
-      if (p.vaultId !== vaultId) return true;
+      if (p.vaultId !== vaultId || p.kind === 'operation') return true;
       p.reject(err);
       return false;
     });

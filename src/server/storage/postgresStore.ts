@@ -3,11 +3,22 @@
 // with synchronous_commit=on, so a commit is durable when it returns; each group-commit round is
 // one transaction holding every vault's appends. The vaults' tails are kept in memory (loaded at
 // open) and re-read from the database after a failed round, whose commit may have happened even
-// though its answer was lost. The pool reconnects by itself when the database comes back.
+// though its answer was lost. The pool reconnects by itself when the database comes back. Page
+// packs are rows of a third table (one row a pack, written in one statement: all or nothing);
+// retention deletes a vault's old generations' rows in one statement, between two rounds.
 import pg from 'pg';
 import { rawRecordHash } from '../../vault/rawRecords.js';
-import { checkNewVault, GroupCommit, GroupCommittedStore, type VaultTail } from './groupCommit.js';
-import { StorageUnavailableError, type ServerStore, type StoreRecord, type StoredVault } from './store.js';
+import { checkNewVault, checkPack, GroupCommit, GroupCommittedStore, KeyedLock, type VaultTail } from './groupCommit.js';
+import {
+  PackConflictError,
+  StorageUnavailableError,
+  type PackPiece,
+  type PrunedVault,
+  type ServerStore,
+  type StoredPack,
+  type StoreRecord,
+  type StoredVault,
+} from './store.js';
 
 export type Notice = (message: string) => void;
 
@@ -32,13 +43,27 @@ CREATE TABLE IF NOT EXISTS lnbackup_records (
   bytes bytea NOT NULL,
   PRIMARY KEY (vault_id, seq)
 );
--- Sealed records do not compress: store them out of line without trying (changed once).
+CREATE TABLE IF NOT EXISTS lnbackup_packs (
+  vault_id text NOT NULL REFERENCES lnbackup_vaults (vault_id),
+  name text NOT NULL,
+  size integer NOT NULL,
+  bytes bytea NOT NULL,
+  PRIMARY KEY (vault_id, name)
+);
+-- Sealed records and packs do not compress: store them out of line without trying (changed once);
+-- uncompressed, a piece of a pack is read without the rest (substring).
 DO $$ BEGIN
   IF (SELECT attstorage FROM pg_attribute WHERE attrelid = 'lnbackup_records'::regclass AND attname = 'bytes') <> 'e' THEN
     ALTER TABLE lnbackup_records ALTER COLUMN bytes SET STORAGE EXTERNAL;
   END IF;
+  IF (SELECT attstorage FROM pg_attribute WHERE attrelid = 'lnbackup_packs'::regclass AND attname = 'bytes') <> 'e' THEN
+    ALTER TABLE lnbackup_packs ALTER COLUMN bytes SET STORAGE EXTERNAL;
+  END IF;
 END $$;
 `;
+
+/** Bytes of packs per vault. */
+const LOAD_PACK_BYTES = 'SELECT vault_id, sum(size)::bigint AS bytes FROM lnbackup_packs GROUP BY vault_id';
 
 /** Vaults with their tails: all of them (ids null) or the ones named. */
 const LOAD_VAULTS = `
@@ -95,6 +120,8 @@ export class PostgresStore extends GroupCommittedStore implements ServerStore {
   readonly kind = 'postgres';
   protected readonly commits: GroupCommit;
   private closed = false;
+  /** Pack writes and deletes of a vault, one at a time. */
+  private readonly packLocks = new KeyedLock();
 
   private constructor(
     private readonly pool: pg.Pool,
@@ -134,6 +161,8 @@ export class PostgresStore extends GroupCommittedStore implements ServerStore {
       await store.createSchema();
       const { rows } = await pool.query<VaultRow>(LOAD_VAULTS, [null]);
       for (const r of rows) store.commits.addVault({ vaultId: r.vault_id, owner: r.owner, identity: r.identity }, tailOfRow(r));
+      const packs = await pool.query<{ vault_id: string; bytes: string }>(LOAD_PACK_BYTES);
+      for (const r of packs.rows) store.commits.setPackBytes(r.vault_id, Number(r.bytes));
       return store;
     } catch (err) {
       await pool.end().catch(() => undefined);
@@ -159,6 +188,7 @@ export class PostgresStore extends GroupCommittedStore implements ServerStore {
       return this.mustGet(vaultId);
     }
     this.commits.addVault({ vaultId, owner, identity }, { firstSeq: 0n, lastSeq: 0n, lastHash: null, lastGeneration: 0, bytes: 0, lastWriteAt: null });
+    this.commits.setPackBytes(vaultId, 0);
     return this.mustGet(vaultId);
   }
 
@@ -197,11 +227,117 @@ export class PostgresStore extends GroupCommittedStore implements ServerStore {
     }
   }
 
+  async putPack(vaultId: string, name: string, bytes: Buffer): Promise<boolean> {
+    this.checkVault(vaultId);
+    checkPack(name, bytes.length);
+    return this.packLocks.run(vaultId, async () => {
+      this.checkVault(vaultId);
+      try {
+        // One statement: committed (durable, synchronous_commit) whole, or not at all.
+        const ins = await this.pool.query(
+          'INSERT INTO lnbackup_packs (vault_id, name, size, bytes) VALUES ($1, $2, $3, $4) ON CONFLICT (vault_id, name) DO NOTHING',
+          [vaultId, name, bytes.length, bytes],
+        );
+        if (ins.rowCount === 1) {
+          this.commits.addPackBytes(vaultId, bytes.length);
+          return true;
+        }
+        const { rows } = await this.pool.query<{ same: boolean }>('SELECT size = $3 AND bytes = $4 AS same FROM lnbackup_packs WHERE vault_id = $1 AND name = $2', [
+          vaultId,
+          name,
+          bytes.length,
+          bytes,
+        ]);
+        if (rows[0]?.same === true) return false;
+        if (rows.length === 0) throw new Error(`pack ${name} of vault ${vaultId} was neither stored nor found`);
+      } catch (err) {
+        throw this.unavailable(err, `storing pack ${name}; it was not acknowledged`);
+      }
+      throw new PackConflictError(`vault ${vaultId} already holds pack ${name} with other contents; packs never change`);
+    });
+  }
+
+  async listPacks(vaultId: string): Promise<StoredPack[]> {
+    this.checkVault(vaultId);
+    try {
+      const { rows } = await this.pool.query<{ name: string; size: number }>('SELECT name, size FROM lnbackup_packs WHERE vault_id = $1 ORDER BY name COLLATE "C"', [vaultId]);
+      return rows.map((r) => ({ name: r.name, bytes: r.size }));
+    } catch (err) {
+      throw this.unavailable(err, 'listing packs');
+    }
+  }
+
+  async readPack(vaultId: string, name: string, offset: number, maxBytes: number): Promise<PackPiece | null> {
+    this.checkVault(vaultId);
+    try {
+      const { rows } = await this.pool.query<{ size: number; part: Buffer }>(
+        'SELECT size, substring(bytes FROM $3::integer FOR $4::integer) AS part FROM lnbackup_packs WHERE vault_id = $1 AND name = $2',
+        [vaultId, name, Math.min(offset, 0x7ffffffe) + 1, Math.max(0, Math.min(maxBytes, 0x7fffffff))],
+      );
+      const r = rows[0];
+      return r ? { totalBytes: r.size, bytes: r.part } : null;
+    } catch (err) {
+      throw this.unavailable(err, `reading pack ${name}`);
+    }
+  }
+
+  async deletePacks(vaultId: string, names: readonly string[]): Promise<number> {
+    this.checkVault(vaultId);
+    if (names.length === 0) return 0;
+    return this.packLocks.run(vaultId, async () => {
+      try {
+        const { rows } = await this.pool.query<{ size: number }>('DELETE FROM lnbackup_packs WHERE vault_id = $1 AND name = ANY($2::text[]) RETURNING size', [
+          vaultId,
+          [...new Set(names)],
+        ]);
+        const freed = rows.reduce((n, r) => n + r.size, 0);
+        this.commits.addPackBytes(vaultId, -freed);
+        return freed;
+      } catch (err) {
+        // The delete may have been committed even so: count again when possible.
+        const again = await this.pool.query<{ bytes: string | null }>('SELECT sum(size)::bigint AS bytes FROM lnbackup_packs WHERE vault_id = $1', [vaultId]).catch(() => null);
+        if (again) this.commits.setPackBytes(vaultId, Number(again.rows[0]?.bytes ?? 0));
+        throw this.unavailable(err, 'removing packs');
+      }
+    });
+  }
+
+  async prune(vaultId: string, keepFromGeneration: number): Promise<PrunedVault> {
+    this.checkVault(vaultId);
+    let removedBytes = 0;
+    await this.commits.exclusive(vaultId, async (durable) => {
+      const limit = Math.min(keepFromGeneration, durable.lastGeneration);
+      if (durable.lastSeq === 0n || limit <= 1) return durable;
+      let row: { removed: string; first_seq: string | null } | undefined;
+      try {
+        // One statement, one transaction. The SELECTs see the rows as they were before the DELETE.
+        const { rows } = await this.pool.query<{ removed: string; first_seq: string | null }>(
+          `WITH d AS (DELETE FROM lnbackup_records WHERE vault_id = $1 AND generation < $2 RETURNING octet_length(bytes) AS n)
+           SELECT (SELECT coalesce(sum(n), 0)::bigint FROM d) AS removed,
+                  (SELECT min(seq) FROM lnbackup_records WHERE vault_id = $1 AND generation >= $2) AS first_seq`,
+          [vaultId, limit],
+        );
+        row = rows[0];
+      } catch (err) {
+        throw this.unavailable(err, 'removing old generations');
+      }
+      if (!row || row.first_seq === null) throw new StorageUnavailableError(`vault ${vaultId} holds no record of generation ${limit} or later after the prune`);
+      removedBytes = Number(row.removed);
+      return { ...durable, firstSeq: BigInt(row.first_seq), bytes: durable.bytes - removedBytes };
+    });
+    return { ...this.mustGet(vaultId), removedBytes };
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await this.commits.close();
     await this.pool.end();
+  }
+
+  private checkVault(vaultId: string): void {
+    if (this.closed) throw new Error('the store is closed');
+    if (!this.commits.hasVault(vaultId)) throw new Error(`no vault ${vaultId} on this server`);
   }
 
   private mustGet(vaultId: string): StoredVault {

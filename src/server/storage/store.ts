@@ -28,12 +28,36 @@ export interface StoredVault {
   readonly lastGeneration: number;
   /** Bytes of records held. */
   readonly bytes: number;
+  /** Bytes of page packs held (the client's quota counts both). */
+  readonly packBytes: number;
   /** When the last record was appended (ms since the epoch), null when never. */
   readonly lastWriteAt: number | null;
 }
 
 /** The storage is not usable right now (disk full, database down); nothing was acknowledged. */
 export class StorageUnavailableError extends Error {}
+
+/** A pack of that name is held with other bytes (packs never change); nothing was stored. */
+export class PackConflictError extends Error {
+  override name = 'PackConflictError';
+}
+
+/** A page pack as listed. */
+export interface StoredPack {
+  /** p-<32 hex>.pack (src/vault/packFiles.ts). */
+  readonly name: string;
+  readonly bytes: number;
+}
+
+/** A piece of a pack. */
+export interface PackPiece {
+  /** The whole pack's size. */
+  readonly totalBytes: number;
+  readonly bytes: Buffer;
+}
+
+/** What a prune did: the vault afterwards, and the bytes of records it removed. */
+export type PrunedVault = StoredVault & { readonly removedBytes: number };
 
 export interface ServerStore {
   /** 'files' (embedded, under --data) or 'postgres'. */
@@ -53,6 +77,25 @@ export interface ServerStore {
   append(vaultId: string, records: readonly StoreRecord[]): Promise<void>;
   /** Records from `fromSeq` on, in order, up to about `maxBytes` (at least one record if any). */
   readRecords(vaultId: string, fromSeq: bigint, maxBytes: number): Promise<StoreRecord[]>;
+  /**
+   * Stores an immutable page pack (opaque bytes) durably. Resolves true when it was stored, false
+   * when the vault already held it with the same bytes; rejects with PackConflictError when it holds
+   * it with other bytes, StorageUnavailableError when the storage failed (nothing, or the whole
+   * pack, is stored: never a part).
+   */
+  putPack(vaultId: string, name: string, bytes: Buffer): Promise<boolean>;
+  /** The vault's packs, by name. */
+  listPacks(vaultId: string): Promise<StoredPack[]>;
+  /** Up to `maxBytes` of a pack from `offset` (none past its end); null when the vault does not hold it. */
+  readPack(vaultId: string, name: string, offset: number, maxBytes: number): Promise<PackPiece | null>;
+  /** Removes the packs named (absent ones are ignored); resolves with the bytes freed. */
+  deletePacks(vaultId: string, names: readonly string[]): Promise<number>;
+  /**
+   * Removes every record of the generations below `keepFromGeneration`, never the newest
+   * generation (the limit is clamped to it); firstSeq becomes the first kept record's. Ordered with
+   * the vault's appends (it runs between two group-commit rounds). Idempotent.
+   */
+  prune(vaultId: string, keepFromGeneration: number): Promise<PrunedVault>;
   /** Finishes pending appends, then releases files and connections. */
   close(): Promise<void>;
 }

@@ -1,0 +1,106 @@
+// Page pack files: the immutable files under <vault>/pages that hold a paged snapshot's database
+// pages (their content is sealed by the node: journal/pagePack.ts; to storage they are opaque
+// bytes). Named by a random id, written atomically (temp, fsync, rename, fsync of the folder), never
+// changed afterwards, removed only by retention. The node's local vault and the server's file
+// store both keep packs through this module.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fsyncDir } from '../util/durableFs.js';
+import { protectFile } from './redundancy/parity.js';
+import { removeWithSidecars } from './segments.js';
+
+export const PAGES_DIR = 'pages';
+/** Largest pack file accepted anywhere (a writer makes them at most 8 MiB). */
+export const MAX_PACK_BYTES = 64 * 1024 * 1024;
+const NAME = /^p-[0-9a-f]{32}\.pack$/;
+
+export interface PackFile {
+  readonly name: string;
+  readonly path: string;
+  readonly bytes: number;
+}
+
+export function isPackName(name: string): boolean {
+  return NAME.test(name);
+}
+
+export function pagesDir(vaultDir: string): string {
+  return path.join(vaultDir, PAGES_DIR);
+}
+
+/** The vault's pack files, by name; other files in the folder are ignored. */
+export function listPacks(vaultDir: string): PackFile[] {
+  const dir = pagesDir(vaultDir);
+  if (!fs.existsSync(dir)) return [];
+  return fs
+    .readdirSync(dir)
+    .filter(isPackName)
+    .sort()
+    .map((name) => {
+      const p = path.join(dir, name);
+      return { name, path: p, bytes: fs.statSync(p).size };
+    });
+}
+
+/** Writes a pack durably; an existing pack of that name must hold the same bytes. */
+export function writePack(vaultDir: string, name: string, bytes: Buffer): string {
+  if (!isPackName(name)) throw new Error(`${JSON.stringify(name)} is not a pack name`);
+  if (bytes.length > MAX_PACK_BYTES) throw new Error(`pack ${name} is ${bytes.length} bytes, more than ${MAX_PACK_BYTES}`);
+  const dir = pagesDir(vaultDir);
+  const file = path.join(dir, name);
+  if (fs.existsSync(file)) {
+    if (fs.statSync(file).size === bytes.length && fs.readFileSync(file).equals(bytes)) return file;
+    throw new Error(`pack ${name} already exists with other contents`);
+  }
+  if (!fs.existsSync(dir)) {
+    fs.mkdirSync(dir, { recursive: true });
+    fsyncDir(vaultDir);
+  }
+  const tmp = path.join(dir, `.${name}.tmp-${process.pid}`);
+  const fd = fs.openSync(tmp, 'w', 0o600);
+  try {
+    let written = 0;
+    while (written < bytes.length) written += fs.writeSync(fd, bytes, written, bytes.length - written);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(tmp, file);
+  fsyncDir(dir);
+  return file;
+}
+
+/**
+ * Writes `<pack>.parity` (docs/FORMAT.md, "Redundancy") for a pack already written by writePack:
+ * Reed-Solomon on the thread pool, written atomically and durably. Await it before counting the
+ * pack as stored. A pack left without parity (a crash in between) gets it at the next writer open
+ * or from `lnbackup scrub --repair`.
+ */
+export function protectPack(file: string): Promise<void> {
+  return protectFile(file, MAX_PACK_BYTES);
+}
+
+/** writePack, then protectPack: the pack and its parity, both durable. */
+export async function writeProtectedPack(vaultDir: string, name: string, bytes: Buffer): Promise<string> {
+  const file = writePack(vaultDir, name, bytes);
+  if (!fs.existsSync(file + '.parity')) await protectPack(file);
+  return file;
+}
+
+/** Removes packs (and whatever protects them); names that are absent are ignored. */
+export function deletePacks(vaultDir: string, names: readonly string[]): void {
+  const dir = pagesDir(vaultDir);
+  let removed = false;
+  for (const name of names) {
+    if (!isPackName(name)) throw new Error(`${JSON.stringify(name)} is not a pack name`);
+    removed = removeWithSidecars(path.join(dir, name)) || removed;
+  }
+  if (removed) fsyncDir(dir);
+}
+
+/** Removes temp files left by a writer that died mid-write. */
+export function removeStalePackTemps(vaultDir: string): void {
+  const dir = pagesDir(vaultDir);
+  if (!fs.existsSync(dir)) return;
+  for (const name of fs.readdirSync(dir)) if (name.startsWith('.p-') && name.includes('.tmp-')) fs.rmSync(path.join(dir, name), { force: true });
+}

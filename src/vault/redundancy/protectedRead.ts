@@ -1,0 +1,304 @@
+// Repair on read: a vault file read through its protection (parity for sealed segments and packs,
+// the mirror for the active segment), every block checked, damaged blocks rebuilt in memory. The
+// report names what was repaired and, exactly (file and byte ranges), what could not be.
+// repairVaultInMemory does it for every segment of a vault before a restore or a verify reads it:
+// VaultReader then reads the repaired contents of damaged files from memory (ReadRepair).
+import fs from 'node:fs';
+import path from 'node:path';
+import { HEADER_BYTES, MAX_SEALED_BYTES } from '../format.js';
+import { DEFAULT_SEGMENT_BYTES, IDENTITY_FILE } from '../identity.js';
+import { MAX_PACK_BYTES } from '../packFiles.js';
+import { listSegments } from '../segments.js';
+import { checkIdentity, IDENTITY_COPY_NAME } from './identityCopy.js';
+import { describeRanges } from './keeper.js';
+import { checkWithMirror, MIRROR_SUFFIX } from './mirror.js';
+import {
+  checkWithParity,
+  geometry,
+  PARITY_SUFFIX,
+  parityFileBytes,
+  parseParityFile,
+  readFileChunked,
+  type ByteRange,
+  type ParityCheck,
+} from './parity.js';
+
+export type { ByteRange } from './parity.js';
+
+/** How a file is protected, and what reading it found. */
+export interface FileReport {
+  readonly file: string;
+  readonly protection: 'parity' | 'mirror' | 'none';
+  /**
+   * ok: checked, intact. repaired: damaged, every damaged byte rebuilt. damaged: some bytes could
+   * not be rebuilt (`lost`). unverified: no usable protection, the bytes cannot be checked.
+   */
+  readonly status: 'ok' | 'repaired' | 'damaged' | 'unverified';
+  /** Bytes of the file (as it should be). */
+  readonly bytes: number;
+  /** Ranges of the file that were damaged and are rebuilt in the returned contents. */
+  readonly repaired: ByteRange[];
+  /** Ranges of the file that are damaged and could not be rebuilt. */
+  readonly lost: ByteRange[];
+  /** The protection itself needs writing again (damaged parity blocks or header copy, a torn mirror). */
+  readonly protectionDamaged: boolean;
+  /** What was found, in words. */
+  readonly notes: string[];
+}
+
+export interface ProtectedRead {
+  /** The file's contents, repaired where possible (null when the file is missing and could not be rebuilt). */
+  readonly data: Buffer | null;
+  readonly report: FileReport;
+  /** The parity check, when parity was used. */
+  readonly parity: ParityCheck | null;
+}
+
+export interface ProtectedReadOptions {
+  /** Largest length the file may have (bounds every length read from its parity). */
+  readonly maxDataBytes: number;
+}
+
+/** The bounds for a vault's files: segments at most segmentBytes + one largest record. */
+export function maxSegmentBytes(segmentBytes = DEFAULT_SEGMENT_BYTES): number {
+  return segmentBytes + HEADER_BYTES + MAX_SEALED_BYTES;
+}
+
+export const MAX_PACK_FILE_BYTES = MAX_PACK_BYTES;
+
+async function readIfExists(file: string, maxBytes: number): Promise<Buffer | null> {
+  try {
+    return await readFileChunked(file, maxBytes);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+/**
+ * Reads `file` through its protection: `<file>.parity` when it exists and is readable, else
+ * `<file>.mirror`, else the bytes as they are (unverified).
+ */
+export async function readProtected(file: string, options: ProtectedReadOptions): Promise<ProtectedRead> {
+  const max = options.maxDataBytes;
+  const notes: string[] = [];
+  const raw = await readIfExists(file, max + (1 << 20)).catch((err: Error) => {
+    notes.push(`the file could not be read whole (${err.message})`);
+    return null;
+  });
+  const parityRaw = await readIfExists(file + PARITY_SUFFIX, parityFileBytes(geometry(max)) + (1 << 20)).catch((err: Error) => {
+    notes.push(`its parity file could not be read (${err.message})`);
+    return null;
+  });
+  if (parityRaw !== null) {
+    const parsed = parseParityFile(parityRaw, max);
+    if (parsed) {
+      const check = await checkWithParity(raw ?? Buffer.alloc(0), parsed);
+      if (raw === null) notes.push('the file is missing');
+      if (check.missingBytes > 0 && raw !== null) notes.push(`the file is ${check.missingBytes} bytes shorter than it was written`);
+      if (check.extraBytes > 0) notes.push(`the file has ${check.extraBytes} bytes more than it was written`);
+      if (check.badBlocks > 0) notes.push(`${check.badBlocks} damaged 4 KiB block(s) (data and parity)`);
+      for (const p of check.parityProblems) notes.push(`parity file: ${p}`);
+      const status = check.lost.length > 0 ? 'damaged' : check.repaired.length > 0 || check.extraBytes > 0 ? 'repaired' : 'ok';
+      if (check.lost.length > 0) notes.push(`${describeRanges(check.lost)} could not be rebuilt (${check.badStripes} stripe(s) with more than 3 damaged blocks)`);
+      return {
+        data: check.lost.length > 0 && raw === null ? null : check.data,
+        parity: check,
+        report: {
+          file,
+          protection: 'parity',
+          status,
+          bytes: check.data.length,
+          repaired: check.repaired,
+          lost: check.lost,
+          protectionDamaged: check.parityDamaged,
+          notes,
+        },
+      };
+    }
+    notes.push('its parity file is unreadable (both header copies are damaged)');
+  }
+  if (raw === null) {
+    return {
+      data: null,
+      parity: null,
+      report: { file, protection: 'none', status: 'damaged', bytes: 0, repaired: [], lost: [], protectionDamaged: parityRaw !== null, notes: [...notes, 'the file is missing'] },
+    };
+  }
+  const mirrorRaw = await readIfExists(file + MIRROR_SUFFIX, 2 * max + (1 << 20)).catch(() => null);
+  if (mirrorRaw !== null) {
+    const check = checkWithMirror(raw, mirrorRaw, max);
+    notes.push(...check.problems.map((p) => `mirror: ${p}`));
+    if (check.repaired.length > 0) notes.push(`${describeRanges(check.repaired)} differed from the mirror and are taken from it`);
+    return {
+      data: check.data,
+      parity: null,
+      report: {
+        file,
+        protection: 'mirror',
+        status: check.repaired.length > 0 ? 'repaired' : 'ok',
+        bytes: check.data.length,
+        repaired: check.repaired,
+        lost: [],
+        protectionDamaged: check.mirrorDamaged || parityRaw !== null,
+        notes,
+      },
+    };
+  }
+  if (parityRaw === null) notes.push('it has no parity and no mirror');
+  return {
+    data: raw,
+    parity: null,
+    report: { file, protection: 'none', status: 'unverified', bytes: raw.length, repaired: [], lost: [], protectionDamaged: parityRaw !== null, notes },
+  };
+}
+
+/** What VaultReader needs to read a vault repaired in memory (see reader.ts ReadOptions.repair). */
+export interface ReadRepair {
+  /** Repaired contents of damaged files, by path. */
+  readonly overlay: ReadonlyMap<string, Buffer>;
+  /** Ranges that could not be rebuilt, by path. */
+  readonly lost: ReadonlyMap<string, readonly ByteRange[]>;
+}
+
+export interface VaultRepair extends ReadRepair {
+  /** Every segment file's report (in record order). */
+  readonly files: FileReport[];
+  /** The files whose damage was repaired in memory. */
+  readonly repaired: FileReport[];
+  /** The files with damage that could not be repaired. */
+  readonly unrecoverable: FileReport[];
+  /** Problems of VAULT.json and its copy (VAULT.json itself is repaired only by `scrub --repair`). */
+  readonly identityProblems: string[];
+}
+
+export interface RepairSummary {
+  readonly repaired: { file: string; ranges: ByteRange[] }[];
+  readonly unrecoverable: { file: string; ranges: ByteRange[]; notes: string[] }[];
+  readonly identityProblems: string[];
+}
+
+/**
+ * Reads every segment of a vault through its protection, keeping in memory the repaired
+ * contents of damaged ones, for a VaultReader (restore, verify) to read instead of the files.
+ * Changes nothing on disk (that is `lnbackup scrub --repair`).
+ */
+export async function repairVaultInMemory(vaultDir: string, segmentBytes?: number): Promise<VaultRepair> {
+  const max = maxSegmentBytes(segmentBytes ?? segmentBytesOf(vaultDir));
+  const overlay = new Map<string, Buffer>();
+  const lost = new Map<string, ByteRange[]>();
+  const files: FileReport[] = [];
+  for (const s of listSegments(vaultDir)) {
+    const r = await readProtected(s.path, { maxDataBytes: max });
+    files.push(r.report);
+    if (r.report.status === 'repaired' && r.data) overlay.set(s.path, r.data);
+    if (r.report.status === 'damaged') {
+      lost.set(s.path, r.report.lost);
+      // Rebuild what can be: the stripes that could be repaired are right, the rest is as read.
+      if (r.data && r.report.repaired.length > 0) overlay.set(s.path, r.data);
+    }
+  }
+  const identity = checkIdentity(vaultDir);
+  return {
+    overlay,
+    lost,
+    files,
+    repaired: files.filter((f) => f.status === 'repaired'),
+    unrecoverable: files.filter((f) => f.status === 'damaged'),
+    identityProblems: identity.identityOk ? [] : identity.problems,
+  };
+}
+
+/** The summary for JSON output. */
+export function summarizeRepair(r: VaultRepair): RepairSummary {
+  return {
+    repaired: r.repaired.map((f) => ({ file: f.file, ranges: f.repaired })),
+    unrecoverable: r.unrecoverable.map((f) => ({ file: f.file, ranges: f.lost, notes: f.notes })),
+    identityProblems: r.identityProblems,
+  };
+}
+
+/** One line per repaired or damaged file, for notices. */
+export function describeRepair(r: VaultRepair): string[] {
+  const lines: string[] = [];
+  for (const f of r.repaired) {
+    lines.push(`repaired in memory: ${f.file}: ${describeRanges(f.repaired)} were damaged and are rebuilt from its ${f.protection} (run lnbackup scrub --repair to fix the file)`);
+  }
+  for (const f of r.unrecoverable) {
+    lines.push(`DAMAGED beyond repair: ${f.file}: ${f.lost.length > 0 ? `${describeRanges(f.lost)} cannot be rebuilt` : f.notes.join('; ')}`);
+  }
+  for (const p of r.identityProblems) {
+    lines.push(`identity: ${p}${/VAULT\.json is (damaged|missing)/.test(p) ? ` (run lnbackup scrub --repair to restore it from ${IDENTITY_COPY_NAME})` : ''}`);
+  }
+  return lines;
+}
+
+/** The vault's segment size from VAULT.json when it can be read without a key, else the default. */
+export function segmentBytesOf(vaultDir: string): number {
+  try {
+    const raw = JSON.parse(fs.readFileSync(path.join(vaultDir, IDENTITY_FILE), 'utf8').slice(0, 64 * 1024)) as { segmentBytes?: unknown };
+    const n = raw.segmentBytes;
+    if (typeof n === 'number' && Number.isInteger(n) && n >= 4096 && n <= 1 << 30) return n;
+  } catch {
+    // the server's sealed identity, or a damaged one: the default bound
+  }
+  return DEFAULT_SEGMENT_BYTES;
+}
+
+/**
+ * Repair on read for a store that serves records (the server's file store): before records are
+ * read from sealed segments, those segments are checked against their parity, each once as long
+ * as it stays unchanged on disk; damaged ones are served from their repaired contents and
+ * reported (`onDamage` then gets the vault, to repair the files in place).
+ */
+export class VerifiedSegments {
+  private readonly clean = new Map<string, string>();
+
+  constructor(
+    private readonly maxDataBytes: number,
+    private readonly onNotice: (message: string) => void,
+    private readonly onDamage: (vaultDir: string) => void,
+    private readonly limit = 8192,
+  ) {}
+
+  /** The repaired contents to read for records from `fromSeq` on, about `maxBytes` of them. */
+  async repairFor(vaultDir: string, fromSeq: bigint, maxBytes: number): Promise<ReadRepair> {
+    const overlay = new Map<string, Buffer>();
+    const lost = new Map<string, ByteRange[]>();
+    const segments = listSegments(vaultDir);
+    let start = 0;
+    for (let i = 0; i < segments.length && segments[i].firstSeq <= fromSeq; i++) start = i;
+    let bytes = 0;
+    let damaged = false;
+    for (let i = start; i < segments.length && (i === start || bytes < maxBytes); i++) {
+      const s = segments[i];
+      let stat: fs.Stats;
+      try {
+        stat = fs.statSync(s.path);
+      } catch {
+        continue;
+      }
+      if (i !== start) bytes += stat.size;
+      if (!fs.existsSync(s.path + PARITY_SUFFIX)) continue; // the active segment, or one being sealed
+      const stamp = `${stat.size}:${stat.mtimeMs}:${stat.ino}`;
+      if (this.clean.get(s.path) === stamp) continue;
+      const r = await readProtected(s.path, { maxDataBytes: this.maxDataBytes });
+      if (r.report.status === 'ok' && !r.report.protectionDamaged) {
+        if (this.clean.size >= this.limit) this.clean.delete(this.clean.keys().next().value as string);
+        this.clean.set(s.path, stamp);
+        continue;
+      }
+      if (r.report.status === 'repaired' && r.data) {
+        overlay.set(s.path, r.data);
+        this.onNotice(`${s.path}: ${describeRanges(r.report.repaired)} were damaged on disk; served repaired from its parity`);
+      } else if (r.report.status === 'damaged') {
+        lost.set(s.path, r.report.lost);
+        if (r.data && r.report.repaired.length > 0) overlay.set(s.path, r.data);
+        this.onNotice(`${s.path}: DAMAGED beyond repair: ${r.report.lost.length > 0 ? describeRanges(r.report.lost) : r.report.notes.join('; ')}`);
+      }
+      damaged = true;
+    }
+    if (damaged) this.onDamage(vaultDir);
+    return { overlay, lost };
+  }
+}
