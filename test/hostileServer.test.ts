@@ -33,7 +33,7 @@ import { openRecord } from '../src/vault/record.js';
 import { bumpedFrom } from '../src/journal/dataVersion.js';
 import { RecordSealer } from '../src/vault/sealer.js';
 import { listSegments } from '../src/vault/segments.js';
-import { decodeWrites, encodeWrites } from '../src/journal/payloads.js';
+import { decodeCall, encodeWrites, isCallRecord } from '../src/journal/payloads.js';
 import { readTraceFile } from '../src/simulator/trace.js';
 import {
   dropNewest,
@@ -261,11 +261,11 @@ function forkAt(node: VaultNode, all: readonly StoreRecord[], n: bigint): StoreR
   const original = all.find((r) => r.seq === n)!;
   const headerBytes = original.bytes.subarray(0, HEADER_BYTES);
   const body = openRecord(node.keys.record, vaultId, decodeHeader(headerBytes), headerBytes, original.bytes.subarray(HEADER_BYTES));
-  assert.ok(body !== null && body.type === RecordType.Writes, `record ${n} is a Writes record`);
-  const writes = decodeWrites(body.payload);
+  assert.ok(body !== null && isCallRecord(body.type), `record ${n} is a call record`);
+  const writes = decodeCall(body).writes;
   const bump = bumpedFrom(writes) === null ? [] : [writes[writes.length - 1]];
   const sealer = new RecordSealer(node.keys.record, vaultId, { lastSeq: prev.seq, lastHash: rawRecordHash(prev.bytes), generation: prev.generation });
-  const r = sealer.seal({ ...body, payload: encodeWrites(["INSERT INTO vars (name, intval) VALUES ('forked', 1);", ...bump]) });
+  const r = sealer.seal({ ...body, type: RecordType.Writes, payload: encodeWrites(["INSERT INTO vars (name, intval) VALUES ('forked', 1);", ...bump]) });
   return { seq: r.seq, generation: r.generation, bytes: r.bytes };
 }
 
