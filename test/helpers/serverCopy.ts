@@ -13,6 +13,7 @@ import { VAULTS_DIR } from '../../src/server/storage/fileStore.js';
 import { identityPath } from '../../src/vault/identity.js';
 import { openSealedIdentity } from '../../src/vault/identityEnvelope.js';
 import type { VaultKeys } from '../../src/vault/keys.js';
+import { listPacks, pagesDir } from '../../src/vault/packFiles.js';
 import { readRawRecords, type RawRecord } from '../../src/vault/rawRecords.js';
 import { segmentsDir } from '../../src/vault/segments.js';
 import { tracePath } from './paths.js';
@@ -24,7 +25,7 @@ export function serverVaultDir(dataDir: string, vaultId: string): string {
 
 /**
  * A vault folder through which a server's copy is read without touching it: the identity the
- * server holds (unsealed with the node's key when sealed) and a symbolic link to its segments.
+ * server holds (unsealed with the node's key when sealed) and symbolic links to its segments and packs.
  */
 export function serverCopyView(serverDir: string, keys: VaultKeys, vaultId: string, viewDir: string): string {
   fs.rmSync(viewDir, { recursive: true, force: true });
@@ -34,6 +35,8 @@ export function serverCopyView(serverDir: string, keys: VaultKeys, vaultId: stri
   const identity = typeof parsed.kind === 'string' ? openSealedIdentity(keys, vaultId, held) : held;
   fs.writeFileSync(identityPath(viewDir), identity);
   fs.symlinkSync(segmentsDir(serverDir), segmentsDir(viewDir), 'dir');
+  // Paged snapshots read their pages from the server's packs.
+  if (fs.existsSync(pagesDir(serverDir))) fs.symlinkSync(pagesDir(serverDir), pagesDir(viewDir), 'dir');
   return viewDir;
 }
 
@@ -43,28 +46,56 @@ export function allRecords(vaultDir: string): RawRecord[] {
 }
 
 /**
- * Checks that the server's records are the node's records byte for byte from record 1 on, no gap,
- * no duplicate: all of them (`whole`), or a prefix (a server killed, or still behind). Returns how
- * many records and bytes the server holds.
+ * Checks that the server's records are the node's records byte for byte, no gap, no duplicate: all
+ * of them (`whole`: the server ends where the local vault ends), or a prefix (a server killed, or
+ * still behind). Retention removes whole old generations from the front of each copy, not at the
+ * same moment: a copy may start after record 1, but only at the first record of a generation, and
+ * records held by one copy only at the front are not compared. The server's page packs are the
+ * node's (where the node still has them). Returns the server's records (counted up to its last
+ * seq, removed ones included, so the figure never goes down) and the bytes it holds (records and
+ * packs).
  */
 export function assertServerHoldsPrefix(localDir: string, serverDir: string, whole: boolean, ctx = ''): { records: number; bytes: number } {
   const local = allRecords(localDir);
   const remote = allRecords(serverDir);
   const at = ctx ? `${ctx}: ` : '';
-  if (whole) assert.equal(remote.length, local.length, `${at}the server holds ${remote.length} records, the local vault ${local.length}`);
-  else assert.ok(remote.length <= local.length, `${at}the server holds ${remote.length} records, more than the local vault's ${local.length}`);
-  let bytes = 0;
-  for (let i = 0; i < remote.length; i++) {
-    const want = BigInt(i + 1);
-    if (remote[i].seq !== want) assert.fail(`${at}the server's record #${i + 1} is seq ${remote[i].seq}, expected ${want} (a gap or a duplicate)`);
-    if (local[i].seq !== want) assert.fail(`${at}the local vault's record #${i + 1} is seq ${local[i].seq}`);
-    if (!remote[i].bytes.equals(local[i].bytes)) assert.fail(`${at}record ${want} differs between the server and the local vault`);
-    if (remote[i].generation !== local[i].generation) {
-      assert.fail(`${at}record ${want} is in generation ${remote[i].generation} on the server, ${local[i].generation} locally`);
+  const contiguous = (list: readonly RawRecord[], what: string): void => {
+    for (let i = 1; i < list.length; i++) {
+      if (list[i].seq !== list[i - 1].seq + 1n) assert.fail(`${at}${what} record after ${list[i - 1].seq} is seq ${list[i].seq} (a gap or a duplicate)`);
     }
-    bytes += remote[i].bytes.length;
+  };
+  contiguous(local, "the local vault's");
+  contiguous(remote, "the server's");
+  const localFirst = local[0]?.seq ?? 1n;
+  const localLast = local[local.length - 1]?.seq ?? 0n;
+  const remoteLast = remote[remote.length - 1]?.seq ?? 0n;
+  if (whole) assert.equal(remoteLast, localLast, `${at}the server holds records up to ${remoteLast}, the local vault up to ${localLast}`);
+  else assert.ok(remoteLast <= localLast, `${at}the server holds records up to ${remoteLast}, beyond the local vault's ${localLast}`);
+  const localAt = (seq: bigint): RawRecord | undefined => (seq >= localFirst && seq <= localLast ? local[Number(seq - localFirst)] : undefined);
+  if (remote.length > 0 && remote[0].seq !== 1n) {
+    const before = localAt(remote[0].seq - 1n);
+    if (before && before.generation >= remote[0].generation) {
+      assert.fail(`${at}the server's copy starts at record ${remote[0].seq}, inside generation ${remote[0].generation} (not at its first record)`);
+    }
   }
-  return { records: remote.length, bytes };
+  let bytes = 0;
+  for (const r of remote) {
+    bytes += r.bytes.length;
+    const mine = localAt(r.seq);
+    if (!mine) {
+      if (r.seq < localFirst) continue; // the node's retention removed it already
+      assert.fail(`${at}the server holds record ${r.seq}, which the local vault does not`);
+    }
+    if (!r.bytes.equals(mine.bytes)) assert.fail(`${at}record ${r.seq} differs between the server and the local vault`);
+    if (r.generation !== mine.generation) assert.fail(`${at}record ${r.seq} is in generation ${r.generation} on the server, ${mine.generation} locally`);
+  }
+  const localPacks = new Map(listPacks(localDir).map((p) => [p.name, p]));
+  for (const p of listPacks(serverDir)) {
+    const mine = localPacks.get(p.name);
+    if (mine && !fs.readFileSync(p.path).equals(fs.readFileSync(mine.path))) assert.fail(`${at}page pack ${p.name} differs between the server and the local vault`);
+    bytes += p.bytes;
+  }
+  return { records: Number(remoteLast), bytes };
 }
 
 /**
