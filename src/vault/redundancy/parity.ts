@@ -415,10 +415,20 @@ export async function sha256Yielding(data: Buffer): Promise<Buffer> {
 }
 
 let tempCounter = 0;
+/** Temp files being written now: removed if the process exits meanwhile (a kill leaves them to the next writer or scrub). */
+const tempsInFlight = new Set<string>();
+let exitHook = false;
 
 /** Writes a file atomically with async I/O: temp file, fsync, rename over, fsync of the folder. */
 export async function writeFileAtomicAsync(file: string, data: Buffer, mode = 0o600): Promise<void> {
   const tmp = `${file}.tmp-${process.pid}-${++tempCounter}`;
+  if (!exitHook) {
+    exitHook = true;
+    process.once('exit', () => {
+      for (const t of tempsInFlight) fs.rmSync(t, { force: true });
+    });
+  }
+  tempsInFlight.add(tmp);
   try {
     const fh = await fs.promises.open(tmp, 'w', mode);
     try {
@@ -431,6 +441,8 @@ export async function writeFileAtomicAsync(file: string, data: Buffer, mode = 0o
   } catch (err) {
     await fs.promises.rm(tmp, { force: true });
     throw err;
+  } finally {
+    tempsInFlight.delete(tmp);
   }
   const dir = await fs.promises.open(path.dirname(file), 'r');
   try {
