@@ -47,7 +47,7 @@ const OFF: Partial<RetentionSettings> = { compactMinBytes: 1e12 };
 const SEED = envCount('COMPACTION_SEED', crypto.randomInt(2 ** 31));
 const KILLS = envCount('COMPACTION_KILLS', 12);
 /** The kill test runs on node1's first versions (funding, the channel, the first payments). */
-const KILL_VERSIONS = envCount('COMPACTION_KILL_VERSIONS', 3500);
+const KILL_VERSIONS = envCount('COMPACTION_KILL_VERSIONS', 3000);
 /** A generous bound for the longest hook (the point is no hook waits for a whole compaction). */
 const MAX_HOOK_MS = 2000;
 
@@ -156,12 +156,18 @@ interface Plan {
   readonly kind: KillKind | 'none';
   /** Timer kills: ms after the lifetime's first commit. */
   readonly delayMs?: number;
+  /** Timer kills: then wait (up to 2 s) for a staged database, i.e. a compaction between staging and switch. */
+  readonly whenStaged?: boolean;
   /** plugin-at: the trace entry whose hook the simulator kills the plugin in. */
   readonly entry?: number;
 }
 
 const describePlan = (p: Plan): string =>
-  p.kind === 'none' ? 'no kill' : p.kind === 'plugin-at' ? `plugin killed mid-hook at entry ${p.entry}` : `${p.kind} ${p.delayMs} ms after the first commit`;
+  p.kind === 'none'
+    ? 'no kill'
+    : p.kind === 'plugin-at'
+      ? `plugin killed mid-hook at entry ${p.entry}`
+      : `${p.kind} ${p.delayMs} ms after the first commit${p.whenStaged ? ', once a database is staged' : ''}`;
 
 interface Lifetime {
   readonly exit: SimulatorExit;
@@ -186,12 +192,18 @@ async function runLifetime(node: VaultNode, trace: string, plan: Plan, ctx: stri
       if (e.event === 'plugin-log') logs.push(`${e.level}: ${e.message}`);
       if (e.event === 'committed' && !firstCommit) {
         firstCommit = true;
-        if (plan.kind === 'plugin-timer' || plan.kind === 'both-timer') timer = setTimeout(fire, plan.delayMs);
+        if (plan.kind === 'plugin-timer' || plan.kind === 'both-timer') timer = setTimeout(plan.whenStaged ? fireWhenStaged : fire, plan.delayMs);
       }
     },
   });
   const child = sim.child;
   const running = (): boolean => child.exitCode === null && child.signalCode === null;
+  let deadline: number | null = null;
+  function fireWhenStaged(): void {
+    deadline ??= Date.now() + 2000;
+    if (stagingFiles(node.vault).length > 0 || Date.now() > deadline) fire();
+    else if (running()) timer = setTimeout(fireWhenStaged, 1);
+  }
   function fire(): void {
     if (!running()) return;
     // The plugin's pid as the simulator reported it, and any other plugin process of this node.
@@ -260,7 +272,7 @@ test('kill -9 during compaction at random points: the vault always restores what
           const upcoming = entries.map((e, i) => ({ e, i })).filter(({ e, i }) => i >= from && e.kind === 'call').slice(0, 200);
           plan = upcoming.length > 1 ? { kind, entry: upcoming[rng.int(1, upcoming.length - 1)].i } : { kind: 'plugin-timer', delayMs: rng.int(0, 1200) };
         } else {
-          plan = { kind, delayMs: rng.int(0, 1200) };
+          plan = { kind, delayMs: rng.int(0, 1200), whenStaged: rng.next() < 0.5 };
         }
       }
       const ctx = `seed ${SEED}, lifetime ${lifetime} (from version ${lastC}), ${describePlan(plan)}`;

@@ -154,7 +154,7 @@ test('restore at a version reports when that version was recorded (lastCallAt)',
   const bases = new Set(gens.map((g) => g.baseVersion));
   const inside = Array.from({ length: NODE1_LAST - 1 }, (_, i) => i + 2).filter((v) => !bases.has(v) && callAt.get(v) !== callAt.get(v + 1));
   const wrong: string[] = [];
-  for (let i = 0; i < 5; i++) {
+  for (let i = 0; i < 3; i++) {
     const v = rng.pick(inside);
     const r = restoreDatabase({ vaultDir: node.vault, keys: node.keys, to: path.join(node.dir, `last-${v}.sqlite3`), force: true, version: v });
     assert.equal(r.version, v);
