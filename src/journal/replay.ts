@@ -50,6 +50,7 @@ interface Pending {
   seq: bigint;
   dataVersion: number;
   writes: string[];
+  at: number | null;
 }
 
 /** Where a paged snapshot's pages come from (the vault's page packs: journal/pageStore.ts). */
@@ -184,7 +185,6 @@ export class JournalReplayer {
       this.reached = true;
       return;
     }
-    if (at !== null) this.lastCallAt = at;
     if (body.supersedes !== 0n) {
       if (this.pending === null || this.pending.seq !== body.supersedes) {
         throw new JournalError(seq, `it supersedes record ${body.supersedes}, which is not the in-flight transaction`);
@@ -203,13 +203,13 @@ export class JournalReplayer {
       if (body.supersedes === 0n && versionDistance(this.version, body.dataVersion) !== 1) {
         throw new JournalError(seq, `transaction to version ${body.dataVersion} does not follow version ${this.version}`);
       }
-      this.pending = { seq, dataVersion: body.dataVersion, writes };
+      this.pending = { seq, dataVersion: body.dataVersion, writes, at };
       return;
     }
     // Statements outside a transaction happen at the version the database is at.
     if (this.pending && body.dataVersion === this.pending.dataVersion) this.flushPending();
     if (this.reached) return;
-    this.apply(body.dataVersion, writes, false);
+    this.apply(body.dataVersion, writes, false, at);
     this.committedVersion = body.dataVersion;
   }
 
@@ -217,11 +217,12 @@ export class JournalReplayer {
     const p = this.pending;
     if (!p) return;
     this.pending = null;
-    this.apply(p.dataVersion, p.writes, true);
+    this.apply(p.dataVersion, p.writes, true, p.at);
     this.committedVersion = p.dataVersion;
   }
 
-  private apply(dataVersion: number, writes: readonly string[], isTransaction: boolean): void {
+  private apply(dataVersion: number, writes: readonly string[], isTransaction: boolean, at: number | null): void {
+    if (at !== null) this.lastCallAt = at;
     this.sink.applyWrites(dataVersion, writes, isTransaction);
     this.version = dataVersion;
     if (isTransaction) this.transactions += 1;
@@ -239,7 +240,7 @@ export class JournalReplayer {
       if (wanted && !beyondTarget) {
         const p = this.pending;
         this.pending = null;
-        this.apply(p.dataVersion, p.writes, true);
+        this.apply(p.dataVersion, p.writes, true, p.at);
         inFlight = true;
       }
     }
