@@ -14,6 +14,7 @@ import { runSimulatorUntilDone, spawnSimulator, SimulatorAbortedError } from '..
 import { tracePath } from './helpers/paths.js';
 import { dataVersionOf, dumpFile, NODE3_CHAIN } from './helpers/reference.js';
 import { pluginLogs } from './helpers/simEvents.js';
+import { setRetention } from './helpers/retention.js';
 import { makeNode, makeTestNode, type TestNode } from './helpers/testNode.js';
 
 function restoreAndCompare(node: TestNode, expectVersion: number): ReturnType<typeof restoreDatabase> {
@@ -42,6 +43,8 @@ test('node1 trace through the plugin: restore equals the node database', async (
 
 test('fail trace: every acked-but-uncommitted transaction is superseded, restore equals the node', async () => {
   const node = makeNode('fail');
+  // This test is about what the whole history holds: keep every generation.
+  setRetention(node, { keepGenerations: 1_000_000 });
   const run = await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH });
   assert.equal(run.dataVersion, 431);
   const crashes = run.lifetimes.length - 1;
@@ -132,6 +135,8 @@ test('a node without lnbackup configuration is stopped at its first write, with 
 
 test('restore --version gives the database at that version (point in time inside a generation)', async () => {
   const node = makeNode('pit');
+  // This test is about what the whole history holds: keep every generation.
+  setRetention(node, { keepGenerations: 1_000_000 });
   await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH, untilVersion: 200 });
   const at200 = dumpFile(node.dbPath);
   await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH });

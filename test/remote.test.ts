@@ -23,6 +23,7 @@ import { dataVersionOf, dumpFile, NODE3_CHAIN } from './helpers/reference.js';
 import { pluginLogs, ofKind } from './helpers/simEvents.js';
 import { startServer, type ServerHandle } from './helpers/serverProcess.js';
 import { SkipError, startPostgres } from './helpers/postgres.js';
+import { setRetention } from './helpers/retention.js';
 import { cli, makeRemoteNode, pluginStatus, serverStatus, serverVaultOf, startServerAt, until, type RemoteNode } from './helpers/remoteNode.js';
 
 const NODE3_END = 431;
@@ -118,6 +119,8 @@ async function stalledAt(sim: SpawnedSimulator): Promise<number> {
 /** Replays node3 (five real rewinds) through the plugin and checks restore/verify/status --from and the server's status. */
 async function node3ThroughServer(server: ServerHandle, prefix: string): Promise<RemoteNode> {
   const node = await makeRemoteNode(prefix, { remotes: [server.url] });
+  // This test is about what the whole history holds: keep every generation.
+  setRetention(node, { keepGenerations: 1_000_000 });
   assert.deepEqual((node.init.pushed as { url: string }[]).map((p) => p.url), [server.url]);
   const run = await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH, progressEvery: 100 });
   assert.equal(run.dataVersion, NODE3_END);
@@ -266,6 +269,8 @@ test('a stale node (old database and old local vault) is refused after the serve
   const server = await startServer();
   try {
     const node = await makeRemoteNode('remote-stale', { remotes: [server.url] });
+    // This test is about what the whole history holds: keep every generation.
+    setRetention(node, { keepGenerations: 1_000_000 });
     await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH, untilVersion: 300 });
     const oldDb = path.join(node.dir, 'old.sqlite3');
     const oldVault = path.join(node.dir, 'old-vault');
