@@ -128,6 +128,7 @@ export class Compactor {
         if (snapshot === null) await new Promise((resolve) => setImmediate(resolve));
       }
       this.buildMs = performance.now() - startedAt;
+      await this.journal.protectPacks(snapshot.packs);
       const stores = this.destinations().flatMap((d) => snapshot.packs.map((p) => d.storePack(p.name, p.bytes)));
       await Promise.all(stores);
       if (this.closed || this.journal.staged !== staged) return this.idle();

@@ -46,7 +46,7 @@ export class NodeBackup {
     private readonly settings: DestinationSettings,
     retention: RetentionSettings,
     generations: GenerationPages[] | null,
-    log: NodeLog,
+    private readonly log: NodeLog,
   ) {
     const others = [...policy.destinations, ...background].filter((d) => d.kind !== 'vault');
     this.compactor = new Compactor(journal, () => others, retention, generations, log);
@@ -106,6 +106,8 @@ export class NodeBackup {
       supersedes: outcome.supersedes,
       packs: outcome.packs,
     };
+    // Packs of a snapshot taken inside the call get their parity in the background.
+    if (outcome.packs.length > 0) this.journal.protectPacks(outcome.packs).catch((err: unknown) => this.log('unusual', `parity of new page packs failed (${(err as Error).message}); lnbackup scrub --repair makes it`));
     // A cache-mode local vault is not counted by the policy, but it is flushed all the same.
     const background = this.background.map((d) => deliver(d, call));
     const held = this.policy.store(call, startedAt);

@@ -10,7 +10,8 @@
 import { vaultIdBytes, type VaultIdentity } from '../vault/identity.js';
 import { RecordType } from '../vault/format.js';
 import type { VaultKeys } from '../vault/keys.js';
-import { deletePacks, removeStalePackTemps } from '../vault/packFiles.js';
+import path from 'node:path';
+import { deletePacks, pagesDir, protectPack, removeStalePackTemps } from '../vault/packFiles.js';
 import { pruneGenerations, type PruneResult } from '../vault/prune.js';
 import { RecordSealer, type SealedRecord } from '../vault/sealer.js';
 import { VaultWriter } from '../vault/writer.js';
@@ -216,6 +217,11 @@ export class Journal {
   }
 
   // --- compaction (driven by compactor.ts) ---
+
+  /** Writes the parity of packs this journal wrote (off the thread: Reed-Solomon runs in the pool). */
+  protectPacks(packs: readonly NewPack[]): Promise<void> {
+    return Promise.all(packs.map((p) => protectPack(path.join(pagesDir(this.vaultDir), p.name)))).then(() => undefined);
+  }
 
   /** Asks for the database to be staged at the next call (a compaction begins). */
   requestCompaction(): void {
