@@ -97,11 +97,18 @@ export class VaultWriter {
     }
     if (record.generation < this.position.generation) throw new Error('a record cannot go back to an older generation');
     const seg = this.segmentFor(record);
-    let written = 0;
-    while (written < record.bytes.length) {
-      written += fs.writeSync(seg.fd, record.bytes, written, record.bytes.length - written, seg.size + written);
+    try {
+      let written = 0;
+      while (written < record.bytes.length) {
+        written += fs.writeSync(seg.fd, record.bytes, written, record.bytes.length - written, seg.size + written);
+      }
+      this.keeper.write(seg.size, record.bytes);
+    } catch (err) {
+      // All or nothing: a record whose append failed (disk full, say) was never acknowledged, so it
+      // must not stay whole in the segment where a restore would take it for the in-flight one.
+      fs.ftruncateSync(seg.fd, seg.size);
+      throw err;
     }
-    this.keeper.write(seg.size, record.bytes);
     seg.size += record.bytes.length;
     this.sizeBytes += record.bytes.length;
     this.position = { lastSeq: record.seq, lastHash: record.hash, generation: record.generation };
