@@ -16,11 +16,12 @@ import { listGenerations } from '../src/restore/generations.js';
 import { restoreDatabase } from '../src/restore/rebuild.js';
 import { verifyVault } from '../src/restore/verify.js';
 import { runSimulatorUntilDone } from '../src/simulator/runner.js';
+import { vaultDiskUsage, type VaultDiskUsage } from '../src/vault/diskUsage.js';
 import { continueNode } from './helpers/continuation.js';
 import { tracePath } from './helpers/paths.js';
 import { envCount } from './helpers/prng.js';
 import { callsOf, dumpFile, loadChain } from './helpers/reference.js';
-import { compactionStatus, vaultSize, type VaultSize } from './helpers/retention.js';
+import { compactionStatus } from './helpers/retention.js';
 import { makeNode, type VaultNode } from './helpers/testNode.js';
 
 const NODE1 = tracePath('cln-v26.06-node1.jsonl.gz');
@@ -32,13 +33,13 @@ const VOLUME = envCount('VAULT_SIZE_VOLUME', 10);
 const BOUND = 2;
 
 interface Measured {
-  readonly size: VaultSize;
+  readonly size: VaultDiskUsage;
   readonly dbBytes: number;
   readonly ratio: number;
 }
 
 function measure(node: VaultNode, what: string, log: (line: string) => void): Measured {
-  const size = vaultSize(node.vault);
+  const size = vaultDiskUsage(node.vault);
   const dbBytes = fs.statSync(node.dbPath).size;
   const ratio = (size.segmentBytes + size.packBytes) / dbBytes;
   const kib = (n: number): string => `${(n / 1024).toFixed(1)} KiB`;

@@ -2,14 +2,14 @@
 // snapshot (version, time, pages, packs), the span of versions and times its calls cover, and what
 // it costs on disk; then the totals, with the redundancy (parity, mirrors) apart.
 import fs from 'node:fs';
-import path from 'node:path';
 import { RecordType } from '../vault/format.js';
 import { CorruptRecordError } from '../vault/errors.js';
 import { openIdentity } from '../vault/identity.js';
 import type { VaultKeys } from '../vault/keys.js';
 import { listPacks } from '../vault/packFiles.js';
 import { VaultReader } from '../vault/reader.js';
-import { listSegments, segmentsDir, SIDECAR_SUFFIXES } from '../vault/segments.js';
+import { listSegments } from '../vault/segments.js';
+import { vaultDiskUsage } from '../vault/diskUsage.js';
 import { decodeCall, decodePackList, decodePageManifest, decodeSnapshotBegin, isCallRecord } from '../journal/payloads.js';
 
 export interface GenerationSummary {
@@ -88,16 +88,7 @@ export function listGenerationSummaries(vaultDir: string, keys: VaultKeys): Gene
     generations: out,
     recordBytes: [...segBytes.values()].reduce((a, b) => a + b, 0),
     packBytes: [...packSizes.values()].reduce((a, b) => a + b, 0),
-    redundancyBytes: redundancyBytes(vaultDir),
+    redundancyBytes: vaultDiskUsage(vaultDir).sidecarBytes,
     damage,
   };
-}
-
-function redundancyBytes(vaultDir: string): number {
-  let n = 0;
-  for (const dir of [segmentsDir(vaultDir), path.join(vaultDir, 'pages')]) {
-    if (!fs.existsSync(dir)) continue;
-    for (const name of fs.readdirSync(dir)) if (SIDECAR_SUFFIXES.some((s) => name.endsWith(s))) n += fs.statSync(path.join(dir, name)).size;
-  }
-  return n;
 }

@@ -1,5 +1,5 @@
 // Compaction and retention in tests: setting a node's `retention` in its lnbackup.json (after
-// `makeNode`), reading what the plugin's status file says about compaction, and measuring a vault.
+// `makeNode`) and reading what the plugin's status file says about compaction.
 import fs from 'node:fs';
 import path from 'node:path';
 import { configPath, readConfig, writeConfig, type RetentionSettings } from '../../src/cln/config.js';
@@ -26,47 +26,4 @@ export function compactionStatus(node: TestNode): CompactionStatus | null {
   } catch {
     return null;
   }
-}
-
-export interface VaultSize {
-  /** segments/*.seg */
-  readonly segmentBytes: number;
-  /** pages/*.pack */
-  readonly packBytes: number;
-  /** Redundancy sidecars (*.parity, *.mirror) anywhere in the vault. */
-  readonly sidecarBytes: number;
-  /** Everything else (VAULT.json, the lock, staging, temp files). */
-  readonly otherBytes: number;
-  readonly segments: number;
-  readonly packs: number;
-}
-
-/** What a vault's files take, by kind. */
-export function vaultSize(vaultDir: string): VaultSize {
-  let segmentBytes = 0;
-  let packBytes = 0;
-  let sidecarBytes = 0;
-  let otherBytes = 0;
-  let segments = 0;
-  let packs = 0;
-  const walk = (dir: string): void => {
-    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-      const p = path.join(dir, e.name);
-      if (e.isDirectory()) {
-        walk(p);
-        continue;
-      }
-      const size = fs.statSync(p).size;
-      if (/\.(parity|mirror)$/.test(e.name)) sidecarBytes += size;
-      else if (e.name.endsWith('.seg')) {
-        segmentBytes += size;
-        segments++;
-      } else if (e.name.endsWith('.pack')) {
-        packBytes += size;
-        packs++;
-      } else otherBytes += size;
-    }
-  };
-  walk(vaultDir);
-  return { segmentBytes, packBytes, sidecarBytes, otherBytes, segments, packs };
 }
