@@ -110,6 +110,7 @@ export class RedundancyKeeper {
         }
       })(),
       `sealing ${segmentPath}`,
+      segmentPath,
     );
   }
 
@@ -129,7 +130,7 @@ export class RedundancyKeeper {
     }
     for (const p of listPacks(this.vaultDir)) {
       if (p.bytes > 0 && !fs.existsSync(p.path + PARITY_SUFFIX)) {
-        this.track(protectFile(p.path, MAX_PACK_BYTES), `protecting ${p.path}`);
+        this.track(protectFile(p.path, MAX_PACK_BYTES), `protecting ${p.path}`, p.path);
       }
     }
   }
@@ -144,10 +145,10 @@ export class RedundancyKeeper {
     this.mirror = null;
   }
 
-  private track(work: Promise<void>, what: string): void {
+  /** Background work on `file`; a failure is told, unless the file or the vault was removed meanwhile (retention, a download's temp folder). */
+  private track(work: Promise<void>, what: string, file: string): void {
     const p = work.catch((err: unknown) => {
-      // A vault removed meanwhile (a download's temp folder) is no failure worth telling.
-      if (fs.existsSync(this.vaultDir)) this.notice(`${what} failed (${(err as Error).message}); it is done again at the next open or by lnbackup scrub --repair`);
+      if (fs.existsSync(this.vaultDir) && fs.existsSync(file)) this.notice(`${what} failed (${(err as Error).message}); it is done again at the next open or by lnbackup scrub --repair`);
     });
     this.pending.add(p);
     void p.finally(() => this.pending.delete(p));
