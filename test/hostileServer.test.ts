@@ -18,7 +18,7 @@ import { Journal } from '../src/journal/journal.js';
 import { readConfig } from '../src/cln/config.js';
 import { NodeBackup } from '../src/cln/nodeBackup.js';
 import { DestinationFailedError } from '../src/destinations/destination.js';
-import { RemoteDestination, type NoticeLevel } from '../src/destinations/remote.js';
+import type { RemoteDestination } from '../src/destinations/remote.js';
 import { formatRemoteUrl } from '../src/destinations/remoteUrl.js';
 import { ServerClient } from '../src/destinations/serverClient.js';
 import { downloadDir, downloadVault, pushVault, vaultTail } from '../src/destinations/transfer.js';
@@ -46,21 +46,15 @@ import {
   type HostileStore,
 } from './helpers/hostileStore.js';
 import { startHostileServer, type HostileServer } from './helpers/inProcessServer.js';
-import { cliEntry, tempDir, tracePath } from './helpers/paths.js';
+import { cliEntry, tracePath } from './helpers/paths.js';
+import { folderMaker, remoteFor, type Notice } from './helpers/remoteFixture.js';
 import { callsOf, dumpFile, dumpOf, effectiveWrites, isTransaction, node3Calls, plainReplay } from './helpers/reference.js';
 import { recordCall } from './helpers/storedCalls.js';
 import { makeNode, type VaultNode } from './helpers/testNode.js';
 import { feedNode } from './helpers/vaultFixture.js';
 import { sleep, until } from './helpers/waiting.js';
 
-const root = tempDir('hostile');
-let dirs = 0;
-
-function freshDir(name: string): string {
-  const dir = path.join(root, `${name}-${++dirs}`);
-  fs.mkdirSync(dir);
-  return dir;
-}
+const freshDir = folderMaker('hostile');
 
 // -- fixtures -------------------------------------------------------------------------------------
 
@@ -234,20 +228,9 @@ function cli(args: readonly string[]): Promise<{ code: number | null; stdout: st
   });
 }
 
-interface Notice {
-  readonly level: NoticeLevel;
-  readonly message: string;
-}
-
-function remoteFor(node: VaultNode, url: string, notices: Notice[]): RemoteDestination {
-  return new RemoteDestination({
-    url,
-    vaultDir: node.vault,
-    identity: fs.readFileSync(identityPath(node.vault)),
-    vaultId: Buffer.from(node.vaultId, 'hex'),
-    keys: node.keys,
-    onNotice: (level, message) => notices.push({ level, message }),
-  });
+function nodeRemote(node: VaultNode, url: string, notices: Notice[]): RemoteDestination {
+  const vault = { dir: node.vault, identityBytes: fs.readFileSync(identityPath(node.vault)), vaultId: Buffer.from(node.vaultId, 'hex'), keys: node.keys };
+  return remoteFor(vault, url, notices);
 }
 
 /**
@@ -581,7 +564,7 @@ test('hostile node side: a server that acked records without storing them is cau
   const { node, journal, next } = liveNode('hostile-lost');
   let srv = await startHostileServer(freshDir('srv'));
   const notices: Notice[] = [];
-  const remote = remoteFor(node, srv.url, notices);
+  const remote = nodeRemote(node, srv.url, notices);
   try {
     const started = await remote.start(journal.chainTail, Date.now() + 10_000);
     assert.ok(!started.ahead && started.connected);
@@ -618,7 +601,7 @@ test(
   async () => {
     const { node, journal, next } = liveNode('hostile-lost-restart');
     let srv = await startHostileServer(freshDir('srv'));
-    let remote = remoteFor(node, srv.url, []);
+    let remote = nodeRemote(node, srv.url, []);
     try {
       await remote.start(journal.chainTail, Date.now() + 10_000);
       await Promise.all(Array.from({ length: 30 }, () => remote.store(next())));
@@ -630,7 +613,7 @@ test(
       await remote.close(1000);
       srv = await srv.restart();
       const notices: Notice[] = [];
-      remote = remoteFor(node, srv.url, notices);
+      remote = nodeRemote(node, srv.url, notices);
       const started = await remote.start(journal.chainTail, Date.now() + 10_000);
       assert.ok(!started.ahead && started.connected && started.serverLastSeq === stored);
       await remote.caughtUp();
@@ -655,7 +638,7 @@ test('hostile node side: VaultState with a wrong lastHash is a diverged copy: st
     for (let i = 0; i < 10; i++) next(); // the node is ahead: it would send these
     srv.store.lie(node.vaultId, { state: (v) => ({ ...v, lastHash: crypto.createHash('sha256').update('not this record').digest() }) });
     const appendsBefore = srv.store.appendCalls;
-    remote = remoteFor(node, srv.url, notices);
+    remote = nodeRemote(node, srv.url, notices);
     await assert.rejects(remote.start(journal.chainTail, Date.now() + 10_000), (err: unknown) => {
       assert.ok(err instanceof DestinationFailedError);
       assert.match(err.message, new RegExp(`holds a different record ${serverLast} than this node \\(its hash differs\\).*nothing was sent to it`));
@@ -670,7 +653,7 @@ test('hostile node side: VaultState with a wrong lastHash is a diverged copy: st
 
     // Control: the same server telling the truth is continued.
     srv.store.honest();
-    const honest = remoteFor(node, srv.url, []);
+    const honest = nodeRemote(node, srv.url, []);
     try {
       const s = await honest.start(journal.chainTail, Date.now() + 10_000);
       assert.ok(!s.ahead && s.connected && s.serverLastSeq === serverLast);
@@ -798,7 +781,7 @@ test('hostile node side: a server claiming records it cannot produce is never ta
   for (let i = 0; i < 20; i++) next();
   const srv = await startHostileServer(freshDir('srv'));
   const notices: Notice[] = [];
-  const remote = remoteFor(node, srv.url, notices);
+  const remote = nodeRemote(node, srv.url, notices);
   try {
     await pushVault({ vaultDir: node.vault, url: srv.url, keys: node.keys });
     const tail = journal.chainTail;
@@ -822,7 +805,7 @@ test('hostile node side: a server that is not the pinned key is refused at the h
   const impostor = formatRemoteUrl(publicKeyOf(generatePrivateKey()), '127.0.0.1', srv.port);
   const pinned = /closed the connection during the handshake .*the server's key does not match the pinned key/;
   const notices: Notice[] = [];
-  const remote = remoteFor(a.node, impostor, notices);
+  const remote = nodeRemote(a.node, impostor, notices);
   try {
     await assert.rejects(ServerClient.connect(impostor, a.node.keys.transport), pinned);
     const started = remote.start(vaultTail(a.node.vault, Buffer.from(a.node.vaultId, 'hex')), null);

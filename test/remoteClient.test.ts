@@ -9,9 +9,9 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { BackupServer, type RunningServer } from '../src/server/server.js';
+import type { RunningServer } from '../src/server/server.js';
 import { DestinationFailedError, type StoredCall } from '../src/destinations/destination.js';
-import { RemoteDestination, type NoticeLevel, type RemoteOptions, type SyncEvent } from '../src/destinations/remote.js';
+import { RemoteDestination, type SyncEvent } from '../src/destinations/remote.js';
 import { formatRemoteUrl } from '../src/destinations/remoteUrl.js';
 import { ProtocolError, ServerClient } from '../src/destinations/serverClient.js';
 import { SecureConnection } from '../src/transport/connection.js';
@@ -30,7 +30,7 @@ import { listSegments } from '../src/vault/segments.js';
 import { VaultWriter } from '../src/vault/writer.js';
 import { restoreDatabase } from '../src/restore/rebuild.js';
 import { verifyVault } from '../src/restore/verify.js';
-import { tempDir } from './helpers/paths.js';
+import { assertSameRecords, folderMaker, remoteFor, serverVaultDir, startServer, type Notice } from './helpers/remoteFixture.js';
 import { dumpFile, dumpOf, effectiveWrites, node3Calls, plainReplay } from './helpers/reference.js';
 import { makeNode } from './helpers/testNode.js';
 import { feedNode } from './helpers/vaultFixture.js';
@@ -39,15 +39,8 @@ import { sleep, until } from './helpers/waiting.js';
 
 const ALL = Number.MAX_SAFE_INTEGER;
 
-const root = tempDir('remote');
-let dirs = 0;
-
 /** A new folder under this file's temporary root. */
-function freshDir(name: string): string {
-  const dir = path.join(root, `${name}-${++dirs}`);
-  fs.mkdirSync(dir);
-  return dir;
-}
+const freshDir = folderMaker('remote');
 
 /** A local vault written in-process: a generation-1 snapshot of an empty database, then Writes records. */
 class TestVault {
@@ -118,42 +111,6 @@ class TestVault {
   }
 }
 
-interface Notice {
-  readonly level: NoticeLevel;
-  readonly message: string;
-}
-
-function startServer(dataDir: string = freshDir('srv'), extra: Partial<Parameters<typeof BackupServer.start>[0]> = {}): Promise<RunningServer> {
-  return BackupServer.start({ host: '127.0.0.1', port: 0, dataDir, allow: 'open', ...extra });
-}
-
-function serverVaultDir(dataDir: string, v: TestVault): string {
-  return path.join(dataDir, 'vaults', v.identity.vaultId);
-}
-
-function remoteFor(v: TestVault, url: string, notices: Notice[], extra: Partial<RemoteOptions> = {}): RemoteDestination {
-  return new RemoteDestination({
-    url,
-    vaultDir: v.dir,
-    identity: v.identityBytes,
-    vaultId: v.vaultId,
-    keys: v.keys,
-    onNotice: (level, message) => notices.push({ level, message }),
-    ...extra,
-  });
-}
-
-function assertSameRecords(localDir: string, serverDir: string): void {
-  const local = readRawRecords(localDir, 1n, ALL);
-  const remote = readRawRecords(serverDir, 1n, ALL);
-  assert.equal(remote.length, local.length, `the server holds ${remote.length} records, the local vault ${local.length}`);
-  for (let i = 0; i < local.length; i++) {
-    assert.equal(remote[i].seq, local[i].seq, 'no gap, no duplicate');
-    assert.ok(remote[i].bytes.equals(local[i].bytes), `record ${local[i].seq} differs`);
-    assert.equal(remote[i].generation, local[i].generation);
-  }
-}
-
 /** Removes the newest `n` records of a vault directory at record boundaries (a store that lost its tail). */
 function dropTail(dir: string, n: number): void {
   for (let k = 0; k < n; k++) {
@@ -191,7 +148,7 @@ test('remote: 500 pipelined calls are all acknowledged, and the server copy equa
     assert.equal(s.lagRecords, 0);
     assert.ok(s.lastDurableAt !== null);
     await remote.caughtUp();
-    assertSameRecords(v.dir, serverVaultDir(dataDir, v));
+    assertSameRecords(v.dir, serverVaultDir(dataDir, v.vaultId));
     assert.deepEqual(notices.filter((n) => n.level !== 'info'), []);
   } finally {
     await remote.close(1000);
@@ -223,7 +180,7 @@ test('remote: drops and mid-frame cuts during 1000 calls: every call resolves, r
     }
     await Promise.all(stores);
     await remote.caughtUp();
-    assertSameRecords(v.dir, serverVaultDir(dataDir, v));
+    assertSameRecords(v.dir, serverVaultDir(dataDir, v.vaultId));
     assert.ok(syncs.length >= 8, `only ${syncs.length} agreements with the server: the disruptions did not cut connections`);
     assert.ok(proxy.accepted >= 8);
     // Every reconnection resumed at the server's own last record: had the client resumed from its
@@ -254,8 +211,8 @@ test('remote: a server that lost acknowledged records is seen from its VaultStat
     const acked = v.tail.lastSeq;
     assert.equal(remote.status().durableSeq, acked.toString());
     await server.stop();
-    dropTail(serverVaultDir(dataDir, v), 3);
-    assert.equal(readRawRecords(serverVaultDir(dataDir, v), 1n, ALL).at(-1)!.seq, acked - 3n);
+    dropTail(serverVaultDir(dataDir, v.vaultId), 3);
+    assert.equal(readRawRecords(serverVaultDir(dataDir, v.vaultId), 1n, ALL).at(-1)!.seq, acked - 3n);
     server = await startServer(dataDir, { port });
     await until('the LOST RECORDS notice', () => notices.some((n) => n.level === 'broken'));
     const lost = notices.filter((n) => n.level === 'broken');
@@ -263,7 +220,7 @@ test('remote: a server that lost acknowledged records is seen from its VaultStat
     assert.match(lost[0].message, new RegExp(`^lnbackup://[0-9a-f]{66}@127\\.0\\.0\\.1:${port} LOST RECORDS IT HAD ACKNOWLEDGED \\(acked up to ${acked}, now holds ${acked - 3n}\\); resending them from the local vault$`));
     await Promise.all(Array.from({ length: 10 }, () => remote.store(v.call())));
     await remote.caughtUp();
-    assertSameRecords(v.dir, serverVaultDir(dataDir, v));
+    assertSameRecords(v.dir, serverVaultDir(dataDir, v.vaultId));
   } finally {
     await remote.close(1000);
     await server.stop();
@@ -346,7 +303,7 @@ test('remote: a server holding a different record N than the node is diverged: s
   const dataDir = freshDir('remote-div-srv');
   const server = await startServer(dataDir);
   await pushVault({ vaultDir: theirs.dir, url: server.url, keys: theirs.keys });
-  const before = readRawRecords(serverVaultDir(dataDir, mine), 1n, ALL);
+  const before = readRawRecords(serverVaultDir(dataDir, mine.vaultId), 1n, ALL);
   assert.equal(before.length, 12);
   const notices: Notice[] = [];
   const remote = remoteFor(mine, server.url, notices);
@@ -359,7 +316,7 @@ test('remote: a server holding a different record N than the node is diverged: s
     assert.equal(remote.status().state, 'failed');
     await assert.rejects(remote.store(mine.call()), DestinationFailedError);
     await sleep(200);
-    const after = readRawRecords(serverVaultDir(dataDir, mine), 1n, ALL);
+    const after = readRawRecords(serverVaultDir(dataDir, mine.vaultId), 1n, ALL);
     assert.deepEqual(after.map((r) => r.bytes.toString('hex')), before.map((r) => r.bytes.toString('hex')), 'the server copy is untouched');
     assert.ok(notices.some((n) => n.level === 'broken' && /different record 12/.test(n.message)));
   } finally {
@@ -438,7 +395,7 @@ test('remote: a server unreachable at start: start() resolves at its deadline, c
     server = await startServer(dataDir, { port });
     await Promise.all(stores);
     await remote.caughtUp();
-    assertSameRecords(v.dir, serverVaultDir(dataDir, v));
+    assertSameRecords(v.dir, serverVaultDir(dataDir, v.vaultId));
     assert.ok(notices.some((n) => n.level === 'info' && /reachable again/.test(n.message)));
   } finally {
     await remote.close(1000);
@@ -535,7 +492,7 @@ test('remote: a black-holed connection is cut by the watchdog (15 s of silence) 
     await Promise.all(stores);
     await remote.caughtUp();
     console.log(`black hole: cut after ${cutAfter} ms, all stored after ${Date.now() - t0} ms`);
-    assertSameRecords(v.dir, serverVaultDir(dataDir, v));
+    assertSameRecords(v.dir, serverVaultDir(dataDir, v.vaultId));
   } finally {
     await remote.close(1000);
     await proxy.close();
@@ -605,7 +562,7 @@ test('transfer: pushVault refuses a server that is ahead of the vault', async ()
   old.close();
   for (let i = 0; i < 5; i++) v.call();
   v.close();
-  const server = await startServer();
+  const server = await startServer(freshDir('srv'));
   try {
     await pushVault({ vaultDir: v.dir, url: server.url, keys: v.keys });
     await assert.rejects(pushVault({ vaultDir: old.dir, url: server.url, keys: v.keys }), /holds records up to 12, more than the vault .* \(up to 7\): restore from that server first/);

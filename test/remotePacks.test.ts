@@ -11,10 +11,9 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { BackupServer, type RunningServer, type ServerOptions } from '../src/server/server.js';
-import { openStore, type OpenedStore } from '../src/server/storage/openStore.js';
-import { deliver, DestinationFailedError, type StoredCall } from '../src/destinations/destination.js';
-import { RemoteDestination, type NoticeLevel } from '../src/destinations/remote.js';
+import type { RunningServer } from '../src/server/server.js';
+import { openStore } from '../src/server/storage/openStore.js';
+import { DestinationFailedError, type StoredCall } from '../src/destinations/destination.js';
 import { formatRemoteUrl } from '../src/destinations/remoteUrl.js';
 import { ServerClient, ServerError } from '../src/destinations/serverClient.js';
 import { downloadVault, pushVault } from '../src/destinations/transfer.js';
@@ -29,19 +28,13 @@ import { pruneGenerations } from '../src/vault/prune.js';
 import { RawVaultAppender, readRawRecords } from '../src/vault/rawRecords.js';
 import { RecordSealer } from '../src/vault/sealer.js';
 import { listSegments } from '../src/vault/segments.js';
-import { tempDir } from './helpers/paths.js';
+import { assertSameRecords, folderMaker, remoteFor, serverVaultDir, startServer, type Notice } from './helpers/remoteFixture.js';
+import { storeOverride } from './helpers/storeOverride.js';
 import { TcpProxy } from './helpers/tcpProxy.js';
 import { sleep, until, within } from './helpers/waiting.js';
 
 const ALL = Number.MAX_SAFE_INTEGER;
-const root = tempDir('remote-packs');
-let dirs = 0;
-
-function freshDir(name: string): string {
-  const dir = path.join(root, `${name}-${++dirs}`);
-  fs.mkdirSync(dir);
-  return dir;
-}
+const freshDir = folderMaker('remote-packs');
 
 function packName(): string {
   return `p-${crypto.randomBytes(16).toString('hex')}.pack`;
@@ -110,30 +103,6 @@ class PackVault {
   }
 }
 
-interface Notice {
-  readonly level: NoticeLevel;
-  readonly message: string;
-}
-
-function startServer(dataDir: string, extra: Partial<ServerOptions> = {}): Promise<RunningServer> {
-  return BackupServer.start({ host: '127.0.0.1', port: 0, dataDir, allow: 'open', ...extra });
-}
-
-function remoteFor(v: PackVault, url: string, notices: Notice[]): RemoteDestination {
-  return new RemoteDestination({
-    url,
-    vaultDir: v.dir,
-    identity: v.identityBytes,
-    vaultId: v.vaultId,
-    keys: v.keys,
-    onNotice: (level, message) => notices.push({ level, message }),
-  });
-}
-
-function serverVaultDir(dataDir: string, v: PackVault): string {
-  return path.join(dataDir, 'vaults', v.vaultId.toString('hex'));
-}
-
 /** The packs of a vault folder: name -> bytes. */
 function packsOf(vaultDir: string): Map<string, Buffer> {
   return new Map(listPacks(vaultDir).map((p) => [p.name, fs.readFileSync(p.path)]));
@@ -145,16 +114,6 @@ function assertHoldsPacks(vaultDir: string, packs: readonly { name: string; byte
     const got = held.get(p.name);
     assert.ok(got, `${what}: pack ${p.name} is held`);
     assert.ok(got.equals(p.bytes), `${what}: pack ${p.name} is byte for byte the node's`);
-  }
-}
-
-function assertSameRecords(localDir: string, serverDir: string): void {
-  const local = readRawRecords(localDir, 0n, ALL);
-  const remote = readRawRecords(serverDir, 0n, ALL);
-  assert.equal(remote.length, local.length, `the server holds ${remote.length} records, the local vault ${local.length}`);
-  for (let i = 0; i < local.length; i++) {
-    assert.equal(remote[i].seq, local[i].seq, 'no gap, no duplicate');
-    assert.ok(remote[i].bytes.equals(local[i].bytes), `record ${local[i].seq} differs`);
   }
 }
 
@@ -182,15 +141,15 @@ test('storePack: an upload cut in the middle (black hole, then dropped) is retri
     const calls = [remote.store(v.call()), remote.store(v.call())];
     await sleep(500);
     assert.equal(settled, 0, 'nothing is durable while the connection is black-holed');
-    assert.equal(packsOf(serverVaultDir(dataDir, v)).size, 0, 'no pack reached the server whole');
+    assert.equal(packsOf(serverVaultDir(dataDir, v.vaultId)).size, 0, 'no pack reached the server whole');
     const accepted = proxy.accepted;
     proxy.dropAll();
     proxy.blackhole(false);
     await within(Promise.all([...stores, ...calls]), 60_000, 'the packs and calls after the cut');
     assert.ok(proxy.accepted > accepted, 'a new connection carried them');
-    assertHoldsPacks(serverVaultDir(dataDir, v), packs, 'the server');
+    assertHoldsPacks(serverVaultDir(dataDir, v.vaultId), packs, 'the server');
     await remote.caughtUp();
-    assertSameRecords(v.dir, serverVaultDir(dataDir, v));
+    assertSameRecords(v.dir, serverVaultDir(dataDir, v.vaultId));
     // The same pack again: resolved without a second upload.
     await remote.storePack(packs[0].name, packs[0].bytes);
     assert.deepEqual(notices.filter((n) => n.level === 'broken'), []);
@@ -209,32 +168,13 @@ test('records that refer to a pack are not sent before the pack is durable on th
   let release!: () => void;
   const held = new Promise<void>((resolve) => (release = resolve));
   let putStarted = false;
-  const store: OpenedStore = {
-    get kind() {
-      return real.kind;
-    },
-    get location() {
-      return real.location;
-    },
-    get stats() {
-      return real.stats;
-    },
-    getVault: (id) => real.getVault(id),
-    createVault: (owner, id, identity) => real.createVault(owner, id, identity),
-    listVaults: (owner) => real.listVaults(owner),
-    append: (id, records) => real.append(id, records),
-    readRecords: (id, from, max) => real.readRecords(id, from, max),
+  const store = storeOverride(real, {
     putPack: async (id, name, bytes) => {
       putStarted = true;
       await held; // a slow disk
       return real.putPack(id, name, bytes);
     },
-    listPacks: (id) => real.listPacks(id),
-    readPack: (id, name, offset, max) => real.readPack(id, name, offset, max),
-    deletePacks: (id, names) => real.deletePacks(id, names),
-    prune: (id, keep) => real.prune(id, keep),
-    close: () => real.close(),
-  };
+  });
   const server = await startServer(dataDir, { store });
   const notices: Notice[] = [];
   const remote = remoteFor(v, server.url, notices);
@@ -245,7 +185,7 @@ test('records that refer to a pack are not sent before the pack is durable on th
     const pack = v.pack(200_000);
     const withPack = v.call(true, [pack]);
     let done = false;
-    const delivered = deliver(remote, withPack).then(() => void (done = true));
+    const delivered = remote.store(withPack).then(() => void (done = true));
     const later = remote.store(v.call());
     await until('the pack upload to start', () => putStarted);
     await sleep(300);
@@ -253,8 +193,8 @@ test('records that refer to a pack are not sent before the pack is durable on th
     assert.equal((await real.getVault(v.vaultId.toString('hex')))?.lastSeq, before, 'no record after the pack was sent while it is not durable');
     release();
     await within(Promise.all([delivered, later]), 30_000, 'the call with its pack');
-    assertHoldsPacks(serverVaultDir(dataDir, v), [pack], 'the server');
-    assertSameRecords(v.dir, serverVaultDir(dataDir, v));
+    assertHoldsPacks(serverVaultDir(dataDir, v.vaultId), [pack], 'the server');
+    assertSameRecords(v.dir, serverVaultDir(dataDir, v.vaultId));
   } finally {
     release();
     await remote.close(1000);
@@ -277,8 +217,8 @@ test('transfer: pushVault uploads the packs the server lacks, then the records; 
     assert.equal(pushed.lastSeq, v.tail.lastSeq);
     const [doneBytes, totalBytes] = progress[progress.length - 1];
     assert.equal(doneBytes, totalBytes, 'the progress ends at the whole vault, packs included');
-    assertHoldsPacks(serverVaultDir(dataDir, v), packs, 'the server');
-    assertSameRecords(v.dir, serverVaultDir(dataDir, v));
+    assertHoldsPacks(serverVaultDir(dataDir, v.vaultId), packs, 'the server');
+    assertSameRecords(v.dir, serverVaultDir(dataDir, v.vaultId));
     const again = await pushVault({ vaultDir: v.dir, url: server.url, keys: v.keys });
     assert.equal(again.packs, 0, 'a second push uploads no pack');
     assert.equal(again.records, 0);
@@ -307,10 +247,10 @@ test('prune over the wire: old generations go at once, dead packs once the serve
   try {
     await remote.start(v.tail, Date.now() + 10_000);
     const a = v.pack(MiB);
-    await deliver(remote, v.call(true, [a]));
+    await remote.store(v.call(true, [a]));
     for (let i = 0; i < 20; i++) await remote.store(v.call());
     const b = v.pack(MiB);
-    await deliver(remote, v.call(true, [b]));
+    await remote.store(v.call(true, [b]));
     for (let i = 0; i < 20; i++) await remote.store(v.call());
     const c = v.pack(MiB);
     const gen3 = v.call(true, [c]);
@@ -323,13 +263,13 @@ test('prune over the wire: old generations go at once, dead packs once the serve
     // packs stay (generation 2, the server's newest, still uses b).
     let pruned = false;
     const pruning = remote.prune(3, [a.name, b.name]).then(() => void (pruned = true));
-    const serverDir = serverVaultDir(dataDir, v);
+    const serverDir = serverVaultDir(dataDir, v.vaultId);
     await until('generation 1 removed on the server', () => listSegments(serverDir)[0]?.generation === 2);
     await sleep(300);
     assert.equal(pruned, false, 'not done while the server lacks generation 3');
     assertHoldsPacks(serverDir, [a, b], 'the server before it holds generation 3');
     // Generation 3 reaches the server: the prune finishes.
-    await deliver(remote, gen3);
+    await remote.store(gen3);
     for (let i = 0; i < 5; i++) await remote.store(v.call());
     await within(pruning, 30_000, 'the prune');
     assert.equal(readRawRecords(serverDir, 0n, ALL)[0].seq, gen3First, 'the server copy starts at generation 3');
@@ -362,7 +302,7 @@ test('prune over the wire: old generations go at once, dead packs once the serve
       const pushed = await pushVault({ vaultDir: v.dir, url: server2.url, keys: v.keys });
       assert.equal(pushed.records, Number(v.tail.lastSeq - gen3First + 1n));
       assert.equal(pushed.packs, 1, 'the one pack the local vault keeps');
-      assertSameRecords(v.dir, serverVaultDir(dataDir2, v));
+      assertSameRecords(v.dir, serverVaultDir(dataDir2, v.vaultId));
       const to = path.join(freshDir('prune-down'), 'vault');
       await downloadVault({ url: server2.url, keys: v.keys, toDir: to, vaultId: hex });
       assertSameRecords(v.dir, to);

@@ -14,9 +14,10 @@ import { ErrorCode, MessageType, NO_HASH, type Message } from '../src/server/pro
 import { generatePrivateKey, publicKeyOf } from '../src/transport/keys.js';
 import { parseRemoteUrl, formatRemoteUrl } from '../src/destinations/remoteUrl.js';
 import { BackupServer } from '../src/server/server.js';
-import { openStore, type OpenedStore } from '../src/server/storage/openStore.js';
+import { openStore } from '../src/server/storage/openStore.js';
 import { StorageUnavailableError } from '../src/server/storage/store.js';
 import { tempDir } from './helpers/paths.js';
+import { storeOverride } from './helpers/storeOverride.js';
 import { RawClient, testVault, type ErrorMessage, type TestVault } from './helpers/rawClient.js';
 import { startServer, type ServerHandle } from './helpers/serverProcess.js';
 import { runCli } from './helpers/vaultFixture.js';
@@ -468,28 +469,9 @@ test('storage failure: StorageUnavailable for the failed append and every later 
   const dataDir = path.join(tmp, 'failing');
   const real = await openStore({ dataDir });
   let failing = false;
-  const store: OpenedStore = {
-    get kind() {
-      return real.kind;
-    },
-    get location() {
-      return real.location;
-    },
-    get stats() {
-      return real.stats;
-    },
-    getVault: (id) => real.getVault(id),
-    createVault: (owner, id, identity) => real.createVault(owner, id, identity),
-    listVaults: (owner) => real.listVaults(owner),
+  const store = storeOverride(real, {
     append: (id, records) => (failing ? Promise.reject(new StorageUnavailableError('disk full (simulated)')) : real.append(id, records)),
-    readRecords: (id, from, max) => real.readRecords(id, from, max),
-    putPack: (id, name, bytes) => real.putPack(id, name, bytes),
-    listPacks: (id) => real.listPacks(id),
-    readPack: (id, name, offset, max) => real.readPack(id, name, offset, max),
-    deletePacks: (id, names) => real.deletePacks(id, names),
-    prune: (id, keep) => real.prune(id, keep),
-    close: () => real.close(),
-  };
+  });
   const srv = await BackupServer.start({ dataDir, host: '127.0.0.1', port: 0, allow: 'open', store });
   const a = testVault(tmp, 'failing-a');
   try {

@@ -24,14 +24,6 @@ export interface StoredCall {
   readonly packs: readonly PackToStore[];
 }
 
-/** Hands a call (and the packs its records refer to) to one destination; resolves when it holds both. */
-export function deliver(d: Destination, call: StoredCall): Promise<void> {
-  if (call.packs.length === 0) return d.store(call);
-  // The packs are handed over first so a server receives them before the records that use them.
-  const packs = call.packs.map((p) => d.storePack(p.name, p.bytes));
-  return Promise.all([...packs, d.store(call)]).then(() => undefined);
-}
-
 export type DestinationKind = 'vault' | 'server' | 'replica';
 
 export type DestinationState =
@@ -61,14 +53,16 @@ export interface Destination {
   readonly name: string;
   readonly kind: DestinationKind;
   /**
-   * Takes a call's records; resolves when they are durable there. Called in chain order, the next
-   * call possibly before the previous one resolved. Rejects only with DestinationFailedError, when
+   * Takes a call's records, and the page packs they refer to (`call.packs`), which a destination
+   * that keeps packs must hold before any of those records; resolves when the records are durable
+   * there. Called in chain order, the next call possibly before the previous one resolved. Rejects only with DestinationFailedError, when
    * the destination can never take them (it keeps retrying transient failures itself).
    */
   store(call: StoredCall): Promise<void>;
   /**
    * Takes an immutable page pack (a paged snapshot's pages, journal/pagePack.ts); resolves once it
-   * is durable there. The node calls it before it hands over any record that refers to the pack.
+   * is durable there. A compaction hands its packs over this way ahead of the records that refer to
+   * them (which store() gets later, with the same packs in `call.packs`).
    * Rejects only with DestinationFailedError (transient failures are retried inside).
    */
   storePack(name: string, bytes: Buffer): Promise<void>;

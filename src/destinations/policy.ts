@@ -3,7 +3,7 @@
 // `quorum=K` waits for K and lets the others catch up in the background, their lag visible in
 // status. While a call waits, the policy reports the stall at a bounded rate, and past the stall
 // limit (if one is set) gives up so the plugin can stop the node cleanly with guidance.
-import { deliver, DestinationFailedError, type Destination, type StoredCall } from './destination.js';
+import { DestinationFailedError, type Destination, type StoredCall } from './destination.js';
 
 export type PolicySpec = { readonly kind: 'all' } | { readonly kind: 'quorum'; readonly k: number };
 
@@ -75,7 +75,7 @@ export class DurabilityPolicy {
   store(call: StoredCall, startedAt = performance.now()): Promise<void> {
     const total = this.destinations.length;
     const required = this.required;
-    const delivered = this.destinations.map((d) => deliver(d, call));
+    const delivered = this.destinations.map((d) => d.store(call));
     this.lastEverywhere = Promise.all(delivered).then(() => undefined);
     this.lastEverywhere.catch(() => undefined); // failures reach the caller through the promise below
     // A lone local vault cannot stall (it succeeds or fails at once): skip the bookkeeping.
