@@ -14,7 +14,7 @@ import { genesisHash } from '../vault/format.js';
 import { identityPath, openIdentity, vaultIdBytes } from '../vault/identity.js';
 import { openSealedIdentity } from '../vault/identityEnvelope.js';
 import type { VaultKeys } from '../vault/keys.js';
-import { listPacks, MAX_PACK_BYTES, writePack } from '../vault/packFiles.js';
+import { listPacks, MAX_PACK_BYTES, writePackAsync } from '../vault/packFiles.js';
 import { RawVaultAppender, rawRecordHash, readRawRecords } from '../vault/rawRecords.js';
 import { listSegments } from '../vault/segments.js';
 import { MAX_IDENTITY_BYTES } from '../server/protocol.js';
@@ -188,7 +188,7 @@ export async function downloadVault(options: DownloadOptions): Promise<DownloadR
       if (p.bytes > MAX_PACK_BYTES) throw new Error(`${client.url} lists pack ${p.name} of ${p.bytes} bytes, more than a pack may hold`);
       const data = await client.downloadPack(vaultId, p.name, p.bytes);
       if (data.length !== p.bytes) throw new Error(`${client.url} sent ${data.length} bytes of pack ${p.name}, listed as ${p.bytes}`);
-      await writePack(toDir, p.name, data);
+      await writePackAsync(toDir, p.name, data);
       packBytes += data.length;
       options.onProgress?.(Math.min(packBytes, total), total);
     }

@@ -37,9 +37,29 @@ export function newPackName(): string {
   return `p-${crypto.randomBytes(16).toString('hex')}.pack`;
 }
 
-/** Seals pages (all of one size) into a pack's bytes. */
-export function buildPack(recordKey: Buffer, vaultId: Buffer, pageSize: number, pages: readonly { address: Buffer; bytes: Buffer }[]): Buffer {
-  const nonces = new NoncePool();
+/** A page sealed for a pack: its address and its entry (nonce, ciphertext, tag). */
+export interface SealedPage {
+  readonly address: Buffer;
+  readonly entry: Buffer;
+}
+
+/** Seals pages one at a time for the packs of one vault, each bound to its address and the vault. */
+export class PageSealer {
+  private readonly nonces = new NoncePool();
+
+  constructor(
+    private readonly recordKey: Buffer,
+    private readonly vaultId: Buffer,
+  ) {}
+
+  seal(address: Buffer, page: Buffer): SealedPage {
+    const nonce = Buffer.from(this.nonces.take());
+    return { address, entry: seal(this.recordKey, nonce, pageAad(this.vaultId, address), [page], nonce) };
+  }
+}
+
+/** A pack's bytes: the header, the index of addresses, then the sealed pages (all of `pageSize`). */
+export function assemblePack(pageSize: number, pages: readonly SealedPage[]): Buffer {
   const head = Buffer.alloc(HEADER_BYTES + pages.length * PAGE_ADDRESS_BYTES);
   MAGIC.copy(head, 0);
   head[4] = VERSION;
@@ -47,10 +67,9 @@ export function buildPack(recordKey: Buffer, vaultId: Buffer, pageSize: number, 
   head.writeUInt32BE(pageSize, 12);
   const parts: Buffer[] = [head];
   pages.forEach((p, i) => {
-    if (p.bytes.length !== pageSize) throw new Error(`page ${i} has ${p.bytes.length} bytes, not ${pageSize}`);
+    if (p.entry.length !== entryBytes(pageSize)) throw new Error(`page ${i} is sealed in ${p.entry.length} bytes, not as a ${pageSize}-byte page`);
     p.address.copy(head, HEADER_BYTES + i * PAGE_ADDRESS_BYTES);
-    const nonce = Buffer.from(nonces.take());
-    parts.push(seal(recordKey, nonce, pageAad(vaultId, p.address), [p.bytes], nonce));
+    parts.push(p.entry);
   });
   return Buffer.concat(parts);
 }

@@ -3,9 +3,9 @@
 // bytes have its address) when a restore asks for it. New pages are sealed into new packs, written
 // durably before any record refers to them. Retention asks which packs no kept snapshot uses.
 import fs from 'node:fs';
-import { listPacks, writePack, type PackFile } from '../vault/packFiles.js';
+import { listPacks, writePack, writePackAsync, type PackFile } from '../vault/packFiles.js';
 import type { VaultKeys } from '../vault/keys.js';
-import { buildPack, entryRange, newPackName, openPage, PACK_TARGET_BYTES, readPackIndex, type PackIndex } from './pagePack.js';
+import { assemblePack, entryRange, newPackName, openPage, PACK_TARGET_BYTES, PageSealer, readPackIndex, type PackIndex, type SealedPage } from './pagePack.js';
 import type { PageSource } from './replay.js';
 
 export interface NewPack {
@@ -42,13 +42,16 @@ export class PageStore implements PageSource {
   private readonly packs = new Map<string, { file: PackFile; index: PackIndex }>();
   /** Packs whose index could not be read (named in `damaged`). */
   readonly damaged: string[] = [];
+  private readonly sealer: PageSealer;
 
   private constructor(
     private readonly vaultDir: string,
     private readonly keys: VaultKeys,
     private readonly vaultId: Buffer,
     private readonly readPack: PackReader,
-  ) {}
+  ) {
+    this.sealer = new PageSealer(keys.record, vaultId);
+  }
 
   static open(vaultDir: string, keys: VaultKeys, vaultId: Buffer, readPack: PackReader = readFromDisk): PageStore {
     const store = new PageStore(vaultDir, keys, vaultId, readPack);
@@ -88,19 +91,34 @@ export class PageStore implements PageSource {
     return page;
   }
 
-  /** Seals pages into new packs (at most PACK_TARGET_BYTES each), writes them durably, and returns them. */
-  writePages(pageSize: number, pages: readonly { address: Buffer; bytes: Buffer }[]): NewPack[] {
+  /** Seals one page for a pack of this vault (a copy of `page` is not needed afterwards). */
+  sealPage(address: Buffer, page: Buffer): SealedPage {
+    return this.sealer.seal(address, page);
+  }
+
+  /** Puts sealed pages into new packs (at most PACK_TARGET_BYTES each), writes them durably, and returns them. */
+  writePages(pageSize: number, pages: readonly SealedPage[]): NewPack[] {
+    return this.assemble(pageSize, pages).map((p) => this.added(p, writePack(this.vaultDir, p.name, p.bytes)));
+  }
+
+  /** writePages with the writes and fsyncs on the thread pool (a compaction, between hooks). */
+  async writePagesAsync(pageSize: number, pages: readonly SealedPage[]): Promise<NewPack[]> {
+    const out: NewPack[] = [];
+    for (const p of this.assemble(pageSize, pages)) out.push(this.added(p, await writePackAsync(this.vaultDir, p.name, p.bytes)));
+    return out;
+  }
+
+  private assemble(pageSize: number, pages: readonly SealedPage[]): NewPack[] {
     const perPack = Math.max(1, Math.floor(PACK_TARGET_BYTES / pageSize));
     const out: NewPack[] = [];
-    for (let i = 0; i < pages.length; i += perPack) {
-      const name = newPackName();
-      const bytes = buildPack(this.keys.record, this.vaultId, pageSize, pages.slice(i, i + perPack));
-      const path = writePack(this.vaultDir, name, bytes);
-      const file = { name, path, bytes: bytes.length };
-      this.add(file, readPackIndex(bytes.length, (o, l) => bytes.subarray(o, o + l)));
-      out.push({ name, bytes });
-    }
+    for (let i = 0; i < pages.length; i += perPack) out.push({ name: newPackName(), bytes: assemblePack(pageSize, pages.slice(i, i + perPack)) });
     return out;
+  }
+
+  /** A pack just written durably at `path`: its pages are found in it from now on. */
+  private added(pack: NewPack, path: string): NewPack {
+    this.add({ name: pack.name, path, bytes: pack.bytes.length }, readPackIndex(pack.bytes.length, (o, l) => pack.bytes.subarray(o, o + l)));
+    return pack;
   }
 
   /**

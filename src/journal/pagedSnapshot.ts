@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { RecordType } from '../vault/format.js';
 import type { NewRecord } from '../vault/sealer.js';
-import { pageAddress } from './pagePack.js';
+import { pageAddress, type SealedPage } from './pagePack.js';
 import type { NewPack, PageStore } from './pageStore.js';
 import { encodePackList, encodePageManifest, encodeSnapshotBegin, encodeSnapshotEnd, MAX_MANIFEST_ENTRIES, MAX_PAGE_BYTES, MIN_PAGE_BYTES } from './payloads.js';
 import { withConsistentSnapshot } from './snapshotSource.js';
@@ -18,8 +18,18 @@ export const STAGING_DIR = 'staging';
 const STAGED_FILE = 'database.snapshot';
 /** sqlite's default, used for an empty database. */
 const DEFAULT_PAGE_BYTES = 4096;
-/** New pages held in memory before they are sealed into a pack. */
+/** New pages held in memory (sealed) before they are written as a pack. */
 const PACK_BATCH_BYTES = 8 * 1024 * 1024;
+/**
+ * The same between hooks (asyncWrites): assembling a pack's bytes still takes the event loop, about
+ * 1 ms per MiB, so packs are kept smaller there.
+ */
+const ASYNC_PACK_BATCH_BYTES = 2 * 1024 * 1024;
+/**
+ * Pages read, hashed and (when new) sealed between two looks at the clock: 256 KiB, a few ms at
+ * most even when every page is new, so a slice overruns its budget by little.
+ */
+const READ_BYTES = 256 * 1024;
 
 export interface StagedDatabase {
   readonly file: string;
@@ -64,7 +74,11 @@ export interface PagedSnapshot {
   readonly reusedPages: number;
 }
 
-/** Builds a paged snapshot from a staged copy, a slice at a time (step() until it returns the result). */
+/**
+ * Builds a paged snapshot from a staged copy, a slice at a time: step() until it returns the
+ * result. With `asyncWrites`, a full batch of new pages is written as a pack on the thread pool:
+ * step() then returns null, and the caller awaits written() before the next step.
+ */
 export class PagedSnapshotBuilder {
   private readonly fd: number;
   private readonly pageSize: number;
@@ -72,12 +86,13 @@ export class PagedSnapshotBuilder {
   private readonly hash = crypto.createHash('sha256');
   private readonly addresses: Buffer[] = [];
   private readonly packs: NewPack[] = [];
-  private batch: { address: Buffer; bytes: Buffer }[] = [];
+  private batch: SealedPage[] = [];
   private readonly batchAddresses = new Set<string>();
   private readonly usedPacks = new Set<string>();
   private reused = 0;
   private next = 0;
   private closed = false;
+  private writing: Promise<void> | null = null;
 
   constructor(
     private readonly staged: StagedDatabase,
@@ -85,6 +100,7 @@ export class PagedSnapshotBuilder {
     private readonly pageKey: Buffer,
     /** Packs whose pages are stored again rather than reused (mostly dead packs: PageStore.sparsePacks). */
     private readonly rewrite: ReadonlySet<string> = new Set(),
+    private readonly asyncWrites = false,
   ) {
     this.fd = fs.openSync(staged.file, 'r');
     this.pageSize = staged.dbBytes === 0 ? DEFAULT_PAGE_BYTES : readPageSize(this.fd, staged.file);
@@ -100,10 +116,16 @@ export class PagedSnapshotBuilder {
     return this.pageCount === 0 ? 1 : this.next / this.pageCount;
   }
 
+  /** Resolves once the pack write under way (asyncWrites) is durable; rejects when it failed. */
+  async written(): Promise<void> {
+    await this.writing;
+  }
+
   /** Works for about `budgetMs` (Infinity: to the end); returns the snapshot once done. */
   step(budgetMs = Infinity): PagedSnapshot | null {
+    if (this.writing !== null) throw new Error('a pack is being written: await written() before the next step');
     const until = performance.now() + budgetMs;
-    const perRead = Math.max(1, Math.floor((1024 * 1024) / this.pageSize));
+    const perRead = Math.max(1, Math.floor(READ_BYTES / this.pageSize));
     while (this.next < this.pageCount) {
       const n = Math.min(perRead, this.pageCount - this.next);
       const chunk = Buffer.alloc(n * this.pageSize);
@@ -112,10 +134,10 @@ export class PagedSnapshotBuilder {
       this.hash.update(chunk);
       for (let i = 0; i < n; i++) this.takePage(chunk.subarray(i * this.pageSize, (i + 1) * this.pageSize));
       this.next += n;
-      if (this.batch.length * this.pageSize >= PACK_BATCH_BYTES) this.flush();
+      if (this.batch.length * this.pageSize >= (this.asyncWrites ? ASYNC_PACK_BATCH_BYTES : PACK_BATCH_BYTES) && this.flush()) return null;
       if (performance.now() >= until) return null;
     }
-    this.flush();
+    if (this.flush()) return null;
     this.close();
     return {
       staged: this.staged,
@@ -145,14 +167,24 @@ export class PagedSnapshotBuilder {
       return;
     }
     this.batchAddresses.add(hex);
-    this.batch.push({ address, bytes: Buffer.from(page) });
+    this.batch.push(this.store.sealPage(address, page));
   }
 
-  private flush(): void {
-    if (this.batch.length === 0) return;
-    this.packs.push(...this.store.writePages(this.pageSize, this.batch));
+  /** Writes the batch of new pages as packs; true when that goes on in the background (asyncWrites). */
+  private flush(): boolean {
+    if (this.batch.length === 0) return false;
+    const batch = this.batch;
     this.batch = [];
     this.batchAddresses.clear();
+    if (!this.asyncWrites) {
+      this.packs.push(...this.store.writePages(this.pageSize, batch));
+      return false;
+    }
+    this.writing = this.store.writePagesAsync(this.pageSize, batch).then((packs) => {
+      this.packs.push(...packs);
+      this.writing = null;
+    });
+    return true;
   }
 }
 

@@ -1,5 +1,6 @@
 // Small durability helpers: fsync a directory, cut a file durably, and write a file atomically (temp, fsync, rename,
-// fsync of the directory), so a crash leaves either the old file or the new one, never a mix.
+// fsync of the directory; on the event loop or on the thread pool), so a crash leaves either the old file or the
+// new one, never a mix.
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -12,8 +13,7 @@ export function fsyncDir(dir: string): void {
   }
 }
 
-export function writeFileAtomic(file: string, data: string | Buffer, mode = 0o600): void {
-  const tmp = `${file}.tmp-${process.pid}`;
+export function writeFileAtomic(file: string, data: string | Buffer, mode = 0o600, tmp = `${file}.tmp-${process.pid}`): void {
   const fd = fs.openSync(tmp, 'w', mode);
   try {
     fs.writeFileSync(fd, data);
@@ -23,6 +23,24 @@ export function writeFileAtomic(file: string, data: string | Buffer, mode = 0o60
   }
   fs.renameSync(tmp, file);
   fsyncDir(path.dirname(file));
+}
+
+/** writeFileAtomic with the writes and fsyncs on libuv's thread pool: the event loop stays free. */
+export async function writeFileAtomicAsync(file: string, data: Buffer, mode = 0o600, tmp = `${file}.tmp-${process.pid}`): Promise<void> {
+  const out = await fs.promises.open(tmp, 'w', mode);
+  try {
+    await out.writeFile(data);
+    await out.sync();
+  } finally {
+    await out.close();
+  }
+  await fs.promises.rename(tmp, file);
+  const dir = await fs.promises.open(path.dirname(file), 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
 }
 
 /** Reads a small file, refusing one larger than `maxBytes` before reading it whole. */

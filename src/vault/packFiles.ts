@@ -5,7 +5,7 @@
 // store both keep packs through this module.
 import fs from 'node:fs';
 import path from 'node:path';
-import { fsyncDir } from '../util/durableFs.js';
+import { fsyncDir, writeFileAtomic, writeFileAtomicAsync } from '../util/durableFs.js';
 import { protectFile } from './redundancy/parity.js';
 import { removeWithSidecars } from './segments.js';
 
@@ -42,32 +42,41 @@ export function listPacks(vaultDir: string): PackFile[] {
     });
 }
 
-/** Writes a pack durably; an existing pack of that name must hold the same bytes. */
-export function writePack(vaultDir: string, name: string, bytes: Buffer): string {
+/**
+ * Where a new pack goes (its folder made, durably), or null when a pack of that name already holds
+ * these bytes; a pack of that name with other bytes is an error.
+ */
+function newPackFile(vaultDir: string, name: string, bytes: Buffer): string | null {
   if (!isPackName(name)) throw new Error(`${JSON.stringify(name)} is not a pack name`);
   if (bytes.length > MAX_PACK_BYTES) throw new Error(`pack ${name} is ${bytes.length} bytes, more than ${MAX_PACK_BYTES}`);
   const dir = pagesDir(vaultDir);
   const file = path.join(dir, name);
   if (fs.existsSync(file)) {
-    if (fs.statSync(file).size === bytes.length && fs.readFileSync(file).equals(bytes)) return file;
+    if (fs.statSync(file).size === bytes.length && fs.readFileSync(file).equals(bytes)) return null;
     throw new Error(`pack ${name} already exists with other contents`);
   }
   if (!fs.existsSync(dir)) {
     fs.mkdirSync(dir, { recursive: true });
     fsyncDir(vaultDir);
   }
-  const tmp = path.join(dir, `.${name}.tmp-${process.pid}`);
-  const fd = fs.openSync(tmp, 'w', 0o600);
-  try {
-    let written = 0;
-    while (written < bytes.length) written += fs.writeSync(fd, bytes, written, bytes.length - written);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
-  fsyncDir(dir);
   return file;
+}
+
+/** A pack's temp file while it is written (a dot file: listPacks passes over it, removeStalePackTemps removes it). */
+const tempOf = (file: string): string => path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}`);
+
+/** Writes a pack durably on the event loop (inside a hook); an existing pack of that name must hold the same bytes. */
+export function writePack(vaultDir: string, name: string, bytes: Buffer): string {
+  const file = newPackFile(vaultDir, name, bytes);
+  if (file !== null) writeFileAtomic(file, bytes, 0o600, tempOf(file));
+  return path.join(pagesDir(vaultDir), name);
+}
+
+/** writePack with the write and the fsyncs on the thread pool (between hooks, on a server). */
+export async function writePackAsync(vaultDir: string, name: string, bytes: Buffer): Promise<string> {
+  const file = newPackFile(vaultDir, name, bytes);
+  if (file !== null) await writeFileAtomicAsync(file, bytes, 0o600, tempOf(file));
+  return path.join(pagesDir(vaultDir), name);
 }
 
 /**
@@ -82,7 +91,7 @@ export function protectPack(file: string): Promise<void> {
 
 /** writePack, then protectPack: the pack and its parity, both durable. */
 export async function writeProtectedPack(vaultDir: string, name: string, bytes: Buffer): Promise<string> {
-  const file = writePack(vaultDir, name, bytes);
+  const file = await writePackAsync(vaultDir, name, bytes);
   if (!fs.existsSync(file + '.parity')) await protectPack(file);
   return file;
 }
