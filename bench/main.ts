@@ -3,8 +3,8 @@
 // bench/README.md for what each line means.
 //
 //   node dist/bench/main.js [--json] [--runs N] [--trace FILE.jsonl.gz] [--dir PARENT] [--keep]
-//     [--sections hook,restore,profile,capacity,parity] [--capacity-seconds S] [--capacity-warmup S]
-//     [--parity-mb MB]
+//     [--sections hook,restore,profile,capacity,parity,compaction] [--capacity-seconds S] [--capacity-warmup S]
+//     [--parity-mb MB] [--snapshot-mb MB]
 //     [--capacity-nodes 10,100,500] [--capacity-seal] [--server-cpu-prof DIR]
 //
 // Progress goes to stderr; stdout carries the table, or with --json one JSON object.
@@ -17,6 +17,8 @@ import { measureFloor, MODES, runHookSection, runOneLnbackup, type FloorResult, 
 import { meanBreakdown, runProfileSection, type ProfileSection, type Step } from './profile.js';
 import { runRestoreSection, type RestoreSection } from './restoreBench.js';
 import { runParitySection, type ParitySection } from './parityBench.js';
+import { runCompactionSection, type CompactionSection } from './compactionBench.js';
+import { snapshotLines } from './snapshotBench.js';
 import { DEFAULT_TRACE, loadTrace, progress, type TraceInfo, type VaultNode } from './setup.js';
 import { fmtInt, fmtMB, fmtMs, fmtS, fmtX, median, round2, table, type Dist } from './stats.js';
 
@@ -24,7 +26,7 @@ const HOOK_TARGET = 1.3;
 const RESTORE_TARGET = 1.5;
 /** A remote on loopback adds no more than one fsync (the disk floor's p50) plus this (ms). */
 const REMOTE_ADDED_TARGET_MS = 0.5;
-const SECTIONS = ['hook', 'restore', 'profile', 'capacity', 'parity'] as const;
+const SECTIONS = ['hook', 'restore', 'profile', 'capacity', 'parity', 'compaction'] as const;
 type Section = (typeof SECTIONS)[number];
 
 interface Machine {
@@ -63,6 +65,13 @@ interface Options {
   capacitySeal: boolean;
   serverCpuProf: string | null;
   parityMB: number;
+  snapshotMB: number;
+}
+
+function megabytes(v: string | undefined, fallback: number, option: string, min: number): number {
+  const n = v === undefined ? fallback : Number(v);
+  if (!Number.isInteger(n) || n < min || n > 65536) throw new Error(`${option} takes a whole number of MB from ${min} to 65536`);
+  return n;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -82,6 +91,7 @@ function parseOptions(argv: string[]): Options {
       'capacity-seal': { type: 'boolean' },
       'server-cpu-prof': { type: 'string' },
       'parity-mb': { type: 'string' },
+      'snapshot-mb': { type: 'string' },
     },
   });
   const runs = values.runs === undefined ? 3 : Number(values.runs);
@@ -111,11 +121,8 @@ function parseOptions(argv: string[]): Options {
     capacityWarmupSeconds: seconds(values['capacity-warmup'], 3, '--capacity-warmup', 0),
     capacitySeal: values['capacity-seal'] === true,
     serverCpuProf: values['server-cpu-prof'] === undefined ? null : path.resolve(values['server-cpu-prof']),
-    parityMB: (() => {
-      const n = values['parity-mb'] === undefined ? 256 : Number(values['parity-mb']);
-      if (!Number.isInteger(n) || n < 32 || n > 65536) throw new Error('--parity-mb takes a whole number of MB from 32 to 65536');
-      return n;
-    })(),
+    parityMB: megabytes(values['parity-mb'], 256, '--parity-mb', 32),
+    snapshotMB: megabytes(values['snapshot-mb'], 100, '--snapshot-mb', 4),
   };
 }
 
@@ -322,6 +329,25 @@ function parityLines(p: ParitySection): string[] {
   ];
 }
 
+function compactionLines(c: CompactionSection, runs: number): string[] {
+  const row = (name: string, m: CompactionSection['median']['off']): string[] => [name, m.txPerSec.toFixed(1), fmtMs(m.p50Ms), fmtMs(m.p99Ms), fmtMs(m.maxMs)];
+  const pick = c.samples.filter((_, i) => i % Math.max(1, Math.ceil(c.samples.length / 8)) === 0 || i === c.samples.length - 1);
+  return [
+    `6. Compaction: the trace through the real plugin with the default retention and with compaction off (median of ${runs} runs each, alternating)`,
+    ...table(['retention', 'tx/s', 'hook p50', 'hook p99', 'longest hook'], [row(`default (${fmtInt(c.compactions)} compactions)`, c.median.default), row('compaction off', c.median.off)]),
+    `  default / off: p50 ${fmtX(c.ratios.p50)}, p99 ${fmtX(c.ratios.p99)}, longest hook ${fmtX(c.ratios.max)}`,
+    `  inside the plugin, the longest Journal.record that carried a compaction step (staging the database, switching generations) ${fmtMs(c.longestRecordMs.withCompactionStep)}` +
+      ` vs the longest without one ${fmtMs(c.longestRecordMs.others)} (the build runs between hooks, in 4 ms slices)`,
+    `  vault (segments + page packs) against the database along the default replay; parity and mirror files apart:`,
+    ...table(
+      ['data_version', 'database', 'vault', 'vault / database', 'parity + mirror'],
+      pick.map((s) => [fmtInt(s.dataVersion), fmtMB(s.dbBytes), fmtMB(s.vaultBytes), fmtX(s.vaultBytes / s.dbBytes), fmtMB(s.sidecarBytes)]),
+    ),
+    `  vault / database at the end: ${fmtX(c.finalRatio)} with the default retention (largest along the replay ${fmtX(c.maxRatio)}), ${fmtX(c.offFinalRatio)} with compaction off`,
+    ...snapshotLines(c.snapshot),
+  ];
+}
+
 async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
   if (!fs.existsSync(o.trace)) throw new Error(`trace ${o.trace} not found; pass --trace FILE.jsonl.gz`);
@@ -341,6 +367,7 @@ async function main(): Promise<void> {
     let profile: ProfileSection | null = null;
     let capacity: CapacitySection | null = null;
     let parity: ParitySection | null = null;
+    let compaction: CompactionSection | null = null;
     if (want('hook')) {
       progress('disk floor...');
       floor = measureFloor(workDir);
@@ -368,6 +395,7 @@ async function main(): Promise<void> {
       });
     }
     if (want('parity')) parity = await runParitySection(workDir, o.runs, o.parityMB);
+    if (want('compaction')) compaction = await runCompactionSection(trace, workDir, o.runs, o.snapshotMB);
     const seconds = round2((Date.now() - started) / 1000);
 
     if (o.json) {
@@ -385,6 +413,7 @@ async function main(): Promise<void> {
             profile: profile && { ...profile, meanBreakdownMs: meanBreakdown(profile) },
             capacity,
             parity,
+            compaction,
             targets: {
               hookLatencyRatio: HOOK_TARGET,
               restoreRatio: RESTORE_TARGET,
@@ -412,6 +441,7 @@ async function main(): Promise<void> {
       ...(profile ? ['', ...profileLines(profile, hook)] : []),
       ...(capacity ? ['', ...capacityLines(capacity, m.cpus)] : []),
       ...(parity ? ['', ...parityLines(parity)] : []),
+      ...(compaction ? ['', ...compactionLines(compaction, o.runs)] : []),
       '',
       `total ${seconds.toFixed(0)} s`,
     ];

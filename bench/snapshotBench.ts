@@ -77,11 +77,11 @@ export function runSnapshotSection(workDir: string, dbMegabytes = 100, changedSh
 
 export function snapshotLines(s: SnapshotSection): string[] {
   const row = (name: string, r: SnapshotRun): string =>
-    `  ${name.padEnd(12)} stage ${r.stageMs.toFixed(0).padStart(5)} ms  build ${r.buildMs.toFixed(0).padStart(6)} ms  new pages ${String(r.newPages).padStart(6)} of ${r.pages}  packs written ${(r.packBytes / 1048576).toFixed(1)} MiB`;
+    `    ${name.padEnd(12)} stage ${r.stageMs.toFixed(0).padStart(5)} ms  build ${r.buildMs.toFixed(0).padStart(6)} ms  new pages ${String(r.newPages).padStart(6)} of ${r.pages}  packs written ${(r.packBytes / 1048576).toFixed(1)} MiB`;
   return [
-    `paged snapshot of a ${(s.dbBytes / 1048576).toFixed(0)} MiB database, then again with ~${(s.changedShare * 100).toFixed(0)}% of its rows rewritten:`,
+    `  paged snapshot of a ${(s.dbBytes / 1048576).toFixed(0)} MiB database, then again with ~${(s.changedShare * 100).toFixed(0)}% of its rows rewritten:`,
     row('full', s.full),
     row('incremental', s.incremental),
-    `  incremental / full time: ${s.timeRatio.toFixed(3)} (the rest is staging the file and one keyed hash per page)`,
+    `    incremental / full time: ${s.timeRatio.toFixed(3)} (the rest is staging the file and one keyed hash per page)`,
   ];
 }

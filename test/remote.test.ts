@@ -4,7 +4,8 @@
 // storage, or PostgreSQL). Restores are made by the real `lnbackup restore --from` and compared
 // with the node's database. The server is killed and restarted under the node; the policy decides
 // whether the node waits (all), goes on (quorum) or stops (stall limit); a stale node is refused
-// after the server's newer records were proven and adopted.
+// after the server's newer records were proven and adopted, and by name when the server's retention
+// removed the records that would join them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -314,6 +315,51 @@ test('a stale node (old database and old local vault) is refused after the serve
     const r = await cli(['restore', '--from', server.url, '--hsm-secret', node.hsmSecretPath, '--to', to, '--json']);
     assert.equal(r.code, 0, r.stderr);
     assert.ok(dumpFile(to) === newest, 'restore --from does not give the newest state');
+  } finally {
+    assert.equal(await server.stop(), 0);
+  }
+});
+
+test('a stale vault the server has pruned past is refused by name (no proof possible), with the way out; the server copy is unchanged', async () => {
+  const server = await startServer();
+  try {
+    const node = await makeRemoteNode('remote-pruned-past', { remotes: [server.url] });
+    // Compaction every few dozen calls, keep one generation: the server soon drops the old records.
+    setRetention(node, { compactMinBytes: 16384, compactRatio: 0.01, keepGenerations: 1 });
+    await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH, untilVersion: 150 });
+    const oldDb = path.join(node.dir, 'old.sqlite3');
+    const oldVault = path.join(node.dir, 'old-vault');
+    fs.copyFileSync(node.dbPath, oldDb);
+    fs.cpSync(node.vault, oldVault, { recursive: true });
+    const oldLastSeq = localLastSeq(node);
+
+    await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH });
+    const newestSeq = localLastSeq(node);
+    await serverHolds(server, node, newestSeq);
+    const firstSeq = BigInt((await serverVaultOf(server, node.transportKey))?.firstSeq ?? '0');
+    assert.ok(firstSeq > oldLastSeq + 1n, `the server kept records from ${firstSeq}; the old vault ends at ${oldLastSeq}: nothing was pruned past it`);
+    const before = await cli(['status', '--from', server.url, '--hsm-secret', node.hsmSecretPath, '--json']);
+    assert.equal(before.code, 0, before.stderr);
+
+    fs.copyFileSync(oldDb, node.dbPath);
+    fs.rmSync(node.vault, { recursive: true });
+    fs.cpSync(oldVault, node.vault, { recursive: true });
+    await assert.rejects(runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH }), (err: unknown) => {
+      assert.ok(err instanceof SimulatorAbortedError, String(err));
+      assert.equal(err.event.lastCommitted, 150, 'nothing was committed on the stale database');
+      const logs = pluginLogs(err.lifetimes);
+      assert.ok(
+        logs.some((m) => m.includes(`holds records ${firstSeq} to ${newestSeq}`) && /retention/.test(m) && /lnbackup restore --from/.test(m)),
+        `no refusal naming the pruned records and the way out:\n${logs.join('\n')}`,
+      );
+      assert.ok(!logs.some((m) => /out of place/.test(m)), `the refusal blames the records instead of the pruning:\n${logs.join('\n')}`);
+      return true;
+    });
+    assert.equal(dataVersionOf(node.dbPath), 150);
+    assert.equal(localLastSeq(node), oldLastSeq, 'the local vault was changed');
+    const after = await cli(['status', '--from', server.url, '--hsm-secret', node.hsmSecretPath, '--json']);
+    assert.equal(after.code, 0, after.stderr);
+    assert.deepEqual(after.json?.latest, before.json?.latest, 'the server copy changed');
   } finally {
     assert.equal(await server.stop(), 0);
   }

@@ -1,10 +1,10 @@
 // Automatic compaction and retention for a running node. After each call it checks how much the
 // current generation has grown; past the threshold (a share of the database's size) it has the
 // journal stage the database at the next call, builds the paged snapshot in short slices between
-// calls (so no hook waits long), stores the new packs at every destination, and lets the journal
-// switch at the next call. Once the new generation is durable at every destination, generations
-// beyond retention and the packs no kept generation uses are removed: locally and at each
-// destination.
+// calls (so no hook waits long; new packs are written on the thread pool), stores the new packs at
+// every destination, and lets the journal switch at the next call. Once the new generation is
+// durable at every destination, generations beyond retention and the packs no kept generation uses
+// are removed: locally and at each destination.
 import type { Destination } from '../destinations/destination.js';
 import type { Journal, WriteOutcome } from '../journal/journal.js';
 import { PagedSnapshotBuilder, type StagedDatabase } from '../journal/pagedSnapshot.js';
@@ -16,6 +16,8 @@ import type { NodeLog } from './nodeBackup.js';
 const SLICE_MS = 4;
 /** A pack with less than this share of its pages in use has them stored again by the next snapshot. */
 const SPARSE_SHARE = 0.75;
+
+const round2 = (ms: number): number => Math.round(ms * 100) / 100;
 
 type Stored = Extract<WriteOutcome, { kind: 'stored' }>;
 
@@ -32,6 +34,11 @@ export interface CompactionStatus {
     readonly buildMs: number;
   } | null;
   readonly lastError: string | null;
+  /**
+   * The longest Journal.record (ms: seal, write, fdatasync, and the compaction step it carried)
+   * among the calls that staged the database or switched generations, and among all the others.
+   */
+  readonly longestRecordMs: { readonly withCompactionStep: number; readonly others: number };
 }
 
 export class Compactor {
@@ -40,6 +47,8 @@ export class Compactor {
   private last: CompactionStatus['lastCompaction'] = null;
   private lastError: string | null = null;
   private buildMs = 0;
+  private longestStepMs = 0;
+  private longestOtherMs = 0;
   private closed = false;
   private gens: GenerationPages[];
   private readonly retentionPaused: boolean;
@@ -62,8 +71,14 @@ export class Compactor {
     this.prune(); // packs a crash left unused (a snapshot built but never switched to) go at once
   }
 
-  /** Called after every stored call, with a promise that settles once it is durable everywhere. */
-  afterCall(outcome: Stored, everywhere: Promise<void>): void {
+  /**
+   * Called after every stored call, with the time Journal.record took and a promise that settles
+   * once the call is durable everywhere.
+   */
+  afterCall(outcome: Stored, recordMs: number, everywhere: Promise<void>): void {
+    const step = outcome.compacted !== null || (this.state === 'staging' && this.journal.staged !== null);
+    if (step) this.longestStepMs = Math.max(this.longestStepMs, recordMs);
+    else this.longestOtherMs = Math.max(this.longestOtherMs, recordMs);
     const started = outcome.compacted ?? outcome.snapshot;
     if (started) {
       this.gens.push({
@@ -104,7 +119,14 @@ export class Compactor {
 
   status(): CompactionStatus {
     const kept = this.gens.filter((g) => g.complete).length;
-    return { state: this.state, compactions: this.compactions, generationsKept: kept, lastCompaction: this.last, lastError: this.lastError };
+    return {
+      state: this.state,
+      compactions: this.compactions,
+      generationsKept: kept,
+      lastCompaction: this.last,
+      lastError: this.lastError,
+      longestRecordMs: { withCompactionStep: round2(this.longestStepMs), others: round2(this.longestOtherMs) },
+    };
   }
 
   close(): void {
@@ -119,12 +141,13 @@ export class Compactor {
   private async build(staged: StagedDatabase): Promise<void> {
     const startedAt = performance.now();
     const sparse = this.journal.pages.sparsePacks(livePages(this.gens, 0), SPARSE_SHARE);
-    const builder = new PagedSnapshotBuilder(staged, this.journal.pages, this.journal.pageKey, sparse);
+    const builder = new PagedSnapshotBuilder(staged, this.journal.pages, this.journal.pageKey, sparse, true);
     try {
       let snapshot = null;
       while (snapshot === null) {
         if (this.closed || this.journal.staged !== staged) return this.idle();
         snapshot = builder.step(SLICE_MS);
+        await builder.written(); // a pack write under way (off the event loop)
         if (snapshot === null) await new Promise((resolve) => setImmediate(resolve));
       }
       this.buildMs = performance.now() - startedAt;

@@ -9,7 +9,7 @@ import { identityPath } from '../vault/identity.js';
 import type { VaultKeys } from '../vault/keys.js';
 import { readBoundedFile } from '../util/durableFs.js';
 import { adoptRecords } from '../vault/adopt.js';
-import { deliver, type Destination, type DestinationStatus, type StoredCall } from '../destinations/destination.js';
+import { type Destination, type DestinationStatus, type StoredCall } from '../destinations/destination.js';
 import { readGenerationPages, type GenerationPages } from '../journal/retention.js';
 import { Compactor, type CompactionStatus } from './compactor.js';
 import { LocalVaultDestination } from '../destinations/localVault.js';
@@ -96,7 +96,9 @@ export class NodeBackup {
 
   /** Records a db_write call (received at `startedAt`, performance.now()) and resolves once the policy's destinations hold it. */
   async record(dataVersion: number, writes: readonly string[], startedAt: number): Promise<WriteOutcome> {
+    const recordStarted = performance.now();
     const outcome = this.journal.record(dataVersion, writes, { deferSync: this.deferSync });
+    const recordMs = performance.now() - recordStarted;
     if (outcome.kind !== 'stored') return outcome;
     const call: StoredCall = {
       dataVersion,
@@ -109,9 +111,9 @@ export class NodeBackup {
     // Packs of a snapshot taken inside the call get their parity in the background.
     if (outcome.packs.length > 0) this.journal.protectPacks(outcome.packs).catch((err: unknown) => this.log('unusual', `parity of new page packs failed (${(err as Error).message}); lnbackup scrub --repair makes it`));
     // A cache-mode local vault is not counted by the policy, but it is flushed all the same.
-    const background = this.background.map((d) => deliver(d, call));
+    const background = this.background.map((d) => d.store(call));
     const held = this.policy.store(call, startedAt);
-    this.compactor.afterCall(outcome, Promise.all([this.policy.lastEverywhere, ...background]).then(() => undefined));
+    this.compactor.afterCall(outcome, recordMs, Promise.all([this.policy.lastEverywhere, ...background]).then(() => undefined));
     await held;
     return outcome;
   }

@@ -6,13 +6,13 @@
 // the local vault files; one whose last record differs from the node's (diverged) is never written
 // again; one that is ahead is reported by start(), so that its records can be proven and adopted.
 // Page packs go over the same connection: at every start() the local vault's packs the server lacks
-// are uploaded before any record, later packs as storePack() hands them (records that refer to a
+// are uploaded before any record, later packs as storePack() or store() hands them (records that refer to a
 // pack are held back until it is durable there); retention (prune) is sent in the background.
 // A server holding nothing gets the records from the local vault's first kept one (the node's own
 // retention may have removed the generations before it).
 import fs from 'node:fs';
 import { sealIdentity } from '../vault/identityEnvelope.js';
-import { listPacks as listLocalPacks, writePack } from '../vault/packFiles.js';
+import { listPacks as listLocalPacks, writePackAsync } from '../vault/packFiles.js';
 import { readRawRecords, rawRecordHash, type RawRecord } from '../vault/rawRecords.js';
 import { listSegments } from '../vault/segments.js';
 import type { VaultKeys } from '../vault/keys.js';
@@ -486,7 +486,8 @@ export class RemoteDestination implements Destination {
       client.onAppendError((err) => client.destroy(err));
       const state = await client.openVault(this.vaultId, this.identity);
       if (state.lastSeq > this.newest) {
-        if (this.startMode) await this.reportAhead(client, state);
+        if (state.firstSeq > this.newest + 1n) this.fail(this.prunedPastMessage(state));
+        else if (this.startMode) await this.reportAhead(client, state);
         else this.fail(this.aheadMessage(state.lastSeq));
         client.close();
         return null;
@@ -639,10 +640,20 @@ export class RemoteDestination implements Destination {
     for (const p of await client.listPacks(this.vaultId)) {
       if (local.has(p.name)) continue;
       const bytes = await client.downloadPack(this.vaultId, p.name, p.bytes);
-      await writePack(this.vaultDir, p.name, bytes);
+      await writePackAsync(this.vaultDir, p.name, bytes);
     }
     this.parked = true;
     if (!this.resolveStart({ ahead: true, serverLastSeq: state.lastSeq, records })) this.fail(this.aheadMessage(state.lastSeq));
+  }
+
+  /** The server is ahead, and its retention removed the records that would join its copy to this vault. */
+  private prunedPastMessage(state: VaultState): string {
+    return (
+      `${this.name} holds records ${state.firstSeq} to ${state.lastSeq}, and this node's vault ends at ${this.newest}: the server's retention ` +
+      `removed the records between them, so its newer records cannot be proven against this vault and adopted. The local vault (and ` +
+      `perhaps the database) was put back from an older copy. If lightningd's database is older than the server's copy, do not run it: ` +
+      `lnbackup restore --from ${this.name} gives the newest state. It is not used in this run`
+    );
   }
 
   private aheadMessage(serverLast: bigint): string {

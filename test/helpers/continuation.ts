@@ -87,13 +87,15 @@ export async function continueNode(o: ContinuationOptions): Promise<Continuation
           skipped++;
           continue;
         }
+        const recordStarted = performance.now();
         const outcome = journal.record(version + 1, writes, { deferSync: true });
+        const recordMs = performance.now() - recordStarted;
         if (outcome.kind !== 'stored') {
           db.exec('ROLLBACK');
           throw new Error(`the journal did not store the call for version ${version + 1}: ${outcome.kind}: ${outcome.reason}`);
         }
         nextSync ??= deferred();
-        compactor.afterCall(outcome, nextSync.promise);
+        compactor.afterCall(outcome, recordMs, nextSync.promise);
         db.exec('COMMIT');
         version++;
         calls++;
