@@ -596,8 +596,7 @@ test('hostile node side: a server that acked records without storing them is cau
 });
 
 test(
-  'hostile node side: a server that lost acknowledged records is flagged also when the node restarted in between',
-  { todo: 'GAP (src/destinations/remote.ts level): what a server acknowledged is kept in memory only (highestAcked), so after a restart of the plugin a server that lost acknowledged records is refilled with an info line, never reported' },
+  'hostile node side: a server that lost acknowledged records is flagged also when the node restarted in between (the vault\'s acks/ ledger)',
   async () => {
     const { node, journal, next } = liveNode('hostile-lost-restart');
     let srv = await startHostileServer(freshDir('srv'));

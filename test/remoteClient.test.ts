@@ -11,6 +11,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { RunningServer } from '../src/server/server.js';
 import { DestinationFailedError, type StoredCall } from '../src/destinations/destination.js';
+import { ACKS_DIR, AckLedger } from '../src/destinations/ackLedger.js';
 import { RemoteDestination, type SyncEvent } from '../src/destinations/remote.js';
 import { formatRemoteUrl } from '../src/destinations/remoteUrl.js';
 import { ProtocolError, ServerClient } from '../src/destinations/serverClient.js';
@@ -568,5 +569,24 @@ test('transfer: pushVault refuses a server that is ahead of the vault', async ()
     await assert.rejects(pushVault({ vaultDir: old.dir, url: server.url, keys: v.keys }), /holds records up to 12, more than the vault .* \(up to 7\): restore from that server first/);
   } finally {
     await server.stop();
+  }
+});
+
+test('ack ledger: what a server acknowledged survives a restart; another vault\'s ledger, a garbled or oversized file count as nothing', async () => {
+  const dir = freshDir('ack-ledger');
+  const server = generatePrivateKey();
+  const key = publicKeyOf(server);
+  const a = new AckLedger(dir, 'aa'.repeat(16), key);
+  assert.equal(a.ackedSeq, 0n);
+  a.note(41n);
+  a.note(40n); // never goes back
+  await a.flush();
+  assert.equal(new AckLedger(dir, 'aa'.repeat(16), key).ackedSeq, 41n);
+  assert.equal(new AckLedger(dir, 'bb'.repeat(16), key).ackedSeq, 0n, 'another vault at this folder');
+  assert.equal(new AckLedger(dir, 'aa'.repeat(16), publicKeyOf(generatePrivateKey())).ackedSeq, 0n, 'another server');
+  const file = path.join(dir, ACKS_DIR, `${key.toString('hex')}.json`);
+  for (const bad of ['{"vaultId":"' + 'aa'.repeat(16) + '","ackedSeq":"-3"}', '{"vaultId":"' + 'aa'.repeat(16) + '","ackedSeq":41}', 'not json', ' '.repeat(5000)]) {
+    fs.writeFileSync(file, bad);
+    assert.equal(new AckLedger(dir, 'aa'.repeat(16), key).ackedSeq, 0n, `file ${JSON.stringify(bad.slice(0, 40))}`);
   }
 });

@@ -13,6 +13,7 @@
 import fs from 'node:fs';
 import { sealIdentity } from '../vault/identityEnvelope.js';
 import { listPacks as listLocalPacks, writePackAsync } from '../vault/packFiles.js';
+import { AckLedger } from './ackLedger.js';
 import { readRawRecords, rawRecordHash, type RawRecord } from '../vault/rawRecords.js';
 import { listSegments } from '../vault/segments.js';
 import type { VaultKeys } from '../vault/keys.js';
@@ -222,8 +223,9 @@ export class RemoteDestination implements Destination {
   // The server's copy.
   /** Highest seq durable on the server, as far as it told (VaultState, then Acks). */
   private acked = 0n;
-  /** Highest seq the server ever acknowledged in this run. */
-  private highestAcked = 0n;
+  /** Highest seq the server ever acknowledged (in this run, or before it: the ledger). */
+  private highestAcked: bigint;
+  private readonly ackLedger: AckLedger;
   private nextToSend = 1n;
   /** Sizes of the records sent and not yet acknowledged on this connection. */
   private readonly inflight = new Fifo<number>();
@@ -268,6 +270,8 @@ export class RemoteDestination implements Destination {
     this.vaultDir = options.vaultDir;
     this.identity = sealIdentity(options.keys, options.vaultId.toString('hex'), options.identity);
     this.vaultId = options.vaultId;
+    this.ackLedger = new AckLedger(options.vaultDir, options.vaultId.toString('hex'), this.address.publicKey);
+    this.highestAcked = this.ackLedger.ackedSeq;
     this.transportSeed = options.keys.transport;
     this.notify = options.onNotice ?? (() => {});
     this.window = Math.max(1, options.window ?? 64);
@@ -446,6 +450,7 @@ export class RemoteDestination implements Destination {
     this.client?.close();
     this.connecting?.close();
     this.wake?.();
+    await this.ackLedger.flush();
   }
 
   // -- the connection loop -----------------------------------------------------------------------
@@ -592,7 +597,10 @@ export class RemoteDestination implements Destination {
     }
     this.troubled = false;
     this.lastError = null;
-    if (serverLast > this.highestAcked) this.highestAcked = serverLast;
+    if (serverLast > this.highestAcked) {
+      this.highestAcked = serverLast;
+      this.ackLedger.note(serverLast);
+    }
     this.acked = from - 1n;
     this.nextToSend = from;
     this.catchUpTo = this.newest;
@@ -744,7 +752,10 @@ export class RemoteDestination implements Destination {
     for (let n = seq - this.acked; n > 0n; n--) bytes += this.inflight.shift() ?? 0;
     this.inflightBytes -= bytes;
     this.acked = seq;
-    if (seq > this.highestAcked) this.highestAcked = seq;
+    if (seq > this.highestAcked) {
+      this.highestAcked = seq;
+      this.ackLedger.note(seq);
+    }
     this.lastDurableAt = Date.now();
     this.backoffMs = this.timing.backoffMinMs;
     this.onDurable?.(bytes);
