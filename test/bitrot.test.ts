@@ -1,6 +1,6 @@
 // Bitrot torture: a real vault (node3's history in 32 KiB segments: sealed segments with parity,
-// the active segment with its mirror, VAULT.json and its copy) plus a page pack written by
-// writeProtectedPack, damaged at random, hundreds of times: byte flips, zeroed 4 KiB blocks,
+// the active segment with its mirror, VAULT.json and its copy, and a last generation from a paged
+// snapshot whose page pack the restore reads), damaged at random, hundreds of times: byte flips, zeroed 4 KiB blocks,
 // damaged regions, truncations and extensions, deleted or cut parity files and mirrors, in every
 // file type. An oracle that knows the original bytes classifies each damage: inside the documented
 // tolerance (docs/FORMAT.md, "Redundancy") repair on read must give back exactly the original
@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { restoreDatabase } from '../src/restore/rebuild.js';
 import { verifyVault } from '../src/restore/verify.js';
-import { writeProtectedPack } from '../src/vault/packFiles.js';
+import { Journal } from '../src/journal/journal.js';
 import { checkIdentity } from '../src/vault/redundancy/identityCopy.js';
 import { checkWithMirror } from '../src/vault/redundancy/mirror.js';
 import { contiguousTolerance } from '../src/vault/redundancy/parity.js';
@@ -103,7 +103,6 @@ function classify(orig: Buffer, origParity: Buffer, data: Buffer | null, parity:
 const calls = node3Calls();
 const node = makeNode('bitrot', { segmentBytes: 32 * 1024 });
 feedNode(node, calls);
-const packName = `p-${'ab'.repeat(16)}.pack`;
 const referenceDump = dumpOf(plainReplay(effectiveWrites(calls)));
 
 interface Fixture {
@@ -114,10 +113,16 @@ interface Fixture {
 }
 
 async function fixture(): Promise<Fixture> {
-  const packRng = new Prng(seed ^ 0x5eed);
-  const pack = Buffer.allocUnsafe(700_000);
-  for (let i = 0; i < pack.length; i++) pack[i] = packRng.int(0, 255);
-  await writeProtectedPack(node.vault, packName, pack);
+  // A last generation from a paged snapshot of the node's database, so the vault holds a real page
+  // pack that restore reads the newest state from.
+  fs.rmSync(node.dbPath, { force: true });
+  plainReplay(effectiveWrites(calls), node.dbPath).close();
+  const journal = Journal.open(node.vault, node.keys, node.dbPath);
+  const taken = journal.takeSnapshot();
+  await journal.protectPacks(taken.packs);
+  journal.close();
+  assert.equal(taken.packs.length, 1, 'the snapshot of node3\'s database fills one pack');
+  const packName = taken.packs[0].name;
   const segs = listSegments(node.vault);
   // Sealing runs in the background (the journal's writer is closed): wait for every parity.
   await until('parity of every sealed segment', () => segs.slice(0, -1).every((s) => fs.existsSync(s.path + '.parity') && !fs.existsSync(s.path + '.mirror')), 60_000);
@@ -227,8 +232,8 @@ test('bitrot torture: damage inside the tolerance is repaired on read and by scr
     const ops: Op[] = [];
     const touched = new Set<string>();
     if (wantOut) {
-      // Four damaged blocks in one stripe of one protected file (or worse).
-      const file = rng.pick(protectedFiles);
+      // Four damaged blocks in one stripe of one protected file (or worse); the page pack a quarter of the time.
+      const file = rng.next() < 0.25 ? fx.pack : rng.pick(fx.sealed);
       const { S, R } = geom(orig(file).length);
       const r = rng.int(0, R - 1);
       const shards = new Set<number>();
@@ -317,8 +322,9 @@ test('bitrot torture: damage inside the tolerance is repaired on read and by scr
       const identity = checkIdentity(work);
       assert.ok(identity.good?.equals(orig('VAULT.json')), `${what}: the good identity is known`);
       // A restore through repair on read equals the original database (every 8th trial, and
-      // whenever VAULT.json itself is intact: it is repaired by scrub only).
-      if (inside % 8 === 0 && identity.identityOk && fs.existsSync(abs('VAULT.json'))) {
+      // whenever the page pack or VAULT.json was damaged: the identity is then read from its copy).
+      const packOrIdentity = [fx.pack, fx.pack + '.parity', 'VAULT.json'].some((f) => touched.has(f));
+      if (inside % 8 === 0 || packOrIdentity) {
         const repair = await repairVaultInMemory(work);
         const to = path.join(path.dirname(work), `restored-${attempts}.sqlite3`);
         const r = restoreDatabase({ vaultDir: work, keys: node.keys, to, force: true, repair });
@@ -357,27 +363,36 @@ test('bitrot torture: damage inside the tolerance is repaired on read and by scr
         // Left as it was: a scrub never writes over damage it cannot repair.
         assert.ok(read(f)?.equals(ops.find((o) => o.file === f)?.result as Buffer), `${what}: ${f} untouched`);
       }
-      // Restore and verify refuse (the damaged records fail authentication), naming the ranges.
-      const segLost = [...expectedLost].filter(([f]) => f.startsWith('segments'));
-      if (segLost.length > 0) {
+      // Verify refuses (the damaged records or pages fail authentication); restore refuses when
+      // it needs the lost bytes, naming them, and otherwise restores exactly.
+      const lostFiles = [...expectedLost];
+      if (lostFiles.length > 0) {
         const repair = await repairVaultInMemory(work);
         assert.deepEqual(
           [...repair.lost].map(([f, l]) => [path.relative(work, f), l]),
-          segLost,
+          lostFiles,
           what,
         );
         const to = path.join(path.dirname(work), `never-${attempts}.sqlite3`);
-        const [f, lost] = segLost[0];
-        assert.throws(
-          () => restoreDatabase({ vaultDir: work, keys: node.keys, to, force: true, repair }),
-          (e: unknown) => e instanceof Error && e.message.includes(`bytes ${lost[0].start}..${lost[0].end - 1}`) && e.message.includes(path.basename(f)),
-          `${what}: restore refuses naming the lost bytes`,
-        );
-        assert.ok(!fs.existsSync(to), what);
+        const [f, lost] = lostFiles[0];
+        if (f === fx.pack) {
+          // The newest generation's pages are lost: restore refuses, naming them.
+          assert.throws(
+            () => restoreDatabase({ vaultDir: work, keys: node.keys, to, force: true, repair }),
+            (e: unknown) => e instanceof Error && e.message.includes(`bytes ${lost[0].start}..${lost[0].end - 1}`) && e.message.includes(path.basename(f)),
+            `${what}: restore refuses naming the lost bytes`,
+          );
+          assert.ok(!fs.existsSync(to), what);
+          refusals++;
+        } else {
+          // A sealed segment belongs to an older generation: the newest state is still restored exactly.
+          restoreDatabase({ vaultDir: work, keys: node.keys, to, force: true, repair });
+          assert.equal(dumpFile(to), referenceDump, `${what}: restore of the newest generation`);
+          fs.rmSync(to, { force: true });
+        }
         const v = verifyVault(work, node.keys, undefined, repair);
         assert.equal(v.ok, false, what);
         assert.equal(v.repairs?.unrecoverable[0]?.file, abs(f), what);
-        refusals++;
       }
       restoreOriginals();
       // Whatever the scrub wrote meanwhile (parity of other files) is the original again.
@@ -389,8 +404,9 @@ test('bitrot torture: damage inside the tolerance is repaired on read and by scr
   assert.ok(inside >= IN_TRIALS, `only ${inside} trials inside the tolerance in ${attempts} attempts`);
   assert.ok(outside >= OUT_TRIALS, `only ${outside} trials outside the tolerance in ${attempts} attempts`);
   assert.ok(restores >= Math.floor(IN_TRIALS / 16), `only ${restores} restores`);
+  assert.ok(OUT_TRIALS < 20 || refusals > 0, 'no trial outside the tolerance damaged the page pack');
   console.log(
-    `# bitrot: ${inside} trials inside, ${outside} outside (${refusals} restore refusals checked), ${restores} restores, ` +
+    `# bitrot: ${inside} trials inside, ${outside} outside (restore refused ${refusals} times: the newest generation's pack was damaged; otherwise it restored exactly), ${restores} restores, ` +
       `${attempts} attempts, ${seen.size} damage combinations, ${((Date.now() - started) / 1000).toFixed(1)} s`,
   );
 });

@@ -5,6 +5,8 @@
 import fs from 'node:fs';
 import { listPacks, writePack, writePackAsync, type PackFile } from '../vault/packFiles.js';
 import type { VaultKeys } from '../vault/keys.js';
+import { describeRanges } from '../vault/redundancy/keeper.js';
+import type { ReadRepair } from '../vault/redundancy/protectedRead.js';
 import { assemblePack, entryRange, newPackName, openPage, PACK_TARGET_BYTES, PageSealer, readPackIndex, type PackIndex, type SealedPage } from './pagePack.js';
 import type { PageSource } from './replay.js';
 
@@ -19,7 +21,7 @@ interface Located {
 }
 
 /** Reads part of a file (the pack's bytes as stored, or a repaired copy in memory). */
-export type PackReader = (pack: PackFile) => (offset: number, length: number) => Buffer;
+type PackReader = (pack: PackFile) => (offset: number, length: number) => Buffer;
 
 const readFromDisk: PackReader = (pack) => (offset, length) => {
   const fd = fs.openSync(pack.path, 'r');
@@ -37,6 +39,21 @@ const readFromDisk: PackReader = (pack) => (offset, length) => {
   }
 };
 
+/** Reads packs through an in-memory repair: repaired ones from memory, lost bytes refused by name. */
+function repairedReader(repair: ReadRepair): PackReader {
+  return (pack) => {
+    const repaired = repair.overlay.get(pack.path);
+    const read = repaired ? (offset: number, length: number): Buffer => repaired.subarray(offset, offset + length) : readFromDisk(pack);
+    const lost = repair.lost.get(pack.path) ?? [];
+    if (lost.length === 0) return read;
+    return (offset, length) => {
+      const hit = lost.filter((r) => r.start < offset + length && r.end > offset);
+      if (hit.length > 0) throw new Error(`${describeRanges(hit)} of ${pack.name} are damaged beyond what parity can repair`);
+      return read(offset, length);
+    };
+  };
+}
+
 export class PageStore implements PageSource {
   private readonly located = new Map<string, Located>();
   private readonly packs = new Map<string, { file: PackFile; index: PackIndex }>();
@@ -53,13 +70,20 @@ export class PageStore implements PageSource {
     this.sealer = new PageSealer(keys.record, vaultId);
   }
 
-  static open(vaultDir: string, keys: VaultKeys, vaultId: Buffer, readPack: PackReader = readFromDisk): PageStore {
-    const store = new PageStore(vaultDir, keys, vaultId, readPack);
+  /**
+   * `repair`: the vault's files checked and repaired in memory (redundancy/protectedRead.ts): a
+   * repaired pack is read from memory, and reading bytes of a pack that parity could not rebuild
+   * fails naming them.
+   */
+  static open(vaultDir: string, keys: VaultKeys, vaultId: Buffer, repair?: ReadRepair): PageStore {
+    const store = new PageStore(vaultDir, keys, vaultId, repair ? repairedReader(repair) : readFromDisk);
     // Oldest first, so a page stored again (out of a mostly dead pack) is found in its newer pack.
-    const files = listPacks(vaultDir).sort((a, b) => fs.statSync(a.path).mtimeMs - fs.statSync(b.path).mtimeMs);
+    const files = listPacks(vaultDir)
+      .sort((a, b) => fs.statSync(a.path).mtimeMs - fs.statSync(b.path).mtimeMs)
+      .map((f) => ({ ...f, bytes: repair?.overlay.get(f.path)?.length ?? f.bytes }));
     for (const file of files) {
       try {
-        store.add(file, readPackIndex(file.bytes, readPack(file)));
+        store.add(file, readPackIndex(file.bytes, store.readPack(file)));
       } catch (err) {
         store.damaged.push(`${file.name}: ${(err as Error).message}`);
       }

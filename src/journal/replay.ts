@@ -143,7 +143,13 @@ export class JournalReplayer {
       const pages = this.options.pages;
       if (!pages) throw new JournalError(seq, 'this generation is a paged snapshot, and no page store was given');
       for (const address of manifest.addresses) {
-        const bytes = pages.page(address, manifest.pageSize);
+        let bytes: Buffer;
+        try {
+          bytes = pages.page(address, manifest.pageSize);
+        } catch (err) {
+          // A page the vault lacks, or one whose pack is damaged: this snapshot cannot be rebuilt.
+          throw new JournalError(seq, (err as Error).message);
+        }
         this.snapshotHash.update(bytes);
         this.sink.snapshotChunk(this.snapshotWritten, bytes);
         this.snapshotWritten += bytes.length;

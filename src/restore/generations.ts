@@ -40,10 +40,10 @@ export function listGenerations(vaultDir: string): GenerationInfo[] {
   }));
 }
 
-/** Adds each generation's snapshot version and time, read from its first record. */
+/** Adds each generation's snapshot version and time, read from its first record (in its first segment). */
 export function withBaseVersions(vaultDir: string, identity: VaultIdentity, keys: VaultKeys, gens: GenerationInfo[], repair?: ReadRepair): GenerationInfo[] {
   return gens.map((g) => {
-    const reader = new VaultReader(identity, keys, vaultDir, { fromGeneration: g.generation, repair });
+    const reader = new VaultReader(identity, keys, vaultDir, { segments: g.segments.slice(0, 1), repair });
     try {
       for (const r of reader.records()) {
         if (r.body.type !== RecordType.SnapshotBegin) return g;

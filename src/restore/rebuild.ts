@@ -57,7 +57,7 @@ export function restoreDatabase(options: RestoreOptions): RestoreResult {
   if (fs.existsSync(to) && !options.force) {
     throw new RestoreError(`${to} already exists; pass --force to replace it (stop lightningd first)`);
   }
-  const identity = openIdentity(options.vaultDir, options.keys);
+  const identity = openIdentity(options.vaultDir, options.keys, options.repair?.identity ?? undefined);
   if (options.repair) for (const line of describeRepair(options.repair)) options.onNotice?.(line);
   const gens = withBaseVersions(options.vaultDir, identity, options.keys, listGenerations(options.vaultDir), options.repair).reverse();
   if (gens.length === 0) throw new RestoreError(`the vault at ${options.vaultDir} holds no generation yet; nothing to restore`);
@@ -121,7 +121,7 @@ interface Replayed {
 function replayGeneration(options: RestoreOptions, identity: ReturnType<typeof openIdentity>, gen: GenerationInfo, scratch: string): Replayed | null {
   const sink = new SqliteFileSink(scratch);
   try {
-    const pages = PageStore.open(options.vaultDir, options.keys, vaultIdBytes(identity));
+    const pages = PageStore.open(options.vaultDir, options.keys, vaultIdBytes(identity), options.repair);
     const replayer = new JournalReplayer(sink, { targetVersion: options.version, targetTime: options.time, includeInFlight: !options.excludeInFlight, pages });
     const reader = new VaultReader(identity, options.keys, options.vaultDir, { fromGeneration: gen.generation, repair: options.repair });
     const total = gen.bytes;

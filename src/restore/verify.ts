@@ -36,10 +36,10 @@ export interface VerifyReport {
  * the records are then proved as repaired, and the report says what was repaired.
  */
 export function verifyVault(vaultDir: string, keys: VaultKeys, onProgress?: (done: number, total: number) => void, repair?: VaultRepair): VerifyReport {
-  const identity = openIdentity(vaultDir, keys);
+  const identity = openIdentity(vaultDir, keys, repair?.identity ?? undefined);
   const reader = new VaultReader(identity, keys, vaultDir, { repair });
   const repairs = repair ? summarizeRepair(repair) : null;
-  const pages = PageStore.open(vaultDir, keys, vaultIdBytes(identity));
+  const pages = PageStore.open(vaultDir, keys, vaultIdBytes(identity), repair);
   const generations: GenerationReport[] = [];
   let replayer: JournalReplayer | null = null;
   let records = 0;

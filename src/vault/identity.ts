@@ -64,15 +64,18 @@ export function createIdentity(
   return id;
 }
 
-/** Reads the identity without a key (status); shape-checked. */
-export function readIdentity(vaultDir: string): VaultIdentity {
+/**
+ * Reads the identity without a key (status); shape-checked. `bytes`: the identity's bytes known
+ * good from elsewhere (VAULT.json.copy, when VAULT.json is damaged: redundancy/identityCopy.ts).
+ */
+export function readIdentity(vaultDir: string, bytes?: Buffer): VaultIdentity {
   const file = identityPath(vaultDir);
-  if (!fs.existsSync(file)) {
+  if (bytes === undefined && !fs.existsSync(file)) {
     throw new VaultError(`${vaultDir} is not an lnbackup vault (no ${IDENTITY_FILE}); create one with 'lnbackup init'`);
   }
   let raw: unknown;
   try {
-    raw = JSON.parse(readBoundedFile(file, 64 * 1024).toString('utf8'));
+    raw = JSON.parse((bytes ?? readBoundedFile(file, 64 * 1024)).toString('utf8'));
   } catch (err) {
     throw new VaultError(`${file} is unreadable or not JSON (${(err as Error).message}); the vault identity is damaged`);
   }
@@ -96,9 +99,9 @@ export function readIdentity(vaultDir: string): VaultIdentity {
   return raw as VaultIdentity;
 }
 
-/** Reads the identity and proves the key belongs to it. */
-export function openIdentity(vaultDir: string, keys: VaultKeys): VaultIdentity {
-  const id = readIdentity(vaultDir);
+/** Reads the identity (from `bytes` when given, as readIdentity) and proves the key belongs to it. */
+export function openIdentity(vaultDir: string, keys: VaultKeys, bytes?: Buffer): VaultIdentity {
+  const id = readIdentity(vaultDir, bytes);
   const expected = Buffer.from(keyCheck(keys, id), 'hex');
   const actual = Buffer.from(id.keyCheck, 'hex');
   if (actual.length !== expected.length || !crypto.timingSafeEqual(actual, expected)) {

@@ -42,6 +42,8 @@ export interface TornTail {
 export interface ReadOptions {
   /** Read only the segments of this generation and later ones. */
   readonly fromGeneration?: number;
+  /** Read only these segments, in this order (the vault's folder is not listed again). */
+  readonly segments?: readonly SegmentFile[];
   /**
    * The vault's damaged files repaired in memory (redundancy/protectedRead.ts repairVaultInMemory):
    * their repaired contents are read instead of the files, and an error in a file with damage
@@ -66,10 +68,9 @@ export class VaultReader {
     vaultDir: string,
     options: ReadOptions = {},
   ) {
-    const all = listSegments(vaultDir);
     const from = options.fromGeneration ?? 0;
     this.repair = options.repair;
-    this.segments = all.filter((s) => s.generation >= from);
+    this.segments = options.segments ? [...options.segments] : listSegments(vaultDir).filter((s) => s.generation >= from);
     this.totalBytes = this.segments.reduce((n, s) => n + this.sizeOf(s), 0);
   }
 

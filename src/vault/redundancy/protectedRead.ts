@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { HEADER_BYTES, MAX_SEALED_BYTES } from '../format.js';
 import { DEFAULT_SEGMENT_BYTES, IDENTITY_FILE } from '../identity.js';
-import { MAX_PACK_BYTES } from '../packFiles.js';
+import { listPacks, MAX_PACK_BYTES } from '../packFiles.js';
 import { listSegments } from '../segments.js';
 import { checkIdentity, IDENTITY_COPY_NAME } from './identityCopy.js';
 import { describeRanges } from './keeper.js';
@@ -162,7 +162,7 @@ export interface ReadRepair {
 }
 
 export interface VaultRepair extends ReadRepair {
-  /** Every segment file's report (in record order). */
+  /** Every segment's report (in record order), then every page pack's. */
   readonly files: FileReport[];
   /** The files whose damage was repaired in memory. */
   readonly repaired: FileReport[];
@@ -170,6 +170,8 @@ export interface VaultRepair extends ReadRepair {
   readonly unrecoverable: FileReport[];
   /** Problems of VAULT.json and its copy (VAULT.json itself is repaired only by `scrub --repair`). */
   readonly identityProblems: string[];
+  /** The identity's good bytes (VAULT.json's, or its copy's when VAULT.json is damaged), null when neither is known good. */
+  readonly identity: Buffer | null;
 }
 
 export interface RepairSummary {
@@ -179,7 +181,7 @@ export interface RepairSummary {
 }
 
 /**
- * Reads every segment of a vault through its protection, keeping in memory the repaired
+ * Reads every segment and page pack of a vault through its protection, keeping in memory the repaired
  * contents of damaged ones, for a VaultReader (restore, verify) to read instead of the files.
  * Changes nothing on disk (that is `lnbackup scrub --repair`).
  */
@@ -188,14 +190,18 @@ export async function repairVaultInMemory(vaultDir: string, segmentBytes?: numbe
   const overlay = new Map<string, Buffer>();
   const lost = new Map<string, ByteRange[]>();
   const files: FileReport[] = [];
-  for (const s of listSegments(vaultDir)) {
-    const r = await readProtected(s.path, { maxDataBytes: max });
+  const protectedFiles: { path: string; max: number }[] = [
+    ...listSegments(vaultDir).map((s) => ({ path: s.path, max })),
+    ...listPacks(vaultDir).map((p) => ({ path: p.path, max: MAX_PACK_BYTES })),
+  ];
+  for (const f of protectedFiles) {
+    const r = await readProtected(f.path, { maxDataBytes: f.max });
     files.push(r.report);
-    if (r.report.status === 'repaired' && r.data) overlay.set(s.path, r.data);
+    if (r.report.status === 'repaired' && r.data) overlay.set(f.path, r.data);
     if (r.report.status === 'damaged') {
-      lost.set(s.path, r.report.lost);
+      lost.set(f.path, r.report.lost);
       // Rebuild what can be: the stripes that could be repaired are right, the rest is as read.
-      if (r.data && r.report.repaired.length > 0) overlay.set(s.path, r.data);
+      if (r.data && r.report.repaired.length > 0) overlay.set(f.path, r.data);
     }
   }
   const identity = checkIdentity(vaultDir);
@@ -206,6 +212,7 @@ export async function repairVaultInMemory(vaultDir: string, segmentBytes?: numbe
     repaired: files.filter((f) => f.status === 'repaired'),
     unrecoverable: files.filter((f) => f.status === 'damaged'),
     identityProblems: identity.identityOk ? [] : identity.problems,
+    identity: identity.good,
   };
 }
 
@@ -228,7 +235,7 @@ export function describeRepair(r: VaultRepair): string[] {
     lines.push(`DAMAGED beyond repair: ${f.file}: ${f.lost.length > 0 ? `${describeRanges(f.lost)} cannot be rebuilt` : f.notes.join('; ')}`);
   }
   for (const p of r.identityProblems) {
-    lines.push(`identity: ${p}${/VAULT\.json is (damaged|missing)/.test(p) ? ` (run lnbackup scrub --repair to restore it from ${IDENTITY_COPY_NAME})` : ''}`);
+    lines.push(`identity: ${p}${/VAULT\.json is (damaged|missing)/.test(p) ? ` (read from ${IDENTITY_COPY_NAME}; run lnbackup scrub --repair to restore VAULT.json)` : ''}`);
   }
   return lines;
 }
