@@ -31,9 +31,9 @@ function lnbackup(...args: string[]): { code: number; stdout: string; stderr: st
 test('--help names every command and the exit codes', () => {
   const r = lnbackup('--help');
   assert.equal(r.code, 0);
-  for (const cmd of ['init', 'restore', 'verify', 'status', 'demo']) assert.match(r.stdout, new RegExp(`\\b${cmd}\\b`));
+  for (const cmd of ['init', 'restore', 'verify', 'status', 'demo', 'generations', 'scrub', 'retention', 'destination', 'server']) assert.match(r.stdout, new RegExp(`\\b${cmd}\\b`));
   assert.match(r.stdout, /Exit codes/);
-  for (const cmd of ['init', 'restore', 'verify', 'status']) assert.match(lnbackup(cmd, '--help').stdout, /--json/);
+  for (const cmd of ['init', 'restore', 'verify', 'status', 'generations', 'scrub', 'retention']) assert.match(lnbackup(cmd, '--help').stdout, /--json/);
 });
 
 test('init binds the vault to the node; refuses a second configuration, a foreign vault, and a non-vault directory', () => {
@@ -67,6 +67,31 @@ test('init binds the vault to the node; refuses a second configuration, a foreig
   const notVault = lnbackup('init', '--lightning-dir', other.lightningDir, '--network', 'regtest', '--vault', junk);
   assert.equal(notVault.code, 1);
   assert.match(notVault.stderr, /not empty and is not an lnbackup vault/);
+});
+
+test('retention: init takes the settings, `retention` shows and changes them, refuses nonsense (exit 2) and keeps the file valid', () => {
+  const node = makeTestNode('cli-retention');
+  const dirs = ['--lightning-dir', node.lightningDir, '--network', 'regtest'];
+  const init = lnbackup('init', ...dirs, '--vault', node.vault, '--keep-generations', '3', '--compact-min-bytes', '256KiB', '--json');
+  assert.equal(init.code, 0, init.stderr);
+  const shown = lnbackup('retention', ...dirs, '--json');
+  assert.equal(shown.code, 0, shown.stderr);
+  assert.deepEqual(
+    [shown.json?.keepGenerations, shown.json?.compactMinBytes, shown.json?.keepSeconds, shown.json?.compactRatio, shown.json?.changed],
+    [3, 256 * 1024, 0, 0.25, []],
+  );
+  const changed = lnbackup('retention', ...dirs, '--keep', '7d', '--compact-ratio', '0.5', '--json');
+  assert.equal(changed.code, 0, changed.stderr);
+  assert.deepEqual([changed.json?.keepGenerations, changed.json?.keepSeconds, changed.json?.compactRatio], [3, 7 * 86400, 0.5]);
+  assert.deepEqual(changed.json?.changed, ['keepSeconds', 'compactRatio']);
+  const text = lnbackup('retention', ...dirs);
+  assert.match(text.stdout, /the newest 3 generation\(s\), and every moment of the last 604800 s/);
+  for (const bad of [['--keep-generations', '0'], ['--keep', '7 days'], ['--compact-ratio', '-1'], ['--compact-min-bytes', 'lots']]) {
+    const r = lnbackup('retention', ...dirs, ...bad);
+    assert.equal(r.code, 2, `${bad.join(' ')}: ${r.stderr}`);
+  }
+  const after = JSON.parse(fs.readFileSync(path.join(node.networkDir, 'lnbackup.json'), 'utf8')) as { retention: unknown };
+  assert.deepEqual(after.retention, { keepGenerations: 3, compactMinBytes: 256 * 1024, keepSeconds: 7 * 86400, compactRatio: 0.5 });
 });
 
 test('status, verify and restore with --json; restore never overwrites without --force', () => {

@@ -2,7 +2,6 @@
 // The `lnbackup` command: init, restore, verify, status, scrub, demo. Every command takes --json (one
 // JSON object on stdout) and shows progress on a terminal for long work.
 import { Command, CommanderError } from 'commander';
-import { DEFAULT_RETENTION } from '../cln/config.js';
 import { listGenerationSummaries } from '../restore/generationList.js';
 import { restoreDatabase } from '../restore/rebuild.js';
 import { vaultStatus } from '../restore/status.js';
@@ -18,7 +17,7 @@ import { formatPolicy, parsePolicy } from '../destinations/policy.js';
 import { parseRemoteUrl } from '../destinations/remoteUrl.js';
 import type { VaultKeys } from '../vault/keys.js';
 
-interface InitFlags {
+interface InitFlags extends RetentionFlags {
   lightningDir: string;
   network: string;
   vault: string;
@@ -31,13 +30,11 @@ interface InitFlags {
   policy: string;
   stallLimit: string;
   localVault: string;
-  keepGenerations?: number;
-  keep?: number;
-  compactRatio?: number;
 }
 import { formatBytes, progressBar } from './progress.js';
 import { runDemo } from './demo.js';
 import { registerServerCommands } from './serverCommands.js';
+import { registerRetentionCommand, retentionFromFlags, retentionOptions, type RetentionFlags } from './retentionCommand.js';
 import { registerScrubCommand } from './scrubCommand.js';
 import { describeRepair, repairVaultInMemory } from '../vault/redundancy/protectedRead.js';
 
@@ -109,26 +106,6 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
-function parseCount(v: string): number {
-  const n = Number(v);
-  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) throw new UsageError(`expected a whole number of 1 or more, not '${v}'`);
-  return n;
-}
-
-const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
-
-function parseDuration(v: string): number {
-  const m = /^(\d+)([smhd])$/.exec(v);
-  if (!m) throw new UsageError(`expected a duration like 90m, 12h or 7d, not '${v}'`);
-  return Number(m[1]) * DURATION_UNITS[m[2]];
-}
-
-function parseRatio(v: string): number {
-  const n = Number(v);
-  if (!/^\d*\.?\d+$/.test(v) || !(n > 0)) throw new UsageError(`expected a number above 0, not '${v}'`);
-  return n;
-}
-
 function parseTime(v: string): number {
   const t = Date.parse(v);
   if (!/^\d{4}-\d{2}-\d{2}/.test(v) || Number.isNaN(t)) throw new UsageError(`--time takes an ISO 8601 moment (e.g. 2026-11-22T10:30:00Z), not '${v}'`);
@@ -141,23 +118,22 @@ function parseVersion(v: string): number {
   return n;
 }
 
-program
-  .command('init')
-  .description('set up a node (lightningd stopped): create or reopen its vault, take the first snapshot, write the plugin configuration')
-  .requiredOption('--lightning-dir <dir>', "lightningd's base directory (e.g. ~/.lightning)")
-  .requiredOption('--network <net>', 'bitcoin, testnet, signet or regtest (the subdirectory holding hsm_secret and the database)')
-  .requiredOption('--vault <path>', 'the vault directory (put it on another disk)')
-  .addOption(keyFileOption)
-  .option('--node-id <id>', 'the node id, with --key-file (from `lightning-cli getinfo`)')
-  .option('--force', 'replace an existing lnbackup configuration of this node')
-  .option('--remote <url>', 'an lnbackup server that must also hold every record (repeatable): lnbackup://<server key>@host:port', collect, [])
-  .option('--replica <file>', 'a live sqlite replica kept as a hot standby (repeatable)', collect, [])
-  .option('--policy <policy>', "'all' (default: every destination durable before lightningd commits) or 'quorum=K'", 'all')
-  .option('--stall-limit <seconds>', "stop lightningd once a transaction has waited this long for its destinations (default 'none': wait)", 'none')
-  .option('--local-vault <mode>', "'durable' (default) or 'cache' (with --remote: the servers hold the backup, the local vault only feeds them)", 'durable')
-  .option('--keep-generations <n>', `keep this many generations for point-in-time restore (default ${DEFAULT_RETENTION.keepGenerations}: since the last compaction)`, parseCount)
-  .option('--keep <duration>', 'also keep whatever restores any moment of this last span (e.g. 7d, 12h, 90m; default none)', parseDuration)
-  .option('--compact-ratio <r>', `compact once the calls since the last snapshot exceed this share of the database size (default ${DEFAULT_RETENTION.compactRatio})`, parseRatio)
+retentionOptions(
+  program
+    .command('init')
+    .description('set up a node (lightningd stopped): create or reopen its vault, take the first snapshot, write the plugin configuration')
+    .requiredOption('--lightning-dir <dir>', "lightningd's base directory (e.g. ~/.lightning)")
+    .requiredOption('--network <net>', 'bitcoin, testnet, signet or regtest (the subdirectory holding hsm_secret and the database)')
+    .requiredOption('--vault <path>', 'the vault directory (put it on another disk)')
+    .addOption(keyFileOption)
+    .option('--node-id <id>', 'the node id, with --key-file (from `lightning-cli getinfo`)')
+    .option('--force', 'replace an existing lnbackup configuration of this node')
+    .option('--remote <url>', 'an lnbackup server that must also hold every record (repeatable): lnbackup://<server key>@host:port', collect, [])
+    .option('--replica <file>', 'a live sqlite replica kept as a hot standby (repeatable)', collect, [])
+    .option('--policy <policy>', "'all' (default: every destination durable before lightningd commits) or 'quorum=K'", 'all')
+    .option('--stall-limit <seconds>', "stop lightningd once a transaction has waited this long for its destinations (default 'none': wait)", 'none')
+    .option('--local-vault <mode>', "'durable' (default) or 'cache' (with --remote: the servers hold the backup, the local vault only feeds them)", 'durable'),
+)
   .addOption(jsonOption())
   .action((o: InitFlags) =>
     run(o, async () => {
@@ -170,8 +146,7 @@ program
       };
       checkDestinations(destinations);
       const bar = progressBar('snapshot', !o.json);
-      const retention = { keepGenerations: o.keepGenerations, keepSeconds: o.keep, compactRatio: o.compactRatio };
-      const prepared = prepareNode({ ...o, destinations, retention: Object.fromEntries(Object.entries(retention).filter(([, v]) => v !== undefined)), onProgress: bar.update });
+      const prepared = prepareNode({ ...o, destinations, retention: retentionFromFlags(o), onProgress: bar.update });
       bar.done();
       const r = prepared.result;
       const pushed: ({ url: string } & PushResult)[] = [];
@@ -295,6 +270,7 @@ program
 registerServerCommands(program);
 registerScrubCommand(program);
 registerDestinationCommands(program);
+registerRetentionCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof CommanderError) {
