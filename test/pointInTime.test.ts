@@ -24,7 +24,7 @@ import { makeNode, type VaultNode } from './helpers/testNode.js';
 
 const NODE1 = tracePath('cln-v26.06-node1.jsonl.gz');
 const NODE1_LAST = 8176;
-const RETENTION: Partial<RetentionSettings> = { keepGenerations: 1000, compactMinBytes: 32768, compactRatio: 0.05 };
+const RETENTION: Partial<RetentionSettings> = { keepGenerations: 1000, compactMinBytes: 65536, compactRatio: 0.05 };
 const SEED = envCount('PIT_SEED', crypto.randomInt(2 ** 31));
 const VERSIONS = envCount('PIT_VERSIONS', 20);
 const TIMES = envCount('PIT_TIMES', 5);

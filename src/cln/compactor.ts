@@ -129,8 +129,28 @@ export class Compactor {
     };
   }
 
+  /**
+   * The plugin stops. A compaction under way is given up at once: its staged copy of the database
+   * and the packs it wrote (no record names them) are removed, so a clean stop leaves nothing
+   * behind (a crash leaves them to the next start, which removes them).
+   */
   close(): void {
     this.closed = true;
+    if (this.state !== 'staging' && this.state !== 'building' && this.state !== 'ready') return;
+    this.journal.onCompactionNotice = () => undefined;
+    this.journal.abandonCompaction('lnbackup is stopping');
+    if (this.retentionPaused) return;
+    try {
+      this.journal.removePacks(this.unusedPacks(0));
+    } catch (err) {
+      this.log('unusual', `the packs of the compaction given up at stop were not removed (${(err as Error).message}); the next start removes them`);
+    }
+  }
+
+  /** The vault's packs that no generation from `keep` on uses. */
+  private unusedPacks(keep: number): string[] {
+    const live = livePacks(this.gens, keep);
+    return this.journal.pages.packNames.filter((name) => !live.has(name));
   }
 
   private due(): boolean {
@@ -171,8 +191,7 @@ export class Compactor {
     if (this.closed || this.retentionPaused) return;
     try {
       const keep = firstKept(this.gens, this.settings);
-      const live = livePacks(this.gens, keep);
-      const dead = this.journal.pages.packNames.filter((name) => !live.has(name));
+      const dead = this.unusedPacks(keep);
       const result = this.journal.prune(keep, dead);
       this.gens = this.gens.filter((g) => g.generation >= keep);
       if (result.removedSegments > 0 || dead.length > 0) {

@@ -253,9 +253,14 @@ export class Journal {
   prune(keepFrom: number, deadPacks: readonly string[]): PruneResult {
     const result = pruneGenerations(this.vaultDir, keepFrom);
     this.writer.sizeBytes -= result.removedBytes;
-    deletePacks(this.vaultDir, deadPacks);
-    this.pages.forget(deadPacks);
+    this.removePacks(deadPacks);
     return result;
+  }
+
+  /** Removes packs no kept generation uses (retention, or a compaction given up). */
+  removePacks(names: readonly string[]): void {
+    deletePacks(this.vaultDir, names);
+    this.pages.forget(names);
   }
 
   get compacting(): boolean {
