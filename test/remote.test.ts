@@ -49,6 +49,23 @@ function localLastSeq(node: RemoteNode): bigint {
   return vaultTail(node.vault, vaultIdBytes(openIdentity(node.vault, node.keys))).lastSeq;
 }
 
+/** Replays node3 up to `version`, then keeps copies of the database and the local vault, to put back later (a stale node). */
+async function runAndCopy(node: RemoteNode, version: number): Promise<{ lastSeq: bigint; putBack: () => void }> {
+  await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH, untilVersion: version });
+  const oldDb = path.join(node.dir, `old-${version}.sqlite3`);
+  const oldVault = path.join(node.dir, `old-vault-${version}`);
+  fs.copyFileSync(node.dbPath, oldDb);
+  fs.cpSync(node.vault, oldVault, { recursive: true });
+  return {
+    lastSeq: localLastSeq(node),
+    putBack: () => {
+      fs.copyFileSync(oldDb, node.dbPath);
+      fs.rmSync(node.vault, { recursive: true });
+      fs.cpSync(oldVault, node.vault, { recursive: true });
+    },
+  };
+}
+
 /** Polls the server's status until it shows this node's vault ending at `lastSeq`. */
 async function serverHolds(server: ServerHandle, node: RemoteNode, lastSeq: bigint, timeoutMs = 60_000): Promise<void> {
   let seen: string | undefined;
@@ -272,12 +289,8 @@ test('a stale node (old database and old local vault) is refused after the serve
     const node = await makeRemoteNode('remote-stale', { remotes: [server.url] });
     // This test is about what the whole history holds: keep every generation.
     setRetention(node, { keepGenerations: 1_000_000 });
-    await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH, untilVersion: 300 });
-    const oldDb = path.join(node.dir, 'old.sqlite3');
-    const oldVault = path.join(node.dir, 'old-vault');
-    fs.copyFileSync(node.dbPath, oldDb);
-    fs.cpSync(node.vault, oldVault, { recursive: true });
-    const oldLastSeq = localLastSeq(node);
+    const old = await runAndCopy(node, 300);
+    const oldLastSeq = old.lastSeq;
 
     const run = await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH });
     assert.equal(run.dataVersion, NODE3_END);
@@ -288,9 +301,7 @@ test('a stale node (old database and old local vault) is refused after the serve
     assert.equal(before.code, 0, before.stderr);
 
     // The operator puts back old copies of the database and of the local vault, and starts the node.
-    fs.copyFileSync(oldDb, node.dbPath);
-    fs.rmSync(node.vault, { recursive: true });
-    fs.cpSync(oldVault, node.vault, { recursive: true });
+    old.putBack();
     assert.equal(localLastSeq(node), oldLastSeq);
     await assert.rejects(runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH }), (err: unknown) => {
       assert.ok(err instanceof SimulatorAbortedError, String(err));
@@ -326,12 +337,8 @@ test('a stale vault the server has pruned past is refused by name (no proof poss
     const node = await makeRemoteNode('remote-pruned-past', { remotes: [server.url] });
     // Compaction every few dozen calls, keep one generation: the server soon drops the old records.
     setRetention(node, { compactMinBytes: 16384, compactRatio: 0.01, keepGenerations: 1 });
-    await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH, untilVersion: 150 });
-    const oldDb = path.join(node.dir, 'old.sqlite3');
-    const oldVault = path.join(node.dir, 'old-vault');
-    fs.copyFileSync(node.dbPath, oldDb);
-    fs.cpSync(node.vault, oldVault, { recursive: true });
-    const oldLastSeq = localLastSeq(node);
+    const old = await runAndCopy(node, 150);
+    const oldLastSeq = old.lastSeq;
 
     await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH });
     const newestSeq = localLastSeq(node);
@@ -341,9 +348,7 @@ test('a stale vault the server has pruned past is refused by name (no proof poss
     const before = await cli(['status', '--from', server.url, '--hsm-secret', node.hsmSecretPath, '--json']);
     assert.equal(before.code, 0, before.stderr);
 
-    fs.copyFileSync(oldDb, node.dbPath);
-    fs.rmSync(node.vault, { recursive: true });
-    fs.cpSync(oldVault, node.vault, { recursive: true });
+    old.putBack();
     await assert.rejects(runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH }), (err: unknown) => {
       assert.ok(err instanceof SimulatorAbortedError, String(err));
       assert.equal(err.event.lastCommitted, 150, 'nothing was committed on the stale database');

@@ -25,16 +25,38 @@ export function writeFileAtomic(file: string, data: string | Buffer, mode = 0o60
   fsyncDir(path.dirname(file));
 }
 
-/** writeFileAtomic with the writes and fsyncs on libuv's thread pool: the event loop stays free. */
-export async function writeFileAtomicAsync(file: string, data: Buffer, mode = 0o600, tmp = `${file}.tmp-${process.pid}`): Promise<void> {
-  const out = await fs.promises.open(tmp, 'w', mode);
-  try {
-    await out.writeFile(data);
-    await out.sync();
-  } finally {
-    await out.close();
+let tempCounter = 0;
+/** Temp files being written now: removed if the process exits meanwhile (a kill leaves them to the next writer or scrub). */
+const tempsInFlight = new Set<string>();
+let exitHook = false;
+
+/**
+ * writeFileAtomic with the writes and fsyncs on libuv's thread pool: the event loop stays free.
+ * The temp file (by default `<file>.tmp-<pid>-<n>`) is removed if the write fails or the process exits.
+ */
+export async function writeFileAtomicAsync(file: string, data: Buffer, mode = 0o600, tmp = `${file}.tmp-${process.pid}-${++tempCounter}`): Promise<void> {
+  if (!exitHook) {
+    exitHook = true;
+    process.once('exit', () => {
+      for (const t of tempsInFlight) fs.rmSync(t, { force: true });
+    });
   }
-  await fs.promises.rename(tmp, file);
+  tempsInFlight.add(tmp);
+  try {
+    const out = await fs.promises.open(tmp, 'w', mode);
+    try {
+      await out.writeFile(data);
+      await out.sync();
+    } finally {
+      await out.close();
+    }
+    await fs.promises.rename(tmp, file);
+  } catch (err) {
+    await fs.promises.rm(tmp, { force: true });
+    throw err;
+  } finally {
+    tempsInFlight.delete(tmp);
+  }
   const dir = await fs.promises.open(path.dirname(file), 'r');
   try {
     await dir.sync();

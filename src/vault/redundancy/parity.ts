@@ -12,9 +12,9 @@
 // other one serves.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import path from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import zlib from 'node:zlib';
+import { writeFileAtomicAsync } from '../../util/durableFs.js';
 import { encodeStripe, reconstructStripe } from './reedSolomon.js';
 
 export const PARITY_SUFFIX = '.parity';
@@ -414,45 +414,7 @@ export async function sha256Yielding(data: Buffer): Promise<Buffer> {
   return h.digest();
 }
 
-let tempCounter = 0;
-/** Temp files being written now: removed if the process exits meanwhile (a kill leaves them to the next writer or scrub). */
-const tempsInFlight = new Set<string>();
-let exitHook = false;
-
-/** Writes a file atomically with async I/O: temp file, fsync, rename over, fsync of the folder. */
-export async function writeFileAtomicAsync(file: string, data: Buffer, mode = 0o600): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}-${++tempCounter}`;
-  if (!exitHook) {
-    exitHook = true;
-    process.once('exit', () => {
-      for (const t of tempsInFlight) fs.rmSync(t, { force: true });
-    });
-  }
-  tempsInFlight.add(tmp);
-  try {
-    const fh = await fs.promises.open(tmp, 'w', mode);
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fs.promises.rename(tmp, file);
-  } catch (err) {
-    await fs.promises.rm(tmp, { force: true });
-    throw err;
-  } finally {
-    tempsInFlight.delete(tmp);
-  }
-  const dir = await fs.promises.open(path.dirname(file), 'r');
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
-}
-
-/** True for the temp files writeFileAtomicAsync and the repairs leave behind if a process dies. */
+/** True for the temp files writeFileAtomicAsync (util/durableFs.ts) leaves behind if a process dies. */
 export function isRedundancyTemp(name: string): boolean {
   return /\.tmp-\d+-\d+$/.test(name);
 }

@@ -15,7 +15,8 @@ import { listAllSegments, listSegments, SEGMENTS_DIR, type SegmentFile } from '.
 import { checkIdentity, IDENTITY_COPY_NAME, IDENTITY_NAME, identityCopyBytes } from './identityCopy.js';
 import { describeRanges, removeStaleTemps } from './keeper.js';
 import { MIRROR_SUFFIX, mirrorOf } from './mirror.js';
-import { buildParityFile, isRedundancyTemp, PARITY_SUFFIX, writeFileAtomicAsync, type ByteRange } from './parity.js';
+import { writeFileAtomicAsync } from '../../util/durableFs.js';
+import { buildParityFile, isRedundancyTemp, PARITY_SUFFIX, type ByteRange } from './parity.js';
 import { maxSegmentBytes, readProtected, segmentBytesOf } from './protectedRead.js';
 
 export type ScrubStatus = 'ok' | 'repaired' | 'damaged' | 'unprotected' | 'skipped';
