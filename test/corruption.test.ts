@@ -346,16 +346,27 @@ test("another node's hsm_secret: WrongKeyError before any record is read; no key
   assertWrongKey(node.vault, stranger.keys, stranger.hsmSecretPath, new RegExp(`does not open the vault .* belongs to node ${node.nodeId}`), [node, stranger]);
 });
 
-test('an edited VAULT.json (node id, vault id, segment size) no longer matches its key check: WrongKeyError', () => {
-  const edit = (change: (id: Record<string, unknown>) => void) =>
+test('an edited VAULT.json (node id, vault id, segment size) no longer matches its key check: WrongKeyError (its copy gone too)', () => {
+  // The edit is made to both VAULT.json and its copy (or the copy is gone): no good identity is left.
+  const edit = (change: (id: Record<string, unknown>) => void, keepCopy = false) =>
     damaged((v) => {
       const file = path.join(v, 'VAULT.json');
       const id = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
       change(id);
       fs.writeFileSync(file, JSON.stringify(id));
+      if (!keepCopy) fs.rmSync(path.join(v, 'VAULT.json.copy'));
     });
   const otherNode = `02${'ab'.repeat(32)}`;
   assertWrongKey(edit((id) => (id.nodeId = otherNode)), node.keys, node.hsmSecretPath, /does not open the vault .*if VAULT\.json was edited/, [node]);
+  // With its copy intact, the edit is damage the copy undoes: verify and restore read the identity
+  // from the copy and say so (the library calls without repair still refuse).
+  const healed = edit((id) => (id.nodeId = otherNode), true);
+  assert.throws(() => verifyVault(healed, node.keys), WrongKeyError);
+  const v = runCli(['verify', '--vault', healed, '--hsm-secret', node.hsmSecretPath, '--json']);
+  assert.equal(v.code, 0, v.stderr);
+  const report = JSON.parse(v.stdout) as { ok: boolean; notices: string[] };
+  assert.equal(report.ok, true);
+  assert.ok(report.notices.some((n) => /VAULT\.json is damaged .*read from VAULT\.json\.copy/.test(n)), JSON.stringify(report.notices));
   for (const change of [
     (id: Record<string, unknown>) => (id.vaultId = crypto.randomBytes(16).toString('hex')),
     (id: Record<string, unknown>) => (id.segmentBytes = 8192),
