@@ -48,7 +48,8 @@ export function stageDatabase(dbPath: string, vaultDir: string): StagedDatabase 
     if (view.dbBytes === 0) {
       fs.writeFileSync(file, Buffer.alloc(0));
     } else {
-      fs.copyFileSync(dbPath, file);
+      // A reflink where the filesystem has them (btrfs, XFS): no bytes copied while the hook waits.
+      fs.copyFileSync(dbPath, file, fs.constants.COPYFILE_FICLONE);
       const copied = fs.statSync(file).size;
       if (copied !== view.dbBytes) throw new Error(`copying ${dbPath} gave ${copied} bytes, not ${view.dbBytes}`);
     }
