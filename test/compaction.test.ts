@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { PLUGIN_PATH } from '../src/cli/initNode.js';
 import type { RetentionSettings } from '../src/cln/config.js';
-import { readGenerationPages } from '../src/journal/retention.js';
+import { scanGenerations } from '../src/journal/retention.js';
 import { STAGING_DIR } from '../src/journal/pagedSnapshot.js';
 import { listGenerations } from '../src/restore/generations.js';
 import { restoreDatabase, type RestoreResult } from '../src/restore/rebuild.js';
@@ -94,7 +94,7 @@ function stagingFiles(vaultDir: string): string[] {
  * snapshot (the packs of a compaction built but not switched to yet).
  */
 function unreferencedPacks(node: VaultNode): { name: string; newer: boolean }[] {
-  const { gens, damaged } = readGenerationPages(openIdentity(node.vault, node.keys), node.keys, node.vault);
+  const { gens, damaged } = scanGenerations(openIdentity(node.vault, node.keys), node.keys, node.vault);
   assert.equal(damaged, null, `the vault is damaged: ${damaged}`);
   const named = new Set<string>();
   for (const g of gens) for (const p of g.packs) named.add(p);

@@ -1,7 +1,7 @@
 // Point-in-time restore across many generations: node1's trace through the real plugin with
 // compaction often and retention keeping every generation, then restores at random versions over
 // the whole history (each compared with an independent plain replay of the trace up to that
-// version) and at moments taken from the vault's own call times.
+// version) and at moments taken from the vault's own call times; `lnbackup generations` lists them.
 //
 // Reproduce a run with PIT_SEED=<seed> (printed first); PIT_VERSIONS and PIT_TIMES change the counts.
 import { test } from 'node:test';
@@ -11,16 +11,19 @@ import path from 'node:path';
 import { PLUGIN_PATH } from '../src/cli/initNode.js';
 import type { RetentionSettings } from '../src/cln/config.js';
 import { decodeCall, isCallRecord } from '../src/journal/payloads.js';
+import type { GenerationsReport } from '../src/restore/generationList.js';
 import { listGenerations, withBaseVersions, type GenerationInfo } from '../src/restore/generations.js';
 import { restoreDatabase } from '../src/restore/rebuild.js';
 import { runSimulatorUntilDone } from '../src/simulator/runner.js';
 import { openIdentity } from '../src/vault/identity.js';
+import { vaultDiskUsage } from '../src/vault/diskUsage.js';
 import { VaultReader } from '../src/vault/reader.js';
 import { tracePath } from './helpers/paths.js';
 import { envCount, Prng } from './helpers/prng.js';
 import { dumpFile, IncrementalReplay, isTransaction, loadChain } from './helpers/reference.js';
 import { setRetention } from './helpers/retention.js';
 import { makeNode, type VaultNode } from './helpers/testNode.js';
+import { runCli } from './helpers/vaultFixture.js';
 
 const NODE1 = tracePath('cln-v26.06-node1.jsonl.gz');
 const NODE1_LAST = 8176;
@@ -163,4 +166,34 @@ test('restore at a version reports when that version was recorded (lastCallAt)',
     if (r.lastCallAt !== callAt.get(v)) wrong.push(line);
   }
   assert.deepEqual(wrong, [], 'lastCallAt is the time of a call the restore did not apply');
+});
+
+test('lnbackup generations lists every kept generation: its span of versions and times, its calls, pages and bytes', { timeout: 10 * 60_000 }, async () => {
+  const { node, gens, callAt } = await node1History();
+  const r = runCli(['generations', '--vault', node.vault, '--hsm-secret', node.hsmSecretPath, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout) as GenerationsReport & { ok: boolean };
+  assert.equal(report.ok, true);
+  assert.equal(report.damage, null);
+  assert.deepEqual(report.generations.map((g) => [g.generation, g.baseVersion]), gens.map((g) => [g.generation, g.baseVersion]));
+  report.generations.forEach((g, i) => {
+    const next = report.generations[i + 1];
+    const what = `generation ${g.generation}`;
+    assert.equal(g.complete, true, what);
+    // The first generation is init's snapshot of a node with no database yet: no pages.
+    assert.ok(g.generation === 1 ? g.pages === 0 : g.pages > 0, `${what}: ${g.pages} pages`);
+    // Each generation's calls reach at least where the next one's snapshot starts (calls made while
+    // a compaction was built are in both: the old generation and, again, the new one).
+    assert.ok(next === undefined ? g.lastVersion === NODE1_LAST : g.lastVersion >= next.baseVersion, `${what} ends at ${g.lastVersion}`);
+    const lastTransactionAt = callAt.get(g.lastVersion);
+    if (g.lastVersion > g.baseVersion && lastTransactionAt !== undefined) {
+      assert.ok(g.lastCallAt !== null && Date.parse(g.lastCallAt) >= lastTransactionAt, `${what}: its last call at ${g.lastCallAt}, its last transaction at ${lastTransactionAt}`);
+    }
+  });
+  const usage = vaultDiskUsage(node.vault);
+  assert.deepEqual([report.recordBytes, report.packBytes, report.redundancyBytes], [usage.segmentBytes, usage.packBytes, usage.sidecarBytes]);
+  assert.equal(report.generations.reduce((n, g) => n + g.recordBytes, 0), report.recordBytes);
+  const text = runCli(['generations', '--vault', node.vault, '--hsm-secret', node.hsmSecretPath]);
+  assert.match(text.stdout, new RegExp(`generation ${gens.length}: versions \\d+\\.\\.${NODE1_LAST}, `));
+  assert.match(text.stdout, /^total: +[\d.]+ \w+ of records \+ [\d.]+ \w+ of page packs, \+ [\d.]+ \w+ of parity and mirrors$/m);
 });

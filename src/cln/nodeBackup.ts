@@ -10,7 +10,7 @@ import type { VaultKeys } from '../vault/keys.js';
 import { readBoundedFile } from '../util/durableFs.js';
 import { adoptRecords } from '../vault/adopt.js';
 import { type Destination, type DestinationStatus, type StoredCall } from '../destinations/destination.js';
-import { readGenerationPages, type GenerationPages } from '../journal/retention.js';
+import { scanGenerations, type GenerationPages } from '../journal/retention.js';
 import { Compactor, type CompactionStatus } from './compactor.js';
 import { LocalVaultDestination } from '../destinations/localVault.js';
 import { DurabilityPolicy, formatPolicy, parsePolicy, type PolicyEvents, type PolicySpec } from '../destinations/policy.js';
@@ -81,7 +81,7 @@ export class NodeBackup {
       );
       const destinations: Destination[] = [...(settings.localVault === 'durable' ? [local] : []), ...remotes, ...replicas];
       const policy = new DurabilityPolicy(destinations, spec, settings.stallLimitSeconds === null ? null : settings.stallLimitSeconds * 1000, events);
-      const { gens, damaged } = readGenerationPages(journal.identity, keys, config.vault);
+      const { gens, damaged } = scanGenerations(journal.identity, keys, config.vault);
       // With damage the kept generations are not all known: nothing is removed until it is repaired.
       if (damaged !== null) log('unusual', `retention is paused until the vault is repaired ('lnbackup scrub --repair'): ${damaged}`);
       return new NodeBackup(journal, policy, settings.localVault === 'durable' ? [] : [local], deferSync, settings, retentionSettings(config), damaged === null ? gens : null, log);

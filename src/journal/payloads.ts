@@ -56,9 +56,14 @@ export interface RecordedCall {
 
 /** The db_write call in a Writes or TimedWrites record. */
 export function decodeCall(body: RecordBody): RecordedCall {
-  if (body.type === RecordType.Writes) return { writes: decodeWrites(body.payload), at: null };
+  return { writes: decodeWrites(body.type === RecordType.Writes ? body.payload : body.payload.subarray(8)), at: callTime(body) };
+}
+
+/** When a Writes or TimedWrites record's call was recorded (null: a Writes record, made before times were kept), without decoding its statements. */
+export function callTime(body: RecordBody): number | null {
+  if (body.type === RecordType.Writes) return null;
   if (body.payload.length < 8) throw new FormatError('timed writes record is truncated');
-  return { writes: decodeWrites(body.payload.subarray(8)), at: safeNumber(body.payload.readBigUInt64BE(0), 'time') };
+  return safeNumber(body.payload.readBigUInt64BE(0), 'time');
 }
 
 export function isCallRecord(type: RecordType): boolean {

@@ -1,13 +1,15 @@
-// Retention: which generations a vault keeps, and which page packs they still use. The newest
-// complete generation is always kept, with as many before it as `keepGenerations` asks, and every
-// one needed to restore any moment of the last `keepSeconds`. Incomplete generations (a snapshot
-// interrupted by a crash) older than the newest complete one are never needed.
+// Retention: which generations a vault keeps, and which page packs they still use; and the one
+// scan of a vault's records that says what each generation holds (for retention and `lnbackup
+// generations`). The newest complete generation is always kept, with as many before it as
+// `keepGenerations` asks, and every one needed to restore any moment of the last `keepSeconds`.
+// Incomplete generations (a snapshot interrupted by a crash) older than the newest complete one are
+// never needed.
 import { RecordType } from '../vault/format.js';
 import { CorruptRecordError } from '../vault/errors.js';
 import type { VaultIdentity } from '../vault/identity.js';
 import type { VaultKeys } from '../vault/keys.js';
 import { VaultReader } from '../vault/reader.js';
-import { decodePackList, decodePageManifest, decodeSnapshotBegin } from './payloads.js';
+import { callTime, decodePackList, decodePageManifest, decodeSnapshotBegin, isCallRecord } from './payloads.js';
 
 export interface RetentionRule {
   readonly keepGenerations: number;
@@ -56,26 +58,51 @@ export function livePacks(gens: readonly GenerationPages[], from: number): Set<s
   return live;
 }
 
+/** What one scan of a vault's records tells of a generation, beyond the pages retention needs. */
+export interface GenerationScan extends GenerationPages {
+  /** The version its snapshot is at. */
+  readonly baseVersion: number;
+  /** The newest version its calls reach (the base when it has none). */
+  readonly lastVersion: number;
+  readonly calls: number;
+  /** When its newest call was recorded (ms since the epoch; null: none timed). */
+  readonly lastCallAt: number | null;
+  /** Entries of its page manifests (pages, counted as often as they occur). */
+  readonly pageEntries: number;
+}
+
 /**
- * Reads every generation's snapshot records (begin, manifests, end). Damage stops the reading:
- * the generations read so far are returned, with `damaged` set (retention then removes nothing).
+ * Reads every record once: each generation's snapshot records (begin, manifests, pack list, end)
+ * and a count of its calls. Damage stops the reading: the generations read so far are returned,
+ * with `damaged` set (retention then removes nothing).
  */
-export function readGenerationPages(identity: VaultIdentity, keys: VaultKeys, vaultDir: string): { gens: GenerationPages[]; damaged: string | null } {
-  const gens: GenerationPages[] = [];
-  let current: { generation: number; takenAt: number; complete: boolean; pages: Set<string>; packs: Set<string> } | null = null;
-  const reader = new VaultReader(identity, keys, vaultDir);
+export function scanGenerations(identity: VaultIdentity, keys: VaultKeys, vaultDir: string): { gens: GenerationScan[]; damaged: string | null } {
+  const gens: GenerationScan[] = [];
+  let current: { -readonly [K in keyof GenerationScan]: GenerationScan[K] } | null = null;
+  // Generations share most of their pages: one string per address, however many sets hold it.
+  const interned = new Map<string, string>();
+  const intern = (hex: string): string => interned.get(hex) ?? (interned.set(hex, hex), hex);
   try {
-    for (const r of reader.records()) {
+    for (const r of new VaultReader(identity, keys, vaultDir).records()) {
       const body = r.body;
       if (body.type === RecordType.SnapshotBegin) {
-        current = { generation: body.generation, takenAt: decodeSnapshotBegin(body.payload).takenAt, complete: false, pages: new Set(), packs: new Set() };
+        const takenAt = decodeSnapshotBegin(body.payload).takenAt;
+        current = { generation: body.generation, takenAt, complete: false, pages: new Set(), packs: new Set(), baseVersion: body.dataVersion, lastVersion: body.dataVersion, calls: 0, lastCallAt: null, pageEntries: 0 };
         gens.push(current);
-      } else if (current && body.type === RecordType.PageManifest) {
-        for (const a of decodePageManifest(body.payload).addresses) current.pages.add(a.toString('hex'));
-      } else if (current && body.type === RecordType.PackList) {
+      } else if (!current) {
+        continue;
+      } else if (body.type === RecordType.PageManifest) {
+        const addresses = decodePageManifest(body.payload).addresses;
+        current.pageEntries += addresses.length;
+        for (const a of addresses) current.pages.add(intern(a.toString('hex')));
+      } else if (body.type === RecordType.PackList) {
         for (const name of decodePackList(body.payload)) current.packs.add(name);
-      } else if (current && body.type === RecordType.SnapshotEnd) {
+      } else if (body.type === RecordType.SnapshotEnd) {
         current.complete = true;
+      } else if (isCallRecord(body.type)) {
+        current.calls++;
+        current.lastVersion = body.dataVersion;
+        current.lastCallAt = callTime(body) ?? current.lastCallAt;
       }
     }
   } catch (err) {

@@ -9,7 +9,7 @@ import Database from 'better-sqlite3';
 import { Compactor } from '../../src/cln/compactor.js';
 import type { RetentionSettings } from '../../src/cln/config.js';
 import { Journal } from '../../src/journal/journal.js';
-import { readGenerationPages } from '../../src/journal/retention.js';
+import { scanGenerations } from '../../src/journal/retention.js';
 import type { VaultKeys } from '../../src/vault/keys.js';
 import { isTransaction } from './reference.js';
 
@@ -49,7 +49,7 @@ export async function continueNode(o: ContinuationOptions): Promise<Continuation
   db.pragma('synchronous = OFF');
   const log = o.log ?? (() => undefined);
   const journal = Journal.open(o.vaultDir, o.keys, o.dbPath, (m) => log('info', m));
-  const { gens, damaged } = readGenerationPages(journal.identity, o.keys, o.vaultDir);
+  const { gens, damaged } = scanGenerations(journal.identity, o.keys, o.vaultDir);
   if (damaged !== null) throw new Error(`the vault is damaged: ${damaged}`);
   const compactor = new Compactor(journal, () => [], o.retention, gens, (level, m) => log(level, m));
   const syncEvery = o.syncEvery ?? 100;
