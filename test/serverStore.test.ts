@@ -33,7 +33,7 @@ import { openRecord } from '../src/vault/record.js';
 import { RecordSealer } from '../src/vault/sealer.js';
 import { listSegments } from '../src/vault/segments.js';
 import { repoRoot, tempDir } from './helpers/paths.js';
-import { SkipError, startPostgres, type TestPostgres } from './helpers/postgres.js';
+import { SkipError, startPostgres, waitForOtherSessions, type TestPostgres } from './helpers/postgres.js';
 import { Prng } from './helpers/prng.js';
 import type { StoreWriterSpec } from './helpers/storeWriter.js';
 import { packContents, randomPackName, type PackWriterSpec } from './helpers/packWriter.js';
@@ -990,6 +990,8 @@ for (const h of [filesHarness, postgresHarness]) {
           const pages = path.join(vaultDirOf(spec, node), 'pages');
           if (fs.existsSync(pages)) partialSeen += fs.readdirSync(pages).filter((n) => n.includes('.tmp-')).length;
         }
+        // The killed writer's last INSERT may still commit on the server: let it end first.
+        if (spec.storage) await waitForOtherSessions(spec.storage);
         const { store } = await openWithNotices(spec);
         try {
           const listed = await store.listPacks(node.vaultId);

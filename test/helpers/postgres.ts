@@ -238,3 +238,24 @@ function killTree(pid: number): void {
     }
   }
 }
+
+/**
+ * Waits until no session but this one is connected to the database at `url`. A client killed by
+ * SIGKILL leaves its backend running the statement it had sent, which may still commit: wait for
+ * it before judging what the database holds.
+ */
+export async function waitForOtherSessions(url: string, timeoutMs = 30_000): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()');
+      if (rows[0].n === 0) return;
+      if (Date.now() > deadline) throw new Error(`${rows[0].n} other session(s) are still connected to the database after ${timeoutMs} ms`);
+      await sleep(50);
+    }
+  } finally {
+    await client.end();
+  }
+}
