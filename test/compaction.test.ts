@@ -314,12 +314,15 @@ test('kill -9 during compaction at random points: the vault always restores what
       assert.ok(listGenerations(node.vault).length >= 1, `${ctx}: the vault lists no generation`);
       const to = path.join(scratch, 'restored.sqlite3');
       let r: RestoreResult;
+      const notices: string[] = [];
       try {
-        r = restoreDatabase({ vaultDir: node.vault, keys: node.keys, to, force: true });
+        r = restoreDatabase({ vaultDir: node.vault, keys: node.keys, to, force: true, onNotice: (m) => notices.push(m) });
       } catch (err) {
         return assert.fail(`${ctx}: C=${c}: restore failed: ${(err as Error).stack}`);
       }
-      const gave = `${ctx}: C=${c}: restore gave ${r.version}${r.inFlight ? ' (in flight)' : ''} from generation ${r.generation}`;
+      const gave =
+        `${ctx}: C=${c}: restore gave ${r.version}${r.inFlight ? ' (in flight)' : ''} from generation ${r.generation}` +
+        ` (generations ${listGenerations(node.vault).map((g) => g.generation).join(',')}${notices.length > 0 ? `; restore said: ${notices.join('; ')}` : ''})`;
       assert.equal(r.integrityCheck, 'ok', gave);
       const restored = dumpFile(to);
       if (r.version === c) {

@@ -5,15 +5,21 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import { bumpedFrom, nextVersion, versionDistance, U32 } from '../src/journal/dataVersion.js';
 import { encodeSnapshotBegin, encodeSnapshotChunk, encodeSnapshotEnd, encodeWrites } from '../src/journal/payloads.js';
 import { JournalError, JournalReplayer, type ReplayOptions, type ReplaySink } from '../src/journal/replay.js';
 import { JournalTail, type Decision } from '../src/journal/tail.js';
 import { Journal } from '../src/journal/journal.js';
+import { PagedSnapshotBuilder } from '../src/journal/pagedSnapshot.js';
+import { scanGenerations } from '../src/journal/retention.js';
 import { RecordType, type RecordBody } from '../src/vault/format.js';
 import { restoreDatabase } from '../src/restore/rebuild.js';
 import { verifyVault } from '../src/restore/verify.js';
+import { openIdentity } from '../src/vault/identity.js';
+import { readRawRecords } from '../src/vault/rawRecords.js';
+import { listSegments } from '../src/vault/segments.js';
 import type { CallEntry } from '../src/simulator/trace.js';
 import { Prng } from './helpers/prng.js';
 import { dumpFile, dumpOf, effectiveWrites, node3Calls, plainReplay } from './helpers/reference.js';
@@ -503,4 +509,63 @@ test('tail and replayer: a call whose bump does not match its data_version is re
   assert.equal(d.kind, 'refuse');
   assert.match(d.kind === 'refuse' ? d.reason : '', /malformed call: data_version 12, but its statements bump the version from 3/);
   assert.deepEqual(t.decide(11, tx(11)), append(0n));
+});
+
+test('journal: a compaction switch cut short by a crash (the new generation lacks calls the old one holds) is never restored from, kept past, or written after', () => {
+  const calls = node3Calls();
+  const node = makeNode('journal-cut-short');
+  const at = (v: number): number => calls.findIndex((c) => c.bumps && c.dataVersion === v && !c.superseded);
+  const dbAt = (v: number): void => {
+    fs.rmSync(node.dbPath, { force: true });
+    plainReplay(effectiveWrites(calls, v), node.dbPath).close();
+  };
+  let journal = Journal.open(node.vault, node.keys, node.dbPath);
+  try {
+    feed(journal, calls.slice(0, at(200) + 1));
+    dbAt(200); // the node's database at rest while the hook for 201 is pending
+    journal.requestCompaction();
+    feed(journal, calls.slice(at(201), at(203) + 1)); // 201 stages the database; 201..203 are carried
+    const staged = journal.staged;
+    assert.ok(staged, 'the database was staged');
+    const snapshot = new PagedSnapshotBuilder(staged, journal.pages, journal.pageKey).step();
+    assert.ok(snapshot);
+    journal.offer(snapshot);
+    const out = journal.record(204, calls[at(204)].writes); // the switch: generation 2 = snapshot at 200, 201..203 again, 204
+    assert.ok(out.kind === 'stored' && out.compacted?.generation === 2);
+  } finally {
+    journal.close();
+  }
+  // The crash: generation 2 keeps its snapshot and the first carried call only (a kill -9 leaves a
+  // prefix of what was written; the hook for 204 was never answered, so the node is at 203).
+  const gen2 = listSegments(node.vault).filter((s) => s.generation === 2);
+  assert.equal(gen2.length, 1);
+  const records = readRawRecords(node.vault, gen2[0].firstSeq, Number.MAX_SAFE_INTEGER);
+  const keep = records.length - 3; // snapshot records, 201 | 202, 203, 204
+  fs.truncateSync(gen2[0].path, records.slice(0, keep).reduce((n, r) => n + r.bytes.length, 0));
+  fs.rmSync(gen2[0].path + '.mirror', { force: true });
+
+  const notices: string[] = [];
+  const to = path.join(node.dir, 'cut-short.sqlite3');
+  const r = restoreDatabase({ vaultDir: node.vault, keys: node.keys, to, onNotice: (m) => notices.push(m) });
+  assert.deepEqual([r.generation, r.version, r.inFlight], [1, 203, true], 'restored from the generation that holds 203');
+  assert.ok(dumpFile(to) === expectedDump(calls, 203));
+  assert.ok(notices.some((n) => /generation 2 ends at version 201 but generation 1 reaches 203/.test(n)), notices.join('; '));
+  const scanned = scanGenerations(openIdentity(node.vault, node.keys), node.keys, node.vault);
+  assert.deepEqual(scanned.gens.map((g) => [g.generation, g.complete]), [[1, true], [2, false]], 'retention keeps generation 1');
+
+  // The plugin starts again: nothing is written after the cut-short generation; the next call
+  // starts generation 3 from a snapshot of the database (at 203).
+  dbAt(203);
+  const opened: string[] = [];
+  journal = Journal.open(node.vault, node.keys, node.dbPath, (m) => opened.push(m));
+  try {
+    assert.ok(opened.some((m) => /generation 2 ends at version 201 but the one before it reaches 203/.test(m)), opened.join('; '));
+    const next = journal.record(204, calls[at(204)].writes);
+    assert.ok(next.kind === 'stored' && next.snapshot?.generation === 3 && next.snapshot.dataVersion === 203);
+  } finally {
+    journal.close();
+  }
+  const after = restoreDump(node, 'after-cut-short');
+  assert.deepEqual([after.result.generation, after.result.version], [3, 204]);
+  assert.ok(after.dump === expectedDump(calls, 204));
 });

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { deletePacks, pagesDir, protectPack, removeStalePackTemps } from '../vault/packFiles.js';
 import { pruneGenerations, type PruneResult } from '../vault/prune.js';
 import { RecordSealer, type SealedRecord } from '../vault/sealer.js';
+import { listSegments } from '../vault/segments.js';
 import { VaultWriter } from '../vault/writer.js';
 import { bumpedFrom } from './dataVersion.js';
 import { clearStaging, PagedSnapshotBuilder, snapshotRecords, stageDatabase, type PagedSnapshot, type StagedDatabase } from './pagedSnapshot.js';
@@ -21,6 +22,7 @@ import { PageStore, type NewPack } from './pageStore.js';
 import { decodeSnapshotBegin, encodeTimedWrites, isCallRecord } from './payloads.js';
 import { SnapshotBusyError } from './snapshotSource.js';
 import { JournalTail } from './tail.js';
+import { cutShort, generationEnd } from './retention.js';
 
 export interface SnapshotTaken {
   readonly generation: number;
@@ -141,6 +143,14 @@ export class Journal {
       onNotice,
       onAppend: (r) => journal?.appended.push(r),
     });
+    const previous = listSegments(vaultDir).filter((seg) => seg.generation < tail.generation).at(-1)?.generation;
+    const previousLast = tail.generationComplete && previous !== undefined ? generationEnd(writer.identity, keys, vaultDir, previous) : null;
+    if (tail.generationComplete && tail.version !== null && cutShort(tail.version, previousLast)) {
+      // A crash interrupted the switch to this generation: the calls after it are in the one
+      // before. Nothing more is written to it; the next call starts a generation from a snapshot.
+      tail.generationComplete = false;
+      onNotice?.(`generation ${tail.generation} ends at version ${tail.version} but the one before it reaches ${previousLast}: a compaction switch was interrupted; the next call starts a new generation from a snapshot`);
+    }
     clearStaging(vaultDir);
     removeStalePackTemps(vaultDir);
     const sealer = new RecordSealer(keys.record, vaultIdBytes(writer.identity), writer.tail);

@@ -9,6 +9,8 @@ import { CorruptRecordError } from '../vault/errors.js';
 import type { VaultIdentity } from '../vault/identity.js';
 import type { VaultKeys } from '../vault/keys.js';
 import { VaultReader } from '../vault/reader.js';
+import type { ReadRepair } from '../vault/redundancy/protectedRead.js';
+import { versionDistance } from './dataVersion.js';
 import { callTime, decodePackList, decodePageManifest, decodeSnapshotBegin, isCallRecord } from './payloads.js';
 
 export interface RetentionRule {
@@ -24,6 +26,16 @@ export interface GenerationPages {
   readonly pages: Set<string>;
   /** The packs its pages are read from. */
   readonly packs: Set<string>;
+}
+
+/**
+ * A generation whose calls end behind where the generation before it ends was cut short: a crash
+ * interrupted the compaction switch that wrote it (its snapshot ended, but not every call made
+ * while the snapshot was built was written again after it). The generation before it holds those
+ * calls, so it is the one to restore from, keep, and write after (docs/FORMAT.md, "Compaction").
+ */
+export function cutShort(lastVersion: number, previousLastVersion: number | null): boolean {
+  return previousLastVersion !== null && versionDistance(lastVersion, previousLastVersion) > 0;
 }
 
 /** The first generation to keep (everything below it may go). */
@@ -107,7 +119,29 @@ export function scanGenerations(identity: VaultIdentity, keys: VaultKeys, vaultD
     }
   } catch (err) {
     if (!(err instanceof CorruptRecordError)) throw err;
-    return { gens, damaged: err.message };
+    return { gens: markCutShort(gens), damaged: err.message };
   }
-  return { gens, damaged: null };
+  return { gens: markCutShort(gens), damaged: null };
+}
+
+/**
+ * Where a generation's records end (the version of its last call, or of its snapshot), read from
+ * the vault; null when it has no readable first record. Damage further in ends the reading there.
+ */
+export function generationEnd(identity: VaultIdentity, keys: VaultKeys, vaultDir: string, generation: number, repair?: ReadRepair): number | null {
+  let end: number | null = null;
+  try {
+    for (const r of new VaultReader(identity, keys, vaultDir, { fromGeneration: generation, repair }).records()) {
+      if (r.body.generation !== generation) break;
+      if (r.body.type === RecordType.SnapshotBegin || isCallRecord(r.body.type)) end = r.body.dataVersion;
+    }
+  } catch (err) {
+    if (!(err instanceof CorruptRecordError)) throw err;
+  }
+  return end;
+}
+
+/** A generation cut short (cutShort) counts as incomplete: retention keeps the one before it. */
+function markCutShort(gens: GenerationScan[]): GenerationScan[] {
+  return gens.map((g, i) => (g.complete && i > 0 && cutShort(g.lastVersion, gens[i - 1].lastVersion) ? { ...g, complete: false } : g));
 }

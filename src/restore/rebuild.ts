@@ -14,6 +14,7 @@ import { VaultReader, type TornTail } from '../vault/reader.js';
 import { VaultError } from '../vault/errors.js';
 import { fsyncDir } from '../util/durableFs.js';
 import { describeRepair, summarizeRepair, type RepairSummary, type VaultRepair } from '../vault/redundancy/protectedRead.js';
+import { cutShort, generationEnd } from '../journal/retention.js';
 import { listGenerations, withBaseVersions, type GenerationInfo } from './generations.js';
 import { SqliteFileSink } from './sqliteSink.js';
 
@@ -90,6 +91,16 @@ export function restoreDatabase(options: RestoreOptions): RestoreResult {
         options.onNotice?.(`generation ${gen.generation} is incomplete (its snapshot was interrupted); using the one before it`);
         continue;
       }
+      // Replayed to its end: the generation before it must not reach further (cutShort).
+      const before = result.reachedTarget ? undefined : gens.find((g) => g.generation < gen.generation);
+      const beforeEnd = before ? generationEnd(identity, options.keys, options.vaultDir, before.generation, options.repair) : null;
+      if (before && cutShort(result.outcome.version, beforeEnd)) {
+        options.onNotice?.(
+          `generation ${gen.generation} ends at version ${result.outcome.version} but generation ${before.generation} reaches ${beforeEnd}: ` +
+            `a crash interrupted the compaction switch to it; using generation ${before.generation}`,
+        );
+        continue;
+      }
       if (options.version !== undefined && result.outcome.version !== options.version) {
         throw new RestoreError(`version ${options.version} is not in the vault: generation ${gen.generation} ends at version ${result.outcome.version}`);
       }
@@ -114,6 +125,8 @@ export function restoreDatabase(options: RestoreOptions): RestoreResult {
 
 interface Replayed {
   outcome: ReplayOutcome;
+  /** The replay stopped at the version or time asked for (not at the generation's end). */
+  reachedTarget: boolean;
   integrity: string;
   tornTail: TornTail | null;
 }
@@ -143,7 +156,7 @@ function replayGeneration(options: RestoreOptions, identity: ReturnType<typeof o
     const fd = fs.openSync(scratch, 'r+');
     fs.fsyncSync(fd);
     fs.closeSync(fd);
-    return { outcome, integrity, tornTail: reader.tornTail };
+    return { outcome, integrity, tornTail: reader.tornTail, reachedTarget: replayer.done };
   } finally {
     sink.close();
   }
