@@ -21,6 +21,7 @@ import { bumpedFrom, versionDistance } from '../journal/dataVersion.js';
 import { decodeCall, isCallRecord } from '../journal/payloads.js';
 import { PageStore } from '../journal/pageStore.js';
 import { JournalReplayer, type ReplayOutcome } from '../journal/replay.js';
+import { cutShort, generationEnd } from '../journal/retention.js';
 import { JournalTail } from '../journal/tail.js';
 import { listGenerations } from '../restore/generations.js';
 import { SqliteFileSink } from '../restore/sqliteSink.js';
@@ -183,6 +184,12 @@ function scanVault(vaultDir: string, keys: VaultKeys, identity: VaultIdentity, f
     }
     if (!complete || tail.version === null) {
       onNotice(`generation ${gen.generation} of the vault is incomplete (its snapshot was interrupted); the replica follows the one before it`);
+      continue;
+    }
+    const before = gens.find((g) => g.generation < gen.generation);
+    const beforeEnd = before ? generationEnd(identity, keys, vaultDir, before.generation) : null;
+    if (cutShort(tail.version, beforeEnd)) {
+      onNotice(`generation ${gen.generation} of the vault ends at version ${tail.version} but the one before it reaches ${beforeEnd} (a compaction switch was interrupted); the replica follows the one before it`);
       continue;
     }
     return {
