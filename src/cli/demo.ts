@@ -22,6 +22,7 @@ import type { VaultKeys } from '../vault/keys.js';
 import { loadKeys } from './keyOptions.js';
 import { emit, EXIT_CHECK_FAILED, UsageError } from './output.js';
 import { formatBytes } from './progress.js';
+import { vaultDiskUsage } from '../vault/diskUsage.js';
 
 const DEFAULT_TRACE = fileURLToPath(new URL('../../../../shared/traces/cln-v26.06-node1.jsonl.gz', import.meta.url));
 
@@ -92,7 +93,12 @@ async function demoWithServer(o: { json?: boolean }, c: DemoContext): Promise<nu
   say(`   node finished at data_version ${run.dataVersion} after ${run.lifetimes.length} lifetimes; hook p50 ${run.stats.p50Ms} ms, p99 ${run.stats.p99Ms} ms`);
 
   const verify = verifyVault(vault, keys);
-  say(`3. verify: ${verify.ok ? 'ok' : 'FAILED'}, ${verify.records} records, ${formatBytes(verify.bytes)}`);
+  const usage = vaultDiskUsage(vault);
+  const vaultBytes = usage.segmentBytes + usage.packBytes;
+  say(
+    `3. verify: ${verify.ok ? 'ok' : 'FAILED'}, ${verify.records} records (${formatBytes(usage.segmentBytes)}) and page packs (${formatBytes(usage.packBytes)});` +
+      ` parity and mirror ${formatBytes(usage.sidecarBytes)}`,
+  );
 
   const restored = path.join(dir, 'restored.sqlite3');
   const restore = restoreDatabase({ vaultDir: vault, keys, to: restored, force: true });
@@ -119,13 +125,14 @@ async function demoWithServer(o: { json?: boolean }, c: DemoContext): Promise<nu
     identical,
     verify: { ok: verify.ok, records: verify.records, bytes: verify.bytes },
     hookLatency: run.stats,
-    vaultBytes: verify.bytes,
+    vaultBytes,
+    redundancyBytes: usage.sidecarBytes,
     databaseBytes: restore.dbBytes,
     seconds: (Date.now() - started) / 1000,
   };
   emit(o, summary, () => [
     summary.ok ? 'demo ok: the restored database is exactly the node\'s' : 'demo FAILED',
-    `  ${calls} calls, crash + restart, node at ${run.dataVersion}, restored ${restore.version}, vault ${formatBytes(verify.bytes)} for a ${formatBytes(restore.dbBytes)} database, ${summary.seconds.toFixed(1)} s`,
+    `  ${calls} calls, crash + restart, node at ${run.dataVersion}, restored ${restore.version}, vault ${formatBytes(vaultBytes)} (records and page packs) for a ${formatBytes(restore.dbBytes)} database, ${summary.seconds.toFixed(1)} s`,
     `  files are in ${dir}`,
   ]);
   return summary.ok ? 0 : EXIT_CHECK_FAILED;
