@@ -72,10 +72,10 @@ export class Compactor {
   }
 
   /**
-   * Called after every stored call, with the time Journal.record took and a promise that settles
-   * once the call is durable everywhere.
+   * Called after every stored call, with the time Journal.record took and a way to wait until the
+   * call is durable everywhere (only asked for when the call started a generation).
    */
-  afterCall(outcome: Stored, recordMs: number, everywhere: Promise<void>): void {
+  afterCall(outcome: Stored, recordMs: number, everywhere: () => Promise<void>): void {
     const step = outcome.compacted !== null || (this.state === 'staging' && this.journal.staged !== null);
     if (step) this.longestStepMs = Math.max(this.longestStepMs, recordMs);
     else this.longestOtherMs = Math.max(this.longestOtherMs, recordMs);
@@ -100,7 +100,7 @@ export class Compactor {
         };
       }
       this.state = 'pruning';
-      everywhere.then(
+      everywhere().then(
         () => this.prune(),
         (err: unknown) => this.fail(`the new generation ${started.generation} is not durable everywhere (${(err as Error).message}); old generations stay`),
       );

@@ -112,8 +112,10 @@ export class NodeBackup {
     if (outcome.packs.length > 0) this.journal.protectPacks(outcome.packs).catch((err: unknown) => this.log('unusual', `parity of new page packs failed (${(err as Error).message}); lnbackup scrub --repair makes it`));
     // A cache-mode local vault is not counted by the policy, but it is flushed all the same.
     const background = this.background.map((d) => d.store(call));
+    for (const b of background) b.catch(() => undefined); // its failures show in its status
     const held = this.policy.store(call, startedAt);
-    this.compactor.afterCall(outcome, recordMs, Promise.all([this.policy.lastEverywhere, ...background]).then(() => undefined));
+    const everywhere = this.policy.lastEverywhere;
+    this.compactor.afterCall(outcome, recordMs, () => Promise.all([everywhere, ...background]).then(() => undefined));
     await held;
     return outcome;
   }

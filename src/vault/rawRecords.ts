@@ -36,8 +36,6 @@ export interface RawTail {
   readonly bytes: number;
 }
 
-export const EMPTY_RAW_TAIL: RawTail = { firstSeq: 0n, lastSeq: 0n, lastHash: null, lastGeneration: 0, bytes: 0 };
-
 /** Largest generation number accepted (it must fit every store's integer column). */
 export const MAX_GENERATION = 0x7fffffff;
 

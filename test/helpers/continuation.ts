@@ -95,7 +95,8 @@ export async function continueNode(o: ContinuationOptions): Promise<Continuation
           throw new Error(`the journal did not store the call for version ${version + 1}: ${outcome.kind}: ${outcome.reason}`);
         }
         nextSync ??= deferred();
-        compactor.afterCall(outcome, recordMs, nextSync.promise);
+        const synced = nextSync.promise;
+        compactor.afterCall(outcome, recordMs, () => synced);
         db.exec('COMMIT');
         version++;
         calls++;

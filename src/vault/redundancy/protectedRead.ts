@@ -64,8 +64,6 @@ export function maxSegmentBytes(segmentBytes = DEFAULT_SEGMENT_BYTES): number {
   return segmentBytes + HEADER_BYTES + MAX_SEALED_BYTES;
 }
 
-export const MAX_PACK_FILE_BYTES = MAX_PACK_BYTES;
-
 async function readIfExists(file: string, maxBytes: number): Promise<Buffer | null> {
   try {
     return await readFileChunked(file, maxBytes);
