@@ -14,9 +14,7 @@ import { pushVault } from '../src/destinations/transfer.js';
 import type { VaultKeys } from '../src/vault/keys.js';
 import { loadTraceChain, type CallEntry } from '../src/simulator/trace.js';
 
-/** The repository root (this file runs from dist/bench/). */
-export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
-export const DEFAULT_TRACE = path.resolve(REPO_ROOT, '../shared/traces/cln-v26.06-node1.jsonl.gz');
+export { DEFAULT_TRACE } from '../src/cli/demo.js';
 export const LNBACKUP_PLUGIN = PLUGIN_PATH;
 export const BASELINE_PLUGIN = fileURLToPath(new URL('./baselinePlugin.js', import.meta.url));
 export const PROBE_PLUGIN = fileURLToPath(new URL('./probePlugin.js', import.meta.url));

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { referencePath, tempDir } from './helpers/paths.js';
+import { tempDir, testdataDir } from './helpers/paths.js';
 import {
   KeyError,
   VAULT_KEY_INFO,
@@ -22,7 +22,7 @@ interface FixtureNode {
   makesecret: { 'string:lnbackup': string; 'hex:00': string };
 }
 
-const fixtures = JSON.parse(fs.readFileSync(referencePath('hsm-secret-fixtures.json'), 'utf8')) as {
+const fixtures = JSON.parse(fs.readFileSync(path.join(testdataDir, 'keys/hsm-secret-fixtures.json'), 'utf8')) as {
   nodes: FixtureNode[];
 };
 const dir = tempDir('keys');

@@ -24,7 +24,8 @@ import { emit, EXIT_CHECK_FAILED, UsageError } from './output.js';
 import { formatBytes } from './progress.js';
 import { vaultDiskUsage } from '../vault/diskUsage.js';
 
-const DEFAULT_TRACE = fileURLToPath(new URL('../../../../shared/traces/cln-v26.06-node1.jsonl.gz', import.meta.url));
+/** node1's recorded trace, in the package's testdata/ (this file runs from dist/src/cli/). */
+export const DEFAULT_TRACE = fileURLToPath(new URL('../../../testdata/traces/cln-v26.06-node1.jsonl.gz', import.meta.url));
 
 export async function runDemo(o: { trace?: string; dir?: string; json?: boolean }): Promise<number> {
   const trace = path.resolve(o.trace ?? DEFAULT_TRACE);

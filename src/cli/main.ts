@@ -262,7 +262,7 @@ vaultCommand('status', 'what a vault holds: node id, generations, versions (with
 program
   .command('demo')
   .description('the whole job on embedded defaults: a simulated node replays a recorded trace into a local vault and an embedded lnbackup server, crashes, restarts, and is restored (from the vault, then from the server alone) and verified')
-  .option('--trace <file>', 'the db_write trace to replay (default: the recorded node1 trace in ../shared/traces)')
+  .option('--trace <file>', 'the db_write trace to replay (default: the recorded node1 trace in testdata/traces)')
   .option('--dir <dir>', 'work directory (default: a new temporary one)')
   .addOption(jsonOption())
   .action((o: { trace?: string; dir?: string; json?: boolean }) => run(o, () => runDemo(o)));

@@ -1,4 +1,4 @@
-// Where the tests find the repository's build output and the shared test data (traces, fixtures).
+// Where the tests find the repository's build output and its test data (testdata/: traces, key fixtures).
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import fs from 'node:fs';
@@ -7,15 +7,11 @@ import os from 'node:os';
 /** The repository root (this file compiles to dist/test/helpers/paths.js). */
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 
-/** The shared/ folder beside the repository (override with LNBACKUP_SHARED). */
-export const sharedDir = process.env.LNBACKUP_SHARED ?? path.resolve(repoRoot, '../shared');
+/** The recorded traces and fixtures (testdata/README.md). */
+export const testdataDir = path.join(repoRoot, 'testdata');
 
 export function tracePath(name: string): string {
-  return path.join(sharedDir, 'traces', name);
-}
-
-export function referencePath(name: string): string {
-  return path.join(sharedDir, 'reference', name);
+  return path.join(testdataDir, 'traces', name);
 }
 
 /** The compiled entry points that tests run as real child processes. */
