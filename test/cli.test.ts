@@ -1,15 +1,17 @@
 // The `lnbackup` command as a user runs it (a real child process): help, init's refusals, status,
-// verify and restore with --json, and the plugin's lnbackup-status RPC and stdin framing.
+// verify and restore with --json, the demo's default trace, the plugin's lnbackup-status RPC and
+// stdin framing.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { DEFAULT_TRACE } from '../src/cli/demo.js';
 import { PLUGIN_PATH } from '../src/cli/initNode.js';
 import { PluginProcess, pluginCommandFor } from '../src/simulator/pluginProcess.js';
 import { readTraceFile } from '../src/simulator/trace.js';
 import { JsonObjectSplitter, MessageTooLargeError, MalformedStreamError } from '../src/util/jsonFraming.js';
-import { tracePath } from './helpers/paths.js';
+import { repoRoot, tracePath } from './helpers/paths.js';
 import { callsOf } from './helpers/reference.js';
 import { makeTestNode } from './helpers/testNode.js';
 import { runCli } from './helpers/vaultFixture.js';
@@ -34,6 +36,12 @@ test('--help names every command and the exit codes', () => {
   for (const cmd of ['init', 'restore', 'verify', 'status', 'demo', 'generations', 'scrub', 'retention', 'destination', 'server']) assert.match(r.stdout, new RegExp(`\\b${cmd}\\b`));
   assert.match(r.stdout, /Exit codes/);
   for (const cmd of ['init', 'restore', 'verify', 'status', 'generations', 'scrub', 'retention']) assert.match(lnbackup(cmd, '--help').stdout, /--json/);
+});
+
+test("the demo's default trace is node1's, inside the repository (a clone needs nothing beside it)", () => {
+  assert.equal(DEFAULT_TRACE, tracePath('cln-v26.06-node1.jsonl.gz'));
+  const inRepo = path.relative(fs.realpathSync(repoRoot), fs.realpathSync(DEFAULT_TRACE));
+  assert.ok(!inRepo.startsWith('..') && !path.isAbsolute(inRepo), `${DEFAULT_TRACE} is outside ${repoRoot}`);
 });
 
 test('init binds the vault to the node; refuses a second configuration, a foreign vault, and a non-vault directory', () => {
