@@ -19,7 +19,7 @@ import { restoreDatabase } from '../src/restore/rebuild.js';
 import { verifyVault } from '../src/restore/verify.js';
 import { Journal } from '../src/journal/journal.js';
 import { checkIdentity } from '../src/vault/redundancy/identityCopy.js';
-import { checkWithMirror } from '../src/vault/redundancy/mirror.js';
+import { checkWithMirror, ownerOf } from '../src/vault/redundancy/mirror.js';
 import { contiguousTolerance } from '../src/vault/redundancy/parity.js';
 import { readProtected, repairVaultInMemory, type ByteRange } from '../src/vault/redundancy/protectedRead.js';
 import { scrubVault } from '../src/vault/redundancy/scrub.js';
@@ -341,7 +341,7 @@ test('bitrot torture: damage inside the tolerance is repaired on read and by scr
         if (rel.endsWith('.mirror')) continue;
         assert.ok(read(rel)?.equals(b), `${what}: ${rel} after scrub --repair`);
       }
-      const mirror = checkWithMirror(read(fx.active) as Buffer, read(fx.active + '.mirror') as Buffer, 1 << 24);
+      const mirror = checkWithMirror(read(fx.active) as Buffer, read(fx.active + '.mirror') as Buffer, ownerOf(fx.active), 1 << 24);
       assert.equal(mirror.mirrorDamaged, false, `${what}: the active segment's mirror after scrub: ${mirror.problems.join('; ')}`);
       const again = await scrubVault(work, { repair: false });
       assert.deepEqual([again.ok, again.files], [true, []], `${what}: a second scrub finds nothing`);

@@ -19,7 +19,7 @@ import {
   parseParityFile,
   protectFile,
 } from '../src/vault/redundancy/parity.js';
-import { checkWithMirror, frameHeader, mirrorOf, parseMirror } from '../src/vault/redundancy/mirror.js';
+import { checkWithMirror, frameHeader, mirrorHeader, mirrorOf, parseMirror } from '../src/vault/redundancy/mirror.js';
 import { readProtected } from '../src/vault/redundancy/protectedRead.js';
 import { envCount, Prng } from './helpers/prng.js';
 import { tempDir } from './helpers/paths.js';
@@ -146,7 +146,8 @@ test('mirror frames: intact frames repair the segment, damaged frames are skippe
   const rng = new Prng(seed ^ 0x9abc);
   const appends = Array.from({ length: 40 }, () => randomBytes(rng, rng.int(50, 3000)));
   const segment = Buffer.concat(appends);
-  const frames: Buffer[] = [];
+  const owner = { generation: 1, firstSeq: 1n };
+  const frames: Buffer[] = [mirrorHeader(owner)];
   let off = 0;
   for (const a of appends) {
     frames.push(frameHeader(off, a), a);
@@ -154,24 +155,31 @@ test('mirror frames: intact frames repair the segment, damaged frames are skippe
   }
   const mirror = Buffer.concat(frames);
   assert.equal(parseMirror(mirror, segment.length).frames.length, 40);
-  const ok = checkWithMirror(segment, mirror, 1 << 20);
+  const ok = checkWithMirror(segment, mirror, owner, 1 << 20);
   assert.deepEqual([ok.repaired, ok.unprotected, ok.mirrorDamaged], [[], [], false]);
   // Bitrot in the segment: repaired from the mirror, exactly the changed bytes.
   const bad = Buffer.from(segment);
   bad[1000] ^= 1;
   bad[1003] ^= 0x80;
-  const r = checkWithMirror(bad, mirror, 1 << 20);
+  const r = checkWithMirror(bad, mirror, owner, 1 << 20);
   assert.ok(r.data.equals(segment));
-  assert.deepEqual(r.repaired, [{ start: 1000, end: 1004 }]);
+  assert.deepEqual(r.repaired, [{ start: 1000, end: 1001 }, { start: 1003, end: 1004 }]);
+  // A mirror whose header names another segment, or that has none, does not vouch for its frames:
+  // without records to judge by (these bytes are not records) nothing is replaced, the difference is a conflict.
+  for (const untrusted of [mirror.subarray(24), Buffer.concat([mirrorHeader({ generation: 2, firstSeq: 1n }), mirror.subarray(24)])]) {
+    const u = checkWithMirror(bad, untrusted, owner, 1 << 20);
+    assert.ok(u.data.equals(bad));
+    assert.deepEqual([u.repaired, u.conflicts, u.mirrorDamaged], [[], [{ start: 1000, end: 1001 }, { start: 1003, end: 1004 }], true]);
+  }
   // Bitrot in the mirror: that frame is not used, the others still are; a torn end is told.
   const m2 = Buffer.from(mirror);
-  m2[30] ^= 1; // inside the first frame's bytes
-  const r2 = checkWithMirror(segment, m2.subarray(0, m2.length - 10), 1 << 20);
+  m2[24 + 30] ^= 1; // inside the first frame's bytes
+  const r2 = checkWithMirror(segment, m2.subarray(0, m2.length - 10), owner, 1 << 20);
   assert.ok(r2.mirrorDamaged);
   assert.equal(r2.unprotected[0].start, 0);
   assert.equal(r2.unprotected[r2.unprotected.length - 1].end, segment.length);
   // A rebuilt mirror is exactly the segment again.
-  const rebuilt = checkWithMirror(segment, mirrorOf(segment), 1 << 20);
+  const rebuilt = checkWithMirror(segment, mirrorOf(segment, owner), owner, 1 << 20);
   assert.equal(rebuilt.mirrorDamaged, false);
 });
 

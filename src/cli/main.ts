@@ -36,7 +36,7 @@ import { runDemo } from './demo.js';
 import { registerServerCommands } from './serverCommands.js';
 import { registerRetentionCommand, retentionFromFlags, retentionOptions, type RetentionFlags } from './retentionCommand.js';
 import { registerScrubCommand } from './scrubCommand.js';
-import { describeRepair, repairVaultInMemory } from '../vault/redundancy/protectedRead.js';
+import { repairVaultInMemory } from '../vault/redundancy/protectedRead.js';
 
 // The server flushes every vault file a round touched in parallel on libuv's thread pool (4
 // threads unless set): give it more before anything uses the pool.
@@ -228,7 +228,7 @@ vaultCommand('verify', 'check every record of a vault (authentication, hash chai
         const bar = progressBar('verify', !o.json);
         const verified = verifyVault(vaultDir, keys, bar.update, repair);
         bar.done();
-        return { ...verified, notices: describeRepair(repair) };
+        return verified;
       });
       emit(o, r, () => [
         ...r.notices.map((n) => `note: ${n}`),

@@ -14,6 +14,7 @@ import { VaultReader, type TornTail } from '../vault/reader.js';
 import { VaultError } from '../vault/errors.js';
 import { fsyncDir } from '../util/durableFs.js';
 import { describeRepair, summarizeRepair, type RepairSummary, type VaultRepair } from '../vault/redundancy/protectedRead.js';
+import { settleVaultRepair } from '../vault/settleMirrors.js';
 import { cutShort, generationEnd } from '../journal/retention.js';
 import { listGenerations, withBaseVersions, type GenerationInfo } from './generations.js';
 import { SqliteFileSink } from './sqliteSink.js';
@@ -53,13 +54,16 @@ export class RestoreError extends VaultError {}
 
 const SQLITE_SIDE_FILES = ['-journal', '-wal', '-shm'];
 
-export function restoreDatabase(options: RestoreOptions): RestoreResult {
-  const to = path.resolve(options.to);
-  if (fs.existsSync(to) && !options.force) {
+export function restoreDatabase(request: RestoreOptions): RestoreResult {
+  const to = path.resolve(request.to);
+  if (fs.existsSync(to) && !request.force) {
     throw new RestoreError(`${to} already exists; pass --force to replace it (stop lightningd first)`);
   }
-  const identity = openIdentity(options.vaultDir, options.keys, options.repair?.identity ?? undefined);
-  if (options.repair) for (const line of describeRepair(options.repair)) options.onNotice?.(line);
+  const identity = openIdentity(request.vaultDir, request.keys, request.repair?.identity ?? undefined);
+  // Mirror-protected segments are decided by their records before anything is read from them.
+  const settled = request.repair ? settleVaultRepair(request.vaultDir, identity, request.keys, request.repair) : null;
+  const options: RestoreOptions = { ...request, repair: settled?.repair };
+  if (settled) for (const line of [...describeRepair(settled.repair), ...settled.notices]) options.onNotice?.(line);
   const gens = withBaseVersions(options.vaultDir, identity, options.keys, listGenerations(options.vaultDir), options.repair).reverse();
   if (gens.length === 0) throw new RestoreError(`the vault at ${options.vaultDir} holds no generation yet; nothing to restore`);
   if (options.version !== undefined && options.time !== undefined) throw new RestoreError('give a version or a time, not both');

@@ -7,7 +7,8 @@ import { openIdentity, vaultIdBytes } from '../vault/identity.js';
 import { PageStore } from '../journal/pageStore.js';
 import type { VaultKeys } from '../vault/keys.js';
 import { VaultReader, type StoredRecord, type TornTail } from '../vault/reader.js';
-import { summarizeRepair, type RepairSummary, type VaultRepair } from '../vault/redundancy/protectedRead.js';
+import { describeRepair, summarizeRepair, type RepairSummary, type VaultRepair } from '../vault/redundancy/protectedRead.js';
+import { settleVaultRepair } from '../vault/settleMirrors.js';
 
 export interface BadRecord {
   readonly seq: string;
@@ -29,14 +30,20 @@ export interface VerifyReport {
   readonly firstBadRecord: BadRecord | null;
   /** What redundancy repaired in memory before the check (and what it could not), when `repair` was given. */
   readonly repairs: RepairSummary | null;
+  /** What redundancy repaired or found stale, in words (one line each). */
+  readonly notices: string[];
 }
 
 /**
  * `repair`: the vault's files checked and repaired in memory first (`await repairVaultInMemory(vaultDir)`);
  * the records are then proved as repaired, and the report says what was repaired.
  */
-export function verifyVault(vaultDir: string, keys: VaultKeys, onProgress?: (done: number, total: number) => void, repair?: VaultRepair): VerifyReport {
-  const identity = openIdentity(vaultDir, keys, repair?.identity ?? undefined);
+export function verifyVault(vaultDir: string, keys: VaultKeys, onProgress?: (done: number, total: number) => void, found?: VaultRepair): VerifyReport {
+  const identity = openIdentity(vaultDir, keys, found?.identity ?? undefined);
+  // Mirror-protected segments are decided by their records before anything is read from them.
+  const settled = found ? settleVaultRepair(vaultDir, identity, keys, found) : null;
+  const repair = settled?.repair;
+  const notices = settled ? [...describeRepair(settled.repair), ...settled.notices] : [];
   const reader = new VaultReader(identity, keys, vaultDir, { repair });
   const repairs = repair ? summarizeRepair(repair) : null;
   const pages = PageStore.open(vaultDir, keys, vaultIdBytes(identity), repair);
@@ -65,9 +72,9 @@ export function verifyVault(vaultDir: string, keys: VaultKeys, onProgress?: (don
     const bad = describe(err, current);
     if (!bad) throw err;
     if (!(err instanceof JournalError)) close();
-    return { ok: false, records, bytes: reader.bytesRead, generations, tornTail: null, firstBadRecord: bad, repairs };
+    return { ok: false, records, bytes: reader.bytesRead, generations, tornTail: null, firstBadRecord: bad, repairs, notices };
   }
-  return { ok: true, records, bytes: reader.bytesRead, generations, tornTail: reader.tornTail, firstBadRecord: null, repairs };
+  return { ok: true, records, bytes: reader.bytesRead, generations, tornTail: reader.tornTail, firstBadRecord: null, repairs, notices };
 }
 
 function describe(err: unknown, current: StoredRecord | null): BadRecord | null {

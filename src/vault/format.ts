@@ -77,6 +77,23 @@ export function decodeHeader(h: Buffer): RecordHeader {
   return { sealedLength, seq, nonce: Buffer.from(h.subarray(20, 20 + NONCE_BYTES)) };
 }
 
+/**
+ * Without the key: the end of the record at `offset` of `buf` when a well-formed header of record
+ * `expectedSeq` starts there and all its bytes are present; null otherwise.
+ */
+export function wellFormedRecordEnd(buf: Buffer, offset: number, expectedSeq: bigint): number | null {
+  if (buf.length - offset < HEADER_BYTES) return null;
+  let header: RecordHeader;
+  try {
+    header = decodeHeader(buf.subarray(offset, offset + HEADER_BYTES));
+  } catch (err) {
+    if (err instanceof FormatError) return null;
+    throw err;
+  }
+  const end = offset + HEADER_BYTES + header.sealedLength;
+  return header.seq === expectedSeq && end <= buf.length ? end : null;
+}
+
 export function encodeBodyPrefix(b: Omit<RecordBody, 'payload'>): Buffer {
   const p = Buffer.alloc(BODY_PREFIX_BYTES);
   p[0] = b.type;

@@ -12,6 +12,7 @@ import { fsyncDir, truncateDurably } from '../util/durableFs.js';
 import { VaultError } from './errors.js';
 import { decodeHeader, FormatError, HEADER_BYTES, MAGIC, MAX_SEALED_BYTES, recordHash } from './format.js';
 import { RedundancyKeeper } from './redundancy/keeper.js';
+import { PARITY_SUFFIX } from './redundancy/parity.js';
 import { listSegments, removeWithSidecars, segmentName, segmentsDir, type SegmentFile } from './segments.js';
 
 /** A sealed record as stored: header and sealed body, with its sequence number and generation. */
@@ -273,9 +274,11 @@ export class RawVaultAppender {
     try {
       keeper.repairNewestFromMirror();
       const { tail, segmentPath } = findRawTail(vaultDir, options);
-      keeper.attach(segmentPath);
-      keeper.finishPending(segmentPath);
-      return new RawVaultAppender(vaultDir, segmentBytes, tail, segmentPath, keeper);
+      // A segment that has its parity is sealed: never appended to again (its parity would be stale).
+      const appendTo = segmentPath !== null && !fs.existsSync(segmentPath + PARITY_SUFFIX) ? segmentPath : null;
+      keeper.attach(appendTo);
+      keeper.finishPending(appendTo);
+      return new RawVaultAppender(vaultDir, segmentBytes, tail, appendTo, keeper);
     } catch (err) {
       keeper.close();
       throw err;

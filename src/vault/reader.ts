@@ -2,7 +2,9 @@
 // generation layout. The first problem is reported as a CorruptRecordError that names the record.
 // An incomplete record at the very end of the last segment (the machine died while writing a
 // record that was therefore never acknowledged) is a torn tail: it is reported, not treated as
-// damage.
+// damage. A segment that comes with its mirror's view (ReadRepair.mirrors) is decided record by
+// record: the segment's bytes where they authenticate as the expected record, the mirror's only
+// where the segment's fail and the mirror's authenticate.
 import fs from 'node:fs';
 import path from 'node:path';
 import { CorruptRecordError } from './errors.js';
@@ -21,6 +23,8 @@ import { vaultIdBytes, type VaultIdentity } from './identity.js';
 import type { VaultKeys } from './keys.js';
 import { openRecord } from './record.js';
 import { describeRanges } from './redundancy/keeper.js';
+import { differingRanges } from './redundancy/mirror.js';
+import type { ByteRange } from './redundancy/parity.js';
 import type { ReadRepair } from './redundancy/protectedRead.js';
 import { listSegments, type SegmentFile } from './segments.js';
 
@@ -52,9 +56,29 @@ export interface ReadOptions {
   readonly repair?: ReadRepair;
 }
 
+/** What proving a record at a position found. */
+type RecordAt =
+  | { readonly kind: 'ok'; readonly seq: bigint; readonly body: RecordBody; readonly hash: Buffer; readonly end: number }
+  | { readonly kind: 'short-header' | 'short-record'; readonly reason: string }
+  | { readonly kind: 'bad-header'; readonly reason: string; readonly zero: boolean }
+  | { readonly kind: 'corrupt'; readonly reason: string; readonly location?: { expectedSeq: bigint } };
+
+/** What reading a segment against its mirror decided (ReadRepair.mirrors). */
+export interface MirrorFinding {
+  readonly segment: SegmentFile;
+  /** The segment's bytes with the records its mirror repaired laid in. */
+  data: Buffer;
+  /** Ranges taken from the mirror: the segment's bytes there failed, the mirror's authenticate. */
+  readonly repaired: ByteRange[];
+  /** Ranges where the mirror disagrees with segment bytes that authenticate (the mirror is stale there). */
+  readonly stale: ByteRange[];
+}
+
 export class VaultReader {
   /** Set once reading reached the end: the unacknowledged partial record that was skipped. */
   tornTail: TornTail | null = null;
+  /** One per segment read that had a mirror to try (ReadRepair.mirrors), in reading order. */
+  readonly mirrorFindings: MirrorFinding[] = [];
   /** Bytes of records read so far (for progress). */
   bytesRead = 0;
   readonly segments: SegmentFile[];
@@ -112,7 +136,7 @@ export class VaultReader {
           `segment is ${size} bytes, larger than any writer makes (${maxSegmentBytes})`,
         );
       }
-      const data = this.repair?.overlay.get(segment.path) ?? fs.readFileSync(segment.path);
+      let data = this.repair?.overlay.get(segment.path) ?? fs.readFileSync(segment.path);
       if (expectedSeq !== null && segment.firstSeq !== expectedSeq) {
         throw new CorruptRecordError(
           { segment: segment.name, offset: 0, expectedSeq },
@@ -124,67 +148,87 @@ export class VaultReader {
       }
       generation = segment.generation;
       expectedSeq ??= segment.firstSeq;
+      // The segment as its mirror says it is: tried only where the segment's own bytes fail.
+      const mirrored = this.repair?.mirrors?.get(segment.path);
+      const alt = mirrored && mirrored.length === data.length ? mirrored : null;
+      const original = data;
+      const finding: MirrorFinding | null = alt ? { segment, data, repaired: [], stale: [] } : null;
+      if (finding) this.mirrorFindings.push(finding);
       let offset = 0;
       while (offset < data.length) {
         const here = { segment: segment.name, offset, expectedSeq };
-        const remaining = data.length - offset;
-        const torn = (): boolean => {
-          // Only the newest bytes of the vault can be torn, and only if no whole record follows
-          // them (a damaged length field must not pass for a torn tail and hide acked records).
-          if (!isLast || this.wholeRecordAfter(data, offset + 1, here.expectedSeq, vaultId)) return false;
-          this.tornTail = { segment: segment.name, offset, bytes: remaining };
-          return true;
-        };
-        if (remaining < HEADER_BYTES) {
-          if (torn()) return;
-          throw new CorruptRecordError(here, 'segment ends inside a record header (truncated)');
+        let got = this.recordAt(data, offset, expectedSeq, prevHash, segment, vaultId);
+        if (alt && finding) {
+          if (got.kind === 'ok') {
+            // The segment's bytes authenticate as this record: they stay, whatever the mirror says.
+            finding.stale.push(...differingRanges(data, alt, offset, got.end));
+          } else {
+            const theirs = this.recordAt(alt, offset, expectedSeq, prevHash, segment, vaultId);
+            if (theirs.kind === 'ok') {
+              if (data === original) data = finding.data = Buffer.from(original);
+              alt.copy(data, offset, offset, theirs.end);
+              finding.repaired.push(...differingRanges(original, data, offset, theirs.end));
+              got = theirs;
+            }
+          }
         }
-        const headerBytes = data.subarray(offset, offset + HEADER_BYTES);
-        let header;
-        try {
-          header = decodeHeader(headerBytes);
-        } catch (err) {
-          if (!(err instanceof FormatError)) throw err;
-          if (isZero(data, offset) && torn()) return;
-          throw new CorruptRecordError(here, `bad record header: ${err.message}`);
+        if (got.kind !== 'ok') {
+          const remaining = data.length - offset;
+          const isTorn = (): boolean => {
+            // Only the newest bytes of the vault can be torn, and only if no whole record follows
+            // them (a damaged length field must not pass for a torn tail and hide acked records).
+            if (!isLast || this.wholeRecordAfter(data, offset + 1, here.expectedSeq, vaultId)) return false;
+            this.tornTail = { segment: segment.name, offset, bytes: remaining };
+            return true;
+          };
+          if (got.kind === 'short-header' || got.kind === 'short-record' || (got.kind === 'bad-header' && got.zero)) {
+            if (isTorn()) return;
+          }
+          throw new CorruptRecordError(got.kind === 'corrupt' && got.location ? { ...here, ...got.location } : here, got.reason);
         }
-        const end = offset + HEADER_BYTES + header.sealedLength;
-        if (end > data.length) {
-          if (torn()) return;
-          throw new CorruptRecordError(here, 'segment ends inside a record (truncated)');
-        }
-        if (header.seq !== expectedSeq) {
-          const what = header.seq < expectedSeq ? 'an old record replayed or records reordered' : 'records are missing';
-          throw new CorruptRecordError(here, `found record ${header.seq} where ${expectedSeq} belongs (${what})`);
-        }
-        const sealed = data.subarray(offset + HEADER_BYTES, end);
-        const body = openRecord(this.keys.record, vaultId, header, headerBytes, sealed);
-        if (body === null) {
-          throw new CorruptRecordError(here, 'authentication failed: the bytes were altered, or the record belongs to another vault or key');
-        }
-        const chainStart = header.seq === 1n ? genesisHash(vaultId) : prevHash;
-        if (chainStart !== null && !body.prevHash.equals(chainStart)) {
-          throw new CorruptRecordError(here, 'hash chain broken: this record does not follow the one before it (swapped or replaced records)');
-        }
-        if (body.generation !== segment.generation) {
-          throw new CorruptRecordError(here, `record says generation ${body.generation} but lies in a segment of generation ${segment.generation}`);
-        }
-        if (prevHash === null && header.seq > 1n && body.type !== RecordType.SnapshotBegin) {
-          // Whole generations may be removed from the front, never part of one.
-          throw new CorruptRecordError(
-            { ...here, expectedSeq: 1n },
-            `records 1..${header.seq - 1n} are missing (a segment file was deleted?): the first record present, ${header.seq}, does not start a generation`,
-          );
-        }
-        const hash = recordHash(headerBytes, sealed);
-        const size = end - offset;
-        this.bytesRead += size;
-        yield { seq: header.seq, body, hash, segment, offset, size };
-        prevHash = hash;
-        expectedSeq = header.seq + 1n;
-        offset = end;
+        this.bytesRead += got.end - offset;
+        yield { seq: got.seq, body: got.body, hash: got.hash, segment, offset, size: got.end - offset };
+        prevHash = got.hash;
+        expectedSeq = got.seq + 1n;
+        offset = got.end;
       }
     }
+  }
+
+  /** Proves the record at `offset` of `data`: bounds, header, sequence, authentication, chain, generation. */
+  private recordAt(data: Buffer, offset: number, expectedSeq: bigint, prevHash: Buffer | null, segment: SegmentFile, vaultId: Buffer): RecordAt {
+    if (data.length - offset < HEADER_BYTES) return { kind: 'short-header', reason: 'segment ends inside a record header (truncated)' };
+    const headerBytes = data.subarray(offset, offset + HEADER_BYTES);
+    let header;
+    try {
+      header = decodeHeader(headerBytes);
+    } catch (err) {
+      if (!(err instanceof FormatError)) throw err;
+      return { kind: 'bad-header', reason: `bad record header: ${err.message}`, zero: isZero(data, offset) };
+    }
+    const end = offset + HEADER_BYTES + header.sealedLength;
+    if (end > data.length) return { kind: 'short-record', reason: 'segment ends inside a record (truncated)' };
+    const corrupt = (reason: string, location?: { expectedSeq: bigint }): RecordAt => ({ kind: 'corrupt', reason, location });
+    if (header.seq !== expectedSeq) {
+      const what = header.seq < expectedSeq ? 'an old record replayed or records reordered' : 'records are missing';
+      return corrupt(`found record ${header.seq} where ${expectedSeq} belongs (${what})`);
+    }
+    const sealed = data.subarray(offset + HEADER_BYTES, end);
+    const body = openRecord(this.keys.record, vaultId, header, headerBytes, sealed);
+    if (body === null) return corrupt('authentication failed: the bytes were altered, or the record belongs to another vault or key');
+    const chainStart = header.seq === 1n ? genesisHash(vaultId) : prevHash;
+    if (chainStart !== null && !body.prevHash.equals(chainStart)) {
+      return corrupt('hash chain broken: this record does not follow the one before it (swapped or replaced records)');
+    }
+    if (body.generation !== segment.generation) return corrupt(`record says generation ${body.generation} but lies in a segment of generation ${segment.generation}`);
+    if (prevHash === null && header.seq > 1n && body.type !== RecordType.SnapshotBegin) {
+      // Whole generations may be removed from the front, never part of one.
+      return corrupt(
+        `records 1..${header.seq - 1n} are missing (a segment file was deleted?): the first record present, ${header.seq}, does not start a generation`,
+        { expectedSeq: 1n },
+      );
+    }
+    return { kind: 'ok', seq: header.seq, body, hash: recordHash(headerBytes, sealed), end };
   }
 
   /** True when a whole, authentic record with a later sequence number starts at or after `from`. */

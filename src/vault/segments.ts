@@ -55,15 +55,21 @@ export function listSegments(vaultDir: string): SegmentFile[] {
   return Number.isSafeInteger(keepFrom) ? all.filter((s) => s.generation >= keepFrom) : all;
 }
 
+/** The segment a path names (its generation and first record), or null when the name is not a segment's. */
+export function segmentOfPath(file: string): SegmentFile | null {
+  const name = path.basename(file);
+  const m = NAME.exec(name);
+  return m ? { name, path: file, generation: Number(m[1]), firstSeq: BigInt(m[2]) } : null;
+}
+
 /** Every segment file present, in record order (pruning ignores the marker). */
 export function listAllSegments(vaultDir: string): SegmentFile[] {
   const dir = segmentsDir(vaultDir);
   if (!fs.existsSync(dir)) return [];
   const out: SegmentFile[] = [];
   for (const name of fs.readdirSync(dir)) {
-    const m = NAME.exec(name);
-    if (!m) continue;
-    out.push({ name, path: path.join(dir, name), generation: Number(m[1]), firstSeq: BigInt(m[2]) });
+    const s = segmentOfPath(path.join(dir, name));
+    if (s) out.push(s);
   }
   return out.sort((a, b) => (a.firstSeq < b.firstSeq ? -1 : a.firstSeq > b.firstSeq ? 1 : 0));
 }

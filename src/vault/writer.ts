@@ -12,7 +12,9 @@ import type { VaultKeys } from './keys.js';
 import { VaultLock } from './lock.js';
 import { VaultReader, type StoredRecord } from './reader.js';
 import type { ChainPosition, SealedRecord } from './sealer.js';
-import { RedundancyKeeper } from './redundancy/keeper.js';
+import { describeRanges, RedundancyKeeper } from './redundancy/keeper.js';
+import { MIRROR_SUFFIX, ownerOf, viewWithMirror } from './redundancy/mirror.js';
+import { PARITY_SUFFIX } from './redundancy/parity.js';
 import { listSegments, removeWithSidecars, segmentName, segmentsDir } from './segments.js';
 
 export interface WriterOpenOptions {
@@ -45,6 +47,12 @@ export class VaultWriter {
   private flushesInFlight = 0;
   /** Files of finished segments, closed once no flush may still use their descriptors. */
   private retired: number[] = [];
+  /**
+   * Segments moved away from, sealed (parity made) once the folder entry of the segment after
+   * them is durable: until then a crash can take the new file away and leave the old one the
+   * newest, and a sealed segment must never be the one appended to.
+   */
+  private toSeal: string[] = [];
   /** Bytes in the segment files (kept current as records are appended). */
   sizeBytes: number;
 
@@ -73,11 +81,13 @@ export class VaultWriter {
       enabled: options.redundancy,
     });
     try {
-      keeper.repairNewestFromMirror();
-      const tail = findTail(vaultDir, identity, keys, options);
-      keeper.attach(tail.segmentPath);
-      keeper.finishPending(tail.segmentPath);
-      return new VaultWriter(vaultDir, identity, lock, tail, tail.segmentPath, options.onAppend, keeper);
+      const tail = findTail(vaultDir, identity, keys, keeper, options);
+      // A segment that has its parity is sealed: it is never appended to again (that would make
+      // its parity stale); the next record starts a new segment.
+      const appendTo = tail.segmentPath !== null && !fs.existsSync(tail.segmentPath + PARITY_SUFFIX) ? tail.segmentPath : null;
+      keeper.attach(appendTo);
+      keeper.finishPending(appendTo);
+      return new VaultWriter(vaultDir, identity, lock, tail, appendTo, options.onAppend, keeper);
     } catch (err) {
       keeper.close();
       lock.release();
@@ -123,6 +133,7 @@ export class VaultWriter {
     if (this.dirSyncPending) {
       fsyncDir(segmentsDir(this.vaultDir));
       this.dirSyncPending = false;
+      this.sealAfter(this.lastFlush);
     }
   }
 
@@ -154,6 +165,7 @@ export class VaultWriter {
     // Everything flushed before must be durable too before this one counts as done.
     this.lastFlush = Promise.all([this.lastFlush, flush]).then(() => undefined);
     this.lastFlush.catch(() => undefined); // the caller handles it; a failure stays for later callers
+    if (dirSync) this.sealAfter(this.lastFlush);
     return this.lastFlush;
   }
 
@@ -176,6 +188,17 @@ export class VaultWriter {
     return this.keeper.idle();
   }
 
+  /** The segments waiting to be sealed are sealed once `flush` (which makes the newer segment's folder entry durable) succeeds. */
+  private sealAfter(flush: Promise<void>): void {
+    const seal = this.toSeal;
+    if (seal.length === 0) return;
+    this.toSeal = [];
+    flush.then(
+      () => seal.forEach((file) => this.keeper.seal(file)),
+      () => undefined,
+    );
+  }
+
   private closeRetired(force = false): void {
     if (this.flushesInFlight > 0 && !force) return;
     for (const fd of this.retired) fs.closeSync(fd);
@@ -191,12 +214,10 @@ export class VaultWriter {
       this.retired.push(cur.fd);
       this.closeRetired();
       this.segment = null;
-      // Sealed: its parity is made once every flush that may still be writing it is done.
+      // Sealed (its parity made) once every flush that may still be writing it is done and the
+      // new segment's folder entry is durable (sealAfter).
       this.keeper.retire(cur.path);
-      this.lastFlush.then(
-        () => this.keeper.seal(cur.path),
-        () => undefined,
-      );
+      this.toSeal.push(cur.path);
     }
     const dir = segmentsDir(this.vaultDir);
     if (!fs.existsSync(dir)) {
@@ -216,8 +237,12 @@ interface Tail extends ChainPosition {
   segmentPath: string | null;
 }
 
-/** Finds where the next record goes, repairing only what was never acknowledged. */
-function findTail(vaultDir: string, identity: VaultIdentity, keys: VaultKeys, options: WriterOpenOptions): Tail {
+/**
+ * Finds where the next record goes, repairing only what was never acknowledged. The newest
+ * segment, while a mirror protects it, is read against it record by record (VaultReader with
+ * ReadRepair.mirrors): what its mirror repairs is written back durably before the tail is cut.
+ */
+function findTail(vaultDir: string, identity: VaultIdentity, keys: VaultKeys, keeper: RedundancyKeeper, options: WriterOpenOptions): Tail {
   for (;;) {
     const segments = listSegments(vaultDir);
     const last = segments[segments.length - 1];
@@ -228,11 +253,23 @@ function findTail(vaultDir: string, identity: VaultIdentity, keys: VaultKeys, op
       options.onNotice?.(`removed the empty segment file ${last.name}; it held no acknowledged record`);
       continue;
     }
-    const reader = new VaultReader(identity, keys, vaultDir, { fromGeneration: last.generation });
+    const mirrored = keeper.newestMirrored();
+    const mirrors = new Map<string, Buffer>();
+    if (mirrored) {
+      const view = viewWithMirror(fs.readFileSync(mirrored), fs.readFileSync(mirrored + MIRROR_SUFFIX), ownerOf(mirrored), keeper.maxSegmentBytes);
+      mirrors.set(mirrored, view.composite);
+    }
+    const reader = new VaultReader(identity, keys, vaultDir, { fromGeneration: last.generation, repair: { overlay: new Map(), lost: new Map(), mirrors } });
     let lastRecord: StoredRecord | null = null;
     for (const r of reader.records()) {
       options.onRecord?.(r);
       lastRecord = r;
+    }
+    for (const f of reader.mirrorFindings) {
+      keeper.writeBack(f.segment.path, f.data, f.repaired, 'its mirror (those bytes failed authentication, the mirror\'s authenticate)');
+      if (f.stale.length > 0) {
+        options.onNotice?.(`the mirror of ${f.segment.name} is stale at ${describeRanges(f.stale)} (the segment's records there authenticate and are kept); it is written again`);
+      }
     }
     const torn = reader.tornTail;
     if (torn) {

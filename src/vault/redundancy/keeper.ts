@@ -1,6 +1,7 @@
 // What a vault's writer does for redundancy (docs/FORMAT.md, "Redundancy"); one class shared by
 // the node's VaultWriter and the keyless RawVaultAppender (the server's store, downloads):
-//   - before the tail is looked for: repairs the newest segment from its mirror;
+//   - before the tail is looked for: repairs the newest segment from its mirror (without the key;
+//     a writer with the key decides record by record while it finds the tail and writes back here);
 //   - while a segment is appended to: mirrors every append (one write(), no fsync);
 //   - once a segment is sealed (the writer moved on and its bytes are durable): computes its
 //     parity file in the background (Reed-Solomon on the thread pool, written atomically), then
@@ -14,8 +15,8 @@ import path from 'node:path';
 import { processAlive } from '../../util/processAlive.js';
 import { listPacks, MAX_PACK_BYTES, pagesDir } from '../packFiles.js';
 import { listSegments, segmentsDir } from '../segments.js';
-import { checkWithMirror, MIRROR_MISSING, MIRROR_SUFFIX, TailMirror } from './mirror.js';
-import { isRedundancyTemp, PARITY_SUFFIX, protectFile } from './parity.js';
+import { checkWithMirror, MIRROR_MISSING, MIRROR_SUFFIX, ownerOf, TailMirror } from './mirror.js';
+import { isRedundancyTemp, PARITY_SUFFIX, protectFile, type ByteRange } from './parity.js';
 
 export interface KeeperOptions {
   /** Largest segment file the vault may hold (segment size + one largest record). */
@@ -38,31 +39,52 @@ export class RedundancyKeeper {
     this.enabled = options.enabled !== false;
   }
 
+  get maxSegmentBytes(): number {
+    return this.options.maxSegmentBytes;
+  }
+
   /**
-   * Before the tail is found: bytes of the newest segment that disagree with intact frames of its
-   * mirror are bitrot (the mirror's frames are checksummed, the segment's bytes are not), so they
-   * are written back from the mirror, durably. Never adds bytes past the segment's end.
+   * Before the tail is found, for a writer without the key (the server's store, downloads): the
+   * newest segment is checked against its mirror (checkWithMirror: a mirror whose header vouches
+   * for it repairs every difference, an older one only records that are not well-formed) and what
+   * it repairs is written back, durably. Never adds bytes past the segment's end.
    */
   repairNewestFromMirror(): void {
-    if (!this.enabled) return;
+    const newest = this.newestMirrored();
+    if (!newest) return;
+    const check = checkWithMirror(fs.readFileSync(newest), fs.readFileSync(newest + MIRROR_SUFFIX), ownerOf(newest), this.options.maxSegmentBytes);
+    if (check.conflicts.length > 0) {
+      this.notice(
+        `the mirror of ${path.basename(newest)} disagrees with well-formed records of the segment at ${describeRanges(check.conflicts)} and has no header that vouches for it: ` +
+          "the segment's bytes are kept (a reader with the key decides: lnbackup verify) and the mirror is written again",
+      );
+    }
+    this.writeBack(newest, check.data, check.repaired, 'its mirror');
+  }
+
+  /** The newest segment when a mirror protects it (it has no parity yet, and is of a size a writer makes), else null. */
+  newestMirrored(): string | null {
+    if (!this.enabled) return null;
     const segments = listSegments(this.vaultDir);
     const last = segments[segments.length - 1];
-    if (!last || fs.existsSync(last.path + PARITY_SUFFIX)) return;
-    const mirrorFile = last.path + MIRROR_SUFFIX;
-    if (!fs.existsSync(mirrorFile)) return;
+    if (!last || fs.existsSync(last.path + PARITY_SUFFIX) || !fs.existsSync(last.path + MIRROR_SUFFIX)) return null;
     const size = fs.statSync(last.path).size;
-    const mirrorSize = fs.statSync(mirrorFile).size;
-    if (size === 0 || size > this.options.maxSegmentBytes || mirrorSize > 2 * this.options.maxSegmentBytes + (1 << 20)) return;
-    const check = checkWithMirror(fs.readFileSync(last.path), fs.readFileSync(mirrorFile), this.options.maxSegmentBytes);
-    if (check.repaired.length === 0) return;
-    const fd = fs.openSync(last.path, 'r+');
+    const mirrorSize = fs.statSync(last.path + MIRROR_SUFFIX).size;
+    if (size === 0 || size > this.options.maxSegmentBytes || mirrorSize > 2 * this.options.maxSegmentBytes + (1 << 20)) return null;
+    return last.path;
+  }
+
+  /** Writes `ranges` of `data` (the segment's repaired contents) back into the segment and fsyncs it. */
+  writeBack(segmentPath: string, data: Buffer, ranges: readonly ByteRange[], source: string): void {
+    if (ranges.length === 0) return;
+    const fd = fs.openSync(segmentPath, 'r+');
     try {
-      for (const r of check.repaired) fs.writeSync(fd, check.data, r.start, r.end - r.start, r.start);
+      for (const r of ranges) fs.writeSync(fd, data, r.start, r.end - r.start, r.start);
       fs.fsyncSync(fd);
     } finally {
       fs.closeSync(fd);
     }
-    this.notice(`repaired ${describeRanges(check.repaired)} of ${last.path} from its mirror (the segment's bytes had changed on disk)`);
+    this.notice(`repaired ${describeRanges(ranges)} of ${segmentPath} from ${source} (the segment's bytes had changed on disk)`);
   }
 
   /** The segment now appended to is `segmentPath` (null: none); its mirror is checked, rebuilt if needed. */
@@ -103,6 +125,7 @@ export class RedundancyKeeper {
       (async () => {
         try {
           if (!fs.existsSync(segmentPath)) return;
+          if (!(await this.checkBeforeSealing(segmentPath))) return;
           await protectFile(segmentPath, this.options.maxSegmentBytes);
           await fs.promises.rm(segmentPath + MIRROR_SUFFIX, { force: true });
         } finally {
@@ -112,6 +135,28 @@ export class RedundancyKeeper {
       `sealing ${segmentPath}`,
       segmentPath,
     );
+  }
+
+  /**
+   * Before a segment's parity is made from its bytes: bitrot its mirror repairs is written back
+   * first (parity must not make damage permanent). False when the mirror conflicts with the
+   * segment's records (a mirror of an earlier version): the segment is then left unsealed, with
+   * its mirror, for a reader with the key (restore, verify) to decide.
+   */
+  private async checkBeforeSealing(segmentPath: string): Promise<boolean> {
+    let mirror: Buffer;
+    try {
+      mirror = await fs.promises.readFile(segmentPath + MIRROR_SUFFIX);
+    } catch {
+      return true; // no mirror to check against
+    }
+    const check = checkWithMirror(await fs.promises.readFile(segmentPath), mirror, ownerOf(segmentPath), this.options.maxSegmentBytes);
+    if (check.conflicts.length > 0) {
+      this.notice(`${path.basename(segmentPath)} is not sealed: its mirror disagrees with well-formed records at ${describeRanges(check.conflicts)} (lnbackup verify decides with the key)`);
+      return false;
+    }
+    this.writeBack(segmentPath, check.data, check.repaired, 'its mirror, before sealing it');
+    return true;
   }
 
   /**

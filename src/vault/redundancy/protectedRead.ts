@@ -5,13 +5,13 @@
 // VaultReader then reads the repaired contents of damaged files from memory (ReadRepair).
 import fs from 'node:fs';
 import path from 'node:path';
-import { HEADER_BYTES, MAX_SEALED_BYTES } from '../format.js';
+import { HEADER_BYTES, MAX_SEALED_BYTES, wellFormedRecordEnd } from '../format.js';
 import { DEFAULT_SEGMENT_BYTES, IDENTITY_FILE } from '../identity.js';
 import { listPacks, MAX_PACK_BYTES } from '../packFiles.js';
-import { listSegments } from '../segments.js';
+import { listSegments, segmentOfPath } from '../segments.js';
 import { checkIdentity, IDENTITY_COPY_NAME } from './identityCopy.js';
 import { describeRanges } from './keeper.js';
-import { checkWithMirror, MIRROR_SUFFIX } from './mirror.js';
+import { checkWithMirror, MIRROR_SUFFIX, type MirrorCheck } from './mirror.js';
 import {
   checkWithParity,
   geometry,
@@ -52,6 +52,8 @@ export interface ProtectedRead {
   readonly report: FileReport;
   /** The parity check, when parity was used. */
   readonly parity: ParityCheck | null;
+  /** The mirror check, when the mirror was used. */
+  readonly mirror: MirrorCheck | null;
 }
 
 export interface ProtectedReadOptions {
@@ -62,6 +64,27 @@ export interface ProtectedReadOptions {
 /** The bounds for a vault's files: segments at most segmentBytes + one largest record. */
 export function maxSegmentBytes(segmentBytes = DEFAULT_SEGMENT_BYTES): number {
   return segmentBytes + HEADER_BYTES + MAX_SEALED_BYTES;
+}
+
+/**
+ * `raw`, the file as read, is longer than its parity says; `covered` is its first bytes as the
+ * parity rebuilt them. When the file is a segment whose records run to exactly the end of
+ * `covered` and a well-formed record follows there, the extra bytes are records appended after the
+ * parity was made (a writer that went on in a segment it had sealed): returns `covered` with them.
+ */
+function recordsAppendedAfter(file: string, covered: Buffer, raw: Buffer): Buffer | null {
+  const segment = segmentOfPath(file);
+  if (!segment) return null;
+  let at = 0;
+  let seq = segment.firstSeq;
+  while (at < covered.length) {
+    const end = wellFormedRecordEnd(covered, at, seq);
+    if (end === null) return null;
+    at = end;
+    seq++;
+  }
+  const whole = Buffer.concat([covered, raw.subarray(covered.length)]);
+  return wellFormedRecordEnd(whole, covered.length, seq) === null ? null : whole;
 }
 
 async function readIfExists(file: string, maxBytes: number): Promise<Buffer | null> {
@@ -94,22 +117,29 @@ export async function readProtected(file: string, options: ProtectedReadOptions)
       const check = await checkWithParity(raw ?? Buffer.alloc(0), parsed);
       if (raw === null) notes.push('the file is missing');
       if (check.missingBytes > 0 && raw !== null) notes.push(`the file is ${check.missingBytes} bytes shorter than it was written`);
-      if (check.extraBytes > 0) notes.push(`the file has ${check.extraBytes} bytes more than it was written`);
+      // Bytes past what the parity covers are cut off, unless they are records that continue the
+      // file's own: then they were appended after the parity was made, and are kept.
+      const later = raw !== null && check.extraBytes > 0 ? recordsAppendedAfter(file, check.data, raw) : null;
+      if (later) notes.push(`its last ${check.extraBytes} bytes hold records written after its parity was made: they are kept (its parity must be made again)`);
+      else if (check.extraBytes > 0) notes.push(`the file has ${check.extraBytes} bytes more than it was written`);
       if (check.badBlocks > 0) notes.push(`${check.badBlocks} damaged 4 KiB block(s) (data and parity)`);
       for (const p of check.parityProblems) notes.push(`parity file: ${p}`);
-      const status = check.lost.length > 0 ? 'damaged' : check.repaired.length > 0 || check.extraBytes > 0 ? 'repaired' : 'ok';
+      const cutExtra = check.extraBytes > 0 && !later;
+      const status = check.lost.length > 0 ? 'damaged' : check.repaired.length > 0 || cutExtra ? 'repaired' : 'ok';
       if (check.lost.length > 0) notes.push(`${describeRanges(check.lost)} could not be rebuilt (${check.badStripes} stripe(s) with more than 3 damaged blocks)`);
+      const data = later ?? check.data;
       return {
-        data: check.lost.length > 0 && raw === null ? null : check.data,
+        data: check.lost.length > 0 && raw === null ? null : data,
         parity: check,
+        mirror: null,
         report: {
           file,
           protection: 'parity',
           status,
-          bytes: check.data.length,
+          bytes: data.length,
           repaired: check.repaired,
           lost: check.lost,
-          protectionDamaged: check.parityDamaged,
+          protectionDamaged: check.parityDamaged || later !== null,
           notes,
         },
       };
@@ -120,17 +150,21 @@ export async function readProtected(file: string, options: ProtectedReadOptions)
     return {
       data: null,
       parity: null,
+      mirror: null,
       report: { file, protection: 'none', status: 'damaged', bytes: 0, repaired: [], lost: [], protectionDamaged: parityRaw !== null, notes: [...notes, 'the file is missing'] },
     };
   }
-  const mirrorRaw = await readIfExists(file + MIRROR_SUFFIX, 2 * max + (1 << 20)).catch(() => null);
-  if (mirrorRaw !== null) {
-    const check = checkWithMirror(raw, mirrorRaw, max);
+  const segment = segmentOfPath(file);
+  const mirrorRaw = segment ? await readIfExists(file + MIRROR_SUFFIX, 2 * max + (1 << 20)).catch(() => null) : null;
+  if (segment && mirrorRaw !== null) {
+    const check = checkWithMirror(raw, mirrorRaw, segment, max);
     notes.push(...check.problems.map((p) => `mirror: ${p}`));
     if (check.repaired.length > 0) notes.push(`${describeRanges(check.repaired)} differed from the mirror and are taken from it`);
+    if (check.conflicts.length > 0) notes.push(`${describeRanges(check.conflicts)} differ from the mirror, which has no header that vouches for it: the segment's well-formed records are kept (the key decides: lnbackup verify)`);
     return {
       data: check.data,
       parity: null,
+      mirror: check,
       report: {
         file,
         protection: 'mirror',
@@ -147,6 +181,7 @@ export async function readProtected(file: string, options: ProtectedReadOptions)
   return {
     data: raw,
     parity: null,
+    mirror: null,
     report: { file, protection: 'none', status: 'unverified', bytes: raw.length, repaired: [], lost: [], protectionDamaged: parityRaw !== null, notes },
   };
 }
@@ -157,6 +192,12 @@ export interface ReadRepair {
   readonly overlay: ReadonlyMap<string, Buffer>;
   /** Ranges that could not be rebuilt, by path. */
   readonly lost: ReadonlyMap<string, readonly ByteRange[]>;
+  /**
+   * Segments protected by a mirror: the segment as its mirror says it is (MirrorView.composite),
+   * by path. A reader with the key tries it only where the segment's own bytes fail to
+   * authenticate (vault/settleMirrors.ts); without the key nothing is decided from it.
+   */
+  readonly mirrors?: ReadonlyMap<string, Buffer>;
 }
 
 export interface VaultRepair extends ReadRepair {
@@ -187,6 +228,7 @@ export async function repairVaultInMemory(vaultDir: string, segmentBytes?: numbe
   const max = maxSegmentBytes(segmentBytes ?? segmentBytesOf(vaultDir));
   const overlay = new Map<string, Buffer>();
   const lost = new Map<string, ByteRange[]>();
+  const mirrors = new Map<string, Buffer>();
   const files: FileReport[] = [];
   const protectedFiles: { path: string; max: number }[] = [
     ...listSegments(vaultDir).map((s) => ({ path: s.path, max })),
@@ -194,6 +236,12 @@ export async function repairVaultInMemory(vaultDir: string, segmentBytes?: numbe
   ];
   for (const f of protectedFiles) {
     const r = await readProtected(f.path, { maxDataBytes: f.max });
+    if (r.mirror) {
+      // Decided record by record with the key (settleMirrors), not here.
+      mirrors.set(f.path, r.mirror.composite);
+      files.push({ ...r.report, status: 'ok', repaired: [] });
+      continue;
+    }
     files.push(r.report);
     if (r.report.status === 'repaired' && r.data) overlay.set(f.path, r.data);
     if (r.report.status === 'damaged') {
@@ -206,6 +254,7 @@ export async function repairVaultInMemory(vaultDir: string, segmentBytes?: numbe
   return {
     overlay,
     lost,
+    mirrors,
     files,
     repaired: files.filter((f) => f.status === 'repaired'),
     unrecoverable: files.filter((f) => f.status === 'damaged'),

@@ -221,8 +221,9 @@ async function scrubSealed(vaultDir: string, file: string, kind: 'segment' | 'pa
   if (!fs.existsSync(file) && !fs.existsSync(file + PARITY_SUFFIX)) {
     return { file: rel, kind, bytes: 0, status: 'skipped', found: ['removed while the scrub ran'], fixed, lost: [] };
   }
-  if (r.status === 'damaged') {
-    // Left exactly as it is: the damage stays visible, and nothing is made from bytes that are wrong.
+  if (r.status === 'damaged' || (pr.mirror?.conflicts.length ?? 0) > 0) {
+    // Left exactly as it is: the damage stays visible, and nothing is made from bytes that are wrong
+    // (nor from a segment whose mirror disagrees with its records: a reader with the key decides).
     return { file: rel, kind, bytes: r.bytes, status: 'damaged', found, fixed, lost: r.lost };
   }
   let status: ScrubStatus = 'ok';
@@ -281,6 +282,13 @@ async function scrubActive(vaultDir: string, s: SegmentFile, max: number, option
   if (!data) return { file: rel, kind: 'active segment', bytes: 0, status: 'skipped', found: ['removed while the scrub ran'], fixed, lost: [] };
   const differs = r.repaired.length > 0;
   const writable = options.repair && options.activeWritable;
+  const conflicts = pr.mirror?.conflicts ?? [];
+  if (conflicts.length > 0) {
+    // Without the key nothing tells which of the two is right: both are left for the writer's open,
+    // which decides by authentication (and repairs the segment or writes the mirror again).
+    found.push("nothing was changed: the writer decides with the key when it next opens the vault (start lightningd; lnbackup verify tells which bytes authenticate)");
+    return { file: rel, kind: 'active segment', bytes: data.length, status: 'damaged', found, fixed, lost: [] };
+  }
   if (!options.activeWritable) {
     // A writer appends to it meanwhile: its mirror may lag a little behind; only a difference counts.
     if (!differs) return { file: rel, kind: 'active segment', bytes: data.length, status: 'ok', found: [], fixed, lost: [] };
@@ -299,7 +307,7 @@ async function scrubActive(vaultDir: string, s: SegmentFile, max: number, option
     if (r.protection !== 'mirror') found.push('it has no mirror');
     if (status === 'ok') status = writable ? 'repaired' : 'unprotected';
     if (writable) {
-      await writeFileAtomicAsync(s.path + MIRROR_SUFFIX, mirrorOf(data), 0o600);
+      await writeFileAtomicAsync(s.path + MIRROR_SUFFIX, mirrorOf(data, s), 0o600);
       fixed.push('wrote its mirror again from the segment');
     }
   }
