@@ -21,6 +21,7 @@ import {
 } from '../src/vault/redundancy/parity.js';
 import { checkWithMirror, frameHeader, mirrorHeader, mirrorOf, parseMirror } from '../src/vault/redundancy/mirror.js';
 import { readProtected } from '../src/vault/redundancy/protectedRead.js';
+import { checkIdentity, IDENTITY_COPY_NAME, IDENTITY_NAME, identityCopyBytes } from '../src/vault/redundancy/identityCopy.js';
 import { envCount, Prng } from './helpers/prng.js';
 import { tempDir } from './helpers/paths.js';
 
@@ -206,4 +207,21 @@ test('protectFile + readProtected on real files: damage, a deleted parity file, 
   fs.rmSync(file);
   const gone = await readProtected(file, { maxDataBytes: 64 * 1024 * 1024 });
   assert.equal(gone.report.status, 'damaged');
+});
+
+test('identity copy: every single bit flip anywhere in VAULT.json.copy (its hash line, its newline, its bytes) leaves the good identity known', () => {
+  const dir = tempDir('identity-copy');
+  const identity = Buffer.from(JSON.stringify({ format: 'lnbackup-vault', version: 1, owner: 'ab'.repeat(32) }, null, 2) + '\n');
+  fs.writeFileSync(path.join(dir, IDENTITY_NAME), identity);
+  const copy = identityCopyBytes(identity);
+  for (let at = 0; at < copy.length; at++) {
+    for (let bit = 0; bit < 8; bit++) {
+      const damaged = Buffer.from(copy);
+      damaged[at] ^= 1 << bit;
+      fs.writeFileSync(path.join(dir, IDENTITY_COPY_NAME), damaged);
+      const c = checkIdentity(dir);
+      assert.ok(c.good?.equals(identity), `bit ${bit} of byte ${at}: ${c.problems.join('; ')}`);
+      assert.equal(c.copyOk, false, `bit ${bit} of byte ${at}`);
+    }
+  }
 });

@@ -50,10 +50,12 @@ export function checkIdentity(vaultDir: string): IdentityCheck {
     problems.push(`${IDENTITY_COPY_NAME} is missing`);
     return { good: id, identityOk: true, copyOk: false, problems };
   }
-  const nl = copyFile.indexOf(0x0a);
-  const line = nl >= 0 ? copyFile.subarray(0, nl).toString('latin1') : '';
-  const sha = line.startsWith(COPY_TAG) && /^[0-9a-f]{64}$/.test(line.slice(COPY_TAG.length)) ? line.slice(COPY_TAG.length) : null;
-  const copied = nl >= 0 ? copyFile.subarray(nl + 1) : null;
+  // The hash line has a fixed length, so the copied bytes start at a fixed offset: a flipped bit in
+  // its newline (the identity itself holds newlines) must not move where they are read from.
+  const lineBytes = COPY_TAG.length + 64 + 1;
+  const line = copyFile.subarray(0, lineBytes).toString('latin1');
+  const sha = line.startsWith(COPY_TAG) && /^[0-9a-f]{64}\n$/.test(line.slice(COPY_TAG.length)) ? line.slice(COPY_TAG.length, -1) : null;
+  const copied = copyFile.length >= lineBytes ? copyFile.subarray(lineBytes) : null;
   const hash = (b: Buffer | null): string | null => (b === null ? null : crypto.createHash('sha256').update(b).digest('hex'));
   const idGood = id !== null && sha !== null && hash(id) === sha;
   const copyGood = copied !== null && sha !== null && hash(copied) === sha;
