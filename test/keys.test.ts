@@ -215,3 +215,16 @@ test('keyFileIsPrivate reports group/world access', () => {
   assert.equal(keyFileIsPrivate(writeTemp(hex, 0o604)), false);
   assertKeyError(() => keyFileIsPrivate(path.join(dir, 'absent-key')), /does not exist/);
 });
+
+test('a file that is not an hsm_secret is named so, with its size and what is expected (never called encrypted, never quoted)', () => {
+  const words = Buffer.from(mnemonicNode.hsm_secret_hex, 'hex').subarray(32).toString('latin1').replace(/\0.*$/s, '');
+  const cases: [Buffer, RegExp][] = [
+    [crypto.randomBytes(64), /64 bytes of binary data and is not an hsm_secret.*32 bytes \(legacy\).*<lightning-dir>\/<network>\/hsm_secret/],
+    [Buffer.from('{"format":"lnbackup-vault","version":1}\n'), /40 bytes of text and is not an hsm_secret/],
+    [Buffer.from(`${words}\n`), /mnemonic written as plain text.*generatehsm/],
+  ];
+  for (const [file, pattern] of cases) {
+    assertKeyError(() => parseHsmSecret(file), pattern, [file.toString('hex')]);
+    assert.throws(() => parseHsmSecret(file), (err: Error) => !/is encrypted/.test(err.message) && !err.message.includes(words.split(' ')[1]!), file.toString('latin1'));
+  }
+});

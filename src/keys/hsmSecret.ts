@@ -41,24 +41,19 @@ function bip39Seed(mnemonic: string): Buffer {
  * Checks the mnemonic's shape as far as we can without the BIP39 word list:
  * 12 to 24 words (a multiple of 3) of 3 to 8 lowercase letters, separated by single spaces.
  * lightningd additionally checks every word against the English list and the checksum.
+ * Returns what is wrong (never quoting a word), or null.
  */
-function checkMnemonicShape(mnemonic: string): void {
-  const advice = 'the hsm_secret looks like the mnemonic format but its words are malformed; check that this is the file lightningd uses, or ' + ENCRYPTED_ADVICE;
-  if (mnemonic.length === 0) {
-    throw new KeyError(`hsm_secret has no mnemonic after its first 32 bytes; ${advice}`);
-  }
+function mnemonicShapeProblem(mnemonic: string): string | null {
+  if (mnemonic.length === 0) return 'hsm_secret has no mnemonic after its first 32 bytes';
   if (!/^[a-z]+( [a-z]+)*$/.test(mnemonic)) {
-    throw new KeyError(
-      `hsm_secret mnemonic must be lowercase words separated by single spaces, with no newline or other characters; ${advice}`,
-    );
+    return 'hsm_secret mnemonic must be lowercase words separated by single spaces, with no newline or other characters';
   }
   const words = mnemonic.split(' ');
   if (words.length < 12 || words.length > 24 || words.length % 3 !== 0) {
-    throw new KeyError(`hsm_secret mnemonic has ${words.length} words, not 12, 15, 18, 21 or 24; ${advice}`);
+    return `hsm_secret mnemonic has ${words.length} words, not 12, 15, 18, 21 or 24`;
   }
-  if (words.some((w) => w.length < 3 || w.length > 8)) {
-    throw new KeyError(`hsm_secret mnemonic has a word that is not a BIP39 word (they are 3 to 8 letters); ${advice}`);
-  }
+  if (words.some((w) => w.length < 3 || w.length > 8)) return 'hsm_secret mnemonic has a word that is not a BIP39 word (they are 3 to 8 letters)';
+  return null;
 }
 
 /**
@@ -84,19 +79,45 @@ export function parseHsmSecret(file: Buffer): Buffer {
   if (file.length === LEGACY_ENCRYPTED_LEN) {
     throw new KeyError(`hsm_secret is encrypted (legacy 73-byte format, --encrypted-hsm); ${ENCRYPTED_ADVICE}`);
   }
-  const prefix = file.subarray(0, PASSPHRASE_HASH_LEN);
-  if (!prefix.equals(Buffer.alloc(PASSPHRASE_HASH_LEN))) {
-    throw new KeyError(
-      `hsm_secret is encrypted (mnemonic format protected by a BIP39 passphrase); ${ENCRYPTED_ADVICE}`,
-    );
+  const mnemonic = mnemonicAfterPrefix(file);
+  if (!file.subarray(0, PASSPHRASE_HASH_LEN).equals(Buffer.alloc(PASSPHRASE_HASH_LEN))) {
+    // A passphrase-protected file is the passphrase check's 32 bytes followed by the mnemonic; anything
+    // else with a non-zero start is not an hsm_secret at all, and is named so (never by its content).
+    // (A passphrase check is a hash: its 32 bytes are never all printable, so a text file is not one.)
+    const text = looksLikeText(file);
+    if (!text && mnemonicShapeProblem(mnemonic) === null) {
+      throw new KeyError(`hsm_secret is encrypted (mnemonic format protected by a BIP39 passphrase); ${ENCRYPTED_ADVICE}`);
+    }
+    if (text && mnemonicShapeProblem(file.toString('latin1').trim()) === null) {
+      throw new KeyError(
+        'hsm_secret holds a mnemonic written as plain text, not the file lightningd keeps (32 zero bytes, then the words); ' +
+          'pass the node\'s own hsm_secret, or write one from the words with `lightning-hsmtool generatehsm`',
+      );
+    }
+    throw new KeyError(`hsm_secret is ${file.length} bytes of ${text ? 'text' : 'binary data'} and is not an hsm_secret: ${EXPECTED_FORMATS}`);
   }
-  // lightningd copies the mnemonic with strndup, so it ends at the first NUL byte if there is one.
-  let rest = file.subarray(PASSPHRASE_HASH_LEN);
-  const nul = rest.indexOf(0);
-  if (nul >= 0) rest = rest.subarray(0, nul);
-  const mnemonic = rest.toString('latin1');
-  checkMnemonicShape(mnemonic);
+  const problem = mnemonicShapeProblem(mnemonic);
+  if (problem !== null) {
+    throw new KeyError(`${problem}; the hsm_secret looks like the mnemonic format but its words are malformed; check that this is the file lightningd uses, or ${ENCRYPTED_ADVICE}`);
+  }
   return bip39Seed(mnemonic);
+}
+
+/** What lightningd's files look like, for refusals of files that are none of them. */
+const EXPECTED_FORMATS =
+  'Core Lightning writes 32 bytes (legacy), 73 bytes (legacy encrypted) or 32 bytes followed by a BIP39 mnemonic; ' +
+  'pass the node\'s own file, <lightning-dir>/<network>/hsm_secret (e.g. ~/.lightning/bitcoin/hsm_secret)';
+
+/** The mnemonic text after the first 32 bytes (lightningd copies it with strndup, so it ends at the first NUL). */
+function mnemonicAfterPrefix(file: Buffer): string {
+  const rest = file.subarray(PASSPHRASE_HASH_LEN);
+  const nul = rest.indexOf(0);
+  return (nul >= 0 ? rest.subarray(0, nul) : rest).toString('latin1');
+}
+
+/** True when every byte is printable ASCII or common whitespace. */
+function looksLikeText(file: Buffer): boolean {
+  return file.every((b) => (b >= 0x20 && b < 0x7f) || b === 0x09 || b === 0x0a || b === 0x0d);
 }
 
 /** Reads an hsm_secret file (refusing any larger than 4 KiB before reading it) and parses it. */
