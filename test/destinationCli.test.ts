@@ -133,11 +133,16 @@ test('init --remote uploads the vault first; destination list, add (server, repl
   }
 });
 
-test('destination key prints the node\'s transport key; a server started with --allow <that key> admits the node, one without it refuses clearly', async () => {
+test('destination key prints the node\'s transport key (from the seed alone before init, from lnbackup.json after); a server started with --allow <that key> admits the node, one without it refuses clearly', async () => {
   const node = makeTestNode('dest-key');
+  const expected = transportKeyOf(loadKeys({ hsmSecret: node.hsmSecretPath }).keys);
+  // Before init: from the hsm_secret alone, and from the lightning dir that has no lnbackup.json yet.
+  assert.equal(ok(await cli(['destination', 'key', '--hsm-secret', node.hsmSecretPath, '--json']), 'key from --hsm-secret').publicKey, expected);
+  assert.equal(ok(await cli(['destination', 'key', ...nodeArgs(node), '--json']), 'key before init').publicKey, expected);
+  refused(await cli(['destination', 'key', '--json']), 2, /--hsm-secret.*--lightning-dir/, 'destination key with nothing to read');
+  refused(await cli(['destination', 'key', '--hsm-secret', node.hsmSecretPath, ...nodeArgs(node), '--json']), 2, /not both/, 'two key sources');
   ok(await cli(['init', ...nodeArgs(node), '--vault', node.vault, '--json']), 'init');
   const key = ok(await cli(['destination', 'key', ...nodeArgs(node), '--json']), 'destination key');
-  const expected = transportKeyOf(loadKeys({ hsmSecret: node.hsmSecretPath }).keys);
   assert.equal(key.publicKey, expected);
   const plain = await cli(['destination', 'key', ...nodeArgs(node)]);
   assert.equal(plain.code, 0, plain.stderr);
@@ -159,8 +164,16 @@ test('destination key prints the node\'s transport key; a server started with --
     // init --remote to a refusing server writes no configuration at all.
     const fresh = makeTestNode('dest-key-init');
     const r = await cli(['init', ...nodeArgs(fresh), '--vault', fresh.vault, '--remote', refusing.url, '--json']);
-    refused(r, 1, /--allow/, 'init --remote to a server that does not list the key');
+    refused(r, 1, /--allow[^]*lnbackup destination key --hsm-secret/, 'init --remote to a server that does not list the key');
     assert.equal(fs.existsSync(configFile(fresh)), false, 'init wrote a configuration although the server refused the vault');
+    // The path the refusal points to: the key from the seed alone, allowed first, then init --remote succeeds at once.
+    const freshKey = ok(await cli(['destination', 'key', '--hsm-secret', fresh.hsmSecretPath, '--json']), 'fresh node key').publicKey as string;
+    const allowing = await startServer({ open: false, args: ['--allow', freshKey] });
+    try {
+      ok(await cli(['init', ...nodeArgs(fresh), '--vault', fresh.vault, '--remote', allowing.url, '--json']), 'init --remote once the key is allowed');
+    } finally {
+      assert.equal(await allowing.stop(), 0);
+    }
   } finally {
     assert.equal(await admitting.stop(), 0);
     assert.equal(await refusing.stop(), 0);
@@ -216,7 +229,7 @@ test('--help lists server and destination; every command given --json prints one
       // Failures: one JSON object too.
       { args: ['restore', ...from, '--to', to], code: 1 },
       { args: ['destination', 'list', ...nodeArgs(none)], code: 1 },
-      { args: ['destination', 'key', ...nodeArgs(none)], code: 1 },
+      { args: ['destination', 'key', '--lightning-dir', path.join(none.dir, 'no-node'), '--network', 'regtest'], code: 1 },
       { args: ['destination', 'set', ...nodeArgs(node), '--policy', 'quorum=5'], code: 2 },
       { args: ['status', '--from', server.url, '--hsm-secret', none.hsmSecretPath], code: 1 },
       { args: ['verify', '--from', 'lnbackup://zz@127.0.0.1:1', '--hsm-secret', node.hsmSecretPath], code: 1 },

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { readConfig, writeConfig, destinationSettings, type DestinationSettings, type PluginConfig, type LocalVaultMode } from '../cln/config.js';
+import { configPath, readConfig, writeConfig, destinationSettings, type DestinationSettings, type PluginConfig, type LocalVaultMode } from '../cln/config.js';
 import { loadNodeKeys } from '../cln/nodeKeys.js';
 import { STATUS_FILE } from '../cln/statusFile.js';
 import { formatPolicy, parsePolicy } from '../destinations/policy.js';
@@ -13,6 +13,7 @@ import { parseRemoteUrl } from '../destinations/remoteUrl.js';
 import { pushVault } from '../destinations/transfer.js';
 import { privateKeyFromSeed, publicKeyOf } from '../transport/keys.js';
 import { refuseIfLightningdRuns } from './initNode.js';
+import { hsmSecretOption, keyFileOption, keyOrigin, loadKeys, type KeyFlags } from './keyOptions.js';
 import { emit, UsageError } from './output.js';
 import { formatBytes, progressBar } from './progress.js';
 import { jsonOption, run } from './runner.js';
@@ -182,12 +183,37 @@ export function registerDestinationCommands(program: Command): void {
       }),
     );
 
-  node(dest.command('key').description("this node's public key towards servers (for a server's --allow list)"))
-    .action((o: NodeFlags) =>
+  dest
+    .command('key')
+    .description(
+      "this node's public key towards servers, for a server's --allow list; " +
+        'needs only the seed: from --hsm-secret or --key-file, or from a lightning dir with or without lnbackup.json',
+    )
+    .option('--lightning-dir <dir>', "lightningd's base directory (e.g. ~/.lightning): its lnbackup.json, else <network>/hsm_secret")
+    .option('--network <net>', 'bitcoin, testnet, signet or regtest (with --lightning-dir)')
+    .addOption(hsmSecretOption)
+    .addOption(keyFileOption)
+    .addOption(jsonOption())
+    .action((o: Partial<NodeFlags> & KeyFlags & { json?: boolean }) =>
       run(o, () => {
-        const { networkDir, config } = locate(o);
-        const publicKey = publicKeyOf(privateKeyFromSeed(loadNodeKeys(networkDir, config).transport)).toString('hex');
+        const publicKey = publicKeyOf(privateKeyFromSeed(nodeTransportSeed(o))).toString('hex');
         emit(o, { ok: true, publicKey }, () => [publicKey]);
       }),
     );
+}
+
+/** The node's transport seed from the flags of `destination key`: a key given directly, else the lightning dir's. */
+function nodeTransportSeed(o: Partial<NodeFlags> & KeyFlags): Buffer {
+  const direct = keyOrigin(o);
+  if (direct !== null) {
+    if (o.lightningDir !== undefined) throw new UsageError('give either --hsm-secret/--key-file or --lightning-dir, not both');
+    return loadKeys(direct).keys.transport;
+  }
+  if (o.lightningDir === undefined || o.network === undefined) {
+    throw new UsageError('say whose key: --hsm-secret <file> (or --key-file <file>), or --lightning-dir <dir> --network <net>');
+  }
+  const networkDir = path.resolve(o.lightningDir, o.network);
+  if (fs.existsSync(configPath(networkDir))) return loadNodeKeys(networkDir, readConfig(networkDir)).transport;
+  // No lnbackup.json yet (before `init`, e.g. to have a server allow the key first): the node's own hsm_secret.
+  return loadKeys({ hsmSecret: path.join(networkDir, 'hsm_secret') }).keys.transport;
 }

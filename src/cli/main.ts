@@ -63,7 +63,7 @@ Quick start:
 
 Off the machine:
   lnbackup server --data /srv/lnbackup --listen 0.0.0.0:9736 --allow <node key>   # on the backup host
-  lnbackup destination key --lightning-dir ~/.lightning --network bitcoin         # the node key
+  lnbackup destination key --hsm-secret ~/.lightning/bitcoin/hsm_secret         # the node key (before init too)
   lnbackup destination add --lightning-dir ~/.lightning --network bitcoin --remote lnbackup://<server key>@host:9736
   lnbackup restore --from lnbackup://<server key>@host:9736 --hsm-secret <hsm_secret> --to lightningd.sqlite3
 

@@ -71,7 +71,7 @@ function describeServerError(url: string, clientKey: string, m: MessageOf<Messag
     case ErrorCode.UnsupportedVersion:
       return `${url} speaks no protocol version this node does (it speaks ${PROTOCOL_VERSION})${said}: upgrade lnbackup on the node or on the server`;
     case ErrorCode.NotAllowed:
-      return `${url} does not allow this node's transport key ${clientKey}${said}: ask the server's operator to add that key to the server's allow-list`;
+      return `${url} does not allow this node's transport key ${clientKey}${said}: ask the server's operator to add that key to the server's allow-list (the node prints it, before or after init, with \`lnbackup destination key --hsm-secret <its hsm_secret>\`)`;
     case ErrorCode.UnknownVault:
       return `${url} holds no vault ${m.vaultId.toString('hex')} for this node's key${said}`;
     case ErrorCode.OutOfOrder:
