@@ -2,6 +2,8 @@
 // verify and restore with --json, the demo's default trace, the plugin's lnbackup-status RPC and
 // stdin framing.
 import { test } from 'node:test';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -11,7 +13,7 @@ import { PLUGIN_PATH } from '../src/cli/initNode.js';
 import { PluginProcess, pluginCommandFor } from '../src/simulator/pluginProcess.js';
 import { readTraceFile } from '../src/simulator/trace.js';
 import { JsonObjectSplitter, MessageTooLargeError, MalformedStreamError } from '../src/util/jsonFraming.js';
-import { repoRoot, tracePath } from './helpers/paths.js';
+import { cliEntry, repoRoot, tracePath } from './helpers/paths.js';
 import { callsOf } from './helpers/reference.js';
 import { makeTestNode } from './helpers/testNode.js';
 import { runCli } from './helpers/vaultFixture.js';
@@ -36,6 +38,16 @@ test('--help names every command and the exit codes', () => {
   for (const cmd of ['init', 'restore', 'verify', 'status', 'demo', 'generations', 'scrub', 'retention', 'destination', 'server']) assert.match(r.stdout, new RegExp(`\\b${cmd}\\b`));
   assert.match(r.stdout, /Exit codes/);
   for (const cmd of ['init', 'restore', 'verify', 'status', 'generations', 'scrub', 'retention']) assert.match(lnbackup(cmd, '--help').stdout, /--json/);
+});
+
+test('a reader that closes the pipe early (`lnbackup --help | head`) ends the output quietly: exit 0, no stack trace', async () => {
+  const child = spawn(process.execPath, [cliEntry, '--help'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.destroy(); // closed before lnbackup writes anything: its first write gets EPIPE
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const [code] = (await once(child, 'close')) as [number | null];
+  assert.equal(code, 0, stderr);
+  assert.doesNotMatch(stderr, /EPIPE|at /);
 });
 
 test("the demo's default trace is node1's, inside the repository (a clone needs nothing beside it)", () => {

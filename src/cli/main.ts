@@ -272,6 +272,14 @@ registerScrubCommand(program);
 registerDestinationCommands(program);
 registerRetentionCommand(program);
 
+// A reader that stops early (`lnbackup --help | head`) closes the pipe: that ends the output, not in a stack trace.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
+  });
+}
+
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof CommanderError) {
     // commander has printed the message (or the help) already.
