@@ -180,15 +180,24 @@ function rollBackHotJournal(dbPath: string): void {
 }
 
 /** lightningd writes <lightning-dir>/lightningd-<network>.pid while it runs. */
-export function refuseIfLightningdRuns(lightningDir: string, network: string): void {
+/** The pid of the lightningd running for this network (from its pid file), or null when none runs. */
+export function lightningdPid(lightningDir: string, network: string): number | null {
   const pidFile = path.join(lightningDir, `lightningd-${network}.pid`);
-  if (!fs.existsSync(pidFile)) return;
+  if (!fs.existsSync(pidFile)) return null;
   const pid = Number(fs.readFileSync(pidFile, 'utf8').slice(0, 32).trim());
-  if (!Number.isInteger(pid) || pid <= 0) return;
+  if (!Number.isInteger(pid) || pid <= 0) return null;
   try {
     process.kill(pid, 0);
-  } catch {
-    return;
+  } catch (err) {
+    // EPERM: it exists but belongs to another user (lightningd's): it runs.
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return null;
   }
-  throw new VaultError(`lightningd is running (pid ${pid}, ${pidFile}); stop it before 'lnbackup init'`);
+  return pid;
+}
+
+export function refuseIfLightningdRuns(lightningDir: string, network: string): void {
+  const pid = lightningdPid(lightningDir, network);
+  if (pid !== null) {
+    throw new VaultError(`lightningd is running (pid ${pid}, ${path.join(lightningDir, `lightningd-${network}.pid`)}); stop it before 'lnbackup init'`);
+  }
 }

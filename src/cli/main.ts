@@ -36,6 +36,7 @@ import { runDemo } from './demo.js';
 import { registerServerCommands } from './serverCommands.js';
 import { registerRetentionCommand, retentionFromFlags, retentionOptions, type RetentionFlags } from './retentionCommand.js';
 import { registerScrubCommand } from './scrubCommand.js';
+import { registerDoctorCommand } from './doctorCommand.js';
 import { repairVaultInMemory } from '../vault/redundancy/protectedRead.js';
 
 // The server flushes every vault file a round touched in parallel on libuv's thread pool (4
@@ -59,6 +60,7 @@ Quick start:
   lnbackup init --lightning-dir ~/.lightning --network bitcoin --vault /mnt/backup/node1
   # add to lightningd's config:  plugin=<the path init prints>
   lnbackup status --vault /mnt/backup/node1 --hsm-secret ~/.lightning/bitcoin/hsm_secret
+  lnbackup doctor --lightning-dir ~/.lightning --network bitcoin                # is everything set up right?
   lnbackup restore --vault /mnt/backup/node1 --hsm-secret <hsm_secret> --to lightningd.sqlite3
 
 Off the machine:
@@ -271,6 +273,7 @@ registerServerCommands(program);
 registerScrubCommand(program);
 registerDestinationCommands(program);
 registerRetentionCommand(program);
+registerDoctorCommand(program);
 
 // A reader that stops early (`lnbackup --help | head`) closes the pipe: that ends the output, not in a stack trace.
 for (const stream of [process.stdout, process.stderr]) {
