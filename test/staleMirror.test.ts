@@ -8,13 +8,15 @@
 // records (never cut to what the parity covers), and is never appended to by a writer.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Journal } from '../src/journal/journal.js';
 import { restoreDatabase } from '../src/restore/rebuild.js';
 import { verifyVault } from '../src/restore/verify.js';
 import { RawVaultAppender } from '../src/vault/rawRecords.js';
-import { checkWithMirror, mirrorHeader, ownerOf, TailMirror } from '../src/vault/redundancy/mirror.js';
+import { RedundancyKeeper } from '../src/vault/redundancy/keeper.js';
+import { checkWithMirror, MIRROR_BEHIND, mirrorHeader, mirrorOf, ownerOf, TailMirror } from '../src/vault/redundancy/mirror.js';
 import { PARITY_SUFFIX, protectFile } from '../src/vault/redundancy/parity.js';
 import { maxSegmentBytes, readProtected, repairVaultInMemory } from '../src/vault/redundancy/protectedRead.js';
 import { scrubVault } from '../src/vault/redundancy/scrub.js';
@@ -196,4 +198,32 @@ test('records appended to a segment after its parity was made are kept (never cu
   const final = restoreDatabase({ vaultDir: node.vault, keys: node.keys, to, force: true });
   assert.equal(final.version, all[COMMITTED + 5].dataVersion);
   assert.equal(dumpFile(to), referenceDump(COMMITTED + 6));
+});
+
+test('a mirror a crash left behind its segment (killed between the two writes) is made level silently; a damaged one is told', () => {
+  const dir = tempDir('mirror-behind');
+  const segment = path.join(dir, 'g0000000003-s00000000000000000200.seg');
+  const bytes = crypto.randomBytes(9000);
+  fs.writeFileSync(segment, bytes);
+  // The mirror got the first 6000 bytes; the last write reached only the segment.
+  fs.writeFileSync(segment + '.mirror', mirrorOf(bytes.subarray(0, 6000), ownerOf(segment)));
+  const behind = TailMirror.open(segment, bytes, maxSegmentBytes());
+  behind.mirror.close();
+  assert.equal(behind.rebuilt, MIRROR_BEHIND);
+  assert.ok(fs.readFileSync(segment + '.mirror').equals(mirrorOf(bytes, ownerOf(segment))), 'the mirror covers the whole segment again');
+  // A keeper (the writers' open) says nothing about it.
+  const notices: string[] = [];
+  const keeper = new RedundancyKeeper(dir, { maxSegmentBytes: maxSegmentBytes(), onNotice: (m) => notices.push(m) });
+  fs.writeFileSync(segment + '.mirror', mirrorOf(bytes.subarray(0, 6000), ownerOf(segment)));
+  keeper.attach(segment);
+  keeper.close();
+  assert.deepEqual(notices, []);
+  // A frame damaged inside what it covers is damage, and told.
+  const damaged = mirrorOf(bytes, ownerOf(segment));
+  damaged[damaged.length - 10] ^= 1;
+  fs.writeFileSync(segment + '.mirror', damaged);
+  keeper.attach(segment);
+  keeper.close();
+  assert.equal(notices.length, 1, notices.join(' | '));
+  assert.match(notices[0], /rebuilt the mirror/);
 });

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { processAlive } from '../../util/processAlive.js';
 import { listPacks, MAX_PACK_BYTES, pagesDir } from '../packFiles.js';
 import { listSegments, segmentsDir } from '../segments.js';
-import { checkWithMirror, MIRROR_MISSING, MIRROR_SUFFIX, ownerOf, TailMirror } from './mirror.js';
+import { checkWithMirror, MIRROR_BEHIND, MIRROR_MISSING, MIRROR_SUFFIX, ownerOf, TailMirror } from './mirror.js';
 import { isRedundancyTemp, PARITY_SUFFIX, protectFile, type ByteRange } from './parity.js';
 
 export interface KeeperOptions {
@@ -94,8 +94,9 @@ export class RedundancyKeeper {
     if (!this.enabled || segmentPath === null) return;
     const { mirror, rebuilt } = TailMirror.open(segmentPath, fs.readFileSync(segmentPath), this.options.maxSegmentBytes);
     this.mirror = mirror;
-    // A missing mirror (a vault made before mirrors existed) is made silently; damage is told.
-    if (rebuilt && rebuilt !== MIRROR_MISSING) this.notice(`rebuilt the mirror of ${path.basename(segmentPath)} from the segment (${rebuilt})`);
+    // A missing mirror (a vault made before mirrors existed) and one a crash left behind the segment
+    // are made again silently; damage is told.
+    if (rebuilt && rebuilt !== MIRROR_MISSING && rebuilt !== MIRROR_BEHIND) this.notice(`rebuilt the mirror of ${path.basename(segmentPath)} from the segment (${rebuilt})`);
   }
 
   /** A new, empty segment file is now appended to. */

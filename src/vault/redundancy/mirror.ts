@@ -30,6 +30,12 @@ export const MIRROR_HEADER_BYTES = 24;
 const MIRROR_VERSION = 2;
 /** TailMirror.open's reason when there was no mirror at all. */
 export const MIRROR_MISSING = 'it was missing';
+/**
+ * TailMirror.open's reason when the mirror is intact but lacks the segment's last bytes: what a
+ * process killed between its write to the segment and its write to the mirror leaves (the segment
+ * is written first). Expected after a crash, so the writers say nothing about it.
+ */
+export const MIRROR_BEHIND = 'it lacks the bytes last written to the segment';
 /** Frames of a mirror rebuilt from its segment carry at most this many bytes. */
 const REBUILD_FRAME_BYTES = 64 * 1024;
 
@@ -196,6 +202,11 @@ export function differingRanges(a: Buffer, b: Buffer, from = 0, to = a.length): 
   return mergeRanges(out);
 }
 
+/** The mirror's only problem is that its frames stop short of the segment's end. */
+function lacksOnlyTheTail(check: MirrorCheck, segmentBytes: number): boolean {
+  return check.problems.length === 1 && check.unprotected.length === 1 && check.unprotected[0].end === segmentBytes;
+}
+
 export interface MirrorCheck {
   /** The segment's bytes with what its mirror repairs laid over them. */
   readonly data: Buffer;
@@ -287,7 +298,7 @@ export class TailMirror {
       else {
         const check = checkWithMirror(segment, fs.readFileSync(file), owner, maxSegmentBytes);
         if (check.repaired.length > 0 || check.conflicts.length > 0) why = 'it disagrees with the segment';
-        else if (check.mirrorDamaged) why = check.problems.join('; ');
+        else if (check.mirrorDamaged) why = lacksOnlyTheTail(check, segment.length) ? MIRROR_BEHIND : check.problems.join('; ');
       }
     }
     if (why !== null) writeFileAtomic(file, mirrorOf(segment, owner), 0o600, `${file}.tmp-${process.pid}-0`);
