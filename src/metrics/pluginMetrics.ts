@@ -1,0 +1,102 @@
+// The metrics of the plugin (`metrics` in lnbackup.json, off by default), in a prom-client
+// registry: the db_write hook's latency, observed once its answer is written; and, read from the
+// plugin's status at each scrape, the newest data_version and record, the vault's size, how long
+// the node has been waiting for its destinations, compactions, and each destination's durable
+// record, lag and state. Nothing here runs inside a hook's answer.
+import client from 'prom-client';
+import type { MetricsSource } from './endpoint.js';
+
+export interface PluginMetricsDestination {
+  readonly name: string;
+  readonly kind: string;
+  readonly state: string;
+  readonly durableSeq: bigint;
+  readonly lagRecords: number;
+}
+
+/** What the plugin says of itself at a scrape (null: not known yet, e.g. before the first call). */
+export interface PluginMetricsSnapshot {
+  readonly dataVersion: number | null;
+  readonly lastSeq: bigint | null;
+  readonly generation: number | null;
+  readonly vaultBytes: number | null;
+  readonly stalledSeconds: number;
+  readonly compactions: number;
+  readonly destinations: readonly PluginMetricsDestination[];
+}
+
+/** From 50 µs to 30 s: a hook is normally well under a millisecond, a stall lasts seconds. */
+const HOOK_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 30];
+
+export class PluginMetrics implements MetricsSource {
+  readonly registry = new client.Registry();
+  readonly contentType = this.registry.contentType;
+  private readonly hook: client.Histogram;
+  private current: PluginMetricsSnapshot | null = null;
+
+  constructor(private readonly snapshot: () => PluginMetricsSnapshot) {
+    const r = this.registry;
+    client.collectDefaultMetrics({ register: r, prefix: 'lnbackup_plugin_' });
+    this.hook = new client.Histogram({ name: 'lnbackup_hook_seconds', help: 'db_write hook: from the call arriving to the answer written', buckets: HOOK_BUCKETS, registers: [r] });
+    const s = (): PluginMetricsSnapshot | null => this.current;
+    const gauge = (name: string, help: string, read: (x: PluginMetricsSnapshot) => number | null): void => {
+      new client.Gauge({
+        name,
+        help,
+        registers: [r],
+        collect() {
+          const x = s();
+          const v = x === null ? null : read(x);
+          if (v !== null) this.set(v);
+        },
+      });
+    };
+    gauge('lnbackup_data_version', "The node's newest data_version held in the vault", (x) => x.dataVersion);
+    gauge('lnbackup_last_record_seq', 'The newest record in the vault', (x) => (x.lastSeq === null ? null : Number(x.lastSeq)));
+    gauge('lnbackup_generation', "The vault's newest generation", (x) => x.generation);
+    gauge('lnbackup_vault_bytes', "The vault's records and page packs", (x) => x.vaultBytes);
+    gauge('lnbackup_stalled_seconds', 'How long the current db_write call has waited for its destinations (0: none waits): alert when it grows', (x) => x.stalledSeconds);
+    new client.Counter({
+      name: 'lnbackup_compactions_total',
+      help: 'Compactions finished since the plugin started',
+      registers: [r],
+      collect() {
+        const x = s();
+        if (x === null) return;
+        this.reset();
+        this.inc(x.compactions);
+      },
+    });
+    const perDestination = (name: string, help: string, read: (d: PluginMetricsDestination, x: PluginMetricsSnapshot) => number): void => {
+      new client.Gauge({
+        name,
+        help,
+        labelNames: ['destination', 'kind'],
+        registers: [r],
+        collect() {
+          const x = s();
+          if (x === null) return;
+          this.reset();
+          for (const d of x.destinations) this.set({ destination: d.name, kind: d.kind }, read(d, x));
+        },
+      });
+    };
+    perDestination('lnbackup_destination_durable_seq', 'The newest record durable at the destination', (d) => Number(d.durableSeq));
+    perDestination('lnbackup_destination_lag_records', 'Records handed to the destination and not durable there yet: alert when it stays above 0', (d) => d.lagRecords);
+    perDestination('lnbackup_destination_up', '1 when the destination takes records (ok, catching-up), 0 when stalled or failed', (d) => (d.state === 'ok' || d.state === 'catching-up' ? 1 : 0));
+  }
+
+  /** A db_write answer was written `seconds` after its call arrived. */
+  hookAnswered(seconds: number): void {
+    this.hook.observe(seconds);
+  }
+
+  async render(): Promise<string> {
+    this.current = this.snapshot();
+    try {
+      return await this.registry.metrics();
+    } finally {
+      this.current = null;
+    }
+  }
+}
