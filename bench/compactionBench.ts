@@ -12,7 +12,7 @@ import { STATUS_FILE } from '../src/cln/statusFile.js';
 import type { HookStatsSummary } from '../src/simulator/hookStats.js';
 import { runSimulatorUntilDone } from '../src/simulator/runner.js';
 import { vaultDiskUsage } from '../src/vault/diskUsage.js';
-import { LNBACKUP_PLUGIN, makeVaultNode, progress, type TraceInfo } from './setup.js';
+import { LNBACKUP_PLUGIN, makeVaultNode, progress, simulatorWait, type TraceInfo } from './setup.js';
 import { runSnapshotSection, type SnapshotSection } from './snapshotBench.js';
 import { median, round2, round3 } from './stats.js';
 
@@ -83,6 +83,7 @@ async function runOne(mode: CompactionMode, round: number, trace: TraceInfo, wor
     traces: [trace.path],
     plugin: LNBACKUP_PLUGIN,
     progressEvery: SAMPLE_EVERY,
+    wait: simulatorWait.mode,
     maxLifetimes: 1,
     onEvent: (e) => {
       if (e.event === 'committed') sample(e.dataVersion);

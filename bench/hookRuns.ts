@@ -18,6 +18,7 @@ import {
   makeVaultNode,
   progress,
   sampleMachine,
+  simulatorWait,
   type MachineLoad,
   type NodeDir,
   type TraceInfo,
@@ -158,6 +159,7 @@ async function runMode(mode: Mode, round: number, trace: TraceInfo, workDir: str
       plugin,
       env,
       progressEvery: 1_000_000,
+      wait: simulatorWait.mode,
       maxLifetimes: trace.superseded + 1,
     });
     const cpu1 = server?.cpuMs() ?? null;

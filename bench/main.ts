@@ -5,7 +5,8 @@
 //   node dist/bench/main.js [--json] [--runs N] [--trace FILE.jsonl.gz] [--dir PARENT] [--keep]
 //     [--sections hook,restore,profile,capacity,parity,compaction] [--capacity-seconds S] [--capacity-warmup S]
 //     [--parity-mb MB] [--snapshot-mb MB]
-//     [--capacity-nodes 10,100,500] [--capacity-seal] [--server-cpu-prof DIR]
+//     [--capacity-nodes 10,100,500] [--capacity-seal] [--server-cpu-prof DIR] [--wait spin|idle]
+//   --wait: how the simulated lightningd waits for each answer (default spin: a busy poll, as lightningd)
 //
 // Progress goes to stderr; stdout carries the table, or with --json one JSON object.
 import fs from 'node:fs';
@@ -19,7 +20,7 @@ import { runRestoreSection, type RestoreSection } from './restoreBench.js';
 import { runParitySection, type ParitySection } from './parityBench.js';
 import { runCompactionSection, type CompactionSection } from './compactionBench.js';
 import { snapshotLines } from './snapshotBench.js';
-import { DEFAULT_TRACE, loadTrace, progress, type TraceInfo, type VaultNode } from './setup.js';
+import { DEFAULT_TRACE, loadTrace, progress, simulatorWait, type TraceInfo, type VaultNode } from './setup.js';
 import { fmtInt, fmtMB, fmtMs, fmtS, fmtX, median, round2, table, type Dist } from './stats.js';
 
 const HOOK_TARGET = 1.3;
@@ -92,8 +93,11 @@ function parseOptions(argv: string[]): Options {
       'server-cpu-prof': { type: 'string' },
       'parity-mb': { type: 'string' },
       'snapshot-mb': { type: 'string' },
+      wait: { type: 'string' },
     },
   });
+  if (values.wait !== undefined && values.wait !== 'spin' && values.wait !== 'idle') throw new Error("--wait takes 'spin' (as lightningd, the default) or 'idle'");
+  if (values.wait !== undefined) simulatorWait.mode = values.wait;
   const runs = values.runs === undefined ? 3 : Number(values.runs);
   if (!Number.isInteger(runs) || runs < 1 || runs > 9) throw new Error('--runs needs an integer from 1 to 9');
   const sections = new Set<Section>();
@@ -406,6 +410,7 @@ async function main(): Promise<void> {
             machine: m,
             trace: { path: trace.path, calls: trace.calls.length, transactions: trace.transactions, statements: trace.statements, jsonBytes: trace.jsonBytes, gzBytes: trace.gzBytes },
             runs: o.runs,
+            simulatorWait: simulatorWait.mode,
             sections: [...o.sections],
             floor,
             hook: hookOut,
@@ -436,6 +441,7 @@ async function main(): Promise<void> {
     const lines = [
       `lnbackup benchmark — ${m.cpus} cpus (${m.cpuModel}), ${m.memoryGB} GB, node ${m.node}, ${m.platform} ${m.kernel}`,
       `trace ${path.basename(trace.path)}: ${fmtInt(trace.calls.length)} db_write calls, ${fmtInt(trace.transactions)} transactions, ${fmtInt(trace.statements)} statements; work dir ${o.dir}`,
+      `the simulated lightningd waits for each answer: ${simulatorWait.mode === 'spin' ? 'spinning (a busy poll, as lightningd does: one core is taken while the plugin works)' : 'idle (on its event loop; --wait spin is what lightningd does)'}`,
       ...(hook && floor ? ['', ...hookLines(hook, o.runs, floor)] : []),
       ...(restore ? ['', ...restoreLines(restore, trace, o.runs)] : []),
       ...(profile ? ['', ...profileLines(profile, hook)] : []),

@@ -26,7 +26,7 @@ import { Journal } from '../src/journal/journal.js';
 import { runSimulatorUntilDone } from '../src/simulator/runner.js';
 import { RecordSealer, type SealedRecord } from '../src/vault/sealer.js';
 import { VaultWriter } from '../src/vault/writer.js';
-import { makeNodeDir, makeVaultNode, progress, PROBE_PLUGIN, type TraceInfo } from './setup.js';
+import { makeNodeDir, makeVaultNode, progress, PROBE_PLUGIN, simulatorWait, type TraceInfo } from './setup.js';
 import { dist, round3, type Dist } from './stats.js';
 
 export const STEPS = ['parse', 'logic', 'seal', 'write', 'fdatasync', 'other', 'record', 'total', 'bare', 'baseline'] as const;
@@ -147,6 +147,7 @@ async function simProbe(mode: 'null' | 'lnbackup', trace: TraceInfo, workDir: st
       plugin: PROBE_PLUGIN,
       env: { ...process.env, BENCH_PROBE_MODE: mode, BENCH_PROBE_OUT: out },
       progressEvery: 1_000_000,
+      wait: simulatorWait.mode,
       maxLifetimes: 1,
     });
     const s = run.stats;

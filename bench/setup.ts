@@ -13,12 +13,19 @@ import type { LocalVaultMode } from '../src/cln/config.js';
 import { pushVault } from '../src/destinations/transfer.js';
 import type { VaultKeys } from '../src/vault/keys.js';
 import { loadTraceChain, type CallEntry } from '../src/simulator/trace.js';
+import type { WaitMode } from '../src/simulator/pluginProcess.js';
 
 export { DEFAULT_TRACE } from '../src/cli/demo.js';
 export const LNBACKUP_PLUGIN = PLUGIN_PATH;
 export const BASELINE_PLUGIN = fileURLToPath(new URL('./baselinePlugin.js', import.meta.url));
 export const PROBE_PLUGIN = fileURLToPath(new URL('./probePlugin.js', import.meta.url));
 export const NETWORK = 'regtest';
+/**
+ * How every simulated lightningd of this run waits for the plugin's answers: 'spin' (the default)
+ * busy-polls as lightningd does, so the plugin competes with a spinning core; 'idle' (--wait idle)
+ * waits on the event loop, as the benchmark did before.
+ */
+export const simulatorWait: { mode: WaitMode } = { mode: 'spin' };
 
 export interface NodeDir {
   readonly dir: string;

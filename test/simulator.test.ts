@@ -173,6 +173,55 @@ test('SIGKILL of the simulator (before the hook, after the ack, after COMMIT) an
   assert.ok(dumpFile(nodeDbFile(networkDir)) === dumpOf(plainReplay(effectiveWrites(entries))));
 });
 
+test("--wait spin: the simulator busy-polls for each answer as lightningd does (its CPU runs while it waits); the node ends the same, and a plugin killed mid-hook is seen", async () => {
+  const dir = tempDir('sim-spin');
+  const networkDir = path.join(dir, 'regtest');
+  const traces = NODE3_CHAIN.slice(0, 2);
+  const entries = loadChain(traces);
+  const killed = await spawnSimulator({ lightningDir: dir, traces, plugin: baselinePlugin, killPluginAt: 30, wait: 'spin' }).exit;
+  assert.equal(killed.code, 2);
+  assert.match(ofKind(killed.events, 'aborted')[0].reason, /plugin exited .*during db_write/);
+  assert.equal(versionOf(networkDir), (entries[30] as CallEntry).dataVersion - 1);
+  const result = await runSimulatorUntilDone({ lightningDir: dir, traces, plugin: baselinePlugin, wait: 'spin' });
+  assert.equal(result.dataVersion, 239);
+  assert.ok(dumpFile(nodeDbFile(networkDir)) === dumpOf(plainReplay(effectiveWrites(entries))));
+
+  // In this process, to read its CPU time, with a plugin that answers after 10 ms: the spinning wait
+  // burns about the hooks' wall time in CPU, the idle wait almost none.
+  const slow = path.join(dir, 'slow.mjs');
+  fs.writeFileSync(
+    slow,
+    `import { JsonObjectSplitter } from ${JSON.stringify(pathToFileURL(path.join(repoRoot, 'dist/src/util/jsonFraming.js')).href)};
+const send = (o) => process.stdout.write(JSON.stringify({ jsonrpc: '2.0', ...o }) + '\\n\\n');
+const splitter = new JsonObjectSplitter();
+process.stdin.on('data', (c) => { for (const t of splitter.push(c)) { const m = JSON.parse(t);
+  if (m.method === 'getmanifest') send({ id: m.id, result: { options: [], rpcmethods: [], hooks: [{ name: 'db_write' }], dynamic: false } });
+  else if (m.method === 'init') send({ id: m.id, result: {} });
+  else setTimeout(() => send({ id: m.id, result: { result: 'continue' } }), 10); } });
+process.stdin.on('end', () => process.exit(0));
+`,
+  );
+  const node6 = loadChain([tracePath('cln-v26.06-node6.jsonl.gz')]);
+  const lifetime = async (wait: 'spin' | 'idle') => {
+    const d = path.join(dir, wait);
+    fs.mkdirSync(d);
+    const cpu0 = process.cpuUsage();
+    const sim = new SimulatedLightningd({ networkDir: d, network: 'regtest', entries: node6, plugin: pluginCommandFor(slow), crashMode: 'simulate', pluginStderr: 'collect', wait });
+    const outcome = await sim.run();
+    const cpu = process.cpuUsage(cpu0);
+    assert.equal(outcome.kind, 'done');
+    assert.equal(versionOf(d), 63);
+    return { hookMs: outcome.stats.totalHookMs, cpuMs: (cpu.user + cpu.system) / 1000 };
+  };
+  const spun = await lifetime('spin');
+  const idle = await lifetime('idle');
+  assert.ok(spun.hookMs > 600 && idle.hookMs > 600, `hooks took ${spun.hookMs} and ${idle.hookMs} ms`);
+  console.log(`# wait spin: ${spun.cpuMs.toFixed(0)} ms of CPU over ${spun.hookMs.toFixed(0)} ms of hooks; idle: ${idle.cpuMs.toFixed(0)} ms over ${idle.hookMs.toFixed(0)} ms`);
+  // (Bounds with room for a loaded machine, where the spinning thread is preempted.)
+  assert.ok(spun.cpuMs >= 0.5 * spun.hookMs, `spin: ${spun.cpuMs.toFixed(0)} ms of CPU over ${spun.hookMs.toFixed(0)} ms of waiting`);
+  assert.ok(idle.cpuMs <= 0.25 * idle.hookMs, `idle: ${idle.cpuMs.toFixed(0)} ms of CPU over ${idle.hookMs.toFixed(0)} ms of waiting`);
+});
+
 /** A test plugin that records what it receives and misbehaves as <networkDir>/mode.json says. */
 function writeRecorderPlugin(dir: string): string {
   const framing = pathToFileURL(path.join(repoRoot, 'dist/src/util/jsonFraming.js')).href;

@@ -27,7 +27,9 @@ import { vaultDiskUsage } from '../vault/diskUsage.js';
 /** node1's recorded trace, in the package's testdata/ (this file runs from dist/src/cli/). */
 export const DEFAULT_TRACE = fileURLToPath(new URL('../../../testdata/traces/cln-v26.06-node1.jsonl.gz', import.meta.url));
 
-export async function runDemo(o: { trace?: string; dir?: string; json?: boolean }): Promise<number> {
+export async function runDemo(o: { trace?: string; dir?: string; wait?: string; json?: boolean }): Promise<number> {
+  const wait = o.wait ?? 'spin';
+  if (wait !== 'spin' && wait !== 'idle') throw new UsageError(`--wait takes 'spin' (as lightningd) or 'idle', not '${wait}'`);
   const trace = path.resolve(o.trace ?? DEFAULT_TRACE);
   if (!fs.existsSync(trace)) throw new UsageError(`trace ${trace} not found; pass --trace <file.jsonl.gz>`);
   const dir = o.dir ? path.resolve(o.dir) : fs.mkdtempSync(path.join(os.tmpdir(), 'lnbackup-demo-'));
@@ -48,7 +50,7 @@ export async function runDemo(o: { trace?: string; dir?: string; json?: boolean 
   const server = await BackupServer.start({ dataDir: path.join(dir, 'server'), port: 0, allow: [nodeKey] });
   say(`0. an embedded lnbackup server listens at ${server.url} (file storage in ${path.join(dir, 'server')}; only this node's key is allowed)`);
   try {
-    return await demoWithServer(o, { dir, lightningDir, networkDir, hsmSecret, vault, trace, started, keys, serverUrl: server.url, say });
+    return await demoWithServer(o, { dir, lightningDir, networkDir, hsmSecret, vault, trace, wait, started, keys, serverUrl: server.url, say });
   } finally {
     await server.stop();
   }
@@ -61,6 +63,8 @@ interface DemoContext {
   readonly hsmSecret: string;
   readonly vault: string;
   readonly trace: string;
+  /** How the simulated lightningd waits for each answer. */
+  readonly wait: 'spin' | 'idle';
   readonly started: number;
   readonly keys: VaultKeys;
   readonly serverUrl: string;
@@ -68,7 +72,7 @@ interface DemoContext {
 }
 
 async function demoWithServer(o: { json?: boolean }, c: DemoContext): Promise<number> {
-  const { dir, lightningDir, networkDir, vault, trace, started, keys, serverUrl, say } = c;
+  const { dir, lightningDir, networkDir, vault, trace, wait, started, keys, serverUrl, say } = c;
   const prepared = prepareNode({
     lightningDir,
     network: 'regtest',
@@ -90,6 +94,7 @@ async function demoWithServer(o: { json?: boolean }, c: DemoContext): Promise<nu
     plugin: PLUGIN_PATH,
     killSelfAt: { entry: crashEntry, point: 'after-ack' },
     progressEvery: 1000,
+    wait,
   });
   say(`   node finished at data_version ${run.dataVersion} after ${run.lifetimes.length} lifetimes; hook p50 ${run.stats.p50Ms} ms, p99 ${run.stats.p99Ms} ms`);
 

@@ -1,6 +1,7 @@
 // The simulator's command-line flags, both ways: parsed by main.ts, produced by runner.ts.
 import { parseArgs } from 'node:util';
 import { KILL_POINTS, type KillPoint } from './events.js';
+import type { WaitMode } from './pluginProcess.js';
 
 export interface SimulatorCliOptions {
   lightningDir: string;
@@ -17,6 +18,8 @@ export interface SimulatorCliOptions {
   hookTimeoutMs?: number;
   /** Print every Nth `committed` event (the last one is always printed). */
   progressEvery?: number;
+  /** How to wait for the plugin's answers (default 'idle'; 'spin' as lightningd). */
+  wait?: WaitMode;
 }
 
 export class UsageError extends Error {}
@@ -54,6 +57,7 @@ export function parseCliArgs(argv: string[]): SimulatorCliOptions {
         'kill-plugin-at': { type: 'string' },
         'hook-timeout': { type: 'string' },
         'progress-every': { type: 'string' },
+        wait: { type: 'string' },
       },
     }));
   } catch (err) {
@@ -65,6 +69,8 @@ export function parseCliArgs(argv: string[]): SimulatorCliOptions {
   if ((values.plugin === undefined) === (values['no-plugin'] !== true)) {
     throw new UsageError('give exactly one of --plugin PATH and --no-plugin');
   }
+  const wait = values.wait;
+  if (wait !== undefined && wait !== 'spin' && wait !== 'idle') throw new UsageError(`--wait takes 'spin' (as lightningd) or 'idle', not ${JSON.stringify(wait)}`);
   return {
     lightningDir,
     network: values.network,
@@ -76,6 +82,7 @@ export function parseCliArgs(argv: string[]): SimulatorCliOptions {
     killPluginAt: count('kill-plugin-at', values['kill-plugin-at']),
     hookTimeoutMs: count('hook-timeout', values['hook-timeout']),
     progressEvery: count('progress-every', values['progress-every']),
+    wait,
   };
 }
 
@@ -93,5 +100,6 @@ export function toCliArgs(o: SimulatorCliOptions): string[] {
   ];
   for (const [flag, n] of numbers) if (n !== undefined) args.push(flag, String(n));
   if (o.killSelfAt) args.push('--kill-self-at', `${o.killSelfAt.entry}:${o.killSelfAt.point}`);
+  if (o.wait !== undefined) args.push('--wait', o.wait);
   return args;
 }

@@ -8,7 +8,7 @@ import { execStatements } from '../journal/applyWrites.js';
 import type { KillPoint, SimulatorEvent } from './events.js';
 import { HookStats, type HookStatsSummary } from './hookStats.js';
 import { openNodeDatabase, readDataVersion } from './nodeDb.js';
-import { PluginProcess, PluginTimeoutError, type PluginCommand, type RpcReply } from './pluginProcess.js';
+import { PluginProcess, PluginTimeoutError, type PluginCommand, type RpcReply, type WaitMode } from './pluginProcess.js';
 import { resumeIndex } from './resume.js';
 import { readPlayedSuperseded, recordPlayedSuperseded } from './simState.js';
 import type { CallEntry, TraceEntry } from './trace.js';
@@ -33,6 +33,8 @@ export interface SimulatorOptions {
   /** 'kill-process': a crash is a real SIGKILL of this process; 'simulate': roll back and return. */
   crashMode: 'kill-process' | 'simulate';
   pluginStderr?: 'inherit' | 'collect';
+  /** How to wait for the plugin's answers: 'spin' as lightningd does (a busy poll holding a core), or 'idle' (default). */
+  wait?: WaitMode;
   /** How long a clean shutdown waits for the plugin to exit before SIGKILLing it (default 10 s). */
   shutdownTimeoutMs?: number;
   onEvent?: (event: SimulatorEvent) => void;
@@ -155,6 +157,7 @@ export class SimulatedLightningd {
       command,
       cwd: this.opts.networkDir,
       stderr: this.opts.pluginStderr ?? 'inherit',
+      wait: this.opts.wait,
       onLog: (level, message) => this.emit({ event: 'plugin-log', level, message }),
     });
     this.plugin = plugin;
@@ -181,8 +184,8 @@ export class SimulatedLightningd {
   }
 
   /** A request to the plugin whose failure (exit, protocol error, timeout) aborts the lifetime. */
-  private async rpc(method: string, params: unknown, timeoutMs?: number): Promise<RpcReply> {
-    const pending = this.plugin!.request(method, params, timeoutMs);
+  private async rpc(method: string, params: unknown, timeoutMs?: number, afterWrite?: () => void): Promise<RpcReply> {
+    const pending = this.plugin!.request(method, params, timeoutMs, afterWrite);
     return pending.catch((err: Error) => {
       throw err instanceof PluginTimeoutError ? err : new Abort(`${err.message} during ${method}`);
     });
@@ -198,9 +201,9 @@ export class SimulatedLightningd {
     this.killSelfIf(i, e, 'before-hook');
     this.callsSent++;
     if (this.plugin) {
-      const reply = this.rpc('db_write', { data_version: e.dataVersion, writes: e.writes }, this.opts.hookTimeoutMs);
-      if (this.opts.killPluginAt === i) this.plugin.kill();
-      const answered = await reply;
+      const plugin = this.plugin;
+      const killNow = this.opts.killPluginAt === i ? () => plugin.kill() : undefined;
+      const answered = await this.rpc('db_write', { data_version: e.dataVersion, writes: e.writes }, this.opts.hookTimeoutMs, killNow);
       this.stats.recordHook(answered.latencyMs);
       checkContinue(answered);
     }

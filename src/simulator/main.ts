@@ -3,7 +3,8 @@
 //
 //   node dist/src/simulator/main.js --lightning-dir D [--network regtest] --trace FILE[@FROM-TO] [--trace ...]
 //     (--plugin PATH | --no-plugin) [--pre-init K] [--until-version V] [--kill-self-at ENTRY:POINT]
-//     [--kill-plugin-at ENTRY] [--hook-timeout MS] [--progress-every N]
+//     [--kill-plugin-at ENTRY] [--hook-timeout MS] [--progress-every N] [--wait spin|idle]
+//   --wait spin: wait for each answer as lightningd does, busy-polling the plugin's pipe (one core spins)
 //
 // ENTRY is a 0-based index into the chained traces' entries (marks included); POINT is one of
 // before-hook, after-ack, after-commit. A PATH ending in .js runs under this node.
@@ -62,6 +63,7 @@ async function main(): Promise<number> {
     hookTimeoutMs: opts.hookTimeoutMs,
     crashMode: 'kill-process',
     pluginStderr: 'inherit',
+    wait: opts.wait,
     onEvent: eventPrinter(Math.max(1, opts.progressEvery ?? 1)),
   });
   const outcome = await sim.run();

@@ -2,7 +2,13 @@
 // LIGHTNINGD_VERSION, no arguments) and speaks JSON-RPC 2.0 with it over stdin/stdout: requests with
 // lightningd-style string ids ("cln:db_write#26"), replies matched by id, `log` notifications
 // forwarded, and the plugin's exit or protocol violations reported as typed errors.
+//
+// Waiting for a reply: 'idle' waits on the event loop; 'spin' waits as lightningd does for a
+// db_write answer (it busy-polls the plugin's pipe, poll() with a zero timeout, holding a core):
+// the request is written and the reply read with non-blocking system calls in a loop that never
+// yields, so the plugin competes with a spinning core as it does on a real node.
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { JsonObjectSplitter } from '../util/jsonFraming.js';
 
@@ -51,7 +57,21 @@ export interface PluginProcessOptions {
   /** 'inherit' passes the plugin's stderr through; 'collect' keeps its last 64 KiB (stderrText). */
   stderr: 'inherit' | 'collect';
   onLog?: (level: string, message: string) => void;
+  /** How to wait for replies (default 'idle'). */
+  wait?: WaitMode;
 }
+
+export type WaitMode = 'idle' | 'spin';
+
+/** The file descriptor under a child's pipe stream (libuv keeps it non-blocking). */
+function pipeFd(stream: unknown, what: string): number {
+  const fd = (stream as { _handle?: { fd?: unknown } } | null)?._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) throw new Error(`the plugin's ${what} has no file descriptor to poll`);
+  return fd;
+}
+
+/** Between requests, a spinning lightningd still reads what the plugin writes (its io loop): this often. */
+const SPIN_DRAIN_MS = 2;
 
 interface Pending {
   sentNs: bigint;
@@ -72,6 +92,8 @@ export class PluginProcess {
   private nextId = 1;
   private failure: Error | null = null;
   private stderrBuf = '';
+  /** 'spin': the raw pipes, read and written with non-blocking calls (stdout is never a flowing stream). */
+  private readonly spin: { readonly stdin: number; readonly stdout: number; readonly buf: Buffer; drain: NodeJS.Timeout } | null = null;
 
   constructor(private readonly opts: PluginProcessOptions) {
     this.child = spawn(opts.command.command, opts.command.args, {
@@ -93,7 +115,23 @@ export class PluginProcess {
     this.child.stdin?.on('error', () => {
       // EPIPE when the plugin is gone: its exit is reported by 'close'.
     });
-    this.child.stdout?.on('data', (chunk: Buffer) => this.onData(chunk));
+    if (opts.wait === 'spin') {
+      this.spin = {
+        stdin: pipeFd(this.child.stdin, 'stdin'),
+        stdout: pipeFd(this.child.stdout, 'stdout'),
+        buf: Buffer.allocUnsafe(256 * 1024),
+        drain: setInterval(() => this.drainStdout(), SPIN_DRAIN_MS),
+      };
+      this.spin.drain.unref();
+      this.child.on('exit', () => {
+        this.drainStdout();
+        if (this.spin) clearInterval(this.spin.drain);
+        // Nothing reads the stream itself: let it go, so that 'close' (and the exit) is reported.
+        this.child.stdout?.destroy();
+      });
+    } else {
+      this.child.stdout?.on('data', (chunk: Buffer) => this.onData(chunk));
+    }
     this.child.stderr?.on('data', (chunk: Buffer) => {
       this.stderrBuf = (this.stderrBuf + chunk.toString('utf8')).slice(-STDERR_KEEP);
     });
@@ -108,22 +146,86 @@ export class PluginProcess {
     return this.stderrBuf;
   }
 
-  /** Sends a request; resolves with its reply (result or error), rejects if the plugin fails. */
-  request(method: string, params: unknown, timeoutMs?: number): Promise<RpcReply> {
+  /**
+   * Sends a request; resolves with its reply (result or error), rejects if the plugin fails.
+   * `afterWrite` runs once the request is written, before the wait (to kill the plugin mid-call).
+   * With wait 'spin' the whole wait happens inside this call, without yielding to the event loop.
+   */
+  request(method: string, params: unknown, timeoutMs?: number, afterWrite?: () => void): Promise<RpcReply> {
     if (this.failure) return Promise.reject(this.failure);
     const id = `cln:${method}#${this.nextId++}`;
     const text = JSON.stringify({ jsonrpc: '2.0', id, method, params }) + '\n\n';
-    return new Promise<RpcReply>((resolve, reject) => {
+    const reply = new Promise<RpcReply>((resolve, reject) => {
       const pending: Pending = { sentNs: process.hrtime.bigint(), resolve, reject };
-      if (timeoutMs !== undefined) {
+      if (timeoutMs !== undefined && !this.spin) {
         pending.timer = setTimeout(() => {
           this.pending.delete(id);
           reject(new PluginTimeoutError(`no reply to ${id} within ${timeoutMs} ms`));
         }, timeoutMs);
       }
       this.pending.set(id, pending);
-      this.child.stdin?.write(text);
     });
+    if (!this.spin) {
+      this.child.stdin?.write(text);
+      afterWrite?.();
+    } else {
+      this.spinUntilAnswered(id, Buffer.from(text), timeoutMs, afterWrite);
+    }
+    return reply;
+  }
+
+  /** lightningd's wait: write the request and poll for the reply with a zero timeout, again and again. */
+  private spinUntilAnswered(id: string, text: Buffer, timeoutMs: number | undefined, afterWrite?: () => void): void {
+    const spin = this.spin!;
+    const deadline = timeoutMs === undefined ? Infinity : performance.now() + timeoutMs;
+    let written = 0;
+    let told = false;
+    while (this.pending.has(id) && !this.failure) {
+      if (written < text.length) {
+        try {
+          written += fs.writeSync(spin.stdin, text, written, text.length - written);
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code !== 'EAGAIN') {
+            // EPIPE: the plugin is gone; its exit is reported on the event loop.
+            this.fail(new PluginExitedError({ code: null, signal: null }, `plugin stdin: ${code ?? String(err)}`));
+            return;
+          }
+        }
+      } else if (!told) {
+        told = true;
+        afterWrite?.();
+      }
+      this.drainStdout();
+      if (performance.now() > deadline) {
+        const p = this.pending.get(id);
+        this.pending.delete(id);
+        p?.reject(new PluginTimeoutError(`no reply to ${id} within ${timeoutMs} ms`));
+        return;
+      }
+    }
+  }
+
+  /** Reads whatever the plugin has written (never waits). */
+  private drainStdout(): void {
+    const spin = this.spin;
+    if (!spin || this.failure) return;
+    for (;;) {
+      let n: number;
+      try {
+        n = fs.readSync(spin.stdout, spin.buf, 0, spin.buf.length, null);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'EAGAIN') return;
+        if (code === 'EBADF') return; // closed after the exit
+        throw err;
+      }
+      if (n === 0) {
+        this.fail(new PluginExitedError({ code: null, signal: null }, 'plugin closed its stdout'));
+        return;
+      }
+      this.onData(Buffer.from(spin.buf.subarray(0, n)));
+    }
   }
 
   /** SIGKILLs the plugin now; whatever it still sends is ignored and pending requests fail. */
