@@ -6,20 +6,17 @@
 // the replay. Then bench/snapshotBench.ts: an incremental paged snapshot against a full one.
 import fs from 'node:fs';
 import path from 'node:path';
-import { readConfig, writeConfig, DEFAULT_RETENTION } from '../src/cln/config.js';
+import { DEFAULT_RETENTION } from '../src/cln/config.js';
 import type { CompactionStatus } from '../src/cln/compactor.js';
 import { STATUS_FILE } from '../src/cln/statusFile.js';
 import type { HookStatsSummary } from '../src/simulator/hookStats.js';
 import { runSimulatorUntilDone } from '../src/simulator/runner.js';
 import { vaultDiskUsage } from '../src/vault/diskUsage.js';
-import { LNBACKUP_PLUGIN, makeVaultNode, progress, simulatorWait, type TraceInfo } from './setup.js';
+import { LNBACKUP_PLUGIN, makeVaultNode, progress, setCompaction, simulatorWait, type CompactionMode, type TraceInfo } from './setup.js';
 import { runSnapshotSection, type SnapshotSection } from './snapshotBench.js';
 import { median, round2, round3 } from './stats.js';
 
-export type CompactionMode = 'default' | 'off';
 
-/** Compaction off: a threshold far beyond what any trace writes. */
-const OFF_MIN_BYTES = 1e12;
 /** Vault-size samples along the replay (one per this many committed transactions). */
 const SAMPLE_EVERY = 250;
 
@@ -55,11 +52,6 @@ export interface CompactionSection {
   readonly finalRatio: number;
   readonly offFinalRatio: number;
   readonly snapshot: SnapshotSection;
-}
-
-function setCompaction(networkDir: string, mode: CompactionMode): void {
-  const config = readConfig(networkDir);
-  writeConfig(networkDir, { ...config, retention: mode === 'off' ? { compactMinBytes: OFF_MIN_BYTES } : undefined });
 }
 
 function readCompactionStatus(networkDir: string): CompactionStatus | null {

@@ -11,6 +11,7 @@ import { runSimulatorUntilDone } from '../src/simulator/runner.js';
 import { startServerProcess, type ServerProcess } from './serverHook.js';
 import {
   BASELINE_PLUGIN,
+  PYTHON_PLUGIN,
   LNBACKUP_PLUGIN,
   machineLoadSince,
   makeNodeDir,
@@ -18,7 +19,9 @@ import {
   makeVaultNode,
   progress,
   sampleMachine,
+  setCompaction,
   simulatorWait,
+  type CompactionMode,
   type MachineLoad,
   type NodeDir,
   type TraceInfo,
@@ -27,12 +30,13 @@ import {
 import { dist, median, msSince, now, round2, round3, type Dist } from './stats.js';
 
 /**
- * none: no plugin. baseline: bench/baselinePlugin.js. lnbackup: local vault only. localServer: local
- * vault + a server on loopback (policy all: both hold each record before continue). serverOnly: the
- * server only (localVault 'cache').
+ * none: no plugin. baseline: bench/baselinePlugin.js. python: bench/appendFsyncPlugin.py, the
+ * python append+fsync plugin measured on a real lightningd. lnbackup: local vault only.
+ * localServer: local vault + a server on loopback (policy all: both hold each record before
+ * continue). serverOnly: the server only (localVault 'cache').
  */
-export type Mode = 'none' | 'baseline' | 'lnbackup' | 'localServer' | 'serverOnly';
-export const MODES: readonly Mode[] = ['none', 'baseline', 'lnbackup', 'localServer', 'serverOnly'];
+export type Mode = 'none' | 'baseline' | 'python' | 'lnbackup' | 'localServer' | 'serverOnly';
+export const MODES: readonly Mode[] = ['none', 'baseline', 'python', 'lnbackup', 'localServer', 'serverOnly'];
 export const SERVER_MODES: readonly Mode[] = ['localServer', 'serverOnly'];
 
 export interface RunResult {
@@ -45,6 +49,9 @@ export interface RunResult {
   readonly nodeMsPerCall: number;
   /** Server modes: the server process's CPU time during the replay (ms), null otherwise. */
   readonly serverCpuMs: number | null;
+  /** The plugin's own CPU time per call (ms) and its threads at the end (null: no plugin, or no /proc). */
+  readonly pluginCpuMsPerCall: number | null;
+  readonly pluginThreads: number | null;
   /** The whole machine during the replay (every process, the benchmark's included). */
   readonly machine: MachineLoad;
 }
@@ -58,6 +65,8 @@ export interface ModeMedian {
   readonly nodeMsPerCall: number;
   /** Server modes: the server process's CPU time per replay (ms), null otherwise. */
   readonly serverCpuMs: number | null;
+  readonly pluginCpuMsPerCall: number | null;
+  readonly pluginThreads: number | null;
 }
 
 export interface HookSection {
@@ -71,6 +80,9 @@ export interface HookSection {
     /** The same ratios within each round (paired runs, close in time). */
     readonly perRoundP50: number[];
     readonly perRoundP99: number[];
+    /** lnbackup / python: the plugin's CPU per call, and tx/s. */
+    readonly cpuPerCallVsPython: number;
+    readonly lnbackupTxVsPython: number;
     /** tx/s relative to no plugin. */
     readonly lnbackupTxVsNone: number;
     readonly baselineTxVsNone: number;
@@ -118,7 +130,7 @@ interface ModeRun {
   readonly dir: string;
 }
 
-async function runMode(mode: Mode, round: number, trace: TraceInfo, workDir: string): Promise<ModeRun> {
+async function runMode(mode: Mode, round: number, trace: TraceInfo, workDir: string, compaction: CompactionMode = 'default'): Promise<ModeRun> {
   let node: NodeDir | VaultNode;
   let plugin: string | null = null;
   let env: NodeJS.ProcessEnv | undefined;
@@ -126,6 +138,7 @@ async function runMode(mode: Mode, round: number, trace: TraceInfo, workDir: str
   let dir: string;
   if (mode === 'lnbackup') {
     node = makeVaultNode(workDir, `hook-${mode}-${round}`);
+    setCompaction(node.networkDir, compaction);
     plugin = LNBACKUP_PLUGIN;
     dir = node.dir;
   } else if (mode === 'localServer' || mode === 'serverOnly') {
@@ -144,6 +157,9 @@ async function runMode(mode: Mode, round: number, trace: TraceInfo, workDir: str
     if (mode === 'baseline') {
       plugin = BASELINE_PLUGIN;
       env = { ...process.env, BASELINE_PLUGIN_FILE: path.join(node.dir, 'baseline.log') };
+    } else if (mode === 'python') {
+      plugin = PYTHON_PLUGIN;
+      env = { ...process.env, DBAPPEND_FILE: path.join(node.dir, 'dbappend.jsonl') };
     }
   }
   const started = now();
@@ -181,7 +197,9 @@ async function runMode(mode: Mode, round: number, trace: TraceInfo, workDir: str
     );
   }
   const nodeMsPerCall = round3((s.wallMs - s.totalHookMs) / s.calls);
-  return { result: { mode, round, stats: s, processMs: Math.round(processMs), nodeMsPerCall, serverCpuMs, machine }, node, dataVersion: run.dataVersion, dir };
+  const pluginCpuMsPerCall = run.plugin === null ? null : round3(run.plugin.cpuMs / s.calls);
+  const pluginThreads = run.plugin?.threads ?? null;
+  return { result: { mode, round, stats: s, processMs: Math.round(processMs), nodeMsPerCall, serverCpuMs, pluginCpuMsPerCall, pluginThreads, machine }, node, dataVersion: run.dataVersion, dir };
 }
 
 /** What the plugin's status file says went wrong with its destinations, if anything. */
@@ -198,9 +216,9 @@ function destinationErrors(node: NodeDir): string {
   }
 }
 
-/** One lnbackup (local vault) replay, for the restore section when section 1 does not run. */
-export async function runOneLnbackup(trace: TraceInfo, workDir: string): Promise<{ node: VaultNode; dataVersion: number }> {
-  const r = await runMode('lnbackup', 0, trace, workDir);
+/** One lnbackup (local vault) replay, for the restore section: with compaction off, a full-history vault. */
+export async function runOneLnbackup(trace: TraceInfo, workDir: string, compaction: CompactionMode): Promise<{ node: VaultNode; dataVersion: number }> {
+  const r = await runMode('lnbackup', compaction === 'off' ? 1000 : 0, trace, workDir, compaction);
   return { node: r.node as VaultNode, dataVersion: r.dataVersion };
 }
 
@@ -216,6 +234,8 @@ function modeMedian(runs: readonly RunResult[], mode: Mode): ModeMedian {
     wallMs: Math.round(m((r) => r.stats.wallMs)),
     nodeMsPerCall: round3(m((r) => r.nodeMsPerCall)),
     serverCpuMs: SERVER_MODES.includes(mode) ? Math.round(m((r) => r.serverCpuMs ?? NaN)) : null,
+    pluginCpuMsPerCall: hooked && mine.every((r) => r.pluginCpuMsPerCall !== null) ? round3(m((r) => r.pluginCpuMsPerCall!)) : null,
+    pluginThreads: hooked && mine.every((r) => r.pluginThreads !== null) ? m((r) => r.pluginThreads!) : null,
   };
 }
 
@@ -266,6 +286,8 @@ export async function runHookSection(trace: TraceInfo, workDir: string, rounds: 
       mean: ratio(med.lnbackup.meanMs, med.baseline.meanMs),
       perRoundP50: perRound((s) => s.p50Ms),
       perRoundP99: perRound((s) => s.p99Ms),
+      cpuPerCallVsPython: ratio(med.lnbackup.pluginCpuMsPerCall, med.python.pluginCpuMsPerCall),
+      lnbackupTxVsPython: ratio(med.lnbackup.txPerSec, med.python.txPerSec),
       lnbackupTxVsNone: ratio(med.lnbackup.txPerSec, med.none.txPerSec),
       baselineTxVsNone: ratio(med.baseline.txPerSec, med.none.txPerSec),
       lnbackupTxVsBaseline: ratio(med.lnbackup.txPerSec, med.baseline.txPerSec),

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initNode, prepareNode, PLUGIN_PATH } from '../src/cli/initNode.js';
 import { loadKeys } from '../src/cli/keyOptions.js';
-import type { LocalVaultMode } from '../src/cln/config.js';
+import { readConfig, writeConfig, type LocalVaultMode } from '../src/cln/config.js';
 import { pushVault } from '../src/destinations/transfer.js';
 import type { VaultKeys } from '../src/vault/keys.js';
 import { loadTraceChain, type CallEntry } from '../src/simulator/trace.js';
@@ -18,6 +18,8 @@ import type { WaitMode } from '../src/simulator/pluginProcess.js';
 export { DEFAULT_TRACE } from '../src/cli/demo.js';
 export const LNBACKUP_PLUGIN = PLUGIN_PATH;
 export const BASELINE_PLUGIN = fileURLToPath(new URL('./baselinePlugin.js', import.meta.url));
+/** The python append+fsync plugin (python3 on the PATH), run directly as lightningd would. */
+export const PYTHON_PLUGIN = fileURLToPath(new URL('../../bench/appendFsyncPlugin.py', import.meta.url));
 export const PROBE_PLUGIN = fileURLToPath(new URL('./probePlugin.js', import.meta.url));
 export const NETWORK = 'regtest';
 /**
@@ -60,6 +62,16 @@ export function makeVaultNode(parent: string, name: string): VaultNode {
 
 /** A benchmark replay whose server stops acknowledging ends (the plugin answers abort) after this, instead of hanging. */
 export const BENCH_STALL_LIMIT_SECONDS = 60;
+
+/** 'default': lnbackup's retention. 'off': no compaction, every record kept (a full-history vault). */
+export type CompactionMode = 'default' | 'off';
+/** Compaction off: a threshold far beyond what any trace writes. */
+const OFF_MIN_BYTES = 1e12;
+
+export function setCompaction(networkDir: string, mode: CompactionMode): void {
+  const config = readConfig(networkDir);
+  writeConfig(networkDir, { ...config, retention: mode === 'off' ? { compactMinBytes: OFF_MIN_BYTES } : undefined });
+}
 
 /**
  * A fresh node whose configuration names one server (`url`) as a remote, policy 'all', and the

@@ -1,6 +1,7 @@
 // The events a simulated lightningd lifetime reports; main.ts prints each as one JSON line and
 // runner.ts parses them back.
 import type { HookStatsSummary } from './hookStats.js';
+import type { ProcessUsage } from './processUsage.js';
 
 /** Where a scripted crash of the simulated lightningd happens within one call. */
 export type KillPoint = 'before-hook' | 'after-ack' | 'after-commit';
@@ -20,4 +21,8 @@ export type SimulatorEvent =
    * -1 and `dataVersion` the last committed one when no db_write was in flight (getmanifest, init).
    */
   | { event: 'aborted'; reason: string; dataVersion: number; entry: number; lastCommitted: number }
-  | { event: 'done'; dataVersion: number; stats: HookStatsSummary };
+  /**
+   * `plugin`: the plugin's CPU time from the end of its start-up (its getmanifest answer) to its last
+   * answer, and its threads then (null with no plugin, or where /proc cannot tell).
+   */
+  | { event: 'done'; dataVersion: number; stats: HookStatsSummary; plugin: ProcessUsage | null };

@@ -8,6 +8,7 @@ import { execStatements } from '../journal/applyWrites.js';
 import type { KillPoint, SimulatorEvent } from './events.js';
 import { HookStats, type HookStatsSummary } from './hookStats.js';
 import { openNodeDatabase, readDataVersion } from './nodeDb.js';
+import { processUsage, type ProcessUsage } from './processUsage.js';
 import { PluginProcess, PluginTimeoutError, type PluginCommand, type RpcReply, type WaitMode } from './pluginProcess.js';
 import { resumeIndex } from './resume.js';
 import { readPlayedSuperseded, recordPlayedSuperseded } from './simState.js';
@@ -86,6 +87,7 @@ export class SimulatedLightningd {
   private readonly stats = new HookStats();
   private db: Database.Database | null = null;
   private plugin: PluginProcess | null = null;
+  private pluginUsageAtStart: ProcessUsage | null = null;
   private lastCommitted = 0;
   private initSent = false;
   private callsSent = 0;
@@ -127,10 +129,11 @@ export class SimulatedLightningd {
         inFlight = -1;
       }
       if (!this.initSent) await this.sendInit();
+      const pluginUsage = this.pluginUsageSinceStart();
       await this.plugin?.close(this.opts.shutdownTimeoutMs ?? 10_000);
       db.close();
       const stats = this.stats.summary();
-      this.emit({ event: 'done', dataVersion: this.lastCommitted, stats });
+      this.emit({ event: 'done', dataVersion: this.lastCommitted, stats, plugin: pluginUsage });
       return { kind: 'done', dataVersion: this.lastCommitted, stats };
     } catch (err) {
       await this.stopAfterFailure(err instanceof PluginTimeoutError);
@@ -163,6 +166,7 @@ export class SimulatedLightningd {
     this.plugin = plugin;
     if (plugin.pid !== undefined) this.emit({ event: 'plugin-started', pid: plugin.pid });
     checkManifest(await this.rpc('getmanifest', { 'allow-deprecated-apis': false }));
+    this.pluginUsageAtStart = plugin.pid === undefined ? null : processUsage(plugin.pid);
   }
 
   private async sendInit(): Promise<void> {
@@ -181,6 +185,14 @@ export class SimulatedLightningd {
     if (reply.error !== undefined) throw new Abort(`plugin init failed: ${JSON.stringify(reply.error)}`);
     const disable = (reply.result as { disable?: unknown } | null)?.disable;
     if (disable !== undefined) throw new Abort(`the plugin disabled itself: ${String(disable)}`);
+  }
+
+  /** The plugin's CPU time since its start-up ended, and its threads now. */
+  private pluginUsageSinceStart(): ProcessUsage | null {
+    const pid = this.plugin?.pid;
+    const now = pid === undefined ? null : processUsage(pid);
+    if (now === null || this.pluginUsageAtStart === null) return null;
+    return { cpuMs: now.cpuMs - this.pluginUsageAtStart.cpuMs, threads: now.threads };
   }
 
   /** A request to the plugin whose failure (exit, protocol error, timeout) aborts the lifetime. */

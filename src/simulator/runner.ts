@@ -8,6 +8,7 @@ import { processAlive } from '../util/processAlive.js';
 import { toCliArgs, type SimulatorCliOptions } from './cliArgs.js';
 import type { SimulatorEvent } from './events.js';
 import type { HookStatsSummary } from './hookStats.js';
+import type { ProcessUsage } from './processUsage.js';
 
 const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
 const STDERR_KEEP = 64 * 1024;
@@ -99,6 +100,8 @@ export interface SimulatorRunResult {
   dataVersion: number;
   /** The last lifetime's statistics. */
   stats: HookStatsSummary;
+  /** The last lifetime's plugin: its CPU time over the calls, and its threads (null: unknown). */
+  plugin: ProcessUsage | null;
   /** Every lifetime's exit, in order (all but the last died by SIGKILL). */
   lifetimes: SimulatorExit[];
 }
@@ -128,7 +131,7 @@ export async function runSimulatorUntilDone(
     const exit = await spawnSimulator(run).exit;
     lifetimes.push(exit);
     const done = exit.events.find((e) => e.event === 'done');
-    if (exit.code === 0 && done?.event === 'done') return { dataVersion: done.dataVersion, stats: done.stats, lifetimes };
+    if (exit.code === 0 && done?.event === 'done') return { dataVersion: done.dataVersion, stats: done.stats, plugin: done.plugin, lifetimes };
     const aborted = exit.events.find((e) => e.event === 'aborted');
     if (aborted?.event === 'aborted') throw new SimulatorAbortedError(aborted, lifetimes);
     if (exit.signal !== 'SIGKILL') {
