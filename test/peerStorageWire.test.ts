@@ -106,6 +106,7 @@ test('bounds: oversize, truncated and malformed messages are refused by name', (
   refuse('0010000000', /ends inside init features length/);
   refuse('0010000000000102aabb', /networks is 2 bytes, not a multiple of 32/);
   refuse('00100000000003000100', /not strictly increasing/);
+  refuse('00100000000003000300', /not strictly increasing \(3 after 3\)/);
   refuse('001000000000020100', /unknown even TLV type 2/);
   refuse('00100000000001fd0001', /not minimally encoded/);
   refuse('0010000000000105aa', /5 bytes, more than the 1 left/);
