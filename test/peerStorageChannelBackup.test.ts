@@ -11,7 +11,7 @@ import { DecodeError } from '../src/util/bytes.js';
 import { channelBackupKey, openChannelBackup, sealChannelBackup } from '../src/peerstorage/channelBackup/emergencyRecover.js';
 import { SecretstreamError, openOneMessage, sealOneMessage } from '../src/peerstorage/channelBackup/secretstream.js';
 import { decodeScbChannel, decodeStaticChanBackup, encodeScbChannel } from '../src/peerstorage/channelBackup/scbRecords.js';
-import { Prng, envCount } from './helpers/prng.js';
+import { Prng, envCount, mutated } from './helpers/prng.js';
 import { testdataDir } from './helpers/paths.js';
 
 const fixtures = path.join(testdataDir, 'peer-storage');
@@ -131,11 +131,7 @@ test('fuzz: mutated plaintexts decode or throw DecodeError, never anything else'
   const prng = new Prng(seed);
   const plain = openOneMessage(keyOf('A'), read('nodeA.emergency.recover')).plaintext;
   for (let i = 0; i < envCount('SCB_FUZZ', 5000); i++) {
-    let m = Buffer.from(plain);
-    for (let e = prng.int(1, 3); e > 0; e--) {
-      if (prng.next() < 0.7) m[prng.int(0, m.length - 1)] = prng.int(0, 255);
-      else m = m.subarray(0, prng.int(0, m.length));
-    }
+    const m = mutated(prng, plain);
     try {
       const b = decodeStaticChanBackup(m);
       for (const c of b.channels) assert.deepEqual(encodeScbChannel(c), c.raw, `seed ${seed} trial ${i}`);

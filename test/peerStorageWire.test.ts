@@ -12,7 +12,7 @@ import {
 } from '../src/peerstorage/wire/features.js';
 import { pongFor } from '../src/peerstorage/wire/ping.js';
 import { MAX_BLOB_BYTES } from '../src/peerstorage/wire/peerStorage.js';
-import { Prng, envCount } from './helpers/prng.js';
+import { Prng, envCount, mutated } from './helpers/prng.js';
 import { testdataDir } from './helpers/paths.js';
 
 const fixtures = path.join(testdataDir, 'peer-storage');
@@ -132,14 +132,7 @@ test('fuzz: random bytes and mutated messages either decode to a message that re
       for (let j = 0; j < input.length; j++) input[j] = prng.int(0, 255);
       if (input.length >= 2) input.writeUInt16BE(prng.pick(types), 0);
     } else {
-      input = Buffer.from(prng.pick(seeds));
-      const edits = prng.int(1, 4);
-      for (let e = 0; e < edits; e++) {
-        const op = prng.int(0, 2);
-        if (op === 0 && input.length > 0) input[prng.int(0, input.length - 1)] = prng.int(0, 255);
-        else if (op === 1) input = input.subarray(0, prng.int(0, input.length));
-        else input = Buffer.concat([input, Buffer.from([prng.int(0, 255), prng.int(0, 255)])]);
-      }
+      input = mutated(prng, prng.pick(seeds));
     }
     let m: LightningMessage;
     try {
