@@ -116,6 +116,27 @@ test('striping n=5, k=3: every shard is 65531 bytes; any 2 lost still rebuild it
   await assert.rejects(buildBeacon(key, 1n, content(2000), { k: 3, n: 5 }), /stripe it with a larger k/);
 });
 
+test('a rebuilt stripe that names another node is refused, and an older whole beacon is used', async () => {
+  const foreignStripe = await buildBeacon(key, 9n, { ...content(400), nodeId: Buffer.alloc(33, 2) }, { k: 3, n: 5 });
+  const [whole] = await buildBeacon(key, 4n, content(1));
+  const back = await recoverBeacon(key, [foreignStripe[0], foreignStripe[1], foreignStripe[4], whole], -1n, nodeId);
+  assert.equal(back.counter, 4n);
+  assert.deepEqual(back.refused.map((r) => [r.blob, r.error.reason]), [[0, 'foreign'], [1, 'foreign'], [2, 'foreign']]);
+});
+
+test('fuzz: every mutated blob is refused with a BeaconError', async () => {
+  const seed = envCount('BEACON_SEED', Date.now() % 2 ** 32);
+  const prng = new Prng(seed);
+  const [whole] = await buildBeacon(key, 3n, content(1));
+  const shards = await buildBeacon(key, 3n, content(400));
+  for (let i = 0; i < envCount('BEACON_FUZZ', 300); i++) {
+    const original = prng.pick([whole, ...shards]);
+    const m = mutated(prng, original);
+    if (m.equals(original)) continue;
+    assert.throws(() => openBlob(key, m, -1n), BeaconError, `seed ${seed} trial ${i}`);
+  }
+});
+
 test('fuzz: mutated beacon contents decode or throw DecodeError', () => {
   const seed = envCount('BEACON_SEED', Date.now() % 2 ** 32);
   const prng = new Prng(seed);

@@ -60,7 +60,8 @@ export interface RecoveredBeacon {
 }
 
 interface Shard {
-  readonly index: number;
+  /** Its position among the blobs handed in. */
+  readonly blob: number;
   readonly bytes: Buffer;
 }
 
@@ -88,7 +89,7 @@ function decodeContent(bytes: Buffer, nodeId: Buffer | null): BeaconContent {
   return content;
 }
 
-function addShard(groups: Map<string, ShardGroup>, counter: bigint, payload: Buffer): void {
+function addShard(groups: Map<string, ShardGroup>, counter: bigint, payload: Buffer, blob: number): void {
   if (payload.length < SHARD_HEADER_BYTES + 8) throw new BeaconError('malformed', 'a shard shorter than its header');
   const [index, k, n] = payload;
   const length = payload.readUInt32BE(3);
@@ -102,7 +103,7 @@ function addShard(groups: Map<string, ShardGroup>, counter: bigint, payload: Buf
     group = { counter, k, n, length, blockBytes, shards: new Map() };
     groups.set(id, group);
   }
-  if (!group.shards.has(index)) group.shards.set(index, { index, bytes: payload.subarray(SHARD_HEADER_BYTES) });
+  if (!group.shards.has(index)) group.shards.set(index, { blob, bytes: payload.subarray(SHARD_HEADER_BYTES) });
 }
 
 async function rebuild(g: ShardGroup): Promise<Buffer> {
@@ -131,7 +132,7 @@ export async function recoverBeacon(key: BeaconKey, blobs: readonly Buffer[], ne
   for (let i = 0; i < blobs.length; i++) {
     try {
       const opened = openBlob(key, blobs[i], newestKnown);
-      if (opened.kind === 'shard') addShard(groups, opened.counter, opened.payload);
+      if (opened.kind === 'shard') addShard(groups, opened.counter, opened.payload, i);
       else if (best === null || opened.counter > best.counter) best = { counter: opened.counter, content: decodeContent(opened.payload, nodeId), from: 'whole' };
     } catch (err) {
       if (!(err instanceof BeaconError)) throw err;
@@ -141,7 +142,13 @@ export async function recoverBeacon(key: BeaconKey, blobs: readonly Buffer[], ne
   const complete = [...groups.values()].filter((g) => g.shards.size >= g.k).sort((a, b) => (a.counter < b.counter ? 1 : -1));
   for (const g of complete) {
     if (best !== null && best.counter >= g.counter) break;
-    best = { counter: g.counter, content: decodeContent(await rebuild(g), nodeId), from: [...g.shards.keys()].sort((a, b) => a - b) };
+    try {
+      best = { counter: g.counter, content: decodeContent(await rebuild(g), nodeId), from: [...g.shards.keys()].sort((a, b) => a - b) };
+      break;
+    } catch (err) {
+      if (!(err instanceof BeaconError)) throw err;
+      for (const shard of g.shards.values()) refused.push({ blob: shard.blob, error: err });
+    }
   }
   if (best !== null) return { ...best, refused };
   const partial = [...groups.values()].sort((a, b) => b.shards.size - a.shards.size)[0];
