@@ -99,8 +99,9 @@ export class PeerBlobStore {
       return 'exists';
     }
     if (this.slots.size >= this.maxPeers) return 'full';
-    this.slots.set(peerId, { newest: Buffer.alloc(0), dirty: false, lastCommitMs: null, timer: null, openChannels: 1, closedAtHeight: null });
-    this.startCommit(peerId, Buffer.alloc(0));
+    const empty = Buffer.alloc(0);
+    this.slots.set(peerId, { newest: empty, dirty: false, lastCommitMs: null, timer: null, openChannels: 1, closedAtHeight: null });
+    this.startCommit(peerId, empty);
     return 'created';
   }
 
