@@ -6,45 +6,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { PeerBlobStore, type Clock } from '../src/peerstorage/provider/peerBlobStore.js';
+import { PeerBlobStore } from '../src/peerstorage/provider/peerBlobStore.js';
+import { FakeClock } from './helpers/fakeClock.js';
 import { peerOfSlotKey, peerSlotKey } from '../src/peerstorage/provider/chanbackupLayout.js';
 import { testdataDir } from './helpers/paths.js';
 
 const fixtures = path.join(testdataDir, 'peer-storage');
 const A = '039e7449de1cede60cd56069d4f66e43c3aceadc9be9733d3d88b317c334d4dce6';
 const C = '02b2404f3b1307a9562926b9b2aec928655a5c69c8be17def1a2c79a963ac9dc58';
-
-/** A clock the test moves by hand; timers fire when it passes their time. */
-class FakeClock implements Clock {
-  private t = 1_000_000;
-  private timers: { at: number; fire: () => void; id: number }[] = [];
-  private nextId = 0;
-  now(): number {
-    return this.t;
-  }
-  setTimer(ms: number, fire: () => void): unknown {
-    const id = this.nextId++;
-    this.timers.push({ at: this.t + ms, fire, id });
-    return id;
-  }
-  clearTimer(timer: unknown): void {
-    this.timers = this.timers.filter((x) => x.id !== timer);
-  }
-  advance(ms: number): void {
-    const end = this.t + ms;
-    for (;;) {
-      const due = this.timers.filter((x) => x.at <= end).sort((a, b) => a.at - b.at)[0];
-      if (!due) break;
-      this.timers = this.timers.filter((x) => x !== due);
-      this.t = due.at;
-      due.fire();
-    }
-    this.t = end;
-  }
-  get pendingTimers(): number {
-    return this.timers.length;
-  }
-}
 
 function recorder() {
   const commits: { peer: string; blob: Buffer | null; at: number }[] = [];

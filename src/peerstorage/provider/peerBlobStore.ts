@@ -13,19 +13,8 @@
 //   reconnection; none for an empty slot (chanbackup does not send an empty blob either).
 // - Collection: a peer's slot is dropped `collectAfterBlocks` (2016) blocks after its last channel
 //   closed ("SHOULD keep the blob at least 2016 blocks after the last channel closed").
+import { systemClock, type Clock } from '../clock.js';
 import { MAX_BLOB_BYTES } from '../wire/peerStorage.js';
-
-export interface Clock {
-  now(): number;
-  setTimer(ms: number, fire: () => void): unknown;
-  clearTimer(timer: unknown): void;
-}
-
-export const systemClock: Clock = {
-  now: () => Date.now(),
-  setTimer: (ms, fire) => setTimeout(fire, ms),
-  clearTimer: (timer) => clearTimeout(timer as NodeJS.Timeout),
-};
 
 /** Writes a peer's blob durably, or removes its slot (blob null). */
 export type CommitBlob = (peerId: string, blob: Buffer | null) => Promise<void>;
