@@ -98,7 +98,7 @@ test('striping n=5, k=3: every shard is 65531 bytes; any 2 lost still rebuild it
       assert.deepEqual(back.from, [0, 1, 2, 3, 4].filter((i) => i !== a && i !== b));
       for (let c = b + 1; c < 5; c++) {
         const two = shards.filter((_, i) => i !== a && i !== b && i !== c);
-        await assert.rejects(recoverBeacon(key, two), refusedAs('too-few-shards'), `lost ${a}, ${b} and ${c}`);
+        await assert.rejects(recoverBeacon(key, two), /too-few-shards: the newest striped beacon \(counter 9\) has 2 of the 3 shards/, `lost ${a}, ${b} and ${c}`);
       }
     }
   }
@@ -122,6 +122,7 @@ test('a rebuilt stripe that names another node is refused, and an older whole be
   const back = await recoverBeacon(key, [foreignStripe[0], foreignStripe[1], foreignStripe[4], whole], -1n, nodeId);
   assert.equal(back.counter, 4n);
   assert.deepEqual(back.refused.map((r) => [r.blob, r.error.reason]), [[0, 'foreign'], [1, 'foreign'], [2, 'foreign']]);
+  await assert.rejects(recoverBeacon(key, foreignStripe.slice(0, 3), -1n, nodeId), refusedAs('foreign'), 'a complete but foreign stripe is refused as foreign');
 });
 
 test('fuzz: every mutated blob is refused with a BeaconError', async () => {

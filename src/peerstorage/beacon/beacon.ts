@@ -151,8 +151,10 @@ export async function recoverBeacon(key: BeaconKey, blobs: readonly Buffer[], ne
     }
   }
   if (best !== null) return { ...best, refused };
-  const partial = [...groups.values()].sort((a, b) => b.shards.size - a.shards.size)[0];
-  if (partial) throw new BeaconError('too-few-shards', `the newest striped beacon has ${partial.shards.size} of the ${partial.k} shards needed to rebuild it`);
+  const partial = [...groups.values()].filter((g) => g.shards.size < g.k).sort((a, b) => (a.counter < b.counter ? 1 : -1))[0];
+  if (partial) {
+    throw new BeaconError('too-few-shards', `the newest striped beacon (counter ${partial.counter}) has ${partial.shards.size} of the ${partial.k} shards needed to rebuild it`);
+  }
   if (refused.length > 0) throw refused[0].error;
   throw new BeaconError('no-beacon', 'no blob was handed back');
 }
