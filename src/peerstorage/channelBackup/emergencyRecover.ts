@@ -3,7 +3,8 @@
 // one libsodium secretstream message (tag 0, no associated data) holding the
 // static_chan_backup_with_tlvs plaintext, under the key lightningd's `makesecret` gives for the
 // ASCII string "scb secret" (chanbackup's init: `makesecret hex=73636220736563726574`), which is
-// HKDF-SHA256 from hsm_secret as src/keys/hsmSecret.ts derives it. Opening checks the MAC, the
+// hsmd's handle_derive_secret (hsmd/libhsmd.c): HKDF-SHA256(no salt, derived_secret, info), with
+// derived_secret from hsm_secret as src/keys/hsmSecret.ts derives it. Opening checks the MAC, the
 // format and Core Lightning's version rule; sealing writes the same format (for emergency.recover).
 import { makesecret } from '../../keys/hsmSecret.js';
 import { DecodeError } from '../../util/bytes.js';
