@@ -46,6 +46,17 @@ export class ByteWriter {
     return this.u32(b.length).push(b);
   }
 
+  /** A u16 length, then the bytes. */
+  u16Bytes(b: Buffer): this {
+    if (b.length > 0xffff) throw new RangeError(`${b.length} bytes do not fit a u16 length`);
+    return this.u16(b.length).push(b);
+  }
+
+  /** Bytes whose length the reader knows from elsewhere (no prefix, no check). */
+  raw(b: Buffer): this {
+    return this.push(b);
+  }
+
   /** A u16 length, then UTF-8. */
   string(s: string): this {
     const b = Buffer.from(s, 'utf8');
@@ -62,6 +73,28 @@ export class ByteReader {
   private offset = 0;
 
   constructor(private readonly buf: Buffer) {}
+
+  /** The bytes not read yet. */
+  get remaining(): number {
+    return this.buf.length - this.offset;
+  }
+
+  /** The next `n` bytes, as a view into the message. */
+  view(n: number, field: string): Buffer {
+    return this.take(n, field);
+  }
+
+  /** Every byte not read yet, as a view. */
+  rest(): Buffer {
+    return this.take(this.remaining, 'the rest');
+  }
+
+  /** A u16 length (at most `max`), then that many bytes (a view into the message). */
+  u16Bytes(max: number, field: string): Buffer {
+    const n = this.u16(`${field} length`);
+    if (n > max) throw new DecodeError(`${field} is ${n} bytes, more than the ${max} allowed`);
+    return this.take(n, field);
+  }
 
   private take(n: number, field: string): Buffer {
     if (this.offset + n > this.buf.length) throw new DecodeError(`message ends inside ${field}`);

@@ -17,14 +17,20 @@ function words(bytes: Uint8Array, count: number): Uint32Array {
   return out;
 }
 
-function subkeyAndIv(key: Uint8Array, nonce: Uint8Array): { subkey: Buffer; iv: Buffer } {
+/** HChaCha20 (draft-irtf-cfrg-xchacha, 2.2): the 32-byte subkey of `key` for the first 16 nonce bytes. */
+export function hchacha20(key: Uint8Array, input: Uint8Array): Buffer {
   if (key.length !== KEY_BYTES) throw new Error('AEAD key must be 32 bytes');
-  if (nonce.length !== NONCE_BYTES) throw new Error('AEAD nonce must be 24 bytes');
+  if (input.length < 16) throw new Error('HChaCha20 takes 16 input bytes');
   const sub = new Uint32Array(8);
-  hchacha(SIGMA, words(key, 8), words(nonce, 4), sub);
+  hchacha(SIGMA, words(key, 8), words(input, 4), sub);
+  return Buffer.from(sub.buffer);
+}
+
+function subkeyAndIv(key: Uint8Array, nonce: Uint8Array): { subkey: Buffer; iv: Buffer } {
+  if (nonce.length !== NONCE_BYTES) throw new Error('AEAD nonce must be 24 bytes');
   const iv = Buffer.alloc(12);
   iv.set(nonce.subarray(16, 24), 4);
-  return { subkey: Buffer.from(sub.buffer), iv };
+  return { subkey: hchacha20(key, nonce), iv };
 }
 
 /**

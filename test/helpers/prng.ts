@@ -56,3 +56,15 @@ export function envCount(name: string, fallback: number): number {
   if (!/^\d+$/.test(text) || Number(text) > 0xffffffff) throw new Error(`${name} must be an integer from 0 to 4294967295, got ${JSON.stringify(text)}`);
   return Number(text);
 }
+
+/** A copy of `bytes` with 1 to 4 random edits: a byte overwritten, the end cut off, or 2 bytes appended. */
+export function mutated(prng: Prng, bytes: Buffer): Buffer {
+  let m = Buffer.from(bytes);
+  for (let e = prng.int(1, 4); e > 0; e--) {
+    const op = prng.int(0, 2);
+    if (op === 0 && m.length > 0) m[prng.int(0, m.length - 1)] = prng.int(0, 255);
+    else if (op === 1) m = m.subarray(0, prng.int(0, m.length));
+    else m = Buffer.concat([m, Buffer.from([prng.int(0, 255), prng.int(0, 255)])]);
+  }
+  return m;
+}
