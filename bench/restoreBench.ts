@@ -16,7 +16,7 @@ import { execStatements, openForReplay } from '../src/journal/applyWrites.js';
 import { bumpedFrom } from '../src/journal/dataVersion.js';
 import { DISCARD_SINK, JournalReplayer } from '../src/journal/replay.js';
 import { restoreDatabase } from '../src/restore/rebuild.js';
-import { dumpDatabase } from '../src/simulator/dump.js';
+import { sameDatabaseFiles } from '../src/simulator/dump.js';
 import { openIdentity } from '../src/vault/identity.js';
 import { VaultReader } from '../src/vault/reader.js';
 import { vaultDiskUsage } from '../src/vault/diskUsage.js';
@@ -172,6 +172,15 @@ export interface SnapshotRestore {
   readonly identical: boolean;
 }
 
+/** One restore of the node's vault into `to` (replaced), its time added to `runs`. */
+function timedRestore(node: VaultNode, to: string, runs: number[]): ReturnType<typeof restoreDatabase> {
+  removeDb(to);
+  const t = now();
+  const outcome = restoreDatabase({ vaultDir: node.vault, keys: node.keys(), to, force: true });
+  runs.push(msSince(t));
+  return outcome;
+}
+
 function copyDurably(from: string, to: string): void {
   fs.copyFileSync(from, to);
   const fd = fs.openSync(to, 'r+');
@@ -182,20 +191,8 @@ function copyDurably(from: string, to: string): void {
   }
 }
 
-function sameDump(a: string, b: string): boolean {
-  const x = new Database(a, { readonly: true });
-  const y = new Database(b, { readonly: true });
-  try {
-    return dumpDatabase(x) === dumpDatabase(y);
-  } finally {
-    x.close();
-    y.close();
-  }
-}
-
 function runSnapshotRestore(v: RestoreVaults['compacted'], workDir: string, rounds: number): SnapshotRestore {
   const { node, dataVersion } = v;
-  const keys = node.keys();
   const restored = path.join(workDir, 'restored-compacted.sqlite3');
   const copy = path.join(workDir, 'copy.sqlite3');
   const restoreRuns: number[] = [];
@@ -205,10 +202,7 @@ function runSnapshotRestore(v: RestoreVaults['compacted'], workDir: string, roun
     progress(`restore (compacted vault): round ${round + 1}/${rounds}...`);
     const steps: (() => void)[] = [
       () => {
-        removeDb(restored);
-        const t = now();
-        outcome = restoreDatabase({ vaultDir: node.vault, keys, to: restored, force: true });
-        restoreRuns.push(msSince(t));
+        outcome = timedRestore(node, restored, restoreRuns);
       },
       () => {
         removeDb(copy);
@@ -221,7 +215,7 @@ function runSnapshotRestore(v: RestoreVaults['compacted'], workDir: string, roun
   }
   const result = outcome as ReturnType<typeof restoreDatabase> | null;
   if (!result) throw new Error('no restore ran');
-  const identical = sameDump(node.dbPath, restored) && result.version === dataVersion;
+  const identical = sameDatabaseFiles(node.dbPath, restored) && result.version === dataVersion;
   for (const f of [restored, copy]) removeDb(f);
   const usage = vaultDiskUsage(node.vault);
   const restoreMs = median(restoreRuns);
@@ -258,10 +252,7 @@ function runFullHistoryRestore(trace: TraceInfo, node: VaultNode, nodeVersion: n
     progress(`restore: round ${round + 1}/${rounds}...`);
     const steps: (() => void)[] = [
       () => {
-        removeDb(restored);
-        const t = now();
-        outcome = restoreDatabase({ vaultDir: node.vault, keys, to: restored, force: true });
-        restoreRuns.push(msSince(t));
+        outcome = timedRestore(node, restored, restoreRuns);
       },
       () => {
         removeDb(plain);
@@ -285,7 +276,7 @@ function runFullHistoryRestore(trace: TraceInfo, node: VaultNode, nodeVersion: n
   }
 
   progress("restore: comparing the restored database with the node's...");
-  const identical = sameDump(node.dbPath, restored);
+  const identical = sameDatabaseFiles(node.dbPath, restored);
 
   progress('restore: vault read alone, final checks, naive plain replay...');
   const identity = openIdentity(node.vault, keys);

@@ -8,10 +8,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import Database from 'better-sqlite3';
 import { restoreDatabase } from '../restore/rebuild.js';
 import { verifyVault } from '../restore/verify.js';
-import { dumpDatabase } from '../simulator/dump.js';
+import { sameDatabaseFiles } from '../simulator/dump.js';
 import { runSimulatorUntilDone } from '../simulator/runner.js';
 import { readTraceFile } from '../simulator/trace.js';
 import { prepareNode, PLUGIN_PATH } from './initNode.js';
@@ -108,13 +107,13 @@ async function demoWithServer(o: { json?: boolean }, c: DemoContext): Promise<nu
 
   const restored = path.join(dir, 'restored.sqlite3');
   const restore = restoreDatabase({ vaultDir: vault, keys, to: restored, force: true });
-  const identical = sameDatabase(path.join(networkDir, 'lightningd.sqlite3'), restored);
+  const identical = sameDatabaseFiles(path.join(networkDir, 'lightningd.sqlite3'), restored);
   say(`4. restore: version ${restore.version}${restore.inFlight ? ' (in flight)' : ''}, ${formatBytes(restore.dbBytes)}; identical to the node's database: ${identical ? 'yes' : 'NO'}`);
 
   // The machine is lost: restore from the server alone.
   const fromServer = path.join(dir, 'restored-from-server.sqlite3');
   const remote = await downloadDir({ url: serverUrl, keys }, (vaultDir) => restoreDatabase({ vaultDir, keys, to: fromServer, force: true }));
-  const identicalFromServer = sameDatabase(path.join(networkDir, 'lightningd.sqlite3'), fromServer);
+  const identicalFromServer = sameDatabaseFiles(path.join(networkDir, 'lightningd.sqlite3'), fromServer);
   say(`5. restore --from ${serverUrl.slice(0, 24)}…: version ${remote.version}; identical to the node's database: ${identicalFromServer ? 'yes' : 'NO'}`);
 
   const summary = {
@@ -142,15 +141,4 @@ async function demoWithServer(o: { json?: boolean }, c: DemoContext): Promise<nu
     `  files are in ${dir}`,
   ]);
   return summary.ok ? 0 : EXIT_CHECK_FAILED;
-}
-
-function sameDatabase(a: string, b: string): boolean {
-  const da = new Database(a, { readonly: true });
-  const db = new Database(b, { readonly: true });
-  try {
-    return dumpDatabase(da) === dumpDatabase(db);
-  } finally {
-    da.close();
-    db.close();
-  }
 }

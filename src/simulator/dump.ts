@@ -2,7 +2,7 @@
 // sqlite_master (ordered by type, name), then every table's rows as SQL literals in rowid order (all
 // columns for WITHOUT ROWID tables). Integers and reals stay distinct (1 vs 1.0), blobs are x'..',
 // NULL is NULL. As with sqlite3's .dump, a rowid is shown only when it is a declared column.
-import type Database from 'better-sqlite3';
+import Database from 'better-sqlite3';
 
 interface MasterRow {
   type: string;
@@ -55,4 +55,16 @@ export function dumpDatabase(db: Database.Database): string {
     }
   }
   return out.join('\n') + '\n';
+}
+
+/** True when the two database files hold the same logical dump (opened read-only). */
+export function sameDatabaseFiles(a: string, b: string): boolean {
+  const da = new Database(a, { readonly: true });
+  const db = new Database(b, { readonly: true });
+  try {
+    return dumpDatabase(da) === dumpDatabase(db);
+  } finally {
+    da.close();
+    db.close();
+  }
 }
