@@ -222,6 +222,58 @@ process.stdin.on('end', () => process.exit(0));
   assert.ok(idle.cpuMs <= 0.25 * idle.hookMs, `idle: ${idle.cpuMs.toFixed(0)} ms of CPU over ${idle.hookMs.toFixed(0)} ms of waiting`);
 });
 
+test("the RPC socket: listconfigs and getinfo as a real lightningd answers them (the wallet put in), lightningd's error for an unknown command, nothing served while a db_write hook is pending", async () => {
+  const dir = tempDir('sim-rpc');
+  const plugin = path.join(dir, 'rpc-plugin.mjs');
+  // At init: three calls. In the hook of the 5th call: a call whose answer must wait for the hook's.
+  fs.writeFileSync(
+    plugin,
+    `import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { JsonObjectSplitter } from ${JSON.stringify(pathToFileURL(path.join(repoRoot, 'dist/src/util/jsonFraming.js')).href)};
+const send = (o) => process.stdout.write(JSON.stringify({ jsonrpc: '2.0', ...o }) + '\\n\\n');
+const rec = (o) => fs.appendFileSync('rpc.jsonl', JSON.stringify(o) + '\\n');
+let sock = null; const waiting = new Map(); let next = 1;
+const call = (method) => new Promise((resolve) => { const id = next++; waiting.set(id, resolve); sock.write(JSON.stringify({ jsonrpc: '2.0', id, method, params: {} })); });
+const rpcSplitter = new JsonObjectSplitter();
+const splitter = new JsonObjectSplitter();
+let calls = 0;
+process.stdin.on('data', async (c) => { for (const t of splitter.push(c)) { const m = JSON.parse(t);
+  if (m.method === 'getmanifest') send({ id: m.id, result: { options: [], rpcmethods: [], hooks: [{ name: 'db_write' }], dynamic: false } });
+  else if (m.method === 'init') {
+    sock = net.connect(path.join(m.params.configuration['lightning-dir'], m.params.configuration['rpc-file']));
+    sock.on('data', (d) => { for (const r of rpcSplitter.push(d)) { const a = JSON.parse(r); waiting.get(a.id)?.(a); } });
+    send({ id: m.id, result: {} });
+    rec({ listconfigs: await call('listconfigs'), getinfo: await call('getinfo'), unknown: await call('no-such-command') });
+  } else {
+    calls++;
+    if (calls === 12) {
+      let answered = false;
+      call('getinfo').then(() => { answered = true; rec({ inHookAnsweredAfterReply: replied }); });
+      let replied = false;
+      setTimeout(() => { rec({ answeredWhileHookPending: answered }); replied = true; send({ id: m.id, result: { result: 'continue' } }); }, 300);
+    } else send({ id: m.id, result: { result: 'continue' } });
+  } } });
+process.stdin.on('end', () => setTimeout(() => process.exit(0), 200));
+`,
+  );
+  const dsn = 'postgres://lightningd@127.0.0.1:5432/lightningd';
+  const result = await runSimulatorUntilDone({ lightningDir: dir, traces: [tracePath('cln-v26.06-node6.jsonl.gz')], plugin, walletDsn: dsn, lingerMs: 300 });
+  assert.equal(result.dataVersion, 63);
+  const lines = fs.readFileSync(path.join(dir, 'regtest', 'rpc.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, { result?: Record<string, unknown>; error?: { code: number; message: string } } | boolean>);
+  const atInit = lines.find((l) => 'listconfigs' in l) as Record<string, { result?: Record<string, unknown>; error?: { code: number; message: string } }>;
+  const configs = atInit.listconfigs.result?.configs as Record<string, { value_str?: string }>;
+  assert.equal(configs.wallet.value_str, dsn);
+  assert.equal(configs.network.value_str, 'regtest');
+  assert.equal(configs['rpc-file'].value_str, 'lightning-rpc');
+  assert.equal(atInit.getinfo.result?.version, 'v26.06.6');
+  assert.deepEqual(atInit.unknown.error, { code: -32601, message: "Unknown command 'no-such-command'" });
+  assert.deepEqual(lines.find((l) => 'answeredWhileHookPending' in l), { answeredWhileHookPending: false });
+  assert.deepEqual(lines.find((l) => 'inHookAnsweredAfterReply' in l), { inHookAnsweredAfterReply: true });
+  assert.ok(!fs.existsSync(path.join(dir, 'regtest', 'lightning-rpc')), 'the socket is removed at the end');
+});
+
 /** A test plugin that records what it receives and misbehaves as <networkDir>/mode.json says. */
 function writeRecorderPlugin(dir: string): string {
   const framing = pathToFileURL(path.join(repoRoot, 'dist/src/util/jsonFraming.js')).href;

@@ -20,6 +20,10 @@ export interface SimulatorCliOptions {
   progressEvery?: number;
   /** How to wait for the plugin's answers (default 'idle'; 'spin' as lightningd). */
   wait?: WaitMode;
+  /** The `wallet` that listconfigs reports (a postgres:// DSN for a PostgreSQL node). */
+  walletDsn?: string;
+  /** Stay up this long after the last call before the clean shutdown. */
+  lingerMs?: number;
 }
 
 export class UsageError extends Error {}
@@ -58,6 +62,8 @@ export function parseCliArgs(argv: string[]): SimulatorCliOptions {
         'hook-timeout': { type: 'string' },
         'progress-every': { type: 'string' },
         wait: { type: 'string' },
+        wallet: { type: 'string' },
+        linger: { type: 'string' },
       },
     }));
   } catch (err) {
@@ -83,6 +89,8 @@ export function parseCliArgs(argv: string[]): SimulatorCliOptions {
     hookTimeoutMs: count('hook-timeout', values['hook-timeout']),
     progressEvery: count('progress-every', values['progress-every']),
     wait,
+    walletDsn: values.wallet,
+    lingerMs: count('linger', values.linger),
   };
 }
 
@@ -97,9 +105,11 @@ export function toCliArgs(o: SimulatorCliOptions): string[] {
     ['--kill-plugin-at', o.killPluginAt],
     ['--hook-timeout', o.hookTimeoutMs],
     ['--progress-every', o.progressEvery],
+    ['--linger', o.lingerMs],
   ];
   for (const [flag, n] of numbers) if (n !== undefined) args.push(flag, String(n));
   if (o.killSelfAt) args.push('--kill-self-at', `${o.killSelfAt.entry}:${o.killSelfAt.point}`);
   if (o.wait !== undefined) args.push('--wait', o.wait);
+  if (o.walletDsn !== undefined) args.push('--wallet', o.walletDsn);
   return args;
 }

@@ -9,6 +9,7 @@ import type { KillPoint, SimulatorEvent } from './events.js';
 import { HookStats, type HookStatsSummary } from './hookStats.js';
 import { openNodeDatabase, readDataVersion } from './nodeDb.js';
 import { processUsage, type ProcessUsage } from './processUsage.js';
+import { RPC_FILE, SimulatedRpcSocket } from './rpcSocket.js';
 import { PluginProcess, PluginTimeoutError, type PluginCommand, type RpcReply, type WaitMode } from './pluginProcess.js';
 import { resumeIndex } from './resume.js';
 import { readPlayedSuperseded, recordPlayedSuperseded } from './simState.js';
@@ -36,6 +37,10 @@ export interface SimulatorOptions {
   pluginStderr?: 'inherit' | 'collect';
   /** How to wait for the plugin's answers: 'spin' as lightningd does (a busy poll holding a core), or 'idle' (default). */
   wait?: WaitMode;
+  /** The node's `wallet` setting that listconfigs reports on the RPC socket (e.g. a postgres:// DSN). */
+  walletDsn?: string;
+  /** After the last call, stay up this long (RPC served, plugin running) before the clean shutdown. */
+  lingerMs?: number;
   /** How long a clean shutdown waits for the plugin to exit before SIGKILLing it (default 10 s). */
   shutdownTimeoutMs?: number;
   onEvent?: (event: SimulatorEvent) => void;
@@ -88,6 +93,7 @@ export class SimulatedLightningd {
   private db: Database.Database | null = null;
   private plugin: PluginProcess | null = null;
   private pluginUsageAtStart: ProcessUsage | null = null;
+  private rpcSocket: SimulatedRpcSocket | null = null;
   private lastCommitted = 0;
   private initSent = false;
   private callsSent = 0;
@@ -119,7 +125,10 @@ export class SimulatedLightningd {
 
     let inFlight = -1;
     try {
-      if (this.opts.plugin) await this.startPlugin(this.opts.plugin);
+      if (this.opts.plugin) {
+        this.rpcSocket = await SimulatedRpcSocket.start({ networkDir, network: this.opts.network, walletDsn: this.opts.walletDsn });
+        await this.startPlugin(this.opts.plugin);
+      }
       for (let i = next; i < entries.length && this.lastCommitted !== untilVersion; i++) {
         const e = entries[i];
         if (e.kind !== 'call' || !playable(i)) continue;
@@ -129,8 +138,10 @@ export class SimulatedLightningd {
         inFlight = -1;
       }
       if (!this.initSent) await this.sendInit();
+      if (this.opts.lingerMs) await new Promise((resolve) => setTimeout(resolve, this.opts.lingerMs));
       const pluginUsage = this.pluginUsageSinceStart();
       await this.plugin?.close(this.opts.shutdownTimeoutMs ?? 10_000);
+      await this.rpcSocket?.close();
       db.close();
       const stats = this.stats.summary();
       this.emit({ event: 'done', dataVersion: this.lastCommitted, stats, plugin: pluginUsage });
@@ -176,7 +187,7 @@ export class SimulatedLightningd {
       options: {},
       configuration: {
         'lightning-dir': this.opts.networkDir,
-        'rpc-file': 'lightning-rpc',
+        'rpc-file': RPC_FILE,
         startup: true,
         network: this.opts.network,
         feature_set: FEATURE_SET,
@@ -215,7 +226,9 @@ export class SimulatedLightningd {
     if (this.plugin) {
       const plugin = this.plugin;
       const killNow = this.opts.killPluginAt === i ? () => plugin.kill() : undefined;
+      this.rpcSocket?.hookSent();
       const answered = await this.rpc('db_write', { data_version: e.dataVersion, writes: e.writes }, this.opts.hookTimeoutMs, killNow);
+      this.rpcSocket?.hookAnswered();
       this.stats.recordHook(answered.latencyMs);
       checkContinue(answered);
     }
@@ -267,6 +280,7 @@ export class SimulatedLightningd {
     if (this.db!.inTransaction) this.db!.exec('ROLLBACK');
     if (pluginHung) this.plugin?.kill();
     await this.plugin?.close(this.opts.shutdownTimeoutMs ?? 10_000);
+    await this.rpcSocket?.close();
     this.db!.close();
   }
 }

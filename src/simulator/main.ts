@@ -4,7 +4,10 @@
 //   node dist/src/simulator/main.js --lightning-dir D [--network regtest] --trace FILE[@FROM-TO] [--trace ...]
 //     (--plugin PATH | --no-plugin) [--pre-init K] [--until-version V] [--kill-self-at ENTRY:POINT]
 //     [--kill-plugin-at ENTRY] [--hook-timeout MS] [--progress-every N] [--wait spin|idle]
+//     [--wallet DSN] [--linger MS]
 //   --wait spin: wait for each answer as lightningd does, busy-polling the plugin's pipe (one core spins)
+//   --wallet: what listconfigs reports as the node's wallet on <lightning-dir>/<network>/lightning-rpc
+//   --linger: stay up MS after the last call (RPC served, the plugin running) before shutting down
 //
 // ENTRY is a 0-based index into the chained traces' entries (marks included); POINT is one of
 // before-hook, after-ack, after-commit. A PATH ending in .js runs under this node.
@@ -64,6 +67,8 @@ async function main(): Promise<number> {
     crashMode: 'kill-process',
     pluginStderr: 'inherit',
     wait: opts.wait,
+    walletDsn: opts.walletDsn,
+    lingerMs: opts.lingerMs,
     onEvent: eventPrinter(Math.max(1, opts.progressEvery ?? 1)),
   });
   const outcome = await sim.run();
