@@ -36,6 +36,7 @@ import { runDemo } from './demo.js';
 import { registerServerCommands } from './serverCommands.js';
 import { registerRetentionCommand, retentionFromFlags, retentionOptions, type RetentionFlags } from './retentionCommand.js';
 import { registerScrubCommand } from './scrubCommand.js';
+import { registerPostgresCommand } from './postgresCommand.js';
 import { repairVaultInMemory } from '../vault/redundancy/protectedRead.js';
 
 // The server flushes every vault file a round touched in parallel on libuv's thread pool (4
@@ -271,6 +272,7 @@ registerServerCommands(program);
 registerScrubCommand(program);
 registerDestinationCommands(program);
 registerRetentionCommand(program);
+registerPostgresCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof CommanderError) {
