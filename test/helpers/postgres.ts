@@ -203,7 +203,8 @@ async function runServer(files: ServerFiles): Promise<TestPostgres> {
       '-c', 'fsync=on',
       '-c', 'max_connections=40',
       '-c', 'shared_buffers=16MB',
-      ...(files.hotStandby ? ['-c', 'hot_standby=on'] : []),
+      // A standby reconnects to a restarted primary within 0.1 s instead of 5 s.
+      ...(files.hotStandby ? ['-c', 'hot_standby=on', '-c', 'wal_retrieve_retry_interval=100ms'] : []),
     ];
     const c = spawn(postgresBin, args, { cwd: dir, stdio: ['ignore', log, log], ...ids });
     fs.closeSync(log);
