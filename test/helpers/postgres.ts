@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
+import { findPostgresBinary } from '../../src/postgres/binaries.js';
 import { tempDir } from './paths.js';
 import { sleep } from './waiting.js';
 
@@ -44,28 +45,6 @@ export interface TestPostgres {
 export interface ServerOwner {
   uid: number;
   gid: number;
-}
-
-export function findBinary(name: string): string | null {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    if (!dir) continue;
-    const p = path.join(dir, name);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      // not here
-    }
-  }
-  const root = '/usr/lib/postgresql';
-  const versions = fs.existsSync(root)
-    ? fs.readdirSync(root).filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a))
-    : [];
-  for (const v of versions) {
-    const p = path.join(root, v, 'bin', name);
-    if (fs.existsSync(p)) return p;
-  }
-  return null;
 }
 
 export function freePort(): Promise<number> {
@@ -115,7 +94,7 @@ function requirePostgres<T>(body: () => Promise<T>): Promise<T> {
 
 /** The OS user to run PostgreSQL as (null: this process's own); throws SkipError when PostgreSQL cannot run here. */
 export function serverOwner(): ServerOwner | null {
-  if (!findBinary('initdb') || !findBinary('postgres')) throw new SkipError('PostgreSQL is not installed (no initdb/postgres on PATH or under /usr/lib/postgresql/*/bin)');
+  if (!findPostgresBinary('initdb') || !findPostgresBinary('postgres')) throw new SkipError('PostgreSQL is not installed (no initdb/postgres on PATH or under /usr/lib/postgresql/*/bin)');
   const asRoot = process.getuid?.() === 0;
   const user = asRoot ? osUser('postgres') : null;
   if (asRoot && !user) throw new SkipError("running as root and there is no 'postgres' OS user to run PostgreSQL as");
@@ -140,7 +119,7 @@ export function startPostgres(): Promise<TestPostgres> {
     const user = serverOwner();
     const { dir, socketDir } = serverScratch('pg', user);
     const dataDir = path.join(dir, 'data');
-    const init = spawnSync(findBinary('initdb') as string, ['-D', dataDir, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync'], {
+    const init = spawnSync(findPostgresBinary('initdb') as string, ['-D', dataDir, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync'], {
       encoding: 'utf8',
       cwd: dir,
       ...(user ?? {}),
@@ -158,7 +137,7 @@ export function startPostgres(): Promise<TestPostgres> {
 export function startStandby(primary: TestPostgres, name: string): Promise<TestPostgres> {
   return requirePostgres(async () => {
     const user = serverOwner();
-    const basebackup = findBinary('pg_basebackup');
+    const basebackup = findPostgresBinary('pg_basebackup');
     if (!basebackup) throw new SkipError('pg_basebackup is not installed');
     const { dir, socketDir } = serverScratch('pg-standby', user);
     const dataDir = path.join(dir, 'data');
@@ -180,7 +159,7 @@ interface ServerFiles {
 
 async function runServer(files: ServerFiles): Promise<TestPostgres> {
   const { dir, socketDir, dataDir, user } = files;
-  const postgresBin = findBinary('postgres') as string;
+  const postgresBin = findPostgresBinary('postgres') as string;
   const ids = user ?? {};
   // Whatever happens next, the server does not outlive the tests.
   let child: ChildProcess | null = null;
