@@ -1,8 +1,10 @@
 // The DSN helpers: a malformed DSN is refused with a clear message, and the password is redacted
-// from the DSN (user info, percent-encoded, with an unencoded @, ?password=) and from any text.
+// from the DSN (user info, percent-encoded, with an unencoded @, ?password=) and from any text;
+// the postgres commands' help.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DsnError, parseDsn, redactDsn, scrubSecret } from '../src/postgres/dsn.js';
+import { runCli } from './helpers/vaultFixture.js';
 
 test('redactDsn hides the password in every form and keeps the rest', () => {
   const cases: [string, string][] = [
@@ -38,4 +40,17 @@ test('parseDsn refuses what is not a postgres:// URL, saying what to give instea
   refuse('postgres://u:s3cret@[::zz]/d', /is not a valid postgres:\/\/ URL/);
   refuse(`postgres://u:s3cret@h/${'x'.repeat(5000)}`, /characters long/);
   assert.equal(parseDsn('postgres://u:s3cret@h:5433/d').port, '5433');
+});
+
+test('lnbackup postgres --help names the three commands; each has --json and its exit codes', () => {
+  const top = runCli(['postgres', '--help']);
+  assert.equal(top.code, 0);
+  for (const cmd of ['check', 'standby', 'primary']) {
+    assert.match(top.stdout, new RegExp(`\\b${cmd} \\[options\\]`));
+    const sub = runCli(['postgres', cmd, '--help']);
+    assert.equal(sub.code, 0);
+    assert.match(sub.stdout, /--json/);
+    assert.match(sub.stdout, /Exit code 0: /);
+  }
+  assert.match(runCli(['--help']).stdout, /\bpostgres\b/);
 });
