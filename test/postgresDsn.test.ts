@@ -1,9 +1,10 @@
 // The DSN helpers: a malformed DSN is refused with a clear message, and the password is redacted
 // from the DSN (user info, percent-encoded, with an unencoded @, ?password=) and from any text;
-// the postgres commands' help.
+// the wallet DSN taken from lightningd's listconfigs answer; the postgres commands' help.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DsnError, parseDsn, redactDsn, scrubSecret } from '../src/postgres/dsn.js';
+import { walletDsnFromListconfigs } from '../src/postgres/walletDsn.js';
 import { runCli } from './helpers/vaultFixture.js';
 
 test('redactDsn hides the password in every form and keeps the rest', () => {
@@ -53,4 +54,13 @@ test('lnbackup postgres --help names the three commands; each has --json and its
     assert.match(sub.stdout, /Exit code 0: /);
   }
   assert.match(runCli(['--help']).stdout, /\bpostgres\b/);
+});
+
+test('walletDsnFromListconfigs: the postgres wallet in both answer formats; sqlite or none is null; garbage is refused', () => {
+  const dsn = 'postgres://node:pw@127.0.0.1:5432/lightningdb';
+  assert.equal(walletDsnFromListconfigs({ configs: { wallet: { value_str: dsn, source: '/home/ln/.lightning/config:3' } } }), dsn);
+  assert.equal(walletDsnFromListconfigs({ wallet: dsn }), dsn);
+  assert.equal(walletDsnFromListconfigs({ configs: { wallet: { value_str: 'sqlite3:///home/ln/.lightning/bitcoin/lightningd.sqlite3' } } }), null);
+  for (const junk of [null, 7, 'x', {}, { configs: {} }, { configs: { wallet: { value_str: 42 } } }, { wallet: ['postgres://x'] }]) assert.equal(walletDsnFromListconfigs(junk), null);
+  assert.throws(() => walletDsnFromListconfigs({ wallet: `postgres://u:pw@h/${'x'.repeat(5000)}` }), DsnError);
 });
