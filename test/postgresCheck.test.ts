@@ -168,6 +168,32 @@ test('a disconnected standby: commits wait (named), its slot is inactive (warned
   assert.match(r.cli.stdout, /warning \[inactive-slot\]: replication slot lightningd is inactive/);
 });
 
+test('FIRST 2 with one standby: too few sync standbys, commits wait; local with the standby gone: unprotected, not stalled', async (t) => {
+  const p = need(t);
+  if (!p) return;
+  const two = await broken(p, () => setSystem(p, 'synchronous_standby_names', `FIRST 2 (${STANDBY_NAME}, other)`), () => setSystem(p, 'synchronous_standby_names', STANDBY_NAME));
+  assert.deepEqual(codes(two.lib), ['too-few-sync-standbys']);
+  assert.match(reasonIn(two, 'too-few-sync-standbys').fix, new RegExp(`synchronous_standby_names = 'FIRST 1 \\(${STANDBY_NAME}, other\\)'`));
+  assert.equal(two.lib.effect, 'commits-wait');
+
+  const gone = await broken(
+    p,
+    async () => {
+      await setSystem(p, 'synchronous_commit', 'local');
+      await p.standby.stop();
+    },
+    async () => {
+      await setSystem(p, 'synchronous_commit', 'on');
+      await p.standby.restart();
+      await p.waitSync();
+    },
+  );
+  assert.deepEqual(codes(gone.lib), ['commit-local', 'standby-disconnected']);
+  assert.equal(gone.lib.effect, 'unprotected');
+  assert.doesNotMatch(reasonIn(gone, 'standby-disconnected').problem, /stalled/);
+  assert.match(gone.cli.stdout, /meanwhile: the node's commits go through without a standby/);
+});
+
 test('an inactive slot left over from a gone standby is warned about, and the verdict stays zero-loss', async (t) => {
   const p = need(t);
   if (!p) return;

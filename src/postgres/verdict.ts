@@ -108,6 +108,8 @@ function syncStandbys(state: ReplicationState): StandbyRow[] {
 
 function standbyReasons(state: ReplicationState, names: StandbyNames): Reason[] {
   const wanted = `synchronous_standby_names = ${sqlLiteral(state.settings.synchronous_standby_names.value)}`;
+  // With synchronous_commit local/off nothing waits (commitReason names that); else commits stall.
+  const waits = WAITING_COMMITS.has(state.settings.synchronous_commit.value);
   const visible = state.standbys.filter((s) => s.state !== null);
   const sync = syncStandbys(state);
   if (sync.length >= names.count) return [];
@@ -115,7 +117,7 @@ function standbyReasons(state: ReplicationState, names: StandbyNames): Reason[] 
   if (visible.length === 0 && state.standbys.length === 0) {
     reasons.push({
       code: 'standby-disconnected',
-      problem: `no standby is connected, so with ${wanted} every commit waits until one is: the node is stalled`,
+      problem: `no standby is connected${waits ? `, so with ${wanted} every commit waits until one is: the node is stalled` : ': no standby holds the node\'s commits'}`,
       fix: `start the standby named ${names.names.join(' or ')} (pg_ctl start on its machine) and check its primary_conninfo and the primary's pg_hba.conf; \`lnbackup postgres standby\` sets one up`,
     });
   }
@@ -133,7 +135,7 @@ function standbyReasons(state: ReplicationState, names: StandbyNames): Reason[] 
   if (sync.length > 0) {
     reasons.push({
       code: 'too-few-sync-standbys',
-      problem: `${wanted} asks for ${names.count} synchronous standbys and ${sync.length} ${sync.length === 1 ? 'is' : 'are'} streaming: commits wait`,
+      problem: `${wanted} asks for ${names.count} synchronous standbys and ${sync.length} ${sync.length === 1 ? 'is' : 'are'} streaming${waits ? ': commits wait' : ''}`,
       fix: `bring up the missing standbys, or lower the number: ALTER SYSTEM SET synchronous_standby_names = ${sqlLiteral(`${names.method.toUpperCase()} ${sync.length} (${names.names.join(', ')})`)}; ${RELOAD}`,
     });
   }
