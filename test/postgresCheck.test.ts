@@ -2,11 +2,13 @@
 // zero-loss; each way it silently stops being so (the reference's list: empty
 // synchronous_standby_names, remote_write, local, a per-role and a per-database override, an
 // override in the DSN, a connected-but-async standby, a disconnected standby, an inactive slot) is
-// detected and named with its fix; bad input (malformed DSN, nothing listening, wrong password, no
-// such database, a standby's DSN, a role that sees NULL columns in pg_stat_replication) gets a
-// clear message and the documented exit code; the password never appears in the output.
+// detected and named with its fix; bad input (malformed DSN, nothing listening, a server that
+// never answers, wrong password, no such database, a standby's DSN, a role that sees NULL columns
+// in pg_stat_replication) gets a clear message and the documented exit code; the password never
+// appears in the output.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { checkPostgres, type CheckResult } from '../src/postgres/check.js';
 import { freePort, SkipError } from './helpers/postgres.js';
 import { lnbackupAsync, NODE_PASSWORD, prependHba, runSql, setSystem, startPair, STANDBY_NAME, type CliResult, type PostgresPair } from './helpers/postgresPair.js';
@@ -271,6 +273,19 @@ test('bad input: malformed DSN (2), nothing listening, wrong password, no such d
   assert.ok(!wrong.stderr.includes(`not-${NODE_PASSWORD}`));
   noStack(wrong);
   assert.equal((await checkPostgres(p.nodeDsn)).verdict, 'zero-loss', 'the right password is taken');
+
+  // Something that accepts the connection and never answers (a black hole, a wrong service).
+  const silent = net.createServer(() => undefined);
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  try {
+    const silentPort = (silent.address() as net.AddressInfo).port;
+    const hung = await lnbackupAsync(['postgres', 'check', '--dsn', `postgres://node:${NODE_PASSWORD}@127.0.0.1:${silentPort}/lightningdb`, '--timeout', '1']);
+    assert.equal(hung.code, 1);
+    assert.match(hung.stderr, new RegExp(`no answer from 127.0.0.1:${silentPort} within the timeout`));
+    noStack(hung);
+  } finally {
+    silent.close();
+  }
 
   const nodb = await lnbackupAsync(['postgres', 'check', '--dsn', `postgres://node:${NODE_PASSWORD}@127.0.0.1:${p.primary.port}/nosuchdb`]);
   assert.equal(nodb.code, 1);
