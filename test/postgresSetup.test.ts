@@ -69,6 +69,10 @@ test('standby + primary --apply build a working synchronous pair from two empty 
     assert.match(standby.stdout, /standby lightningd streams from the primary \(sync state not visible to this role\)/);
     assert.match(standby.stdout, /next, on the primary: lnbackup postgres primary --dsn <superuser dsn> --standby-name lightningd --apply/);
     assert.ok(!standby.stdout.includes('repl-pw') && !standby.stderr.includes('repl-pw'), 'the password appears in the output');
+    // The standby keeps the password to reconnect (pg_basebackup got it from PGPASSWORD, not argv).
+    const conninfo = fs.readFileSync(path.join(dataDir, 'postgresql.auto.conf'), 'utf8');
+    assert.match(conninfo, /primary_conninfo = '[^\n]*user=replicator password=(?:'')?repl-pw(?:'')? [^\n]*application_name=lightningd/);
+    assert.match(conninfo, new RegExp(`^port = ${port}$`, 'm'));
 
     const plan = await lnbackupAsync(['postgres', 'primary', '--dsn', superDsn, '--json']);
     assert.equal(plan.code, 0, plan.stderr);

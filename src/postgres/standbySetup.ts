@@ -88,9 +88,13 @@ export async function setupStandby(o: StandbyOptions): Promise<StandbyResult> {
 
   const copyStart = performance.now();
   url.searchParams.set('application_name', name);
+  // The password goes to pg_basebackup in its environment, not on its command line (which other
+  // users of the machine can read in ps); -R still writes it into primary_conninfo.
+  const password = decodeURIComponent(url.password);
+  url.password = '';
   try {
     progress({ step: `copying the primary into ${dataDir} (pg_basebackup -R, slot ${name})` });
-    await runBasebackup(basebackup, url.toString(), dataDir, name, progress, o.primaryDsn);
+    await runBasebackup(basebackup, url.toString(), password, dataDir, name, progress, o.primaryDsn);
   } catch (err) {
     if (slotCreated) await dropSlot(o.primaryDsn, name);
     throw err;
@@ -101,7 +105,7 @@ export async function setupStandby(o: StandbyOptions): Promise<StandbyResult> {
 
   const logFile = path.join(dataDir, 'standby.log');
   progress({ step: `starting the standby on port ${port} (pg_ctl start; log ${logFile})` });
-  const start = await runProgram(pgCtl, ['-D', dataDir, '-l', logFile, '-w', '-t', '60', 'start']);
+  const start = await runProgram(pgCtl, ['-D', dataDir, '-l', logFile, '-w', '-t', '60', 'start'], process.env);
   if (start.code !== 0) throw new StandbySetupError(`pg_ctl could not start the standby (exit ${start.code}): ${start.output.trim()}\n${tail(logFile)}`);
 
   const seen = await waitStreaming(o.primaryDsn, name, o.timeoutMs ?? 120_000, logFile, progress);
@@ -142,8 +146,9 @@ async function dropSlot(dsn: string, name: string): Promise<void> {
   await client.end().catch(() => undefined);
 }
 
-async function runBasebackup(bin: string, url: string, dataDir: string, slot: string, progress: (e: StandbyProgress) => void, dsn: string): Promise<void> {
-  const r = await runProgram(bin, ['-D', dataDir, '-R', '-S', slot, '-X', 'stream', '--checkpoint=fast', '-P', '-d', url], (chunk) => {
+async function runBasebackup(bin: string, url: string, password: string, dataDir: string, slot: string, progress: (e: StandbyProgress) => void, dsn: string): Promise<void> {
+  const env = password ? { ...process.env, PGPASSWORD: password } : process.env;
+  const r = await runProgram(bin, ['-D', dataDir, '-R', '-S', slot, '-X', 'stream', '--checkpoint=fast', '-P', '-d', url], env, (chunk) => {
     for (const m of chunk.matchAll(/(\d+)\/(\d+) kB \(\d+%\)/g)) progress({ copiedKb: Number(m[1]), totalKb: Number(m[2]) });
   });
   if (r.code !== 0) {
@@ -154,9 +159,9 @@ async function runBasebackup(bin: string, url: string, dataDir: string, slot: st
 }
 
 /** Runs a program to its end; its stdout and stderr together (the last 64 KiB). */
-function runProgram(bin: string, args: string[], onOutput?: (chunk: string) => void): Promise<{ code: number | null; output: string }> {
+function runProgram(bin: string, args: string[], env: NodeJS.ProcessEnv, onOutput?: (chunk: string) => void): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
     let output = '';
     const take = (d: Buffer): void => {
       const text = d.toString();
