@@ -43,7 +43,8 @@ const literal = (s: string): string => `'${s.replace(/'/g, "''")}'`;
 async function readPlan(client: pg.Client, standbyName: string): Promise<PrimaryPlan> {
   const rec = await client.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r');
   if (rec.rows[0].r) throw new ApplyRefused('--dsn names a standby (in recovery): give the primary the node writes to');
-  // The server's own values (reset_val: what a session gets without per-role or per-database settings).
+  // The values this session started with (reset_val: not changed by SET; a superuser's session
+  // rarely has per-role settings, and `check` with the node's DSN sees the node's own).
   const { rows } = await client.query<{ name: string; reset_val: string }>(
     "SELECT name, reset_val FROM pg_settings WHERE name IN ('synchronous_standby_names', 'synchronous_commit', 'wal_level', 'max_wal_senders')",
   );
