@@ -4,7 +4,8 @@
 // lapse at once and again every minute while it lasts (saying what the node lives through: commits
 // waiting on the primary, or running unprotected), the return to zero-loss, and calls an optional
 // callback once a lapse has lasted the unprotected limit. Clock and logger are injected. The DSN
-// appears only redacted.
+// appears only redacted. Each check opens a new session, so a changed per-role or per-database
+// setting is seen at the next check.
 import { checkPostgres, type CheckResult } from './check.js';
 import { redactDsn, scrubSecret } from './dsn.js';
 import { describeEffect, type Effect, type Reason } from './verdict.js';
