@@ -73,6 +73,27 @@ test('a correct synchronous pair is zero-loss, with its standby, lags, slot and 
   assertNoPassword(text);
 });
 
+test('remote_apply, ANY 1 (quorum) and FIRST 1 lists are zero-loss too', async (t) => {
+  const p = need(t);
+  if (!p) return;
+  try {
+    await setSystem(p, 'synchronous_commit', 'remote_apply');
+    await setSystem(p, 'synchronous_standby_names', `ANY 1 (other, ${STANDBY_NAME})`);
+    const quorum = await until('quorum', async () => {
+      const r = await checkPostgres(p.nodeDsn);
+      return r.standbys[0]?.syncState === 'quorum' ? r : null;
+    }, 30_000, 50);
+    assert.equal(quorum.verdict, 'zero-loss', JSON.stringify(quorum.reasons));
+    await setSystem(p, 'synchronous_standby_names', `other, "${STANDBY_NAME}"`);
+    await p.waitSync();
+    assert.equal((await checkPostgres(p.nodeDsn)).verdict, 'zero-loss');
+  } finally {
+    await setSystem(p, 'synchronous_commit', 'on');
+    await setSystem(p, 'synchronous_standby_names', STANDBY_NAME);
+    await p.waitSync();
+  }
+});
+
 /** Breaks the setup with `breakIt`, checks (library and CLI), then repairs it with `repair` and waits until zero-loss again. */
 async function broken(p: PostgresPair, breakIt: () => Promise<void>, repair: () => Promise<void>, dsn = p.nodeDsn): Promise<{ lib: CheckResult; cli: CliResult }> {
   await breakIt();
