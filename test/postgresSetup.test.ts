@@ -85,6 +85,9 @@ test('standby + primary --apply build a working synchronous pair from two empty 
     const check = await lnbackupAsync(['postgres', 'check', '--dsn', nodeDsn, '--json']);
     assert.equal(check.code, 0, check.stdout);
     assert.equal(check.json?.verdict, 'zero-loss');
+    const noop = await lnbackupAsync(['postgres', 'primary', '--dsn', superDsn, '--apply', '--json']);
+    assert.equal(noop.code, 0, noop.stdout);
+    assert.deepEqual(noop.json?.statements, []);
 
     // A commit on the primary is on the standby (which runs as its own server on its own port).
     await runSql(nodeDsn, 'CREATE TABLE t (v text); INSERT INTO t VALUES ($$through the pair$$)');
@@ -103,6 +106,12 @@ test('standby + primary --apply build a working synchronous pair from two empty 
     }
     const badName = await lnbackupAsync(['postgres', 'standby', '--primary', superDsn, '--data-dir', path.join(dir, 'other'), '--name', 'Bad-Name'], owner);
     assert.equal(badName.code, 2);
+
+    // With the standby gone and the settings in place, --apply has nothing to do and says the node waits.
+    stopStandby();
+    const waiting = await lnbackupAsync(['postgres', 'primary', '--dsn', superDsn, '--apply']);
+    assert.equal(waiting.code, 3);
+    assert.match(waiting.stderr, /nothing to apply: the primary already makes every commit wait for standby lightningd, which is not connected/);
   } finally {
     stopStandby();
     await primary.stop();

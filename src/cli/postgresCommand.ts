@@ -194,9 +194,11 @@ why). 2: usage error.`,
       `
 Without --apply nothing changes: the statements are printed. --apply refuses while the standby is
 not streaming (set it up first: lnbackup postgres standby), and refuses settings that need a
-restart (wal_level, max_wal_senders), printing the statements to run before the restart.
+restart (wal_level, max_wal_senders), printing the statements to run before the restart. With
+nothing to change and the standby not streaming, it says the node's commits are waiting now.
 Afterwards, check the node's own DSN: lnbackup postgres check --dsn <the node's wallet DSN>.
-Exit code 0: printed, or applied and the standby is sync. 3: --apply refused, nothing changed.
+Exit code 0: printed, or applied (or nothing to apply) and the standby is sync. 3: --apply
+refused, nothing changed.
 1: an error. 2: usage error.`,
     )
     .action((o: PrimaryFlags) =>

@@ -84,6 +84,11 @@ export async function applyPrimary(dsn: string, standbyName: string, onStep: (li
   const client = await connectDsn(dsn, { applicationName: 'lnbackup-primary' });
   try {
     const plan = await readPlan(client, standbyName);
+    if (plan.standby?.state !== 'streaming' && plan.changes.length === 0) {
+      throw new ApplyRefused(
+        `nothing to apply: the primary already makes every commit wait for standby ${standbyName}, which ${plan.standby ? 'is not streaming' : 'is not connected'}, so the node's commits are waiting now. Start that standby (or set one up: lnbackup postgres standby --primary … --name ${standbyName})`,
+      );
+    }
     if (plan.standby?.state !== 'streaming') {
       const seen = plan.standby ? `is ${plan.standby.state ?? 'connected (its state hidden from this role)'}, not streaming` : 'is not connected';
       throw new ApplyRefused(
