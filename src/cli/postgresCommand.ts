@@ -198,8 +198,7 @@ restart (wal_level, max_wal_senders), printing the statements to run before the 
 nothing to change and the standby not streaming, it says the node's commits are waiting now.
 Afterwards, check the node's own DSN: lnbackup postgres check --dsn <the node's wallet DSN>.
 Exit code 0: printed, or applied (or nothing to apply) and the standby is sync. 3: --apply
-refused, nothing changed.
-1: an error. 2: usage error.`,
+refused, nothing changed. 1: an error. 2: usage error.`,
     )
     .action((o: PrimaryFlags) =>
       run(o, async () => {
