@@ -36,8 +36,8 @@ test('standby + primary --apply build a working synchronous pair from two empty 
   let primary: TestPostgres;
   let owner;
   try {
+    primary = await startPostgres(); // with LNBACKUP_REQUIRE_POSTGRES set, a missing PostgreSQL fails here
     owner = serverOwner();
-    primary = await startPostgres();
   } catch (err) {
     if (err instanceof SkipError) return t.skip(err.message);
     throw err;
