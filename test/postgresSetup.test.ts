@@ -9,14 +9,14 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { findPostgresBinary } from '../src/postgres/binaries.js';
-import { freePort, serverOwner, serverScratch, SkipError, startPostgres, type TestPostgres } from './helpers/postgres.js';
+import { freePort, serverOwner, serverScratch, SkipError, startPostgres, type ServerScratch, type TestPostgres } from './helpers/postgres.js';
 import { lnbackupAsync, NODE_PASSWORD, runSql } from './helpers/postgresPair.js';
 import { until } from './helpers/waiting.js';
 
 process.setMaxListeners(50);
 
 /** Stops a server pg_ctl started in `dataDir` (as its OS user), and kills it at exit whatever happens. */
-function ownStandby(dataDir: string, owner: { uid: number; gid: number } | null): () => void {
+function ownStandby(scratch: ServerScratch, dataDir: string, owner: { uid: number; gid: number } | null): () => void {
   const pidFile = path.join(dataDir, 'postmaster.pid');
   const kill = (): void => {
     try {
@@ -26,7 +26,7 @@ function ownStandby(dataDir: string, owner: { uid: number; gid: number } | null)
       // not running
     }
   };
-  process.on('exit', kill);
+  scratch.killAtExit(kill);
   return () => {
     if (fs.existsSync(pidFile)) spawnSync(findPostgresBinary('pg_ctl') as string, ['-D', dataDir, '-m', 'fast', '-w', 'stop'], { ...(owner ?? {}), cwd: '/' });
   };
@@ -42,9 +42,10 @@ test('standby + primary --apply build a working synchronous pair from two empty 
     if (err instanceof SkipError) return t.skip(err.message);
     throw err;
   }
-  const { dir } = serverScratch('pg-setup', owner);
+  const scratch = serverScratch('pg-setup', owner);
+  const { dir } = scratch;
   const dataDir = path.join(dir, 'standby');
-  const stopStandby = ownStandby(dataDir, owner);
+  const stopStandby = ownStandby(scratch, dataDir, owner);
   try {
     await runSql(primary.url, "CREATE ROLE replicator LOGIN REPLICATION PASSWORD 'repl-pw'");
     await runSql(primary.url, `CREATE ROLE node LOGIN PASSWORD '${NODE_PASSWORD}'`);

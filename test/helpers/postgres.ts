@@ -101,8 +101,18 @@ export function serverOwner(): ServerOwner | null {
   return user;
 }
 
+export interface ServerScratch {
+  dir: string;
+  socketDir: string;
+  /** Registers a kill of a server living in the folder, run at exit before the folder is removed. */
+  killAtExit(kill: () => void): void;
+}
+
 /** A new temporary folder (with a socket folder inside) owned by the server's OS user. */
-export function serverScratch(prefix: string, user: ServerOwner | null): { dir: string; socketDir: string } {
+export function serverScratch(prefix: string, user: ServerOwner | null): ServerScratch {
+  const kills: Array<() => void> = [];
+  // Registered before tempDir's removal, so the servers are gone before their folder is.
+  process.on('exit', () => kills.forEach((kill) => kill()));
   const dir = tempDir(prefix);
   const socketDir = path.join(dir, 'sock');
   fs.mkdirSync(socketDir);
@@ -110,14 +120,15 @@ export function serverScratch(prefix: string, user: ServerOwner | null): { dir: 
     fs.chownSync(dir, user.uid, user.gid);
     fs.chownSync(socketDir, user.uid, user.gid);
   }
-  return { dir, socketDir };
+  return { dir, socketDir, killAtExit: (kill) => kills.push(kill) };
 }
 
 /** Starts a throwaway cluster. Throws SkipError when PostgreSQL (or, as root, its OS user) is missing. */
 export function startPostgres(): Promise<TestPostgres> {
   return requirePostgres(async () => {
     const user = serverOwner();
-    const { dir, socketDir } = serverScratch('pg', user);
+    const scratch = serverScratch('pg', user);
+    const { dir } = scratch;
     const dataDir = path.join(dir, 'data');
     const init = spawnSync(findPostgresBinary('initdb') as string, ['-D', dataDir, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync'], {
       encoding: 'utf8',
@@ -125,7 +136,7 @@ export function startPostgres(): Promise<TestPostgres> {
       ...(user ?? {}),
     });
     if (init.status !== 0) throw new Error(`initdb failed (${init.status}): ${init.stderr || init.stdout}`);
-    return runServer({ dir, socketDir, dataDir, user });
+    return runServer({ scratch, dataDir, user });
   });
 }
 
@@ -139,18 +150,18 @@ export function startStandby(primary: TestPostgres, name: string): Promise<TestP
     const user = serverOwner();
     const basebackup = findPostgresBinary('pg_basebackup');
     if (!basebackup) throw new SkipError('pg_basebackup is not installed');
-    const { dir, socketDir } = serverScratch('pg-standby', user);
+    const scratch = serverScratch('pg-standby', user);
+    const { dir } = scratch;
     const dataDir = path.join(dir, 'data');
     const conn = `host=127.0.0.1 port=${primary.port} user=postgres application_name=${name}`;
     const r = spawnSync(basebackup, ['-D', dataDir, '-R', '-C', '-S', name, '-X', 'stream', '--checkpoint=fast', '--no-sync', '-d', conn], { encoding: 'utf8', cwd: dir, ...(user ?? {}) });
     if (r.status !== 0) throw new Error(`pg_basebackup failed (${r.status}): ${r.stderr || r.stdout}`);
-    return runServer({ dir, socketDir, dataDir, user, hotStandby: true });
+    return runServer({ scratch, dataDir, user, hotStandby: true });
   });
 }
 
 interface ServerFiles {
-  dir: string;
-  socketDir: string;
+  scratch: ServerScratch;
   dataDir: string;
   user: ServerOwner | null;
   /** A standby: accept read-only connections while in recovery. */
@@ -158,13 +169,14 @@ interface ServerFiles {
 }
 
 async function runServer(files: ServerFiles): Promise<TestPostgres> {
-  const { dir, socketDir, dataDir, user } = files;
+  const { dataDir, user } = files;
+  const { dir, socketDir } = files.scratch;
   const postgresBin = findPostgresBinary('postgres') as string;
   const ids = user ?? {};
   // Whatever happens next, the server does not outlive the tests.
   let child: ChildProcess | null = null;
   let pid = 0;
-  process.on('exit', () => {
+  files.scratch.killAtExit(() => {
     if (pid > 0) killTree(pid);
   });
   const port = await freePort();
