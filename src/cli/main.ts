@@ -37,6 +37,7 @@ import { registerServerCommands } from './serverCommands.js';
 import { registerRetentionCommand, retentionFromFlags, retentionOptions, type RetentionFlags } from './retentionCommand.js';
 import { registerScrubCommand } from './scrubCommand.js';
 import { registerDoctorCommand } from './doctorCommand.js';
+import { registerPostgresCommand } from './postgresCommand.js';
 import { repairVaultInMemory } from '../vault/redundancy/protectedRead.js';
 
 // The server flushes every vault file a round touched in parallel on libuv's thread pool (4
@@ -275,6 +276,7 @@ registerScrubCommand(program);
 registerDestinationCommands(program);
 registerRetentionCommand(program);
 registerDoctorCommand(program);
+registerPostgresCommand(program);
 
 // A reader that stops early (`lnbackup --help | head`) closes the pipe: that ends the output, not in a stack trace.
 for (const stream of [process.stdout, process.stderr]) {

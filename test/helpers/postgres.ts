@@ -1,6 +1,7 @@
-// A throwaway PostgreSQL cluster for the server-store tests: initdb into a temporary folder, one
-// postgres process listening on 127.0.0.1 at a free port (trust auth, fsync on), stopped when the
-// test process exits. PostgreSQL refuses to run as root, so as root it runs as the `postgres` OS
+// Throwaway PostgreSQL clusters for the tests: initdb into a temporary folder, one postgres
+// process listening on 127.0.0.1 at a free port (trust auth, fsync on), stopped when the test
+// process exits; and a streaming standby of such a cluster (pg_basebackup -R, its own port), for
+// the replication tests. PostgreSQL refuses to run as root, so as root it runs as the `postgres` OS
 // user (which Debian's package creates). Without PostgreSQL the tests are skipped with the reason,
 // unless LNBACKUP_REQUIRE_POSTGRES is set (CI), where that is a failure.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -8,6 +9,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
+import { findPostgresBinary } from '../../src/postgres/binaries.js';
 import { tempDir } from './paths.js';
 import { sleep } from './waiting.js';
 
@@ -31,31 +33,21 @@ export interface TestPostgres {
   restart(): Promise<void>;
   /** The postmaster's pid (changes on restart). */
   readonly pid: number;
+  readonly port: number;
+  readonly dataDir: string;
+  /** The scratch folder holding the data directory (owned by the OS user the server runs as). */
+  readonly dir: string;
+  /** The server's log so far (its last `bytes`). */
+  logTail(bytes?: number): string;
 }
 
-function findBinary(name: string): string | null {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    if (!dir) continue;
-    const p = path.join(dir, name);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      // not here
-    }
-  }
-  const root = '/usr/lib/postgresql';
-  const versions = fs.existsSync(root)
-    ? fs.readdirSync(root).filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a))
-    : [];
-  for (const v of versions) {
-    const p = path.join(root, v, 'bin', name);
-    if (fs.existsSync(p)) return p;
-  }
-  return null;
+/** The OS user PostgreSQL runs as here: the `postgres` user when the tests run as root, else none (the current user). */
+export interface ServerOwner {
+  uid: number;
+  gid: number;
 }
 
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.unref();
@@ -90,49 +82,103 @@ function childrenOf(pid: number): number[] {
   return out;
 }
 
-/** Starts a throwaway cluster. Throws SkipError when PostgreSQL (or, as root, its OS user) is missing. */
-export async function startPostgres(): Promise<TestPostgres> {
-  try {
-    return await start();
-  } catch (err) {
+/** Throws SkipError when PostgreSQL is missing here (a failure instead when LNBACKUP_REQUIRE_POSTGRES is set). */
+function requirePostgres<T>(body: () => Promise<T>): Promise<T> {
+  return body().catch((err: unknown) => {
     if (err instanceof SkipError && process.env.LNBACKUP_REQUIRE_POSTGRES) {
       throw new Error(`PostgreSQL is required here (LNBACKUP_REQUIRE_POSTGRES is set) but: ${err.message}`);
     }
     throw err;
-  }
+  });
 }
 
-async function start(): Promise<TestPostgres> {
-  const initdb = findBinary('initdb');
-  const postgresBin = findBinary('postgres');
-  if (!initdb || !postgresBin) throw new SkipError('PostgreSQL is not installed (no initdb/postgres on PATH or under /usr/lib/postgresql/*/bin)');
+/** The OS user to run PostgreSQL as (null: this process's own); throws SkipError when PostgreSQL cannot run here. */
+export function serverOwner(): ServerOwner | null {
+  if (!findPostgresBinary('initdb') || !findPostgresBinary('postgres')) throw new SkipError('PostgreSQL is not installed (no initdb/postgres on PATH or under /usr/lib/postgresql/*/bin)');
   const asRoot = process.getuid?.() === 0;
   const user = asRoot ? osUser('postgres') : null;
   if (asRoot && !user) throw new SkipError("running as root and there is no 'postgres' OS user to run PostgreSQL as");
-  const ids = user ? { uid: user.uid, gid: user.gid } : {};
+  return user;
+}
 
-  // Whatever happens next, the server does not outlive the tests (registered before the temp
-  // folder, so it runs before the folder is removed).
-  let child: ChildProcess | null = null;
-  let pid = 0;
-  process.on('exit', () => {
-    if (pid > 0) killTree(pid);
-  });
+export interface ServerScratch {
+  dir: string;
+  socketDir: string;
+  /** Registers a kill of a server living in the folder, run at exit before the folder is removed. */
+  killAtExit(kill: () => void): void;
+}
 
-  const dir = tempDir('pg');
-  const dataDir = path.join(dir, 'data');
+/** A new temporary folder (with a socket folder inside) owned by the server's OS user. */
+export function serverScratch(prefix: string, user: ServerOwner | null): ServerScratch {
+  const kills: Array<() => void> = [];
+  // Registered before tempDir's removal, so the servers are gone before their folder is.
+  process.on('exit', () => kills.forEach((kill) => kill()));
+  const dir = tempDir(prefix);
   const socketDir = path.join(dir, 'sock');
   fs.mkdirSync(socketDir);
   if (user) {
     fs.chownSync(dir, user.uid, user.gid);
     fs.chownSync(socketDir, user.uid, user.gid);
   }
-  const init = spawnSync(initdb, ['-D', dataDir, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync'], {
-    encoding: 'utf8',
-    cwd: dir,
-    ...ids,
+  return { dir, socketDir, killAtExit: (kill) => kills.push(kill) };
+}
+
+/** Starts a throwaway cluster. Throws SkipError when PostgreSQL (or, as root, its OS user) is missing. */
+export function startPostgres(): Promise<TestPostgres> {
+  return requirePostgres(async () => {
+    const user = serverOwner();
+    const scratch = serverScratch('pg', user);
+    const { dir } = scratch;
+    const dataDir = path.join(dir, 'data');
+    const init = spawnSync(findPostgresBinary('initdb') as string, ['-D', dataDir, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync'], {
+      encoding: 'utf8',
+      cwd: dir,
+      ...(user ?? {}),
+    });
+    if (init.status !== 0) throw new Error(`initdb failed (${init.status}): ${init.stderr || init.stdout}`);
+    return runServer({ scratch, dataDir, user });
   });
-  if (init.status !== 0) throw new Error(`initdb failed (${init.status}): ${init.stderr || init.stdout}`);
+}
+
+/**
+ * Starts a streaming standby of `primary`: pg_basebackup -R with a physical slot named `name` and
+ * application_name `name`, then its own server on a free port. The primary's
+ * synchronous_standby_names is left as it is.
+ */
+export function startStandby(primary: TestPostgres, name: string): Promise<TestPostgres> {
+  return requirePostgres(async () => {
+    const user = serverOwner();
+    const basebackup = findPostgresBinary('pg_basebackup');
+    if (!basebackup) throw new SkipError('pg_basebackup is not installed');
+    const scratch = serverScratch('pg-standby', user);
+    const { dir } = scratch;
+    const dataDir = path.join(dir, 'data');
+    const conn = `host=127.0.0.1 port=${primary.port} user=postgres application_name=${name}`;
+    const r = spawnSync(basebackup, ['-D', dataDir, '-R', '-C', '-S', name, '-X', 'stream', '--checkpoint=fast', '--no-sync', '-d', conn], { encoding: 'utf8', cwd: dir, ...(user ?? {}) });
+    if (r.status !== 0) throw new Error(`pg_basebackup failed (${r.status}): ${r.stderr || r.stdout}`);
+    return runServer({ scratch, dataDir, user, hotStandby: true });
+  });
+}
+
+interface ServerFiles {
+  scratch: ServerScratch;
+  dataDir: string;
+  user: ServerOwner | null;
+  /** A standby: accept read-only connections while in recovery. */
+  hotStandby?: boolean;
+}
+
+async function runServer(files: ServerFiles): Promise<TestPostgres> {
+  const { dataDir, user } = files;
+  const { dir, socketDir } = files.scratch;
+  const postgresBin = findPostgresBinary('postgres') as string;
+  const ids = user ?? {};
+  // Whatever happens next, the server does not outlive the tests.
+  let child: ChildProcess | null = null;
+  let pid = 0;
+  files.scratch.killAtExit(() => {
+    if (pid > 0) killTree(pid);
+  });
   const port = await freePort();
   const logFile = path.join(dir, 'postgres.log');
   const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
@@ -146,9 +192,10 @@ async function start(): Promise<TestPostgres> {
       '-c', `port=${port}`,
       '-c', `unix_socket_directories=${socketDir}`,
       '-c', 'fsync=on',
-      '-c', 'synchronous_commit=on',
       '-c', 'max_connections=40',
       '-c', 'shared_buffers=16MB',
+      // A standby reconnects to a restarted primary within 0.1 s instead of 5 s.
+      ...(files.hotStandby ? ['-c', 'hot_standby=on', '-c', 'wal_retrieve_retry_interval=100ms'] : []),
     ];
     const c = spawn(postgresBin, args, { cwd: dir, stdio: ['ignore', log, log], ...ids });
     fs.closeSync(log);
@@ -190,6 +237,10 @@ async function start(): Promise<TestPostgres> {
   return {
     url,
     urlFor,
+    port,
+    dataDir,
+    dir,
+    logTail: (bytes = 4000) => fs.readFileSync(logFile, 'utf8').slice(-bytes),
     get pid() {
       return pid;
     },
