@@ -70,7 +70,7 @@ Off the machine:
   lnbackup destination add --lightning-dir ~/.lightning --network bitcoin --remote lnbackup://<server key>@host:9736
   lnbackup restore --from lnbackup://<server key>@host:9736 --hsm-secret <hsm_secret> --to lightningd.sqlite3
 
-Exit codes: 0 ok, 1 error, 2 usage error, 3 a check failed (verify found a bad record).`,
+Exit codes: 0 ok, 1 error, 2 usage error, 3 a check failed or something needs attention (verify found a bad record, doctor or postgres check found a problem, restore or init refused to lose data)`,
   );
 
 /** A command that reads a vault: --vault or --from (a server), the key options, --json. */
