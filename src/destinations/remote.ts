@@ -17,19 +17,14 @@ import { AckLedger } from './ackLedger.js';
 import { readRawRecords, rawRecordHash, type RawRecord } from '../vault/rawRecords.js';
 import { listSegments } from '../vault/segments.js';
 import type { VaultKeys } from '../vault/keys.js';
-import type { SealedRecord } from '../vault/sealer.js';
+import type { ChainPosition, SealedRecord } from '../vault/sealer.js';
 import { ErrorCode, type WireRecord } from '../server/protocol.js';
 import { DestinationFailedError, type Destination, type DestinationState, type DestinationStatus, type StoredCall } from './destination.js';
 import { parseRemoteUrl, type RemoteAddress } from './remoteUrl.js';
 import { ProtocolError, ServerClient, ServerError, type ServerClientOptions, type VaultState } from './serverClient.js';
+import type { EpochMs } from '../util/clock.js';
 
 export type NoticeLevel = 'info' | 'unusual' | 'broken';
-
-/** Where the local chain ends. */
-export interface LocalTail {
-  readonly lastSeq: bigint;
-  readonly lastHash: Buffer;
-}
 
 export type StartResult =
   /** The server holds records beyond the local tail: prove and adopt them (adoptRecords), then call start() again. */
@@ -296,7 +291,7 @@ export class RemoteDestination implements Destination {
    * May be called again after an `ahead` result, with the tail after adoption; never while store()
    * calls are pending.
    */
-  start(localTail: LocalTail, deadline: number | null): Promise<StartResult> {
+  start(localTail: Pick<ChainPosition, 'lastSeq' | 'lastHash'>, deadline: EpochMs | null): Promise<StartResult> {
     if (this.failure !== null) return Promise.reject(this.failure);
     if (this.closing !== null) return Promise.reject(new DestinationFailedError(this.name, `${this.name} is closed`));
     if (this.waiters.length > 0 || this.startWaiter !== null) {
