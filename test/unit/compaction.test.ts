@@ -21,6 +21,15 @@ import path from 'node:path';
 /** The compaction's state now (a function, so that one assertion does not narrow the next). */
 const stateName = (journal: Journal): string => journal.compaction.state.name;
 
+/** A tiny node and its journal, with the compaction's notices collected. */
+function openTiny(prefix: string): { node: TinyNode; journal: Journal; notices: string[] } {
+  const node = makeTinyNode(prefix);
+  const notices: string[] = [];
+  const journal = Journal.open(node.vault, node.keys, node.dbPath);
+  journal.compaction.onNotice = (m) => notices.push(m);
+  return { node, journal, notices };
+}
+
 /** One call as lightningd makes it: the hook (journal.record) while the file is at rest, then COMMIT. */
 function call(node: TinyNode, journal: Journal): StoredOutcome {
   const writes = node.nextWrites();
@@ -42,10 +51,7 @@ function build(journal: Journal): ReturnType<PagedSnapshotBuilder['step']> {
 }
 
 test('compaction: wanted → staged at a call → building → ready → the switch writes the snapshot, the carried calls, then the call', () => {
-  const node = makeTinyNode('unit-compaction');
-  const notices: string[] = [];
-  const journal = Journal.open(node.vault, node.keys, node.dbPath);
-  journal.compaction.onNotice = (m) => notices.push(m);
+  const { node, journal, notices } = openTiny('unit-compaction');
   try {
     call(node, journal); // 6
     assert.equal(stateName(journal), 'idle');
@@ -95,10 +101,7 @@ test('compaction: wanted → staged at a call → building → ready → the swi
 });
 
 test('compaction: carried calls that do not follow the snapshot give the compaction up at the switch; nothing is appended for it', () => {
-  const node = makeTinyNode('unit-compaction-nofollow');
-  const notices: string[] = [];
-  const journal = Journal.open(node.vault, node.keys, node.dbPath);
-  journal.compaction.onNotice = (m) => notices.push(m);
+  const { node, journal, notices } = openTiny('unit-compaction-nofollow');
   try {
     journal.compaction.request();
     // Not as lightningd does it: the file already holds version 6 while the hook for 6 runs, so the
@@ -120,10 +123,7 @@ test('compaction: carried calls that do not follow the snapshot give the compact
 });
 
 test('compaction: a stage that fails, and giving up inside a call or from the driver, clear the staged copy and say why', () => {
-  const node = makeTinyNode('unit-compaction-giveup');
-  const notices: string[] = [];
-  const journal = Journal.open(node.vault, node.keys, node.dbPath);
-  journal.compaction.onNotice = (m) => notices.push(m);
+  const { node, journal, notices } = openTiny('unit-compaction-giveup');
   try {
     journal.compaction.request();
     const writes = node.nextWrites();

@@ -5,12 +5,11 @@
 // never call lightningd's RPC (lightningd waits for the hook: a deadlock), and the lint rules keep
 // it from importing src/cln/rpc/.
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { WriteOutcome } from '../../journal/journal.js';
+import type { JournalStatus, WriteOutcome } from '../../journal/journal.js';
 import type { Destination, DestinationStatus } from '../../destinations/destination.js';
 import { PolicyFailedError, StallLimitError, type PolicyEvents } from '../../destinations/policy.js';
 import { LatencyWindow, type LatencySummary } from '../../util/latency.js';
 import { readConfig, type PluginConfig } from '../config.js';
-import type { JournalStatus } from '../../journal/journal.js';
 import { ABORT, CONTINUE, parseDbWriteParams } from '../pluginProtocol.js';
 import type { PartContext, PluginPart } from '../part.js';
 import { NodeBackup, type NodeBackupStatus } from './nodeBackup.js';

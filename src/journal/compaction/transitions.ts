@@ -5,11 +5,12 @@
 //   idle ──request──▶ wanted ──(a call: stage the database)──▶ staged ──build begins──▶ building
 //     ▲                                                                                    │ offer
 //     │                                                                                    ▼
-//     └──────── settled ◀── settling ◀──(a call: switch)─────────────────────────────── ready
+//     └── settled ◀── settling ◀──(the driver sees the new generation)◀──(a call: switch)── ready
 //
-//   inside a call, a compaction that cannot go on (the stage failed, the carried calls overflow or
-//   do not follow the snapshot, a snapshot had to be taken in the call) → given-up → idle once the
-//   driver has seen the call (so it asks again at the next call, not the same one).
+//   A call ends a compaction in given-up: after the switch (the driver then sees the new
+//   generation and makes it settling), or when the compaction cannot go on (the stage failed, the
+//   carried calls overflow or do not follow the snapshot, a snapshot had to be taken in the call):
+//   then idle once the driver has seen the call (so it asks again at the next call, not the same).
 //
 // - wanted → staged happens inside a call, while lightningd holds its transaction open, so the
 //   database file is at rest at the version before it (the staged copy is that version).
