@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_RETENTION } from '../src/cln/config.js';
-import type { CompactionStatus } from '../src/cln/compactor.js';
+import type { CompactionStatus } from '../src/journal/compaction/compactor.js';
 import { STATUS_FILE } from '../src/cln/statusFile.js';
 import type { HookStatsSummary } from '../src/simulator/hookStats.js';
 import { runSimulatorUntilDone } from '../src/simulator/runner.js';

@@ -8,7 +8,7 @@
 // as JSON to BENCH_PROBE_OUT. Hook latency (seen by the simulator) minus this is the transport's share.
 import fs from 'node:fs';
 import { LnbackupPlugin } from '../src/cln/plugin.js';
-import type { JsonRpcRequest } from '../src/cln/protocol.js';
+import type { JsonRpcRequest } from '../src/cln/pluginProtocol.js';
 import { JsonObjectSplitter } from '../src/util/jsonFraming.js';
 import { dist } from './stats.js';
 

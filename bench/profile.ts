@@ -21,7 +21,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { LnbackupPlugin } from '../src/cln/plugin.js';
-import type { JsonRpcRequest } from '../src/cln/protocol.js';
+import type { JsonRpcRequest } from '../src/cln/pluginProtocol.js';
 import { Journal } from '../src/journal/journal.js';
 import { runSimulatorUntilDone } from '../src/simulator/runner.js';
 import { RecordSealer, type SealedRecord } from '../src/vault/sealer.js';

@@ -14,7 +14,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { PLUGIN_PATH } from '../src/cli/initNode.js';
-import type { RetentionSettings } from '../src/cln/config.js';
+import type { RetentionSettings } from '../src/journal/retention.js';
 import { scanGenerations } from '../src/journal/retention.js';
 import { STAGING_DIR } from '../src/journal/pagedSnapshot.js';
 import { listGenerations } from '../src/restore/generations.js';

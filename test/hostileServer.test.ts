@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Journal } from '../src/journal/journal.js';
 import { readConfig } from '../src/cln/config.js';
-import { NodeBackup } from '../src/cln/nodeBackup.js';
+import { NodeBackup } from '../src/cln/backup/nodeBackup.js';
 import { DestinationFailedError } from '../src/destinations/destination.js';
 import type { RemoteDestination } from '../src/destinations/remote.js';
 import { formatRemoteUrl } from '../src/destinations/remoteUrl.js';

@@ -1,4 +1,4 @@
-// Tests of src/journal: the supersede rules (JournalTail), data_version arithmetic, the replayer's
+// Tests of src/journal: the supersede rules (SupersedeRule), data_version arithmetic, the replayer's
 // handling of superseded, in-flight and target versions, and the whole path in-process: node3's
 // recorded history (with its real rewinds and a simulated one) through a Journal into a vault,
 // restored at the newest version and at random versions, compared with an independent replay.
@@ -10,7 +10,7 @@ import path from 'node:path';
 import { bumpedFrom, nextVersion, versionDistance, U32 } from '../src/journal/dataVersion.js';
 import { encodeSnapshotBegin, encodeSnapshotChunk, encodeSnapshotEnd, encodeWrites } from '../src/journal/payloads.js';
 import { JournalError, JournalReplayer, type ReplayOptions, type ReplaySink } from '../src/journal/replay.js';
-import { JournalTail, type Decision } from '../src/journal/tail.js';
+import { SupersedeRule, type Decision } from '../src/journal/supersede.js';
 import { Journal } from '../src/journal/journal.js';
 import { PagedSnapshotBuilder } from '../src/journal/pagedSnapshot.js';
 import { scanGenerations } from '../src/journal/retention.js';
@@ -69,7 +69,7 @@ test('versionDistance and nextVersion on the u32 circle', () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// JournalTail
+// SupersedeRule
 
 function body(type: RecordType, dataVersion: number, payload: Buffer, supersedes = 0n, generation = 1): RecordBody {
   return { type, generation, dataVersion, supersedes, prevHash: Buffer.alloc(32), payload };
@@ -78,14 +78,14 @@ function body(type: RecordType, dataVersion: number, payload: Buffer, supersedes
 const append = (supersedes: bigint): Decision => ({ kind: 'append', supersedes });
 
 /** A tail after a complete snapshot at `version` (records 1..3). */
-function tailAt(version: number): JournalTail {
-  const t = new JournalTail();
+function tailAt(version: number): SupersedeRule {
+  const t = new SupersedeRule();
   t.snapshotWritten(1, version, 3n, 1000);
   return t;
 }
 
 test('tail: no snapshot or an interrupted one asks for a snapshot', () => {
-  const t = new JournalTail();
+  const t = new SupersedeRule();
   assert.deepEqual(t.decide(1, tx(1)), { kind: 'snapshot', reason: 'the vault holds no snapshot yet' });
   t.observe(1n, body(RecordType.SnapshotBegin, 5, encodeSnapshotBegin({ dbBytes: 10, takenAt: 77 }), 0n, 2));
   assert.equal(t.generation, 2);
@@ -150,7 +150,7 @@ test('tail: node older is refused; one behind an unconfirmed transaction superse
 });
 
 test('tail: data_version wraps from 4294967295 to 0 as a normal append; distances on the circle', () => {
-  const t = new JournalTail();
+  const t = new SupersedeRule();
   t.snapshotWritten(1, 4294967295, 3n, 0);
   assert.deepEqual(t.decide(0, tx(0)), append(0n));
   assert.equal(tx(0)[1], bump(4294967295));
@@ -168,7 +168,7 @@ test('tail: data_version wraps from 4294967295 to 0 as a normal append; distance
 });
 
 test('tail: observe() over stored records reaches the same state as appended()', () => {
-  const seen = new JournalTail();
+  const seen = new SupersedeRule();
   const recs: [bigint, RecordBody][] = [
     [1n, body(RecordType.SnapshotBegin, 10, encodeSnapshotBegin({ dbBytes: 0, takenAt: 5 }))],
     [2n, body(RecordType.SnapshotEnd, 10, encodeSnapshotEnd({ dbBytes: 0, sha256: Buffer.alloc(32) }))],
@@ -523,13 +523,13 @@ test('journal: a compaction switch cut short by a crash (the new generation lack
   try {
     feed(journal, calls.slice(0, at(200) + 1));
     dbAt(200); // the node's database at rest while the hook for 201 is pending
-    journal.requestCompaction();
+    journal.compaction.request();
     feed(journal, calls.slice(at(201), at(203) + 1)); // 201 stages the database; 201..203 are carried
-    const staged = journal.staged;
+    const staged = journal.compaction.staged;
     assert.ok(staged, 'the database was staged');
     const snapshot = new PagedSnapshotBuilder(staged, journal.pages, journal.pageKey).step();
     assert.ok(snapshot);
-    journal.offer(snapshot);
+    journal.compaction.offer(snapshot);
     const out = journal.record(204, calls[at(204)].writes); // the switch: generation 2 = snapshot at 200, 201..203 again, 204
     assert.ok(out.kind === 'stored' && out.compacted?.generation === 2);
   } finally {

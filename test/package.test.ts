@@ -30,7 +30,7 @@ test('npm pack + npm install -g: lnbackup and lnbackup-cln work from the install
   // under the feet of the tests running beside this one).
   const packed = JSON.parse(run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dir], repoRoot, 120_000)) as { filename: string; files: { path: string }[] }[];
   const files = packed[0].files.map((f) => f.path);
-  for (const f of ['dist/src/cli/main.js', 'dist/src/cln/main.js', 'testdata/traces/cln-v26.06-node1.jsonl.gz', 'contrib/lnbackup-server.service', 'README.md']) {
+  for (const f of ['dist/src/cli/main.js', 'dist/src/cln/main.js', 'testdata/traces/cln-v26.06-node1.jsonl.gz', 'testdata/simulator/listconfigs.json', 'contrib/lnbackup-server.service', 'README.md']) {
     assert.ok(files.includes(f), `the package lacks ${f}`);
   }
   assert.deepEqual(files.filter((f) => /^(dist\/)?(test|bench)\//.test(f)), [], 'tests or benchmarks in the package');

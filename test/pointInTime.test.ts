@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import path from 'node:path';
 import { PLUGIN_PATH } from '../src/cli/initNode.js';
-import type { RetentionSettings } from '../src/cln/config.js';
+import type { RetentionSettings } from '../src/journal/retention.js';
 import { decodeCall, isCallRecord } from '../src/journal/payloads.js';
 import type { GenerationsReport } from '../src/restore/generationList.js';
 import { listGenerations, withBaseVersions, type GenerationInfo } from '../src/restore/generations.js';

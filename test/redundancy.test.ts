@@ -21,7 +21,8 @@ import {
 } from '../src/vault/redundancy/parity.js';
 import { checkWithMirror, frameHeader, mirrorHeader, mirrorOf, parseMirror } from '../src/vault/redundancy/mirror.js';
 import { readProtected } from '../src/vault/redundancy/protectedRead.js';
-import { checkIdentity, IDENTITY_COPY_NAME, IDENTITY_NAME, identityCopyBytes } from '../src/vault/redundancy/identityCopy.js';
+import { checkIdentity, IDENTITY_COPY_NAME, identityCopyBytes } from '../src/vault/redundancy/identityCopy.js';
+import { IDENTITY_FILE as IDENTITY_NAME } from '../src/vault/format.js';
 import { envCount, Prng } from './helpers/prng.js';
 import { tempDir } from './helpers/paths.js';
 

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { configPath, readConfig, writeConfig, destinationSettings, type DestinationSettings, type PluginConfig, type LocalVaultMode } from '../cln/config.js';
-import { loadNodeKeys } from '../cln/nodeKeys.js';
+import { loadNodeKeys } from '../cln/backup/nodeKeys.js';
 import { STATUS_FILE } from '../cln/statusFile.js';
 import { formatPolicy, parsePolicy } from '../destinations/policy.js';
 import { parseRemoteUrl } from '../destinations/remoteUrl.js';

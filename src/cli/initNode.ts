@@ -16,10 +16,10 @@ import {
   type DestinationSettings,
   type LocalVaultMode,
   type PluginConfig,
-  type RetentionSettings,
 } from '../cln/config.js';
 import { versionDistance } from '../journal/dataVersion.js';
 import { Journal } from '../journal/journal.js';
+import type { RetentionSettings } from '../journal/retention.js';
 import { withConsistentSnapshot } from '../journal/snapshotSource.js';
 import type { KeyOrigin } from '../keys/rootKey.js';
 import type { VaultKeys } from '../vault/keys.js';

@@ -3,7 +3,8 @@
 // (lightningd stopped: the plugin reads the file at start).
 import path from 'node:path';
 import type { Command } from 'commander';
-import { DEFAULT_RETENTION, readConfig, retentionSettings, writeConfig, type RetentionSettings } from '../cln/config.js';
+import { DEFAULT_RETENTION, readConfig, retentionSettings, writeConfig } from '../cln/config.js';
+import type { RetentionSettings } from '../journal/retention.js';
 import { refuseIfLightningdRuns } from './initNode.js';
 import { emit, UsageError } from './output.js';
 import { formatBytes } from './progress.js';

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { readBoundedFile, writeFileAtomic } from '../util/durableFs.js';
 import type { KeyOrigin } from '../keys/rootKey.js';
+import type { RetentionSettings } from '../journal/retention.js';
 
 export const CONFIG_FILE = 'lnbackup.json';
 export const CONFIG_VERSION = 1;
@@ -36,18 +37,6 @@ export interface PluginConfig {
   readonly localVault?: LocalVaultMode;
   /** When to compact and what to keep (defaults: DEFAULT_RETENTION). */
   readonly retention?: Partial<RetentionSettings>;
-}
-
-/** Compaction and retention (docs/COMPACTION.md). */
-export interface RetentionSettings {
-  /** Compact once the calls since the last snapshot exceed this share of the database's size... */
-  readonly compactRatio: number;
-  /** ...and at least this many bytes. */
-  readonly compactMinBytes: number;
-  /** Keep at least this many complete generations (the newest included). */
-  readonly keepGenerations: number;
-  /** Keep every generation needed to restore any moment of the last this many seconds. */
-  readonly keepSeconds: number;
 }
 
 export const DEFAULT_RETENTION: RetentionSettings = { compactRatio: 0.25, compactMinBytes: 64 * 1024, keepGenerations: 1, keepSeconds: 0 };

@@ -4,7 +4,7 @@
 // protocol messages only) and exits when lightningd closes its stdin.
 import { JsonObjectSplitter } from '../util/jsonFraming.js';
 import { LnbackupPlugin } from './plugin.js';
-import type { JsonRpcRequest } from './protocol.js';
+import type { JsonRpcRequest } from './pluginProtocol.js';
 
 const plugin = new LnbackupPlugin(process.cwd(), {
   send: (text) => process.stdout.write(text),

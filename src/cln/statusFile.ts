@@ -15,7 +15,7 @@ export class StatusFile {
 
   constructor(
     private readonly networkDir: string,
-    private readonly snapshot: () => Record<string, unknown>,
+    private readonly snapshot: () => object,
   ) {}
 
   get path(): string {

@@ -4,6 +4,7 @@
 // status. While a call waits, the policy reports the stall at a bounded rate, and past the stall
 // limit (if one is set) gives up so the plugin can stop the node cleanly with guidance.
 import { DestinationFailedError, type Destination, type StoredCall } from './destination.js';
+import type { MonotonicMs } from '../util/clock.js';
 
 export type PolicySpec = { readonly kind: 'all' } | { readonly kind: 'quorum'; readonly k: number };
 
@@ -35,18 +36,24 @@ export interface PolicyEvents {
   onBackgroundFailure(destination: string, message: string): void;
 }
 
+/** A call handed to the policy: when the policy is met, and when every destination holds it. */
+export interface PolicyStore {
+  /** Resolves once the policy's number of destinations hold the call; rejects with PolicyFailedError or StallLimitError. */
+  readonly held: Promise<void>;
+  /** Settles once every destination holds it (rejects if one failed; handled, so it may be ignored). */
+  readonly everywhere: Promise<void>;
+}
+
 interface Waiting {
   readonly call: StoredCall;
-  readonly startedAt: number;
-  reportedAt: number;
+  readonly startedAt: MonotonicMs;
+  reportedAt: MonotonicMs;
   readonly reject: (err: Error) => void;
 }
 
 export class DurabilityPolicy {
   private waiting: Waiting | null = null;
   private readonly timer: NodeJS.Timeout;
-  /** Settles when the newest call is durable at every destination (rejects if one failed). */
-  lastEverywhere: Promise<void> = Promise.resolve();
 
   constructor(
     readonly destinations: readonly Destination[],
@@ -69,15 +76,19 @@ export class DurabilityPolicy {
   }
 
   /**
-   * Hands the call to every destination; resolves when the policy's number of them hold it. The
-   * stall is measured from `startedAt` (performance.now() when lightningd sent the call).
+   * Hands the call to every destination; `held` resolves when the policy's number of them hold it.
+   * The stall is measured from `startedAt` (performance.now() when lightningd sent the call).
    */
-  store(call: StoredCall, startedAt = performance.now()): Promise<void> {
+  store(call: StoredCall, startedAt: MonotonicMs = performance.now()): PolicyStore {
+    const delivered = this.destinations.map((d) => d.store(call));
+    const everywhere = Promise.all(delivered).then(() => undefined);
+    everywhere.catch(() => undefined); // failures reach the caller through `held`
+    return { held: this.held(call, startedAt, delivered), everywhere };
+  }
+
+  private held(call: StoredCall, startedAt: MonotonicMs, delivered: readonly Promise<void>[]): Promise<void> {
     const total = this.destinations.length;
     const required = this.required;
-    const delivered = this.destinations.map((d) => d.store(call));
-    this.lastEverywhere = Promise.all(delivered).then(() => undefined);
-    this.lastEverywhere.catch(() => undefined); // failures reach the caller through the promise below
     // A lone local vault cannot stall (it succeeds or fails at once): skip the bookkeeping.
     if (total === 1 && this.destinations[0].kind === 'vault') return delivered[0];
     return new Promise<void>((resolve, reject) => {

@@ -10,26 +10,28 @@
 // pack are held back until it is durable there); retention (prune) is sent in the background.
 // A server holding nothing gets the records from the local vault's first kept one (the node's own
 // retention may have removed the generations before it).
-import fs from 'node:fs';
+// The parts: remoteLeveling.ts (agreeing with the server: behind, diverged, ahead), remotePacks.ts
+// (the pack uploader and retention), remoteProblems.ts (why a session ended, what to do), and here
+// the send window (pump, acks) and the reconnect loop (sessions, backoff, rate-limited notices),
+// over a ServerConnection (serverConnection.ts).
 import { sealIdentity } from '../vault/identityEnvelope.js';
-import { listPacks as listLocalPacks, writePackAsync } from '../vault/packFiles.js';
+import { Fifo } from '../util/fifo.js';
 import { AckLedger } from './ackLedger.js';
 import { readRawRecords, rawRecordHash, type RawRecord } from '../vault/rawRecords.js';
 import { listSegments } from '../vault/segments.js';
 import type { VaultKeys } from '../vault/keys.js';
-import type { SealedRecord } from '../vault/sealer.js';
-import { ErrorCode, type WireRecord } from '../server/protocol.js';
+import type { ChainPosition, SealedRecord } from '../vault/sealer.js';
+import type { WireRecord } from '../server/protocol.js';
 import { DestinationFailedError, type Destination, type DestinationState, type DestinationStatus, type StoredCall } from './destination.js';
 import { parseRemoteUrl, type RemoteAddress } from './remoteUrl.js';
-import { ProtocolError, ServerClient, ServerError, type ServerClientOptions, type VaultState } from './serverClient.js';
+import { ProtocolError, ServerClient, type ServerClientOptions, type VaultState } from './serverClient.js';
+import type { ConnectServer, ServerConnection } from './serverConnection.js';
+import { aheadMessage, disagreement, fetchAhead, prunedPastMessage } from './remoteLeveling.js';
+import { sessionEnd } from './remoteProblems.js';
+import { PackUploader } from './remotePacks.js';
+import type { EpochMs } from '../util/clock.js';
 
 export type NoticeLevel = 'info' | 'unusual' | 'broken';
-
-/** Where the local chain ends. */
-export interface LocalTail {
-  readonly lastSeq: bigint;
-  readonly lastHash: Buffer;
-}
 
 export type StartResult =
   /** The server holds records beyond the local tail: prove and adopt them (adoptRecords), then call start() again. */
@@ -91,83 +93,18 @@ export interface RemoteOptions {
   /** A page pack is durable on the server: `uploaded` false when it held it already (progress of transfers). */
   readonly onPackDurable?: (name: string, bytes: number, uploaded: boolean) => void;
   readonly onSync?: (event: SyncEvent) => void;
+  /** How to reach the server (default: ServerClient.connect over the transport). */
+  readonly connect?: ConnectServer;
 }
 
 const DEFAULT_TIMING: RemoteTiming = { backoffMinMs: 50, backoffMaxMs: 1000, refusedRetryMs: 5000, logEveryMs: 10_000 };
 /** Records read from the local vault at a time when resending. */
 const LOCAL_PAGE_BYTES = 1 << 20;
-/** Records asked of the server at a time when it is ahead. */
-const FETCH_PAGE_BYTES = 1 << 20;
-
-/** A first-in first-out queue that frees its head in place and compacts now and then. */
-class Fifo<T> {
-  private items: (T | undefined)[] = [];
-  private head = 0;
-
-  get length(): number {
-    return this.items.length - this.head;
-  }
-
-  push(item: T): void {
-    this.items.push(item);
-  }
-
-  peek(): T | undefined {
-    return this.items[this.head];
-  }
-
-  at(index: number): T {
-    return this.items[this.head + index] as T;
-  }
-
-  shift(): T | undefined {
-    if (this.head >= this.items.length) return undefined;
-    const item = this.items[this.head];
-    this.items[this.head++] = undefined;
-    if (this.head === this.items.length) {
-      this.items.length = 0;
-      this.head = 0;
-    } else if (this.head >= 1024 && this.head * 2 >= this.items.length) {
-      this.items = this.items.slice(this.head);
-      this.head = 0;
-    }
-    return item;
-  }
-
-  /** Empties the queue, returning what it held. */
-  clear(): T[] {
-    const rest = this.items.slice(this.head) as T[];
-    this.items = [];
-    this.head = 0;
-    return rest;
-  }
-}
 
 interface Waiter {
   readonly seq: bigint;
   readonly resolve: () => void;
   readonly reject: (err: Error) => void;
-}
-
-interface PackJob {
-  readonly name: string;
-  readonly bytes: Buffer;
-  readonly resolve: () => void;
-  readonly reject: (err: Error) => void;
-}
-
-/** Records from `seq` on refer to packs not yet durable on the server: they are not sent until then. */
-interface PackGate {
-  readonly seq: bigint;
-  readonly pending: Set<string>;
-}
-
-/** Retention asked for and not yet done at the server (later asks merge into it). */
-interface PendingPrune {
-  keep: number;
-  readonly dead: Set<string>;
-  readonly waiters: (() => void)[];
-  version: number;
 }
 
 interface StartWaiter {
@@ -180,35 +117,22 @@ export class RemoteDestination implements Destination {
   readonly kind = 'server' as const;
   readonly name: string;
   private readonly address: RemoteAddress;
-  private readonly vaultDir: string;
+  readonly vaultDir: string;
   private readonly identity: Buffer;
-  private readonly vaultId: Buffer;
+  readonly vaultId: Buffer;
   private readonly transportSeed: Buffer;
   private readonly notify: (level: NoticeLevel, message: string) => void;
   private readonly window: number;
   private readonly memoryBytes: number;
-  private readonly timing: RemoteTiming;
+  readonly timing: RemoteTiming;
   private readonly clientOptions: ServerClientOptions;
   private readonly onDurable: ((bytes: number) => void) | undefined;
-  private readonly onPackDurable: ((name: string, bytes: number, uploaded: boolean) => void) | undefined;
+  readonly onPackDurable: ((name: string, bytes: number, uploaded: boolean) => void) | undefined;
   private readonly onSync: ((event: SyncEvent) => void) | undefined;
+  private readonly connect: ConnectServer;
 
-  // Page packs and retention.
-  /** Packs to upload, oldest first (the head is being uploaded). */
-  private readonly packJobs: PackJob[] = [];
-  /** The promise of each pack not yet durable on the server, by name. */
-  private readonly packsPending = new Map<string, Promise<void>>();
-  /** Packs the server said are durable, in this run (names only). */
-  private readonly packsHeld = new Set<string>();
-  private gates: PackGate[] = [];
-  private pendingPrune: PendingPrune | null = null;
-  /** Uploads packs and sends retention, over the agreed connection. */
-  private packWorker: Promise<void> | null = null;
-  private packBackoffMs: number;
-  private connectedWaiters: ((client: ServerClient | null) => void)[] = [];
-  private workerWake: (() => void) | null = null;
-  /** The local vault's packs were checked against the server since the last start(). */
-  private packsSynced = false;
+  /** Page packs and retention. */
+  private readonly packs: PackUploader;
 
   // The chain as handed to this destination.
   private started = false;
@@ -243,9 +167,9 @@ export class RemoteDestination implements Destination {
   private startMode = false;
 
   /** The connection records go over (the server agreed on the tail). */
-  private client: ServerClient | null = null;
+  private client: ServerConnection | null = null;
   /** A connection being set up. */
-  private connecting: ServerClient | null = null;
+  private connecting: ServerConnection | null = null;
   private loop: Promise<void> | null = null;
   /** After reporting a server ahead: no connection until start() is called again. */
   private parked = false;
@@ -284,7 +208,19 @@ export class RemoteDestination implements Destination {
     this.onDurable = options.onDurable;
     this.onPackDurable = options.onPackDurable;
     this.onSync = options.onSync;
-    this.packBackoffMs = this.timing.backoffMinMs;
+    this.connect = options.connect ?? ((address, seed, o) => ServerClient.connect(address, seed, o));
+    this.packs = new PackUploader({
+      name: this.name,
+      vaultId: this.vaultId,
+      vaultDir: this.vaultDir,
+      timing: this.timing,
+      done: () => this.stopped || this.failure !== null,
+      caughtUp: () => this.acked >= this.newest,
+      note: (kind, level, message) => this.note(kind, level, message),
+      fail: (message) => this.fail(message),
+      pump: () => this.pump(),
+      onPackDurable: this.onPackDurable,
+    });
   }
 
   /**
@@ -296,7 +232,7 @@ export class RemoteDestination implements Destination {
    * May be called again after an `ahead` result, with the tail after adoption; never while store()
    * calls are pending.
    */
-  start(localTail: LocalTail, deadline: number | null): Promise<StartResult> {
+  start(localTail: Pick<ChainPosition, 'lastSeq' | 'lastHash'>, deadline: EpochMs | null): Promise<StartResult> {
     if (this.failure !== null) return Promise.reject(this.failure);
     if (this.closing !== null) return Promise.reject(new DestinationFailedError(this.name, `${this.name} is closed`));
     if (this.waiters.length > 0 || this.startWaiter !== null) {
@@ -310,7 +246,7 @@ export class RemoteDestination implements Destination {
     this.filePage = [];
     this.startMode = true;
     this.parked = false;
-    this.packsSynced = false;
+    this.packs.resync();
     const result = new Promise<StartResult>((resolve, reject) => {
       const timer = deadline === null ? null : setTimeout(() => this.resolveStart(this.notConnected()), Math.max(0, deadline - Date.now()));
       this.startWaiter = { resolve, reject, timer };
@@ -334,14 +270,7 @@ export class RemoteDestination implements Destination {
     const records = call.records;
     // Records that refer to packs wait until the packs are durable on the server.
     const packs = call.packs ?? [];
-    if (packs.length > 0 && records.length > 0) {
-      const pending = new Set<string>();
-      for (const p of packs) {
-        void this.storePack(p.name, p.bytes).catch(() => undefined);
-        if (this.packsPending.has(p.name)) pending.add(p.name);
-      }
-      if (pending.size > 0) this.gates.push({ seq: records[0].seq, pending });
-    }
+    if (packs.length > 0 && records.length > 0) this.packs.gate(records[0].seq, packs);
     for (let i = 0; i < records.length; i++) {
       const r = records[i];
       if (r.seq !== this.newest + 1n) {
@@ -369,17 +298,7 @@ export class RemoteDestination implements Destination {
   storePack(name: string, bytes: Buffer): Promise<void> {
     if (this.failure !== null) return Promise.reject(this.failure);
     if (this.closing !== null) return Promise.reject(new DestinationFailedError(this.name, `${this.name} is closed`));
-    const known = this.packsPending.get(name);
-    if (known) return known;
-    if (this.packsHeld.has(name)) return Promise.resolve();
-    const done = new Promise<void>((resolve, reject) => this.packJobs.push({ name, bytes, resolve, reject }));
-    this.packsPending.set(name, done);
-    done.then(
-      () => this.packSettled(name, null),
-      (err: unknown) => this.packSettled(name, err as Error),
-    );
-    this.kickWorker();
-    return done;
+    return this.packs.store(name, bytes);
   }
 
   /**
@@ -391,18 +310,7 @@ export class RemoteDestination implements Destination {
    */
   prune(keepFromGeneration: number, deadPacks: readonly string[]): Promise<void> {
     if (this.failure !== null || this.closing !== null) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      const p = this.pendingPrune;
-      if (p === null) {
-        this.pendingPrune = { keep: keepFromGeneration, dead: new Set(deadPacks), waiters: [resolve], version: 0 };
-      } else {
-        p.keep = Math.max(p.keep, keepFromGeneration);
-        for (const d of deadPacks) p.dead.add(d);
-        p.waiters.push(resolve);
-        p.version++;
-      }
-      this.kickWorker();
-    });
+    return this.packs.prune(keepFromGeneration, deadPacks);
   }
 
   /** Resolves once the server acknowledged every record handed to this destination. */
@@ -433,11 +341,10 @@ export class RemoteDestination implements Destination {
   }
 
   private async shutdown(graceMs: number): Promise<void> {
-    if (graceMs > 0 && this.failure === null && (this.acked < this.newest || this.packJobs.length > 0)) {
+    if (graceMs > 0 && this.failure === null && (this.acked < this.newest || this.packs.busy)) {
       let timer: NodeJS.Timeout | undefined;
-      const packs = [...this.packsPending.values()].map((p) => p.catch(() => undefined));
       await Promise.race([
-        Promise.all([this.caughtUp().catch(() => undefined), ...packs]),
+        Promise.all([this.caughtUp().catch(() => undefined), this.packs.allStored()]),
         new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs))),
       ]);
       clearTimeout(timer);
@@ -445,7 +352,7 @@ export class RemoteDestination implements Destination {
     this.stopped = true;
     const closed = new DestinationFailedError(this.name, `${this.name} was closed before it acknowledged records up to ${this.newest} (it holds ${this.acked})`);
     this.settleAll(closed);
-    this.settlePacks(new DestinationFailedError(this.name, `${this.name} was closed before it stored every page pack`));
+    this.packs.settle(new DestinationFailedError(this.name, `${this.name} was closed before it stored every page pack`));
     this.resolveStart(this.notConnected());
     this.client?.close();
     this.connecting?.close();
@@ -477,7 +384,7 @@ export class RemoteDestination implements Destination {
 
   /** One connection: connect, open the vault, agree on the tail, then send until it ends. Resolves with why it ended. */
   private async session(): Promise<Error | null> {
-    const client = await ServerClient.connect(this.address, this.transportSeed, this.clientOptions);
+    const client = await this.connect(this.address, this.transportSeed, this.clientOptions);
     if (this.stopped || this.failure !== null) {
       client.close();
       return null;
@@ -491,29 +398,23 @@ export class RemoteDestination implements Destination {
       client.onAppendError((err) => client.destroy(err));
       const state = await client.openVault(this.vaultId, this.identity);
       if (state.lastSeq > this.newest) {
-        if (state.firstSeq > this.newest + 1n) this.fail(this.prunedPastMessage(state));
+        if (state.firstSeq > this.newest + 1n) this.fail(prunedPastMessage(this.name, this.newest, state));
         else if (this.startMode) await this.reportAhead(client, state);
-        else this.fail(this.aheadMessage(state.lastSeq));
+        else this.fail(aheadMessage(this.name, state.lastSeq, this.newest));
         client.close();
         return null;
       }
-      const diverged = this.disagreement(state);
+      const diverged = disagreement(this.name, this.vaultDir, state, (seq) => this.localHash(seq));
       if (diverged !== null) {
         this.fail(diverged);
         client.close();
         return null;
       }
       // A server that lost records may have lost packs too: check them again.
-      if (state.lastSeq < this.highestAcked) {
-        this.packsSynced = false;
-        this.packsHeld.clear();
-      }
-      if (!this.packsSynced) {
-        if (!(await this.syncPacks(client))) {
-          client.close();
-          return null;
-        }
-        this.packsSynced = true;
+      if (state.lastSeq < this.highestAcked) this.packs.serverLost();
+      if (!(await this.packs.syncWith(client))) {
+        client.close();
+        return null;
       }
       if (this.stopped || this.failure !== null || this.restart) {
         client.close();
@@ -529,6 +430,7 @@ export class RemoteDestination implements Destination {
       if (this.connecting === client) this.connecting = null;
       if (this.client === client) {
         this.client = null;
+        this.packs.disconnected(client);
         this.lastSent = this.nextToSend - 1n;
         this.inflight.clear();
         this.inflightBytes = 0;
@@ -536,47 +438,8 @@ export class RemoteDestination implements Destination {
     }
   }
 
-  /**
-   * Before any record: uploads the local vault's packs the server lacks (records may refer to any
-   * of them). False when the destination failed (the server holds a pack of that name with other
-   * bytes).
-   */
-  private async syncPacks(client: ServerClient): Promise<boolean> {
-    const local = listLocalPacks(this.vaultDir);
-    if (local.length === 0) return true;
-    const held = new Map((await client.listPacks(this.vaultId)).map((p) => [p.name, p.bytes]));
-    for (const p of local) {
-      const size = held.get(p.name);
-      if (size === p.bytes) {
-        this.packsHeld.add(p.name);
-        this.onPackDurable?.(p.name, p.bytes, false);
-        continue;
-      }
-      let bytes: Buffer;
-      try {
-        bytes = fs.readFileSync(p.path);
-      } catch (err) {
-        // Removed meanwhile by the node's own retention: no kept record refers to it.
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-        throw err;
-      }
-      try {
-        await client.putPack(this.vaultId, p.name, bytes);
-      } catch (err) {
-        if (err instanceof ServerError && err.code === ErrorCode.PackConflict) {
-          this.fail(`${this.name} holds page pack ${p.name} with other contents than the local vault: ${err.message}. It is not used`);
-          return false;
-        }
-        throw err;
-      }
-      this.packsHeld.add(p.name);
-      this.onPackDurable?.(p.name, bytes.length, true);
-    }
-    return true;
-  }
-
   /** The server agrees with the node up to its last record: resume from there. */
-  private level(client: ServerClient, state: VaultState): void {
+  private level(client: ServerConnection, state: VaultState): void {
     const serverLast = state.lastSeq;
     this.onSync?.({ serverLastSeq: serverLast, lastSent: this.lastSent, acked: this.acked });
     // A server that holds nothing starts at the local vault's first kept record (the node's
@@ -610,9 +473,7 @@ export class RemoteDestination implements Destination {
     this.released();
     this.resolveStart({ ahead: false, connected: true, serverLastSeq: serverLast, serverBytes: state.bytes, lastError: null });
     this.pump();
-    const waiting = this.connectedWaiters;
-    this.connectedWaiters = [];
-    for (const w of waiting) w(client);
+    this.packs.connected(client);
   }
 
   /** The first record the local vault holds (1 when it holds none: the node starts from there). */
@@ -624,77 +485,14 @@ export class RemoteDestination implements Destination {
   }
 
   /** The server holds records the node does not: fetch them for the caller to prove and adopt. */
-  private async reportAhead(client: ServerClient, state: VaultState): Promise<void> {
-    const records: WireRecord[] = [];
-    let next = this.newest + 1n;
-    fetch: while (next <= state.lastSeq) {
-      const page = await client.readRecords(this.vaultId, next, FETCH_PAGE_BYTES);
-      for (const r of page.records) {
-        if (next > state.lastSeq) break;
-        records.push(r);
-        // An out-of-place record is handed on as it is: the proof (adopt.ts) refuses it by name.
-        if (r.seq !== next) break fetch;
-        next++;
-      }
-      if (page.records.length === 0 || page.done) break;
-    }
+  private async reportAhead(client: ServerConnection, state: VaultState): Promise<void> {
+    const records = await fetchAhead(client, this.vaultId, this.vaultDir, this.newest, state);
     if (records.length === 0) {
       this.fail(`${this.name} says it holds records up to ${state.lastSeq}, beyond this node's ${this.newest}, but sends none of them: its answers are not consistent, so it is not used`);
       return;
     }
-    // The records to adopt may refer to packs the local vault lacks: fetch those first (each is
-    // written whole or not at all; a pack is opaque here, the reader proves it under the key).
-    const local = new Set(listLocalPacks(this.vaultDir).map((p) => p.name));
-    for (const p of await client.listPacks(this.vaultId)) {
-      if (local.has(p.name)) continue;
-      const bytes = await client.downloadPack(this.vaultId, p.name, p.bytes);
-      await writePackAsync(this.vaultDir, p.name, bytes);
-    }
     this.parked = true;
-    if (!this.resolveStart({ ahead: true, serverLastSeq: state.lastSeq, records })) this.fail(this.aheadMessage(state.lastSeq));
-  }
-
-  /** The server is ahead, and its retention removed the records that would join its copy to this vault. */
-  private prunedPastMessage(state: VaultState): string {
-    return (
-      `${this.name} holds records ${state.firstSeq} to ${state.lastSeq}, and this node's vault ends at ${this.newest}: the server's retention ` +
-      `removed the records between them, so its newer records cannot be proven against this vault and adopted. The local vault (and ` +
-      `perhaps the database) was put back from an older copy. If lightningd's database is older than the server's copy, do not run it: ` +
-      `lnbackup restore --from ${this.name} gives the newest state. It is not used in this run`
-    );
-  }
-
-  private aheadMessage(serverLast: bigint): string {
-    return (
-      `${this.name} holds records up to ${serverLast}, beyond this node's newest record ${this.newest}: another node writes to this vault ` +
-      `with the same key, or the server's copy is not this node's history. It is not used in this run; restart lightningd so that ` +
-      `lnbackup proves and adopts its records, or remove it from the destinations`
-    );
-  }
-
-  /** Why the server's copy is not a prefix of the node's chain, or null when it is. */
-  private disagreement(state: VaultState): string | null {
-    const seq = state.lastSeq;
-    if (seq === 0n) return null;
-    let local: Buffer | null;
-    try {
-      local = this.localHash(seq);
-    } catch (err) {
-      return `cannot compare ${this.name}'s copy with the local vault: ${(err as Error).message}`;
-    }
-    if (local === null) {
-      return (
-        `${this.name} holds records up to ${seq}, but the local vault at ${this.vaultDir} no longer holds record ${seq} to compare it with, ` +
-        'so the server copy cannot be continued: delete that vault on the server (or use another server) and add it again'
-      );
-    }
-    if (!local.equals(state.lastHash)) {
-      return (
-        `${this.name} holds a different record ${seq} than this node (its hash differs): the server's copy diverged from this node's vault ` +
-        'and must not be used; nothing was sent to it. Remove it from the destinations, or delete that vault on the server and add the server again'
-      );
-    }
-    return null;
+    if (!this.resolveStart({ ahead: true, serverLastSeq: state.lastSeq, records })) this.fail(aheadMessage(this.name, state.lastSeq, this.newest));
   }
 
   private localHash(seq: bigint): Buffer | null {
@@ -712,7 +510,7 @@ export class RemoteDestination implements Destination {
     const client = this.client;
     if (client === null) return;
     // Records that refer to packs not yet durable on the server wait for them.
-    const gate = this.gates.length > 0 ? this.gates[0].seq : null;
+    const gate = this.packs.gatedFrom;
     try {
       while (this.nextToSend <= this.newest && this.inflight.length < this.sendWindow && (gate === null || this.nextToSend < gate)) {
         const record = this.recordAt(this.nextToSend);
@@ -787,44 +585,14 @@ export class RemoteDestination implements Destination {
 
   /** Logs why the session ended (rate-limited) and says how long to wait before reconnecting. */
   private problem(err: Error | null): number {
-    const backoff = (): number => {
-      const delay = this.backoffMs;
-      this.backoffMs = Math.min(delay * 2, this.timing.backoffMaxMs);
-      return delay;
-    };
-    const every = `retrying every ${Math.round(this.timing.refusedRetryMs / 1000)} s`;
-    if (err instanceof ServerError) {
-      switch (err.code) {
-        case ErrorCode.QuotaExceeded:
-          this.note('quota', 'unusual', `${err.message}. Records wait on the node until there is room (${every})`);
-          this.resolveStart(this.notConnected());
-          return this.timing.refusedRetryMs;
-        case ErrorCode.NotAllowed:
-        case ErrorCode.IdentityMismatch:
-        case ErrorCode.UnknownVault:
-        case ErrorCode.UnsupportedVersion:
-          this.note('refused', 'broken', `${err.message}; no record is backed up there until that is fixed (${every})`);
-          this.resolveStart(this.notConnected());
-          return this.timing.refusedRetryMs;
-        case ErrorCode.BadMessage:
-          // The same bytes would be refused again: a bug on one side, not worth a tight loop.
-          this.note('bad-message', 'broken', `${err.message}; this is a bug in lnbackup on the node or the server: report it (${every})`);
-          return this.timing.refusedRetryMs;
-        case ErrorCode.OutOfOrder:
-          this.note('resync', 'unusual', `${err.message}; resuming from the server's state`);
-          return backoff();
-        case ErrorCode.TooBusy:
-          if (err.seq !== 0n) this.windowBytes = Math.max(1, Math.floor(this.windowBytes / 2));
-          this.note('busy', 'unusual', `${err.message}; retrying`);
-          return backoff();
-        default:
-          this.note(`server-${err.code}`, 'unusual', `${err.message}; retrying`);
-          return backoff();
-      }
-    }
-    const what = err === null ? `${this.name} closed the connection` : err instanceof ProtocolError ? err.message : `${this.name}: ${err.message}`;
-    this.note('connection', 'unusual', `${what}; reconnecting`);
-    return backoff();
+    const end = sessionEnd(this.name, err, `retrying every ${Math.round(this.timing.refusedRetryMs / 1000)} s`);
+    if (end.halveWindow) this.windowBytes = Math.max(1, Math.floor(this.windowBytes / 2));
+    this.note(end.kind, end.level, end.message);
+    if (end.endsStart) this.resolveStart(this.notConnected());
+    if (end.wait === 'refused') return this.timing.refusedRetryMs;
+    const delay = this.backoffMs;
+    this.backoffMs = Math.min(delay * 2, this.timing.backoffMaxMs);
+    return delay;
   }
 
   /** Records the problem; logs it unless one of its kind was logged in the last logEveryMs. */
@@ -851,120 +619,10 @@ export class RemoteDestination implements Destination {
       start.reject(this.failure);
     }
     this.settleAll(this.failure);
-    this.settlePacks(this.failure);
+    this.packs.settle(this.failure);
     this.client?.close();
     this.connecting?.close();
     this.wake?.();
-  }
-
-  // -- packs and retention -----------------------------------------------------------------------
-
-  private kickWorker(): void {
-    this.workerWake?.();
-    this.packWorker ??= this.runPackWorker().finally(() => {
-      this.packWorker = null;
-      if ((this.packJobs.length > 0 || this.pendingPrune !== null) && !this.stopped && this.failure === null) this.kickWorker();
-    });
-  }
-
-  /** Uploads the queued packs one by one, then the pending retention, over the agreed connection. */
-  private async runPackWorker(): Promise<void> {
-    while (!this.stopped && this.failure === null) {
-      const job = this.packJobs[0];
-      const prune = this.pendingPrune;
-      if (job === undefined && prune === null) return;
-      const client = await this.agreedClient();
-      if (client === null) return;
-      try {
-        if (job !== undefined) {
-          await client.putPack(this.vaultId, job.name, job.bytes);
-          if (this.packJobs[0] === job) this.packJobs.shift();
-          this.packsHeld.add(job.name);
-          this.packBackoffMs = this.timing.backoffMinMs;
-          this.onPackDurable?.(job.name, job.bytes.length, true);
-          job.resolve();
-          continue;
-        }
-        if (prune !== null && !(await this.pruneAt(client, prune))) {
-          // The server lacks the newest generation yet: try again as it catches up.
-          await this.pause(this.acked >= this.newest ? this.timing.refusedRetryMs : this.timing.backoffMaxMs);
-        }
-      } catch (err) {
-        if (job !== undefined && err instanceof ServerError && (err.code === ErrorCode.QuotaExceeded || err.code === ErrorCode.PackConflict)) {
-          if (this.packJobs[0] === job) this.packJobs.shift();
-          job.reject(new DestinationFailedError(this.name, `${this.name} cannot take page pack ${job.name}: ${err.message}`));
-          continue;
-        }
-        const what = job !== undefined ? `page pack ${job.name}` : 'retention';
-        this.note('packs', 'unusual', `${this.name}: ${what} not done yet (${(err as Error).message}); retrying`);
-        const delay = err instanceof ServerError && err.code === ErrorCode.BadMessage ? this.timing.refusedRetryMs : this.packBackoffMs;
-        this.packBackoffMs = Math.min(this.packBackoffMs * 2, this.timing.backoffMaxMs);
-        await this.pause(delay);
-      }
-    }
-  }
-
-  /** Prune, then delete the dead packs: true when done (or superseded by a later ask, which goes next). */
-  private async pruneAt(client: ServerClient, p: PendingPrune): Promise<boolean> {
-    const version = p.version;
-    const keep = p.keep;
-    const state = await client.prune(this.vaultId, keep);
-    if (state.lastGeneration < keep) return false;
-    const dead = [...p.dead];
-    if (dead.length > 0) await client.deletePacks(this.vaultId, dead);
-    for (const d of dead) this.packsHeld.delete(d);
-    if (p.version === version) {
-      this.pendingPrune = null;
-      for (const w of p.waiters) w();
-    }
-    return true;
-  }
-
-  /** The connection on which the server agreed on the tail; null once the destination stopped or failed. */
-  private agreedClient(): Promise<ServerClient | null> {
-    if (this.stopped || this.failure !== null) return Promise.resolve(null);
-    if (this.client !== null && this.client.isOpen) return Promise.resolve(this.client);
-    return new Promise((resolve) => this.connectedWaiters.push(resolve));
-  }
-
-  /** Waits `ms`, or less when woken (new work, close, failure). */
-  private pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done(): void {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.workerWake = () => {
-        this.workerWake = null;
-        done();
-      };
-    });
-  }
-
-  /** A pack is durable on the server (err null) or will never be: records waiting for it go on, or the destination fails. */
-  private packSettled(name: string, err: Error | null): void {
-    this.packsPending.delete(name);
-    let blocked = false;
-    for (const g of this.gates) if (g.pending.delete(name) && err !== null) blocked = true;
-    this.gates = this.gates.filter((g) => g.pending.size > 0);
-    if (blocked && this.failure === null && !this.stopped) {
-      this.fail(`records from ${this.name}'s next one on refer to page pack ${name}, which it cannot take (${err!.message})`);
-      return;
-    }
-    this.pump();
-  }
-
-  /** Rejects every pack not yet stored, lets go of the pending retention and of the worker. */
-  private settlePacks(err: Error): void {
-    for (const job of this.packJobs.splice(0)) job.reject(err);
-    const p = this.pendingPrune;
-    this.pendingPrune = null;
-    for (const w of p?.waiters ?? []) w();
-    const waiting = this.connectedWaiters;
-    this.connectedWaiters = [];
-    for (const w of waiting) w(null);
-    this.workerWake?.();
   }
 
   private settleAll(err: Error): void {

@@ -22,7 +22,7 @@ import { decodeCall, isCallRecord } from '../journal/payloads.js';
 import { PageStore } from '../journal/pageStore.js';
 import { JournalReplayer, type ReplayOutcome } from '../journal/replay.js';
 import { cutShort, generationEnd } from '../journal/retention.js';
-import { JournalTail } from '../journal/tail.js';
+import { SupersedeRule } from '../journal/supersede.js';
 import { listGenerations } from '../restore/generations.js';
 import { SqliteFileSink } from '../restore/sqliteSink.js';
 import { fsyncDir } from '../util/durableFs.js';
@@ -147,7 +147,7 @@ interface VaultView {
 function scanVault(vaultDir: string, keys: VaultKeys, identity: VaultIdentity, from: { version: number; mark: number } | null, onNotice: (m: string) => void): VaultView | null {
   const gens = listGenerations(vaultDir).reverse();
   for (const gen of gens) {
-    const tail = new JournalTail();
+    const tail = new SupersedeRule();
     const reader = new VaultReader(identity, keys, vaultDir, { fromGeneration: gen.generation });
     let lastSeq = 0n;
     let lastWritesSeq = 0n;

@@ -27,6 +27,7 @@ import {
 import { SecureConnection, TransportError } from '../transport/connection.js';
 import { privateKeyFromSeed, publicKeyOf } from '../transport/keys.js';
 import { parseRemoteUrl, type RemoteAddress } from './remoteUrl.js';
+import type { ServerConnection } from './serverConnection.js';
 
 export const CLIENT_AGENT = 'lnbackup-cln/0.1.0';
 /** The largest message this client takes: a page of records, or one record of the largest size. */
@@ -108,7 +109,7 @@ interface AppendTrack {
   acked: bigint;
 }
 
-export class ServerClient {
+export class ServerClient implements ServerConnection {
   /** The server's Welcome (its limits). */
   welcome: Welcome | null = null;
   private readonly pending = new Map<number, Pending>();

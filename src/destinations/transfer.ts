@@ -18,7 +18,8 @@ import { listPacks, MAX_PACK_BYTES, writePackAsync } from '../vault/packFiles.js
 import { RawVaultAppender, rawRecordHash, readRawRecords } from '../vault/rawRecords.js';
 import { listSegments } from '../vault/segments.js';
 import { MAX_IDENTITY_BYTES } from '../server/protocol.js';
-import { RemoteDestination, type LocalTail, type NoticeLevel } from './remote.js';
+import { RemoteDestination, type NoticeLevel } from './remote.js';
+import type { ChainPosition } from '../vault/sealer.js';
 import { ServerClient, type ServerClientOptions } from './serverClient.js';
 
 /** Records asked of the server at a time when downloading. */
@@ -68,7 +69,7 @@ export interface DownloadResult {
 }
 
 /** Where a vault's chain ends, from the newest segment's headers (a torn tail is left out). */
-export function vaultTail(vaultDir: string, vaultId: Buffer): LocalTail & { readonly generation: number } {
+export function vaultTail(vaultDir: string, vaultId: Buffer): ChainPosition {
   const segments = listSegments(vaultDir);
   for (let i = segments.length - 1; i >= 0; i--) {
     const records = readRawRecords(vaultDir, segments[i].firstSeq, Number.MAX_SAFE_INTEGER);

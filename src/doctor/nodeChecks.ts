@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { configPath, readConfig, resolveIn, retentionProblem, retentionSettings, destinationSettings, type PluginConfig } from '../cln/config.js';
-import { loadNodeKeys } from '../cln/nodeKeys.js';
+import { loadNodeKeys } from '../cln/backup/nodeKeys.js';
 import { STATUS_FILE } from '../cln/statusFile.js';
 import { PLUGIN_PATH, lightningdPid } from '../cli/initNode.js';
 import { ServerClient, ServerError, type VaultState } from '../destinations/serverClient.js';

@@ -1,59 +1,45 @@
-// The hot path below the plugin: a db_write call goes through the supersede rules (JournalTail),
+// The hot path below the plugin: a db_write call goes through the supersede rule (supersede.ts),
 // is sealed into the next record of the chain, and is made durable in the vault before record()
 // returns (or, with deferSync, once the caller has it flushed). It takes the paged snapshots that
-// start generations: inside the call when the vault cannot follow the node otherwise (at init, or
-// when the vault is behind), and for compaction in three steps that keep every hook short: stage
-// (copy the database file while a hook is pending), build (elsewhere: compactor.ts), switch (at a
-// later call: the new generation's snapshot records, then the calls made since staging again, so
-// the generation holds everything after its snapshot). It refuses a node whose database is older
-// than the vault.
+// start generations inside a call when the vault cannot follow the node otherwise (at init, or
+// when the vault is behind), and makes compaction's call-time transitions (stage, carry, switch:
+// compaction/transitions.ts, where the whole compaction reads top to bottom). It refuses a node
+// whose database is older than the vault.
 import { vaultIdBytes, type VaultIdentity } from '../vault/identity.js';
 import { RecordType } from '../vault/format.js';
 import type { VaultKeys } from '../vault/keys.js';
 import path from 'node:path';
 import { deletePacks, pagesDir, protectPack, removeStalePackTemps } from '../vault/packFiles.js';
 import { pruneGenerations, type PruneResult } from '../vault/prune.js';
-import { RecordSealer, type SealedRecord } from '../vault/sealer.js';
+import { RecordSealer, type ChainPosition, type SealedRecord } from '../vault/sealer.js';
 import { listSegments } from '../vault/segments.js';
 import { VaultWriter } from '../vault/writer.js';
 import { bumpedFrom } from './dataVersion.js';
-import { clearStaging, PagedSnapshotBuilder, snapshotRecords, stageDatabase, type PagedSnapshot, type StagedDatabase } from './pagedSnapshot.js';
+import { Compaction, type SavedCall, type Switched } from './compaction/transitions.js';
+import { clearStaging, PagedSnapshotBuilder, snapshotRecords, stageDatabase, type PagedSnapshot, type SnapshotTaken } from './pagedSnapshot.js';
 import { PageStore, type NewPack } from './pageStore.js';
 import { decodeSnapshotBegin, encodeTimedWrites, isCallRecord } from './payloads.js';
 import { SnapshotBusyError } from './snapshotSource.js';
-import { JournalTail } from './tail.js';
+import { SupersedeRule } from './supersede.js';
 import { cutShort, generationEnd } from './retention.js';
 
-export interface SnapshotTaken {
-  readonly generation: number;
-  readonly dataVersion: number;
-  readonly dbBytes: number;
-  readonly takenAt: number;
-  readonly lastSeq: bigint;
-  /** Pages it shares with what the vault held before. */
-  readonly reusedPages: number;
-  /** Content addresses of its pages, in page order. */
-  readonly addresses: readonly Buffer[];
-  /** Bytes of the packs written for it. */
-  readonly packBytes: number;
-  /** Every pack its pages are read from. */
-  readonly packNames: readonly string[];
+/** A call the journal stored: what it appended and what it started. */
+export interface StoredOutcome {
+  readonly kind: 'stored';
+  readonly seq: bigint;
+  readonly supersedes: bigint;
+  /** The snapshot taken inside this call (the vault could not follow the node otherwise), or null. */
+  readonly snapshot: SnapshotTaken | null;
+  /** A compaction's new generation that this call switched to, or null. */
+  readonly compacted: SnapshotTaken | null;
+  /** The records this call added to the chain, in order (a snapshot's, then the Writes record). */
+  readonly records: readonly SealedRecord[];
+  /** Page packs those records refer to that the other destinations do not have yet. */
+  readonly packs: readonly NewPack[];
 }
 
 export type WriteOutcome =
-  | {
-      readonly kind: 'stored';
-      readonly seq: bigint;
-      readonly supersedes: bigint;
-      /** The snapshot taken inside this call (the vault could not follow the node otherwise), or null. */
-      readonly snapshot: SnapshotTaken | null;
-      /** A compaction's new generation that this call switched to, or null. */
-      readonly compacted: SnapshotTaken | null;
-      /** The records this call added to the chain, in order (a snapshot's, then the Writes record). */
-      readonly records: readonly SealedRecord[];
-      /** Page packs those records refer to that the other destinations do not have yet. */
-      readonly packs: readonly NewPack[];
-    }
+  | StoredOutcome
   | { readonly kind: 'unprotected'; readonly reason: string }
   | { readonly kind: 'refused'; readonly reason: string };
 
@@ -83,38 +69,17 @@ export interface Growth {
   readonly dbBytes: number;
 }
 
-interface SavedCall {
-  readonly dataVersion: number;
-  readonly writes: readonly string[];
-  readonly at: number;
-}
-
-/** A compaction in progress: the staged database and every call stored since. */
-interface Staging {
-  readonly staged: StagedDatabase;
-  readonly calls: SavedCall[];
-  bytes: number;
-}
-
-/** Most bytes of calls a compaction carries over from staging to its switch; beyond, it starts over. */
-const MAX_CARRIED_BYTES = 32 * 1024 * 1024;
-
 export class Journal {
   private snapshotPending: string | null = null;
-  /** Records appended since the current call began. */
-  private appended: SealedRecord[] = [];
-  private stageWanted = false;
-  private staging: Staging | null = null;
-  private prepared: PagedSnapshot | null = null;
   private callBytes = 0;
   private snapshotDbBytes = 0;
-  /** Told why a compaction was given up. */
-  onCompactionNotice: (message: string) => void = () => undefined;
+  /** The compaction in progress (driven between calls by compaction/compactor.ts). */
+  readonly compaction: Compaction;
 
   private constructor(
     private readonly writer: VaultWriter,
     private readonly sealer: RecordSealer,
-    private readonly tail: JournalTail,
+    private readonly tail: SupersedeRule,
     private readonly dbPath: string,
     readonly pages: PageStore,
     private readonly keys: VaultKeys,
@@ -122,12 +87,19 @@ export class Journal {
   ) {
     this.callBytes = growth.callBytes;
     this.snapshotDbBytes = growth.dbBytes;
+    this.compaction = new Compaction({
+      vaultDir: writer.vaultDir,
+      dbPath,
+      rule: () => this.tail,
+      lastSeq: () => this.sealer.lastSeq,
+      appendSnapshot: (snapshot) => this.appendSnapshot(snapshot),
+      appendCall: (call, supersedes) => this.appendCall(call, supersedes),
+    });
   }
 
   /** Opens the vault for writing; `onNotice` hears about repairs of unacknowledged tails. */
   static open(vaultDir: string, keys: VaultKeys, dbPath: string, onNotice?: (message: string) => void): Journal {
-    const tail = new JournalTail();
-    let journal: Journal | null = null;
+    const tail = new SupersedeRule();
     let callBytes = 0;
     let dbBytes = 0;
     const writer = VaultWriter.open(vaultDir, keys, {
@@ -141,7 +113,6 @@ export class Journal {
         }
       },
       onNotice,
-      onAppend: (r) => journal?.appended.push(r),
     });
     const previous = listSegments(vaultDir).filter((seg) => seg.generation < tail.generation).at(-1)?.generation;
     const previousLast = tail.generationComplete && previous !== undefined ? generationEnd(writer.identity, keys, vaultDir, previous) : null;
@@ -156,8 +127,7 @@ export class Journal {
     const sealer = new RecordSealer(keys.record, vaultIdBytes(writer.identity), writer.tail);
     const pages = PageStore.open(vaultDir, keys, vaultIdBytes(writer.identity));
     for (const d of pages.damaged) onNotice?.(`page pack damaged: ${d}`);
-    journal = new Journal(writer, sealer, tail, dbPath, pages, keys, { callBytes, dbBytes });
-    return journal;
+    return new Journal(writer, sealer, tail, dbPath, pages, keys, { callBytes, dbBytes });
   }
 
   get vaultDir(): string {
@@ -165,7 +135,7 @@ export class Journal {
   }
 
   /** Where the chain ends now. */
-  get chainTail(): { readonly lastSeq: bigint; readonly lastHash: Buffer; readonly generation: number } {
+  get chainTail(): ChainPosition {
     return this.writer.tail;
   }
 
@@ -189,16 +159,19 @@ export class Journal {
 
   /** Records one db_write call (durable on return unless deferSync), or says why it must not (refused) or could not (unprotected). */
   record(dataVersion: number, writes: readonly string[], options: RecordOptions = {}): WriteOutcome {
-    this.appended = [];
-    const compacted = this.prepared !== null ? this.switchGeneration() : null;
-    if (this.stageWanted && this.staging === null && !this.snapshotPending) this.stage();
+    const switched = this.compaction.atCall(this.snapshotPending !== null);
+    const compacted = switched?.taken ?? null;
+    /** What this call adds to the chain, in order: a new generation's records (if one starts), then the call's. */
+    const records: SealedRecord[] = switched ? [...switched.records] : [];
     const from = bumpedFrom(writes);
     let decision = this.tail.decide(dataVersion, writes, from);
     let snapshot: SnapshotTaken | null = null;
     let packs: NewPack[] = [];
     if (decision.kind === 'snapshot') {
       try {
-        ({ taken: snapshot, packs } = this.snapshotNow());
+        const now = this.snapshotNow();
+        ({ taken: snapshot, packs } = now);
+        records.push(...now.records);
       } catch (err) {
         if (!(err instanceof SnapshotBusyError)) throw err;
         this.snapshotPending = `${decision.reason}; ${err.message}`;
@@ -213,9 +186,8 @@ export class Journal {
     const at = Date.now();
     const sealed = this.appendCall({ dataVersion, writes, at }, decision.supersedes);
     if (!options.deferSync) this.writer.sync();
-    if (this.staging) this.carry({ dataVersion, writes, at });
-    const records = this.appended;
-    this.appended = [];
+    this.compaction.carry({ dataVersion, writes, at });
+    records.push(sealed);
     return { kind: 'stored', seq: sealed.seq, supersedes: decision.supersedes, snapshot, compacted, records, packs };
   }
 
@@ -226,37 +198,9 @@ export class Journal {
     return { ...taken, packs };
   }
 
-  // --- compaction (driven by compactor.ts) ---
-
   /** Writes the parity of packs this journal wrote (off the thread: Reed-Solomon runs in the pool). */
   protectPacks(packs: readonly NewPack[]): Promise<void> {
     return Promise.all(packs.map((p) => protectPack(path.join(pagesDir(this.vaultDir), p.name)))).then(() => undefined);
-  }
-
-  /** Asks for the database to be staged at the next call (a compaction begins). */
-  requestCompaction(): void {
-    this.stageWanted = true;
-  }
-
-  /** The staged database a compaction builds from, once the hook has staged it. */
-  get staged(): StagedDatabase | null {
-    return this.staging?.staged ?? null;
-  }
-
-  /** Hands over a built snapshot (its packs durable everywhere); the next call switches to it. */
-  offer(snapshot: PagedSnapshot): void {
-    if (this.staging?.staged !== snapshot.staged) throw new Error('the snapshot offered is not of the staged database');
-    this.prepared = snapshot;
-  }
-
-  /** Gives up the compaction in progress (its packs, unused, go at the next retention). */
-  abandonCompaction(why: string): void {
-    if (this.staging === null && this.prepared === null && !this.stageWanted) return;
-    this.staging = null;
-    this.prepared = null;
-    this.stageWanted = false;
-    clearStaging(this.vaultDir);
-    this.onCompactionNotice(`compaction given up: ${why}`);
   }
 
   /** Retention: removes the local vault's generations below `keepFrom` and the packs named. */
@@ -271,10 +215,6 @@ export class Journal {
   removePacks(names: readonly string[]): void {
     deletePacks(this.vaultDir, names);
     this.pages.forget(names);
-  }
-
-  get compacting(): boolean {
-    return this.stageWanted || this.staging !== null || this.prepared !== null;
   }
 
   status(): JournalStatus {
@@ -293,11 +233,11 @@ export class Journal {
   }
 
   close(): void {
-    this.staging = null;
-    this.prepared = null;
+    this.compaction.drop();
     this.writer.close();
   }
 
+  /** Appends a call's record (a TimedWrites record) and returns it. */
   private appendCall(call: SavedCall, supersedes: bigint): SealedRecord {
     const sealed = this.sealer.seal({
       type: RecordType.TimedWrites,
@@ -312,8 +252,8 @@ export class Journal {
     return sealed;
   }
 
-  private snapshotNow(onProgress?: (done: number, total: number) => void): { taken: SnapshotTaken; packs: NewPack[] } {
-    this.abandonCompaction('a snapshot had to be taken inside a call');
+  private snapshotNow(onProgress?: (done: number, total: number) => void): Switched & { packs: NewPack[] } {
+    this.compaction.giveUp('a snapshot had to be taken inside a call');
     const staged = stageDatabase(this.dbPath, this.vaultDir);
     const builder = new PagedSnapshotBuilder(staged, this.pages, this.keys.page);
     let built: PagedSnapshot | null = null;
@@ -326,70 +266,22 @@ export class Journal {
       builder.close();
       clearStaging(this.vaultDir);
     }
-    const taken = this.appendSnapshot(built);
+    const appended = this.appendSnapshot(built);
     this.snapshotPending = null;
-    return { taken, packs: built.packs };
+    return { ...appended, packs: built.packs };
   }
 
-  private appendSnapshot(snapshot: PagedSnapshot): SnapshotTaken {
+  /** Appends a paged snapshot's records: a new generation starts. */
+  private appendSnapshot(snapshot: PagedSnapshot): Switched {
     const generation = this.tail.generation + 1;
-    for (const r of snapshotRecords(snapshot, generation)) this.writer.append(this.sealer.seal(r));
+    const records = snapshotRecords(snapshot, generation).map((r) => this.sealer.seal(r));
+    for (const r of records) this.writer.append(r);
     const { dataVersion, dbBytes, takenAt } = snapshot.staged;
     this.tail.snapshotWritten(generation, dataVersion, this.sealer.lastSeq, takenAt);
     this.callBytes = 0;
     this.snapshotDbBytes = dbBytes;
     const packBytes = snapshot.packs.reduce((n, p) => n + p.bytes.length, 0);
-    return { generation, dataVersion, dbBytes, takenAt, lastSeq: this.sealer.lastSeq, reusedPages: snapshot.reusedPages, addresses: snapshot.addresses, packBytes, packNames: snapshot.packNames };
-  }
-
-  private stage(): void {
-    this.stageWanted = false;
-    try {
-      this.staging = { staged: stageDatabase(this.dbPath, this.vaultDir), calls: [], bytes: 0 };
-    } catch (err) {
-      // Busy (lightningd's cache spilled into the file) or unreadable: try again at a later call.
-      this.onCompactionNotice(`could not stage the database for compaction (${(err as Error).message}); will try again`);
-    }
-  }
-
-  private carry(call: SavedCall): void {
-    const staging = this.staging;
-    if (!staging) return;
-    staging.calls.push(call);
-    for (const w of call.writes) staging.bytes += w.length;
-    if (staging.bytes > MAX_CARRIED_BYTES) this.abandonCompaction(`more than ${MAX_CARRIED_BYTES} bytes of calls came in while the snapshot was built`);
-  }
-
-  /**
-   * Switches to the prepared generation: its snapshot, then every call stored since staging, each
-   * decided again from the snapshot (tried on a copy of the tail first, so nothing is appended
-   * unless all of them follow).
-   */
-  private switchGeneration(): SnapshotTaken | null {
-    const snapshot = this.prepared;
-    const staging = this.staging;
-    this.prepared = null;
-    this.staging = null;
-    clearStaging(this.vaultDir);
-    if (!snapshot || !staging) return null;
-    const trial = this.tail.clone();
-    const generation = this.tail.generation + 1;
-    let seq = this.sealer.lastSeq + BigInt(snapshotRecords(snapshot, generation).length);
-    trial.snapshotWritten(generation, snapshot.staged.dataVersion, seq, snapshot.staged.takenAt);
-    const supersedes: bigint[] = [];
-    for (const call of staging.calls) {
-      const decision = trial.decide(call.dataVersion, call.writes);
-      if (decision.kind !== 'append') {
-        this.onCompactionNotice(`compaction given up: the calls since the snapshot at version ${snapshot.staged.dataVersion} do not follow it (${decision.kind === 'refuse' || decision.kind === 'snapshot' ? decision.reason : ''})`);
-        return null;
-      }
-      seq += 1n;
-      trial.appended(seq, call.dataVersion, bumpedFrom(call.writes) !== null, decision.supersedes);
-      supersedes.push(decision.supersedes);
-    }
-    const taken = this.appendSnapshot(snapshot);
-    staging.calls.forEach((call, i) => this.appendCall(call, supersedes[i]));
-    return taken;
+    const taken = { generation, dataVersion, dbBytes, takenAt, lastSeq: this.sealer.lastSeq, reusedPages: snapshot.reusedPages, addresses: snapshot.addresses, packBytes, packNames: snapshot.packNames };
+    return { taken, records };
   }
 }
-

@@ -13,6 +13,7 @@ import { pageAddress, type SealedPage } from './pagePack.js';
 import type { NewPack, PageStore } from './pageStore.js';
 import { encodePackList, encodePageManifest, encodeSnapshotBegin, encodeSnapshotEnd, MAX_MANIFEST_ENTRIES, MAX_PAGE_BYTES, MIN_PAGE_BYTES } from './payloads.js';
 import { withConsistentSnapshot } from './snapshotSource.js';
+import type { EpochMs } from '../util/clock.js';
 
 export const STAGING_DIR = 'staging';
 const STAGED_FILE = 'database.snapshot';
@@ -35,7 +36,8 @@ export interface StagedDatabase {
   readonly file: string;
   readonly dataVersion: number;
   readonly dbBytes: number;
-  readonly takenAt: number;
+  /** When the file was copied. */
+  readonly takenAt: EpochMs;
 }
 
 /** Copies the database file as it is at rest (call only while a db_write hook is pending). */
@@ -73,6 +75,24 @@ export interface PagedSnapshot {
   readonly packNames: string[];
   /** Pages it shares with what the vault held. */
   readonly reusedPages: number;
+}
+
+/** A paged snapshot as written to the chain: the generation it starts and what it is made of. */
+export interface SnapshotTaken {
+  readonly generation: number;
+  readonly dataVersion: number;
+  readonly dbBytes: number;
+  /** When the database was copied. */
+  readonly takenAt: EpochMs;
+  readonly lastSeq: bigint;
+  /** Pages it shares with what the vault held before. */
+  readonly reusedPages: number;
+  /** Content addresses of its pages, in page order. */
+  readonly addresses: readonly Buffer[];
+  /** Bytes of the packs written for it. */
+  readonly packBytes: number;
+  /** Every pack its pages are read from. */
+  readonly packNames: readonly string[];
 }
 
 /**

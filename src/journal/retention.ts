@@ -12,15 +12,27 @@ import { VaultReader } from '../vault/reader.js';
 import type { ReadRepair } from '../vault/redundancy/protectedRead.js';
 import { versionDistance } from './dataVersion.js';
 import { callTime, decodePackList, decodePageManifest, decodeSnapshotBegin, isCallRecord } from './payloads.js';
+import type { EpochMs } from '../util/clock.js';
 
 export interface RetentionRule {
+  /** Keep at least this many complete generations (the newest included). */
   readonly keepGenerations: number;
+  /** Keep every generation needed to restore any moment of the last this many seconds. */
   readonly keepSeconds: number;
+}
+
+/** When to compact (the plugin's config, `retention`) and what to keep. */
+export interface RetentionSettings extends RetentionRule {
+  /** Compact once the calls since the last snapshot exceed this share of the database's size... */
+  readonly compactRatio: number;
+  /** ...and at least this many bytes. */
+  readonly compactMinBytes: number;
 }
 
 export interface GenerationPages {
   readonly generation: number;
-  readonly takenAt: number;
+  /** When its snapshot was taken. */
+  readonly takenAt: EpochMs;
   readonly complete: boolean;
   /** Hex content addresses of its snapshot's pages (empty for a snapshot stored whole). */
   readonly pages: Set<string>;
@@ -39,7 +51,7 @@ export function cutShort(lastVersion: number, previousLastVersion: number | null
 }
 
 /** The first generation to keep (everything below it may go). */
-export function firstKept(gens: readonly GenerationPages[], rule: RetentionRule, now = Date.now()): number {
+export function firstKept(gens: readonly GenerationPages[], rule: RetentionRule, now: EpochMs = Date.now()): number {
   const complete = gens.filter((g) => g.complete).sort((a, b) => b.generation - a.generation);
   if (complete.length === 0) return gens.length === 0 ? 0 : Math.min(...gens.map((g) => g.generation));
   let keep = complete[0].generation;

@@ -11,6 +11,10 @@ export const HEADER_BYTES = 44;
 export const BODY_PREFIX_BYTES = 52;
 export const HASH_BYTES = 32;
 export const VAULT_ID_BYTES = 16;
+/** The vault's identity file, in the vault's folder (and, by name, on a server). */
+export const IDENTITY_FILE = 'VAULT.json';
+/** Largest identity file read (node, server and wire alike; a real one is under 1 KiB). */
+export const MAX_IDENTITY_BYTES = 64 * 1024;
 
 /** Largest plaintext payload in one record (a db_write call, or one snapshot chunk). */
 export const MAX_PAYLOAD_BYTES = 64 * 1024 * 1024;

@@ -6,11 +6,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { readBoundedFile, writeFileAtomic } from '../util/durableFs.js';
 import { VaultError, WrongKeyError } from './errors.js';
-import { FORMAT_VERSION, VAULT_ID_BYTES } from './format.js';
+import { FORMAT_VERSION, IDENTITY_FILE, MAX_IDENTITY_BYTES, VAULT_ID_BYTES } from './format.js';
 import type { VaultKeys } from './keys.js';
 import { writeIdentityCopy } from './redundancy/identityCopy.js';
 
-export const IDENTITY_FILE = 'VAULT.json';
+// Defined in format.ts; named here too for the modules that read the identity file by name.
+export { IDENTITY_FILE } from './format.js';
 export const DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024;
 
 export interface VaultIdentity {
@@ -75,7 +76,7 @@ export function readIdentity(vaultDir: string, bytes?: Buffer): VaultIdentity {
   }
   let raw: unknown;
   try {
-    raw = JSON.parse((bytes ?? readBoundedFile(file, 64 * 1024)).toString('utf8'));
+    raw = JSON.parse((bytes ?? readBoundedFile(file, MAX_IDENTITY_BYTES)).toString('utf8'));
   } catch (err) {
     throw new VaultError(`${file} is unreadable or not JSON (${(err as Error).message}); the vault identity is damaged`);
   }

@@ -15,7 +15,11 @@ import { RedundancyKeeper } from './redundancy/keeper.js';
 import { PARITY_SUFFIX } from './redundancy/parity.js';
 import { listSegments, removeWithSidecars, segmentName, segmentsDir, type SegmentFile } from './segments.js';
 
-/** A sealed record as stored: header and sealed body, with its sequence number and generation. */
+/**
+ * A sealed record as stored: header and sealed body, with its sequence number and generation. The
+ * one shape of a record everywhere it travels (the node's SealedRecord adds its hash; the server's
+ * StoreRecord and the wire's WireRecord, in src/server/, are the same three fields).
+ */
 export interface RawRecord {
   readonly seq: bigint;
   readonly generation: number;

@@ -2,12 +2,10 @@
 // and seals them. The sealed bytes it returns are what every destination stores, unchanged.
 import { sealRecord } from './record.js';
 import type { RecordBody } from './format.js';
+import type { RawRecord } from './rawRecords.js';
 
-export interface SealedRecord {
-  readonly seq: bigint;
-  readonly generation: number;
-  /** Header and sealed body, exactly as stored. */
-  readonly bytes: Buffer;
+/** A record this node sealed: the stored record (seq, generation, bytes) and its chain hash. */
+export interface SealedRecord extends RawRecord {
   readonly hash: Buffer;
 }
 

@@ -22,8 +22,6 @@ export interface WriterOpenOptions {
   readonly onRecord?: (record: StoredRecord) => void;
   /** Told about repairs made while opening (torn tail cut off, empty segment removed). */
   readonly onNotice?: (message: string) => void;
-  /** Called with every record appended (before it is durable). */
-  readonly onAppend?: (record: SealedRecord) => void;
   /**
    * Mirror the active segment and give sealed segments parity (docs/FORMAT.md, "Redundancy").
    * Default true; false only to measure what it costs.
@@ -62,7 +60,6 @@ export class VaultWriter {
     private readonly lock: VaultLock,
     private position: ChainPosition,
     segmentPath: string | null,
-    private readonly onAppend: ((record: SealedRecord) => void) | undefined,
     private readonly keeper: RedundancyKeeper,
   ) {
     if (segmentPath !== null) {
@@ -87,7 +84,7 @@ export class VaultWriter {
       const appendTo = tail.segmentPath !== null && !fs.existsSync(tail.segmentPath + PARITY_SUFFIX) ? tail.segmentPath : null;
       keeper.attach(appendTo);
       keeper.finishPending(appendTo);
-      return new VaultWriter(vaultDir, identity, lock, tail, appendTo, options.onAppend, keeper);
+      return new VaultWriter(vaultDir, identity, lock, tail, appendTo, keeper);
     } catch (err) {
       keeper.close();
       lock.release();
@@ -123,7 +120,6 @@ export class VaultWriter {
     this.sizeBytes += record.bytes.length;
     this.position = { lastSeq: record.seq, lastHash: record.hash, generation: record.generation };
     this.unsynced = true;
-    this.onAppend?.(record);
   }
 
   /** Makes everything appended so far durable. */

@@ -6,8 +6,8 @@
 // INSERT of a row that now exists) is rolled back before its hook and skipped, so the vault only
 // sees calls that commit; it then must restore exactly the database.
 import Database from 'better-sqlite3';
-import { Compactor } from '../../src/cln/compactor.js';
-import type { RetentionSettings } from '../../src/cln/config.js';
+import { Compactor } from '../../src/journal/compaction/compactor.js';
+import type { RetentionSettings } from '../../src/journal/retention.js';
 import { Journal } from '../../src/journal/journal.js';
 import { scanGenerations } from '../../src/journal/retention.js';
 import type { VaultKeys } from '../../src/vault/keys.js';

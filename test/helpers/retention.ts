@@ -2,9 +2,10 @@
 // `makeNode`) and reading what the plugin's status file says about compaction.
 import fs from 'node:fs';
 import path from 'node:path';
-import { configPath, readConfig, writeConfig, type RetentionSettings } from '../../src/cln/config.js';
+import { configPath, readConfig, writeConfig } from '../../src/cln/config.js';
+import type { RetentionSettings } from '../../src/journal/retention.js';
 import { STATUS_FILE } from '../../src/cln/statusFile.js';
-import type { CompactionStatus } from '../../src/cln/compactor.js';
+import type { CompactionStatus } from '../../src/journal/compaction/compactor.js';
 import type { TestNode } from './testNode.js';
 
 /** Sets (merges) `retention` in the node's lnbackup.json; the plugin reads it at its next start. */

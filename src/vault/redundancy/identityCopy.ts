@@ -6,12 +6,10 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { readBoundedFile, writeFileAtomic } from '../../util/durableFs.js';
+import { IDENTITY_FILE, MAX_IDENTITY_BYTES } from '../format.js';
 
-export const IDENTITY_NAME = 'VAULT.json';
 export const IDENTITY_COPY_NAME = 'VAULT.json.copy';
 const COPY_TAG = 'lnbackup-identity-copy v1 sha256=';
-/** VAULT.json (or the server's sealed envelope of it) is small; anything larger is damage. */
-export const MAX_IDENTITY_FILE_BYTES = 64 * 1024;
 
 export function identityCopyBytes(identity: Buffer): Buffer {
   const sha = crypto.createHash('sha256').update(identity).digest('hex');
@@ -34,7 +32,7 @@ export interface IdentityCheck {
 
 function readMaybe(file: string): Buffer | null {
   try {
-    return readBoundedFile(file, MAX_IDENTITY_FILE_BYTES);
+    return readBoundedFile(file, MAX_IDENTITY_BYTES);
   } catch {
     return null;
   }
@@ -42,11 +40,11 @@ function readMaybe(file: string): Buffer | null {
 
 /** Compares VAULT.json with its copy and says which bytes are good. */
 export function checkIdentity(vaultDir: string): IdentityCheck {
-  const id = readMaybe(path.join(vaultDir, IDENTITY_NAME));
+  const id = readMaybe(path.join(vaultDir, IDENTITY_FILE));
   const copyFile = readMaybe(path.join(vaultDir, IDENTITY_COPY_NAME));
   const problems: string[] = [];
   if (copyFile === null) {
-    if (id === null) return { good: null, identityOk: false, copyOk: false, problems: [`${IDENTITY_NAME} and ${IDENTITY_COPY_NAME} are both missing or unreadable`] };
+    if (id === null) return { good: null, identityOk: false, copyOk: false, problems: [`${IDENTITY_FILE} and ${IDENTITY_COPY_NAME} are both missing or unreadable`] };
     problems.push(`${IDENTITY_COPY_NAME} is missing`);
     return { good: id, identityOk: true, copyOk: false, problems };
   }
@@ -65,7 +63,7 @@ export function checkIdentity(vaultDir: string): IdentityCheck {
     return { good: id, identityOk: true, copyOk: false, problems };
   }
   if (copyGood) {
-    problems.push(id === null ? `${IDENTITY_NAME} is missing` : `${IDENTITY_NAME} is damaged (it does not match the SHA-256 kept in ${IDENTITY_COPY_NAME})`);
+    problems.push(id === null ? `${IDENTITY_FILE} is missing` : `${IDENTITY_FILE} is damaged (it does not match the SHA-256 kept in ${IDENTITY_COPY_NAME})`);
     return { good: copied, identityOk: false, copyOk: true, problems };
   }
   // The hash line is damaged: two equal copies are both right.
@@ -73,11 +71,11 @@ export function checkIdentity(vaultDir: string): IdentityCheck {
     problems.push(`${IDENTITY_COPY_NAME}'s checksum line is damaged`);
     return { good: id, identityOk: true, copyOk: false, problems };
   }
-  problems.push(`${IDENTITY_NAME} and ${IDENTITY_COPY_NAME} disagree and neither matches the checksum: the identity cannot be told good`);
+  problems.push(`${IDENTITY_FILE} and ${IDENTITY_COPY_NAME} disagree and neither matches the checksum: the identity cannot be told good`);
   return { good: null, identityOk: false, copyOk: false, problems };
 }
 
 /** True when VAULT.json exists; the copy is judged by checkIdentity. */
 export function hasIdentity(vaultDir: string): boolean {
-  return fs.existsSync(path.join(vaultDir, IDENTITY_NAME)) || fs.existsSync(path.join(vaultDir, IDENTITY_COPY_NAME));
+  return fs.existsSync(path.join(vaultDir, IDENTITY_FILE)) || fs.existsSync(path.join(vaultDir, IDENTITY_COPY_NAME));
 }

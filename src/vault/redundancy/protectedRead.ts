@@ -5,8 +5,8 @@
 // VaultReader then reads the repaired contents of damaged files from memory (ReadRepair).
 import fs from 'node:fs';
 import path from 'node:path';
-import { HEADER_BYTES, MAX_SEALED_BYTES, wellFormedRecordEnd } from '../format.js';
-import { DEFAULT_SEGMENT_BYTES, IDENTITY_FILE } from '../identity.js';
+import { HEADER_BYTES, IDENTITY_FILE, MAX_IDENTITY_BYTES, MAX_SEALED_BYTES, wellFormedRecordEnd } from '../format.js';
+import { DEFAULT_SEGMENT_BYTES } from '../identity.js';
 import { listPacks, MAX_PACK_BYTES } from '../packFiles.js';
 import { listSegments, segmentOfPath } from '../segments.js';
 import { checkIdentity, IDENTITY_COPY_NAME } from './identityCopy.js';
@@ -290,7 +290,7 @@ export function describeRepair(r: VaultRepair): string[] {
 /** The vault's segment size from VAULT.json when it can be read without a key, else the default. */
 export function segmentBytesOf(vaultDir: string): number {
   try {
-    const raw = JSON.parse(fs.readFileSync(path.join(vaultDir, IDENTITY_FILE), 'utf8').slice(0, 64 * 1024)) as { segmentBytes?: unknown };
+    const raw = JSON.parse(fs.readFileSync(path.join(vaultDir, IDENTITY_FILE), 'utf8').slice(0, MAX_IDENTITY_BYTES)) as { segmentBytes?: unknown };
     const n = raw.segmentBytes;
     if (typeof n === 'number' && Number.isInteger(n) && n >= 4096 && n <= 1 << 30) return n;
   } catch {

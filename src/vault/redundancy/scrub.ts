@@ -12,7 +12,8 @@ import { decodeHeader, FormatError, HEADER_BYTES } from '../format.js';
 import { VaultLock } from '../lock.js';
 import { isPackName, listPacks, MAX_PACK_BYTES, PAGES_DIR } from '../packFiles.js';
 import { listAllSegments, listSegments, SEGMENTS_DIR, type SegmentFile } from '../segments.js';
-import { checkIdentity, IDENTITY_COPY_NAME, IDENTITY_NAME, identityCopyBytes } from './identityCopy.js';
+import { checkIdentity, IDENTITY_COPY_NAME, identityCopyBytes } from './identityCopy.js';
+import { IDENTITY_FILE } from '../format.js';
 import { describeRanges, removeStaleTemps } from './keeper.js';
 import { MIRROR_SUFFIX, mirrorOf } from './mirror.js';
 import { writeFileAtomicAsync } from '../../util/durableFs.js';
@@ -104,8 +105,8 @@ interface Counter {
 
 export async function scrubVault(vaultDir: string, options: ScrubOptions): Promise<ScrubVaultResult> {
   if (!fs.existsSync(vaultDir) || !fs.statSync(vaultDir).isDirectory()) throw new Error(`${vaultDir} is not a folder`);
-  const hasIdentity = fs.existsSync(path.join(vaultDir, IDENTITY_NAME)) || fs.existsSync(path.join(vaultDir, IDENTITY_COPY_NAME));
-  if (!hasIdentity && !fs.existsSync(path.join(vaultDir, SEGMENTS_DIR))) throw new Error(`${vaultDir} is not an lnbackup vault (no ${IDENTITY_NAME}, no ${SEGMENTS_DIR}/)`);
+  const hasIdentity = fs.existsSync(path.join(vaultDir, IDENTITY_FILE)) || fs.existsSync(path.join(vaultDir, IDENTITY_COPY_NAME));
+  if (!hasIdentity && !fs.existsSync(path.join(vaultDir, SEGMENTS_DIR))) throw new Error(`${vaultDir} is not an lnbackup vault (no ${IDENTITY_FILE}, no ${SEGMENTS_DIR}/)`);
   let lock: VaultLock | null = null;
   let activeWritable = options.activeWritable;
   if (activeWritable === undefined) {
@@ -191,21 +192,21 @@ function modeOf(file: string): number {
 
 async function scrubIdentity(vaultDir: string, repair: boolean): Promise<ScrubFile> {
   const check = checkIdentity(vaultDir);
-  const file = path.join(vaultDir, IDENTITY_NAME);
+  const file = path.join(vaultDir, IDENTITY_FILE);
   const found = [...check.problems];
   const fixed: string[] = [];
   const bytes = check.good?.length ?? 0;
-  if (check.good === null) return { file: IDENTITY_NAME, kind: 'identity', bytes, status: 'damaged', found, fixed, lost: [{ start: 0, end: sizeOr0(file) }] };
+  if (check.good === null) return { file: IDENTITY_FILE, kind: 'identity', bytes, status: 'damaged', found, fixed, lost: [{ start: 0, end: sizeOr0(file) }] };
   if (repair && !check.identityOk) {
     await writeFileAtomicAsync(file, check.good, 0o644);
-    fixed.push(`restored ${IDENTITY_NAME} from ${IDENTITY_COPY_NAME}`);
+    fixed.push(`restored ${IDENTITY_FILE} from ${IDENTITY_COPY_NAME}`);
   }
   if (repair && !check.copyOk) {
     await writeFileAtomicAsync(path.join(vaultDir, IDENTITY_COPY_NAME), identityCopyBytes(check.good), 0o644);
     fixed.push(`wrote ${IDENTITY_COPY_NAME} again`);
   }
   const status: ScrubStatus = found.length === 0 ? 'ok' : repair ? 'repaired' : check.identityOk ? 'unprotected' : 'damaged';
-  return { file: IDENTITY_NAME, kind: 'identity', bytes, status, found, fixed, lost: [] };
+  return { file: IDENTITY_FILE, kind: 'identity', bytes, status, found, fixed, lost: [] };
 }
 
 /** A sealed segment or a pack: checked through its parity (or, while sealing is pending, its mirror). */

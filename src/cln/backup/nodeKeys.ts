@@ -1,8 +1,8 @@
 // The vault keys of a configured node: its root key (from hsm_secret or a key file, as
 // lnbackup.json says), checked against the node id the configuration was written for.
-import { loadRootKey } from '../keys/rootKey.js';
-import { vaultKeysFromRoot, type VaultKeys } from '../vault/keys.js';
-import { configPath, resolveIn, type PluginConfig } from './config.js';
+import { loadRootKey } from '../../keys/rootKey.js';
+import { vaultKeysFromRoot, type VaultKeys } from '../../vault/keys.js';
+import { configPath, resolveIn, type PluginConfig } from '../config.js';
 
 export function loadNodeKeys(networkDir: string, c: PluginConfig): VaultKeys {
   const keyOrigin = 'hsmSecret' in c.key ? { hsmSecret: resolveIn(networkDir, c.key.hsmSecret) } : { keyFile: resolveIn(networkDir, c.key.keyFile) };

@@ -4,23 +4,23 @@
 // database is older than what any copy holds is refused by the journal), then opens the journal.
 // record() is the hot path: seal and write the call, hand it to the destinations, and resolve when
 // the policy is met.
-import { Journal, type WriteOutcome } from '../journal/journal.js';
-import { identityPath } from '../vault/identity.js';
-import type { VaultKeys } from '../vault/keys.js';
-import { readBoundedFile } from '../util/durableFs.js';
-import { adoptRecords } from '../vault/adopt.js';
-import { type Destination, type DestinationStatus, type StoredCall } from '../destinations/destination.js';
-import { scanGenerations, type GenerationPages } from '../journal/retention.js';
-import { Compactor, type CompactionStatus } from './compactor.js';
-import { LocalVaultDestination } from '../destinations/localVault.js';
-import { DurabilityPolicy, formatPolicy, parsePolicy, type PolicyEvents, type PolicySpec } from '../destinations/policy.js';
-import { RemoteDestination } from '../destinations/remote.js';
-import { ReplicaDestination } from '../destinations/replica.js';
-import { destinationSettings, resolveIn, retentionSettings, type DestinationSettings, type PluginConfig, type RetentionSettings } from './config.js';
+import { Journal, type StoredOutcome, type WriteOutcome } from '../../journal/journal.js';
+import { identityPath } from '../../vault/identity.js';
+import { MAX_IDENTITY_BYTES } from '../../vault/format.js';
+import type { VaultKeys } from '../../vault/keys.js';
+import { readBoundedFile } from '../../util/durableFs.js';
+import { adoptRecords } from '../../vault/adopt.js';
+import { type Destination, type DestinationStatus, type StoredCall } from '../../destinations/destination.js';
+import { scanGenerations, type GenerationPages, type RetentionSettings } from '../../journal/retention.js';
+import { Compactor, type CompactionStatus } from '../../journal/compaction/compactor.js';
+import { LocalVaultDestination } from '../../destinations/localVault.js';
+import { DurabilityPolicy, formatPolicy, parsePolicy, type PolicyEvents, type PolicySpec } from '../../destinations/policy.js';
+import { RemoteDestination } from '../../destinations/remote.js';
+import { ReplicaDestination } from '../../destinations/replica.js';
+import { destinationSettings, resolveIn, retentionSettings, type DestinationSettings, type PluginConfig } from '../config.js';
 import { loadNodeKeys } from './nodeKeys.js';
-import type { LogLevel } from './protocol.js';
-
-export type NodeLog = (level: LogLevel, message: string) => void;
+import type { Log } from '../../util/log.js';
+import type { EpochMs, MonotonicMs } from '../../util/clock.js';
 
 /** How long close() waits for records in flight to reach the servers. */
 const CLOSE_GRACE_MS = 5000;
@@ -46,19 +46,19 @@ export class NodeBackup {
     private readonly settings: DestinationSettings,
     retention: RetentionSettings,
     generations: GenerationPages[] | null,
-    private readonly log: NodeLog,
+    private readonly log: Log,
   ) {
     const others = [...policy.destinations, ...background].filter((d) => d.kind !== 'vault');
     this.compactor = new Compactor(journal, () => others, retention, generations, log);
   }
 
-  static async open(networkDir: string, config: PluginConfig, log: NodeLog, events: PolicyEvents, options: OpenOptions): Promise<NodeBackup> {
+  static async open(networkDir: string, config: PluginConfig, log: Log, events: PolicyEvents, options: OpenOptions): Promise<NodeBackup> {
     const keys = loadNodeKeys(networkDir, config);
     const settings = destinationSettings(config);
     const spec = parsePolicy(settings.policy);
     const dbPath = resolveIn(networkDir, config.database);
     const notice = (m: string): void => log('info', m);
-    const identity = readBoundedFile(identityPath(config.vault), 64 * 1024);
+    const identity = readBoundedFile(identityPath(config.vault), MAX_IDENTITY_BYTES);
     const vaultId = Buffer.from(config.vaultId, 'hex');
     const remotes = settings.remotes.map(
       (url) => new RemoteDestination({ url, vaultDir: config.vault, identity, vaultId, keys, onNotice: (level, m) => log(level, m) }),
@@ -94,15 +94,24 @@ export class NodeBackup {
     }
   }
 
-  /** Records a db_write call (received at `startedAt`, performance.now()) and resolves once the policy's destinations hold it. */
-  async record(dataVersion: number, writes: readonly string[], startedAt: number): Promise<WriteOutcome> {
+  /**
+   * Records a db_write call (received at `startedAt`, performance.now()) and, when the journal
+   * stored it, resolves once the policy's destinations hold it.
+   */
+  async record(dataVersion: number, writes: readonly string[], startedAt: MonotonicMs): Promise<WriteOutcome> {
     const recordStarted = performance.now();
     const outcome = this.journal.record(dataVersion, writes, { deferSync: this.deferSync });
     const recordMs = performance.now() - recordStarted;
-    if (outcome.kind !== 'stored') return outcome;
+    if (outcome.kind === 'stored') await this.distribute({ dataVersion, writes, outcome, startedAt, recordMs });
+    return outcome;
+  }
+
+  /** Hands a stored call to every destination and to compaction; resolves when the policy is met. */
+  private distribute(c: { dataVersion: number; writes: readonly string[]; outcome: StoredOutcome; startedAt: MonotonicMs; recordMs: number }): Promise<void> {
+    const { outcome } = c;
     const call: StoredCall = {
-      dataVersion,
-      writes,
+      dataVersion: c.dataVersion,
+      writes: c.writes,
       records: outcome.records,
       snapshot: outcome.snapshot !== null || outcome.compacted !== null,
       supersedes: outcome.supersedes,
@@ -113,11 +122,9 @@ export class NodeBackup {
     // A cache-mode local vault is not counted by the policy, but it is flushed all the same.
     const background = this.background.map((d) => d.store(call));
     for (const b of background) b.catch(() => undefined); // its failures show in its status
-    const held = this.policy.store(call, startedAt);
-    const everywhere = this.policy.lastEverywhere;
-    this.compactor.afterCall(outcome, recordMs, () => Promise.all([everywhere, ...background]).then(() => undefined));
-    await held;
-    return outcome;
+    const { held, everywhere } = this.policy.store(call, c.startedAt);
+    this.compactor.afterCall(outcome, c.recordMs, () => Promise.all([everywhere, ...background]).then(() => undefined));
+    return held;
   }
 
   status(): NodeBackupStatus {
@@ -143,7 +150,7 @@ export interface OpenOptions {
   /** Aborted when the plugin shuts down while it is still opening (servers are given up). */
   readonly signal: AbortSignal;
   /** When the call that opens the backup arrived (Date.now()): the stall limit counts from there. */
-  readonly callStartedAt: number;
+  readonly callStartedAt: EpochMs;
   /** Told the server destinations as soon as they exist, so their state can be shown while opening waits for them. */
   readonly onServers?: (servers: readonly Destination[]) => void;
 }
@@ -156,7 +163,7 @@ const QUORUM_START_WAIT_MS = 5000;
  * opens), or for ever (policy all: fail-safe) — but a quorum that the local vault and the replicas
  * can meet alone waits only a few seconds; late servers catch up in the background.
  */
-function startDeadline(settings: DestinationSettings, spec: PolicySpec, callStartedAt: number): number | null {
+function startDeadline(settings: DestinationSettings, spec: PolicySpec, callStartedAt: EpochMs): EpochMs | null {
   const stall = settings.stallLimitSeconds === null ? null : callStartedAt + settings.stallLimitSeconds * 1000;
   const withoutServers = (settings.localVault === 'durable' ? 1 : 0) + settings.replicas.length;
   if (spec.kind === 'quorum' && spec.k <= withoutServers) {
@@ -171,8 +178,8 @@ interface LevelContext {
   readonly keys: VaultKeys;
   readonly dbPath: string;
   readonly notice: (message: string) => void;
-  readonly deadline: number | null;
-  readonly log: NodeLog;
+  readonly deadline: EpochMs | null;
+  readonly log: Log;
 }
 
 /**

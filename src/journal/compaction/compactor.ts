@@ -1,16 +1,16 @@
-// Automatic compaction and retention for a running node. After each call it checks how much the
-// current generation has grown; past the threshold (a share of the database's size) it has the
-// journal stage the database at the next call, builds the paged snapshot in short slices between
-// calls (so no hook waits long; new packs are written on the thread pool), stores the new packs at
-// every destination, and lets the journal switch at the next call. Once the new generation is
-// durable at every destination, generations beyond retention and the packs no kept generation uses
-// are removed: locally and at each destination.
-import type { Destination } from '../destinations/destination.js';
-import type { Journal, WriteOutcome } from '../journal/journal.js';
-import { PagedSnapshotBuilder, type StagedDatabase } from '../journal/pagedSnapshot.js';
-import { firstKept, livePacks, livePages, type GenerationPages } from '../journal/retention.js';
-import type { RetentionSettings } from './config.js';
-import type { NodeLog } from './nodeBackup.js';
+// The compaction driver for a running node: it makes the transitions that happen between calls
+// (transitions.ts holds the state and all of them). After each call it checks how much the current
+// generation has grown; past the threshold (a share of the database's size) it requests a
+// compaction, which the journal stages at the next call; it builds the paged snapshot in short
+// slices between calls (so no hook waits long; new packs are written on the thread pool), stores
+// the new packs at every destination, and offers the snapshot, which the journal switches to at the
+// next call. Once the new generation is durable at every destination, generations beyond retention
+// and the packs no kept generation uses are removed: locally and at each destination.
+import type { Log } from '../../util/log.js';
+import type { Journal, StoredOutcome } from '../journal.js';
+import { PagedSnapshotBuilder, type StagedDatabase } from '../pagedSnapshot.js';
+import { firstKept, livePacks, livePages, type GenerationPages, type RetentionSettings } from '../retention.js';
+import type { CompactionState } from './transitions.js';
 
 /** How long one slice of snapshot building may hold the event loop. */
 const SLICE_MS = 4;
@@ -19,7 +19,23 @@ const SPARSE_SHARE = 0.75;
 
 const round2 = (ms: number): number => Math.round(ms * 100) / 100;
 
-type Stored = Extract<WriteOutcome, { kind: 'stored' }>;
+/** What compaction needs of a destination other than the journal's own vault (destinations/destination.ts). */
+export interface PackHolder {
+  readonly name: string;
+  storePack(name: string, bytes: Buffer): Promise<void>;
+  prune(keepFromGeneration: number, deadPacks: readonly string[]): Promise<void>;
+}
+
+/** How each state shows in status (the names operators have seen since the start). */
+const SHOWN_AS: Record<CompactionState['name'], CompactionStatus['state']> = {
+  idle: 'idle',
+  'given-up': 'idle',
+  wanted: 'staging',
+  staged: 'staging',
+  building: 'building',
+  ready: 'ready',
+  settling: 'pruning',
+};
 
 export interface CompactionStatus {
   readonly state: 'idle' | 'staging' | 'building' | 'ready' | 'pruning';
@@ -42,7 +58,6 @@ export interface CompactionStatus {
 }
 
 export class Compactor {
-  private state: CompactionStatus['state'] = 'idle';
   private compactions = 0;
   private last: CompactionStatus['lastCompaction'] = null;
   private lastError: string | null = null;
@@ -50,21 +65,23 @@ export class Compactor {
   private longestStepMs = 0;
   private longestOtherMs = 0;
   private closed = false;
+  /** A build is under way (possibly given up by the journal but not yet at its next slice): no new compaction meanwhile. */
+  private building = false;
   private gens: GenerationPages[];
   private readonly retentionPaused: boolean;
 
   constructor(
     private readonly journal: Journal,
     /** Every destination but the journal's own vault. */
-    private readonly destinations: () => readonly Destination[],
+    private readonly destinations: () => readonly PackHolder[],
     private readonly settings: RetentionSettings,
     /** The vault's generations and the pages each uses (kept current here); null: unknown (damage), so nothing is removed. */
     gens: GenerationPages[] | null,
-    private readonly log: NodeLog,
+    private readonly log: Log,
   ) {
     this.retentionPaused = gens === null;
     this.gens = gens ?? [];
-    journal.onCompactionNotice = (m) => {
+    journal.compaction.onNotice = (m) => {
       this.lastError = m;
       log('info', m);
     };
@@ -75,8 +92,9 @@ export class Compactor {
    * Called after every stored call, with the time Journal.record took and a way to wait until the
    * call is durable everywhere (only asked for when the call started a generation).
    */
-  afterCall(outcome: Stored, recordMs: number, everywhere: () => Promise<void>): void {
-    const step = outcome.compacted !== null || (this.state === 'staging' && this.journal.staged !== null);
+  afterCall(outcome: StoredOutcome, recordMs: number, everywhere: () => Promise<void>): void {
+    const compaction = this.journal.compaction;
+    const step = outcome.compacted !== null || compaction.state.name === 'staged';
     if (step) this.longestStepMs = Math.max(this.longestStepMs, recordMs);
     else this.longestOtherMs = Math.max(this.longestOtherMs, recordMs);
     const started = outcome.compacted ?? outcome.snapshot;
@@ -99,28 +117,23 @@ export class Compactor {
           buildMs: Math.round(this.buildMs),
         };
       }
-      this.state = 'pruning';
+      compaction.generationStarted();
       everywhere().then(
         () => this.prune(),
         (err: unknown) => this.fail(`the new generation ${started.generation} is not durable everywhere (${(err as Error).message}); old generations stay`),
       );
       return;
     }
-    if (this.state === 'idle' && this.due()) {
-      this.journal.requestCompaction();
-      this.state = 'staging';
-    } else if (this.state === 'staging' && this.journal.staged) {
-      this.state = 'building';
-      void this.build(this.journal.staged);
-    } else if ((this.state === 'staging' || this.state === 'ready') && !this.journal.compacting) {
-      this.state = 'idle';
-    }
+    const now = compaction.state.name;
+    if (now === 'idle' && !this.building && this.due()) compaction.request();
+    else if (now === 'staged') void this.build(compaction.beginBuild());
+    else if (now === 'given-up') compaction.settled();
   }
 
   status(): CompactionStatus {
     const kept = this.gens.filter((g) => g.complete).length;
     return {
-      state: this.state,
+      state: SHOWN_AS[this.journal.compaction.state.name],
       compactions: this.compactions,
       generationsKept: kept,
       lastCompaction: this.last,
@@ -136,9 +149,10 @@ export class Compactor {
    */
   close(): void {
     this.closed = true;
-    if (this.state !== 'staging' && this.state !== 'building' && this.state !== 'ready') return;
-    this.journal.onCompactionNotice = () => undefined;
-    this.journal.abandonCompaction('lnbackup is stopping');
+    const compaction = this.journal.compaction;
+    if (!compaction.active && !this.building) return;
+    compaction.onNotice = () => undefined;
+    compaction.abandon('lnbackup is stopping');
     if (this.retentionPaused) return;
     try {
       this.journal.removePacks(this.unusedPacks(0));
@@ -162,10 +176,11 @@ export class Compactor {
     const startedAt = performance.now();
     const sparse = this.journal.pages.sparsePacks(livePages(this.gens, 0), SPARSE_SHARE);
     const builder = new PagedSnapshotBuilder(staged, this.journal.pages, this.journal.pageKey, sparse, true);
+    this.building = true;
     try {
       let snapshot = null;
       while (snapshot === null) {
-        if (this.closed || this.journal.staged !== staged) return this.idle();
+        if (this.closed || this.journal.compaction.staged !== staged) return this.givenUp();
         snapshot = builder.step(SLICE_MS);
         await builder.written(); // a pack write under way (off the event loop)
         if (snapshot === null) await new Promise((resolve) => setImmediate(resolve));
@@ -174,20 +189,20 @@ export class Compactor {
       await this.journal.protectPacks(snapshot.packs);
       const stores = this.destinations().flatMap((d) => snapshot.packs.map((p) => d.storePack(p.name, p.bytes)));
       await Promise.all(stores);
-      if (this.closed || this.journal.staged !== staged) return this.idle();
-      this.journal.offer(snapshot);
-      this.state = 'ready';
+      if (this.closed || this.journal.compaction.staged !== staged) return this.givenUp();
+      this.journal.compaction.offer(snapshot);
     } catch (err) {
-      this.journal.abandonCompaction((err as Error).message);
+      this.journal.compaction.abandon((err as Error).message);
       this.fail(`compaction failed: ${(err as Error).message}`);
       this.prune();
     } finally {
+      this.building = false;
       builder.close();
     }
   }
 
   private prune(): void {
-    this.state = 'idle';
+    this.journal.compaction.settled();
     if (this.closed || this.retentionPaused) return;
     try {
       const keep = firstKept(this.gens, this.settings);
@@ -204,18 +219,16 @@ export class Compactor {
       this.lastError = `retention failed: ${(err as Error).message}`;
       this.log('unusual', this.lastError);
     }
-    this.state = 'idle';
   }
 
   /** Back to idle after a compaction was given up; the packs it wrote, which nothing uses, go now. */
-  private idle(): void {
-    this.state = 'idle';
+  private givenUp(): void {
     this.prune();
   }
 
   private fail(message: string): void {
     this.lastError = message;
     this.log('unusual', message);
-    this.state = 'idle';
+    this.journal.compaction.settled();
   }
 }

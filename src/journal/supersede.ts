@@ -1,5 +1,6 @@
-// The supersede rules (reference/cln.md): what the vault's newest generation says about the
-// node's database, and what to do with the next db_write call. A call that carries the bump to
+// The supersede rule (docs/CORE-LIGHTNING.md, "Answers to db_write"; docs/FORMAT.md, "Supersede
+// rules"): what the vault's newest generation says about the node's database, and what to do with
+// the next db_write call. A call that carries the bump to
 // version N while the vault's newest record is an unconfirmed bump to N is the rewind case (that
 // transaction was acked but never committed): it supersedes that record. A repeated version
 // *without* a bump (the migrations' PRAGMA calls) is kept. Anything that would put the vault
@@ -8,13 +9,14 @@
 import { RecordType, type RecordBody } from '../vault/format.js';
 import { bumpedFrom, nextVersion, versionDistance } from './dataVersion.js';
 import { decodeCall, decodeSnapshotBegin } from './payloads.js';
+import type { EpochMs } from '../util/clock.js';
 
 export type Decision =
   | { readonly kind: 'append'; readonly supersedes: bigint }
   | { readonly kind: 'snapshot'; readonly reason: string }
   | { readonly kind: 'refuse'; readonly reason: string };
 
-export class JournalTail {
+export class SupersedeRule {
   /** Newest generation (0: none). */
   generation = 0;
   /** Its snapshot ended (the generation can be restored). */
@@ -27,7 +29,7 @@ export class JournalTail {
   inFlightSeq: bigint | null = null;
   lastSeq = 0n;
   /** When the newest snapshot was taken. */
-  snapshotTakenAt: number | null = null;
+  snapshotTakenAt: EpochMs | null = null;
 
   /** Follows one record of the vault, in order. */
   observe(seq: bigint, body: RecordBody, writes?: readonly string[]): void {
@@ -94,12 +96,12 @@ export class JournalTail {
   }
 
   /** A copy to try calls on without changing this one. */
-  clone(): JournalTail {
-    return Object.assign(new JournalTail(), this);
+  clone(): SupersedeRule {
+    return Object.assign(new SupersedeRule(), this);
   }
 
   /** Records that a complete snapshot now starts generation `generation`. */
-  snapshotWritten(generation: number, dataVersion: number, lastSeq: bigint, takenAt: number): void {
+  snapshotWritten(generation: number, dataVersion: number, lastSeq: bigint, takenAt: EpochMs): void {
     this.generation = generation;
     this.generationComplete = true;
     this.version = dataVersion;

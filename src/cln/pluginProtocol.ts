@@ -1,7 +1,10 @@
-// The plugin side of Core Lightning's plugin protocol: JSON-RPC 2.0 objects on stdin/stdout,
-// the manifest, the only db_write answer lightningd accepts, and log notifications.
+// The plugin side of Core Lightning's plugin protocol (docs/CORE-LIGHTNING.md, "The plugin
+// protocol"): JSON-RPC 2.0 objects on stdin/stdout, the manifest's fixed part, the init
+// parameters, the only db_write answer lightningd accepts, and log notifications.
 
 import { isU32 } from '../journal/dataVersion.js';
+import type { LogLevel } from '../util/log.js';
+import type { InitParams } from './part.js';
 
 export type JsonRpcId = string | number;
 
@@ -14,8 +17,8 @@ export interface JsonRpcRequest {
 
 export const STATUS_METHOD = 'lnbackup-status';
 
-export const MANIFEST = {
-  options: [],
+/** The manifest's own entries; the parts add theirs (plugin.ts). */
+export const MANIFEST_BASE = {
   rpcmethods: [
     {
       name: STATUS_METHOD,
@@ -23,13 +26,10 @@ export const MANIFEST = {
       description: 'lnbackup: last durable version, vault, generation, snapshot and hook latency',
     },
   ],
-  hooks: [{ name: 'db_write' }],
-  // Keep false: a plugin started later would miss the history (reference/cln.md).
+  // Keep false: a plugin started later would miss the history (docs/CORE-LIGHTNING.md, "Start-up").
   dynamic: false,
-};
+} as const;
 
-/** lightningd's log levels. */
-export type LogLevel = 'debug' | 'info' | 'unusual' | 'broken';
 
 export function result(id: JsonRpcId, value: unknown): string {
   return JSON.stringify({ jsonrpc: '2.0', id, result: value }) + '\n\n';
@@ -45,7 +45,7 @@ export function logNotification(level: LogLevel, message: string): string {
 
 /** The one reply that lets lightningd commit. */
 export const CONTINUE = { result: 'continue' };
-/** Makes lightningd abort without committing (reference/cln.md: "returned failed db_write"). */
+/** Makes lightningd abort without committing (docs/CORE-LIGHTNING.md, "Answers to db_write"). */
 export const ABORT = { result: 'abort' };
 
 export interface DbWriteParams {
@@ -61,4 +61,13 @@ export function parseDbWriteParams(params: unknown): DbWriteParams | null {
   if (!isU32(v)) return null;
   if (!Array.isArray(p.writes) || !p.writes.every((w) => typeof w === 'string')) return null;
   return { dataVersion: v, writes: p.writes as string[] };
+}
+
+/** Reads init's params; anything missing or of the wrong type is null (or empty), never a throw. */
+export function parseInitParams(params: unknown): InitParams {
+  const p = (typeof params === 'object' && params !== null ? params : {}) as { options?: unknown; configuration?: unknown };
+  const c = (typeof p.configuration === 'object' && p.configuration !== null ? p.configuration : {}) as Record<string, unknown>;
+  const text = (v: unknown): string | null => (typeof v === 'string' ? v : null);
+  const options = typeof p.options === 'object' && p.options !== null && !Array.isArray(p.options) ? (p.options as Record<string, unknown>) : {};
+  return { lightningDir: text(c['lightning-dir']), rpcFile: text(c['rpc-file']), network: text(c.network), options };
 }
