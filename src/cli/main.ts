@@ -271,6 +271,7 @@ registerServerCommands(program);
 registerScrubCommand(program);
 registerDestinationCommands(program);
 registerRetentionCommand(program);
+(await import('./recoverCommand.js')).registerRecoverCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof CommanderError) {
