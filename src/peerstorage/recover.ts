@@ -95,10 +95,10 @@ function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** The newest Core Lightning channel backup among the blobs that are not beacons. */
-function newestChannelBackup(scbKey: Buffer, collected: readonly PeerCollection[], refusedAsNotBeacon: ReadonlySet<number>): { index: number; backup: StaticChanBackup }[] {
+/** The Core Lightning channel backups among the blobs that are not beacons, newest first. */
+function newestChannelBackup(scbKey: Buffer, collected: readonly PeerCollection[], notBeacons: ReadonlySet<number>): { index: number; backup: StaticChanBackup }[] {
   const found: { index: number; backup: StaticChanBackup }[] = [];
-  for (const i of refusedAsNotBeacon) {
+  for (const i of notBeacons) {
     try {
       found.push({ index: i, backup: openChannelBackup(scbKey, collected[i].blob as Buffer) });
     } catch {
@@ -186,8 +186,8 @@ export async function recoverFromPeers(o: RecoverOptions): Promise<RecoverResult
       }
     }
   }
-  const notBeacon = new Set([...refusal].filter(([, e]) => e.reason === 'not-a-beacon').map(([i]) => i));
-  const backups = newestChannelBackup(scbKey, collected, notBeacon);
+  // A refused blob may be Core Lightning's channel backup (whatever the size check said): its MAC decides.
+  const backups = newestChannelBackup(scbKey, collected, new Set(refusal.keys()));
   const clnBackupAt = new Set(backups.map((b) => b.index));
   const usedIndexes = new Set(beacon ? (beacon.from === 'whole' ? [] : beacon.from.map((b) => withBlob[b].i)) : []);
 
