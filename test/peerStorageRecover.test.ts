@@ -23,7 +23,7 @@ import { channelBackupKey, openChannelBackup } from '../src/peerstorage/channelB
 import { LightningPeer } from '../src/peerstorage/peer/lightningPeer.js';
 import { nodePrivateKey } from '../src/peerstorage/peer/nodeKey.js';
 import { parsePeerAddress } from '../src/peerstorage/recovery/collectBlobs.js';
-import { highWaterMarkOf } from '../src/peerstorage/recovery/highWater.js';
+import { checkReachesHighWater, highWaterMarkOf } from '../src/peerstorage/recovery/highWater.js';
 import { testdataDir } from './helpers/paths.js';
 import { dataVersionOf, dumpFile, NODE3_CHAIN } from './helpers/reference.js';
 import { cli, makeRemoteNode, serverVaultOf, startServerAt, until, type RemoteNode } from './helpers/remoteNode.js';
@@ -86,6 +86,14 @@ test('recover from the seed and three peers restores the node; a rolled-back ser
       channelBackup: scbRecords,
     });
     assert.equal(more.length, 0);
+    // The check itself, on the node's own vault: the mark is reached; a later record, a newer
+    // generation or another hash at the mark is not.
+    assert.deepEqual(checkReachesHighWater(node.vault, node.keys, mark), { ok: true, copy: { generation: mark.generation, sequence: mark.sequence } });
+    assert.equal(checkReachesHighWater(node.vault, node.keys, { ...mark, sequence: mark.sequence + 1n }).ok, false);
+    assert.equal(checkReachesHighWater(node.vault, node.keys, { ...mark, generation: mark.generation + 1 }).ok, false);
+    const otherHash = Buffer.from(mark.recordHash);
+    otherHash[0] ^= 1;
+    assert.deepEqual(checkReachesHighWater(node.vault, node.keys, { ...mark, recordHash: otherHash }), { ok: false, copy: { generation: mark.generation, sequence: mark.sequence }, reason: 'diverged' });
     await leaveWith(node.hsmSecretPath, peers, blob);
 
     // The machine is lost: only the hsm_secret and the peers' addresses are left.
