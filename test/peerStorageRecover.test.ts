@@ -7,6 +7,8 @@
 // server rolled back to an older copy it refuses by name, naming the server and both points; with
 // the server gone it still yields the channel backup, as Core Lightning's emergency.recover. And
 // in alongside mode, peers holding Core Lightning's real recorded channel backup give its channels.
+// A beacon too large for one blob, striped k=2 of n=3 over the peers, is rebuilt with one peer
+// gone and refused as too few shards with two gone.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -16,7 +18,7 @@ import { runSimulatorUntilDone } from '../src/simulator/runner.js';
 import { vaultTail } from '../src/destinations/transfer.js';
 import { parseRemoteUrl } from '../src/destinations/remoteUrl.js';
 import { openIdentity, vaultIdBytes } from '../src/vault/identity.js';
-import { makesecret, parseHsmSecret, VAULT_KEY_INFO } from '../src/keys/hsmSecret.js';
+import { makesecret, nodeIdFromHsmSecret, parseHsmSecret, VAULT_KEY_INFO } from '../src/keys/hsmSecret.js';
 import { buildBeacon } from '../src/peerstorage/beacon/beacon.js';
 import { beaconKeyFromRoot } from '../src/peerstorage/beacon/beaconKey.js';
 import { channelBackupKey, openChannelBackup } from '../src/peerstorage/channelBackup/emergencyRecover.js';
@@ -38,13 +40,13 @@ async function startPeers(dir: string, nodeId: string): Promise<SimPeer[]> {
   return Promise.all([0, 1, 2].map((i) => startSimPeer({ dataDir: path.join(dir, `peer-${i}`), channelPeers: [nodeId] })));
 }
 
-/** Connects to each peer as the node (key from its hsm_secret) and leaves `blob` with it. */
-async function leaveWith(hsmSecretFile: string, peers: readonly SimPeer[], blob: Buffer): Promise<void> {
+/** Connects to each peer as the node (key from its hsm_secret) and leaves a blob with it: the i-th, or the only one. */
+async function leaveWith(hsmSecretFile: string, peers: readonly SimPeer[], blobs: readonly Buffer[]): Promise<void> {
   const key = nodePrivateKey(parseHsmSecret(fs.readFileSync(hsmSecretFile)));
-  for (const p of peers) {
+  for (const [i, p] of peers.entries()) {
     const peer = await LightningPeer.connect(key, parsePeerAddress(p.address));
     assert.equal(await peer.retrieval(300), null, 'the peer held something already');
-    peer.sendPeerStorage(blob);
+    peer.sendPeerStorage(blobs.length === 1 ? blobs[0] : blobs[i]);
     await peer.close();
   }
 }
@@ -94,7 +96,7 @@ test('recover from the seed and three peers restores the node; a rolled-back ser
     const otherHash = Buffer.from(mark.recordHash);
     otherHash[0] ^= 1;
     assert.deepEqual(checkReachesHighWater(node.vault, node.keys, { ...mark, recordHash: otherHash }), { ok: false, copy: { generation: mark.generation, sequence: mark.sequence }, reason: 'diverged' });
-    await leaveWith(node.hsmSecretPath, peers, blob);
+    await leaveWith(node.hsmSecretPath, peers, [blob]);
 
     // The machine is lost: only the hsm_secret and the peers' addresses are left.
     const nodeDump = dumpFile(node.dbPath);
@@ -149,7 +151,7 @@ test("alongside mode: peers holding Core Lightning's recorded channel backup giv
   const peers = await startPeers(node.dir, nodeId);
   try {
     const recorded = fs.readFileSync(path.join(fixtures, 'nodeA.emergency.recover'));
-    await leaveWith(node.hsmSecretPath, peers, recorded);
+    await leaveWith(node.hsmSecretPath, peers, [recorded]);
     const emergency = path.join(node.dir, 'emergency.recover');
     const r = await cli(['recover', '--hsm-secret', node.hsmSecretPath, ...peers.flatMap((p) => ['--peer', p.address]), '--emergency-recover', emergency, '--json']);
     assert.equal(r.code, 0, r.stderr + r.stdout);
@@ -162,5 +164,51 @@ test("alongside mode: peers holding Core Lightning's recorded channel backup giv
     assert.match(withTo.stdout, /alongside/);
   } finally {
     for (const p of peers) assert.equal(await p.stop(), 0, p.stderr());
+  }
+});
+
+test('a beacon striped 2 of 3 over the peers is rebuilt with one peer gone, and refused by name with two gone', { timeout: 60_000 }, async () => {
+  const node = makeTestNode('recover-striped');
+  const secret = parseHsmSecret(fs.readFileSync(node.hsmSecretPath));
+  const nodeId = nodeIdFromHsmSecret(secret);
+  const peers = await startPeers(node.dir, nodeId);
+  const stopped = new Set<SimPeer>();
+  try {
+    const channels = Array.from({ length: 200 }, (_, i) => scbRecords[i % scbRecords.length]);
+    const shards = await buildBeacon(
+      beaconKeyFromRoot(makesecret(secret, Buffer.from(VAULT_KEY_INFO))),
+      7n,
+      {
+        nodeId: Buffer.from(nodeId, 'hex'),
+        createdMs: Date.now(),
+        servers: [],
+        highWater: { generation: 1, sequence: 1n, recordHash: Buffer.alloc(32), dataVersion: 1, timeMs: Date.now() },
+        channelBackup: channels,
+      },
+      { k: 2, n: 3 },
+    );
+    assert.equal(shards.length, 3);
+    await leaveWith(node.hsmSecretPath, peers, shards);
+    const args = ['recover', '--hsm-secret', node.hsmSecretPath, ...peers.flatMap((p) => ['--peer', p.address]), '--timeout', '2', '--json'];
+
+    assert.equal(await peers[0].stop(), 0);
+    stopped.add(peers[0]);
+    const oneGone = await cli(args);
+    assert.equal(oneGone.code, 0, oneGone.stderr + oneGone.stdout);
+    assert.deepEqual((oneGone.json?.beacon as { from: number[]; counter: string }).from, [1, 2]);
+    assert.equal((oneGone.json?.beacon as { counter: string }).counter, '7');
+    assert.equal((oneGone.json?.channels as unknown[]).length, 200);
+    assert.deepEqual((oneGone.json?.peers as { held: string }[]).map((p) => p.held), ['unreachable', 'shard', 'shard']);
+
+    assert.equal(await peers[1].stop(), 0);
+    stopped.add(peers[1]);
+    const twoGone = await cli(args);
+    assert.equal(twoGone.code, 1, twoGone.stderr + twoGone.stdout);
+    assert.equal(twoGone.json?.mode, 'none');
+    const last = (twoGone.json?.peers as { held: string; detail: string }[])[2];
+    assert.equal(last.held, 'shard');
+    assert.match(last.detail, /^counter 7 \(too-few-shards: /);
+  } finally {
+    for (const p of peers) if (!stopped.has(p)) assert.equal(await p.stop(), 0, p.stderr());
   }
 });

@@ -16,6 +16,7 @@ import { vaultKeysFromRoot } from '../vault/keys.js';
 import { writeFileAtomic } from '../util/durableFs.js';
 import { recoverBeacon, type RecoveredBeacon } from './beacon/beacon.js';
 import { BeaconError } from './beacon/beaconError.js';
+import { openBlob, type OpenedBlob } from './beacon/sealedBlob.js';
 import { beaconKeyFromRoot } from './beacon/beaconKey.js';
 import { channelBackupKey, openChannelBackup, sealChannelBackup } from './channelBackup/emergencyRecover.js';
 import { decodeScbChannel, type ScbChannel, type StaticChanBackup } from './channelBackup/scbRecords.js';
@@ -174,22 +175,22 @@ export async function recoverFromPeers(o: RecoverOptions): Promise<RecoverResult
     if (!(err instanceof BeaconError)) throw err;
     beaconError = err;
   }
+  // Each blob on its own: what it is (a whole beacon or a shard, its counter), or why it is refused;
+  // then the refusals only the rebuild finds (a content that does not decode, another node id).
   const refusal = new Map<number, BeaconError>();
-  for (const r of beacon?.refused ?? []) refusal.set(withBlob[r.blob].i, r.error);
-  if (beacon === null) {
-    // Every blob was refused; recoverBeacon lists them only when it returns, so open them one by one.
-    for (const { c, i } of withBlob) {
-      try {
-        await recoverBeacon(beaconKey, [c.blob as Buffer], -1n, Buffer.from(nodeId, 'hex'));
-      } catch (err) {
-        if (err instanceof BeaconError) refusal.set(i, err);
-      }
+  const opened = new Map<number, OpenedBlob>();
+  for (const { c, i } of withBlob) {
+    try {
+      opened.set(i, openBlob(beaconKey, c.blob as Buffer, -1n));
+    } catch (err) {
+      if (!(err instanceof BeaconError)) throw err;
+      refusal.set(i, err);
     }
   }
+  for (const r of beacon?.refused ?? []) refusal.set(withBlob[r.blob].i, r.error);
   // A refused blob may be Core Lightning's channel backup (whatever the size check said): its MAC decides.
   const backups = newestChannelBackup(scbKey, collected, new Set(refusal.keys()));
   const clnBackupAt = new Set(backups.map((b) => b.index));
-  const usedIndexes = new Set(beacon ? (beacon.from === 'whole' ? [] : beacon.from.map((b) => withBlob[b].i)) : []);
 
   const peers: PeerReport[] = collected.map((c, i) => {
     if (c.error) return { peer: c.peer, held: 'unreachable', detail: c.error };
@@ -197,7 +198,9 @@ export async function recoverFromPeers(o: RecoverOptions): Promise<RecoverResult
     if (clnBackupAt.has(i)) return { peer: c.peer, held: 'channel-backup', detail: "Core Lightning's channel backup (chanbackup)" };
     const refused = refusal.get(i);
     if (refused) return { peer: c.peer, held: 'refused', detail: refused.message };
-    return { peer: c.peer, held: usedIndexes.has(i) ? 'shard' : 'beacon', detail: null };
+    const blob = opened.get(i) as OpenedBlob;
+    const unused = beacon === null ? ` (${beaconError?.message ?? 'not used'})` : blob.counter !== beacon.counter ? ', older than the one used' : '';
+    return { peer: c.peer, held: blob.kind === 'shard' ? 'shard' : 'beacon', detail: `counter ${blob.counter}${unused}` };
   });
 
   let channels: ChannelReport[] = [];
