@@ -33,9 +33,9 @@ function lnbackup(...args: string[]): { code: number; stdout: string; stderr: st
 test('--help names every command and the exit codes', () => {
   const r = lnbackup('--help');
   assert.equal(r.code, 0);
-  for (const cmd of ['init', 'restore', 'verify', 'status', 'demo', 'generations', 'scrub', 'retention', 'destination', 'server']) assert.match(r.stdout, new RegExp(`\\b${cmd}\\b`));
+  for (const cmd of ['init', 'restore', 'verify', 'status', 'demo', 'generations', 'scrub', 'retention', 'destination', 'server', 'recover']) assert.match(r.stdout, new RegExp(`\\b${cmd}\\b`));
   assert.match(r.stdout, /Exit codes/);
-  for (const cmd of ['init', 'restore', 'verify', 'status', 'generations', 'scrub', 'retention']) assert.match(lnbackup(cmd, '--help').stdout, /--json/);
+  for (const cmd of ['init', 'restore', 'verify', 'status', 'generations', 'scrub', 'retention', 'recover']) assert.match(lnbackup(cmd, '--help').stdout, /--json/);
 });
 
 test("the demo's default trace is node1's, inside the repository (a clone needs nothing beside it)", () => {
