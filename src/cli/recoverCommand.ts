@@ -40,7 +40,8 @@ function whatNext(r: RecoverResult, o: RecoverFlags): string[] {
   if (r.mode === 'none') lines.push('No peer handed back a beacon or a channel backup of this node: check the peer addresses (node id, host, port) and that these peers had channels with it.');
   if (r.mode === 'alongside') lines.push("The peers hold only Core Lightning's channel backup (lnbackup's peer-storage mode is 'alongside'): restore with lnbackup restore --from <server URL> if you have it written down, or recover the channels with Core Lightning's emergency.recover.");
   if (r.mode === 'lnbackup' && o.to) lines.push('No server copy that reaches the high-water mark could be restored: the database would be older than what the peers saw. Try another server, or fall back to the channel backup.');
-  if (r.channels.length > 0 && !r.emergencyRecover) lines.push('Write the channel backup for Core Lightning with --emergency-recover <lightning-dir>/<network>/emergency.recover, then `lightning-cli recoverchannel` or lightningd --recover.');
+  if (r.channels.length > 0 && !r.emergencyRecover) lines.push("Write the channel backup for Core Lightning with --emergency-recover <lightning-dir>/<network>/emergency.recover, start lightningd and run `lightning-cli emergencyrecover` (or give the records to `lightning-cli recoverchannel`).");
+  if (r.emergencyRecover) lines.push(`Core Lightning's channel backup is in ${r.emergencyRecover}: start lightningd and run \`lightning-cli emergencyrecover\` to recover the channels' funds.`);
   return lines;
 }
 
@@ -51,7 +52,7 @@ export function registerRecoverCommand(program: Command): void {
     .requiredOption('--hsm-secret <file>', "the node's hsm_secret (its node key, vault key and channel-backup key come from it)")
     .option('--peer <id@host:port>', 'a peer that had a channel with the node (repeatable): <node id>@<host>:<port>, e.g. 02ab…@203.0.113.5:9735', (v: string, prev: string[]) => [...prev, v], [])
     .option('--to <file>', 'the database to write (e.g. <lightning-dir>/<network>/lightningd.sqlite3); without it, only report what the peers hold')
-    .option('--emergency-recover <file>', "also write the channel backup as Core Lightning's emergency.recover (for `lightningd --recover` / recoverchannel)")
+    .option('--emergency-recover <file>', "also write the channel backup as Core Lightning's emergency.recover (for `lightning-cli emergencyrecover`)")
     .option('--force', 'replace an existing --to or --emergency-recover file (stop lightningd first)')
     .option('--wait <seconds>', "how long to wait for each peer's peer_storage_retrieval after init", '5')
     .option('--timeout <seconds>', 'how long each peer may take to connect and send init', '10')

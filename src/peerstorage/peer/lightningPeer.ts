@@ -38,15 +38,16 @@ export interface PeerOptions extends NoiseSocketOptions {
   readonly initTimeoutMs?: number;
 }
 
-/** What the peer said, kept for reports: its init, warnings, and the type 7 it sent us (which we do not store). */
+/** What the peer said, kept for reports: its init, warnings, the type 7 it sent us (which we do not store), and the types we ignored. */
 export interface PeerNotes {
   init: Init | null;
   readonly warnings: string[];
   theirStorage: Buffer | null;
+  readonly ignoredTypes: Set<number>;
 }
 
 export class LightningPeer {
-  readonly notes: PeerNotes = { init: null, warnings: [], theirStorage: null };
+  readonly notes: PeerNotes = { init: null, warnings: [], theirStorage: null, ignoredTypes: new Set() };
   private retrieved: Buffer | null = null;
 
   private constructor(
@@ -141,9 +142,14 @@ export class LightningPeer {
   }
 
   private decode(raw: Buffer): LightningMessage | null {
-    if (raw.length >= 2 && IGNORED_EVEN_TYPES.has(raw.readUInt16BE(0))) return null;
+    if (raw.length >= 2 && IGNORED_EVEN_TYPES.has(raw.readUInt16BE(0))) {
+      this.notes.ignoredTypes.add(raw.readUInt16BE(0));
+      return null;
+    }
     const m = decodeMessage(raw);
-    return m.kind === 'unknown' ? null : m;
+    if (m.kind !== 'unknown') return m;
+    this.notes.ignoredTypes.add(m.type);
+    return null;
   }
 
   private handle(raw: Buffer): LightningMessage | null {

@@ -1,6 +1,7 @@
 // Step one of recovery from the seed: connect to each given peer as the node (all at once, each
 // under its own timeouts), take the blob it hands back in `peer_storage_retrieval`, and leave.
 // A peer that cannot be reached, refuses us or holds nothing is reported, never fatal here.
+import { isValidPublicKey } from '../../transport/keys.js';
 import { LightningPeer, type PeerAddress, type PeerOptions } from '../peer/lightningPeer.js';
 
 export interface PeerCollection {
@@ -25,7 +26,9 @@ export function parsePeerAddress(text: string): PeerAddress {
   if (!m) throw new Error(`a peer is <node id>@<host>:<port> (the node id 66 hex digits), not ${JSON.stringify(text.slice(0, 200))}`);
   const port = Number(m[3]);
   if (port < 1 || port > 65535) throw new Error(`peer ${text}: port ${port} is not 1..65535`);
-  return { nodeId: Buffer.from(m[1], 'hex'), host: m[2].replace(/^\[|\]$/g, ''), port };
+  const nodeId = Buffer.from(m[1], 'hex');
+  if (!isValidPublicKey(nodeId)) throw new Error(`peer ${text}: ${m[1]} is not a node id (a compressed secp256k1 public key, prefix 02 or 03, on the curve)`);
+  return { nodeId, host: m[2].replace(/^\[|\]$/g, ''), port };
 }
 
 export function formatPeerAddress(p: PeerAddress): string {

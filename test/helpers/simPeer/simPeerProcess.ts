@@ -6,7 +6,8 @@
 // the cooldown, and on every connection, after init, its `peer_storage_retrieval` (9) with the
 // newest blob held, then a `channel_reestablish` (136), as a real Core Lightning node sends. Blobs
 // are committed to <data>/<peer id>.blob (atomically), so a restart gives them back. Its first
-// stdout line is {"nodeId","port"}. SIGTERM commits what is held and exits 0.
+// stdout line is {"nodeId","port"}. SIGTERM commits what is held and exits 0, or 3 when a peer
+// ever sent it a channel message (BOLT #2 types 32..255), which `recover` must never do.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -52,6 +53,8 @@ const store = new PeerBlobStore(
 );
 
 const IDLE_TIMEOUT_MS = 30_000;
+/** Channel message types any peer sent us (none is allowed from lnbackup). */
+const channelMessages = new Set<number>();
 
 async function serve(socket: net.Socket): Promise<void> {
   const noise = await NoiseSocket.accept(socket, key);
@@ -63,6 +66,12 @@ async function serve(socket: net.Socket): Promise<void> {
   for (;;) {
     const m = await peer.next(IDLE_TIMEOUT_MS, 'message');
     if (m?.kind === 'peer_storage') store.receive(peerId, m.blob);
+    for (const type of peer.notes.ignoredTypes) {
+      if (type >= 32 && type <= 255 && !channelMessages.has(type)) {
+        channelMessages.add(type);
+        process.stderr.write(`simPeer: ${peerId} sent a channel message (type ${type})\n`);
+      }
+    }
   }
 }
 
@@ -78,5 +87,5 @@ server.listen(Number(values.port), '127.0.0.1', () => {
 });
 process.on('SIGTERM', () => {
   server.close();
-  void store.stop().then(() => process.exit(0));
+  void store.stop().then(() => process.exit(channelMessages.size > 0 ? 3 : 0));
 });
