@@ -11,7 +11,9 @@
 // gone and refused as too few shards with two gone.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { PLUGIN_PATH } from '../src/cli/initNode.js';
 import { runSimulatorUntilDone } from '../src/simulator/runner.js';
@@ -153,10 +155,17 @@ test("alongside mode: peers holding Core Lightning's recorded channel backup giv
     const recorded = fs.readFileSync(path.join(fixtures, 'nodeA.emergency.recover'));
     await leaveWith(node.hsmSecretPath, peers, [recorded]);
     const emergency = path.join(node.dir, 'emergency.recover');
-    const r = await cli(['recover', '--hsm-secret', node.hsmSecretPath, ...peers.flatMap((p) => ['--peer', p.address]), '--emergency-recover', emergency, '--json']);
+    // A fourth "peer" answers the handshake with garbage: reported by name, the others still count.
+    const garbage = net.createServer((socket) => socket.end(crypto.randomBytes(50)));
+    await new Promise<void>((resolve) => garbage.listen(0, '127.0.0.1', resolve));
+    const garbageAddress = `${peers[0].nodeId}@127.0.0.1:${(garbage.address() as net.AddressInfo).port}`;
+    const r = await cli(['recover', '--hsm-secret', node.hsmSecretPath, ...peers.flatMap((p) => ['--peer', p.address]), '--peer', garbageAddress, '--emergency-recover', emergency, '--json']);
+    garbage.close();
     assert.equal(r.code, 0, r.stderr + r.stdout);
     assert.equal(r.json?.mode, 'alongside');
-    assert.deepEqual((r.json?.peers as { held: string }[]).map((p) => p.held), ['channel-backup', 'channel-backup', 'channel-backup']);
+    const held = r.json?.peers as { held: string; detail: string }[];
+    assert.deepEqual(held.map((p) => p.held), ['channel-backup', 'channel-backup', 'channel-backup', 'unreachable']);
+    assert.match(held[3].detail, /BOLT #8 handshake failed: act two/);
     assert.equal((r.json?.channels as unknown[]).length, scbRecords.length);
     assert.ok(fs.readFileSync(emergency).equals(recorded), 'the emergency.recover written is not the recorded one');
     const withTo = await cli(['recover', '--hsm-secret', node.hsmSecretPath, ...peers.flatMap((p) => ['--peer', p.address]), '--to', path.join(node.dir, 'db.sqlite3')]);

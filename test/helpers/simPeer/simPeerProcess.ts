@@ -53,6 +53,8 @@ const store = new PeerBlobStore(
 );
 
 const IDLE_TIMEOUT_MS = 30_000;
+/** The blob this peer asks its channel peers to keep (its own type 7). */
+const ownBlob = crypto.randomBytes(300);
 /** Channel message types any peer sent us (none is allowed from lnbackup). */
 const channelMessages = new Set<number>();
 
@@ -60,9 +62,12 @@ async function serve(socket: net.Socket): Promise<void> {
   const noise = await NoiseSocket.accept(socket, key);
   const peer = await LightningPeer.accepted(noise);
   const peerId = noise.remotePublicKey.toString('hex');
+  const channelPeer = values['channel-peer'].includes(peerId);
+  // The recorded order: init, its own type 7 (a channel peer keeps ours), its type 9, channel_reestablish.
+  if (channelPeer) peer.send({ kind: 'peer_storage', blob: ownBlob });
   const held = store.retrieve(peerId);
   if (held) peer.send({ kind: 'peer_storage_retrieval', blob: held });
-  if (values['channel-peer'].includes(peerId)) peer.send({ kind: 'unknown', type: 136, payload: crypto.randomBytes(32 + 8 + 8 + 32 + 33) });
+  if (channelPeer) peer.send({ kind: 'unknown', type: 136, payload: crypto.randomBytes(32 + 8 + 8 + 32 + 33) });
   for (;;) {
     const m = await peer.next(IDLE_TIMEOUT_MS, 'message');
     if (m?.kind === 'peer_storage') store.receive(peerId, m.blob);
