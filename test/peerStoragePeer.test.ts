@@ -2,12 +2,14 @@
 // process keeping blobs by the provider's rules) it connects as the node, gets nothing the first
 // time, leaves a blob, and gets it back byte-identical on the next connection, ignoring the
 // channel_reestablish a real node sends; 1,100 messages cross BOLT #8's key rotation. Against
-// hand-made responders: pings are answered, a peer requiring an unknown even feature, an unknown
+// hand-made responders: Core Lightning's recorded reconnection replayed, pings answered across
+// the key rotation of both directions, a peer requiring an unknown even feature, an unknown
 // even message, garbage instead of a handshake, a bad frame MAC, and silence are refused clearly
 // and in bounded time.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { LightningPeer, type PeerAddress } from '../src/peerstorage/peer/lightningPeer.js';
@@ -15,7 +17,7 @@ import { NoiseSocket } from '../src/peerstorage/peer/noiseSocket.js';
 import { featureField } from '../src/peerstorage/wire/features.js';
 import { encodeMessage, decodeMessage } from '../src/peerstorage/wire/message.js';
 import { generatePrivateKey, publicKeyOf } from '../src/transport/keys.js';
-import { tempDir } from './helpers/paths.js';
+import { tempDir, testdataDir } from './helpers/paths.js';
 import { startSimPeer } from './helpers/simPeer/simPeer.js';
 
 function addressOf(nodeId: string, port: number): PeerAddress {
@@ -57,15 +59,50 @@ async function responder(script: (socket: net.Socket, key: Buffer) => Promise<vo
 
 const INIT = (bits: number[]): Buffer => encodeMessage({ kind: 'init', globalFeatures: Buffer.alloc(0), features: featureField(bits), networks: null, remoteAddress: null, otherRecords: [] });
 
+/** What node B sent node A on one recorded reconnection (logs-A-wire.txt): init, its type 7, its type 9, channel_reestablish. */
+function recordedReconnection(): Buffer[] {
+  const inbound = fs
+    .readFileSync(path.join(testdataDir, 'peer-storage', 'logs-A-wire.txt'), 'utf8')
+    .split('\n')
+    .map((line) => /\[IN\] ([0-9a-f]+)$/.exec(line)?.[1])
+    .filter((hex): hex is string => hex !== undefined)
+    .map((hex) => Buffer.from(hex, 'hex'));
+  const inits = inbound.flatMap((m, i) => (m.readUInt16BE(0) === 16 ? [i] : []));
+  return inbound.slice(inits[1], inits[2]);
+}
+
+test("Core Lightning's recorded reconnection, replayed: its init is accepted, its type 9 taken, its type 7 noted, its channel_reestablish ignored", async () => {
+  const messages = recordedReconnection();
+  assert.deepEqual(messages.map((m) => m.readUInt16BE(0)), [16, 7, 9, 136]);
+  const r = await responder(async (socket, key) => {
+    const noise = await NoiseSocket.accept(socket, key);
+    for (const m of messages) noise.send(m);
+    await noise.closed;
+  });
+  const peer = await LightningPeer.connect(generatePrivateKey(), r.address);
+  const blob = await peer.retrieval(3000);
+  assert.ok(blob?.equals(messages[2].subarray(4)), 'the recorded type 9 blob did not come back');
+  assert.ok(peer.notes.theirStorage?.equals(messages[1].subarray(4)));
+  assert.deepEqual([...peer.notes.ignoredTypes], []);
+  assert.equal(await peer.next(300, 'message'), null, 'channel_reestablish is not ignored');
+  assert.deepEqual([...peer.notes.ignoredTypes], [136]);
+  await assert.rejects(peer.next(300, 'message'), /sent no message within 300 ms/);
+  await peer.close();
+  r.close();
+});
+
 test('pings are answered with the pong asked for', async () => {
   const r = await responder(async (socket, key) => {
     const noise = await NoiseSocket.accept(socket, key);
     await noise.receive(2000, 'init');
     noise.send(INIT([43]));
-    noise.send(encodeMessage({ kind: 'ping', numPongBytes: 7, ignored: Buffer.alloc(3) }));
-    const pong = decodeMessage(await noise.receive(2000, 'pong'));
-    assert.equal(pong.kind, 'pong');
-    assert.equal(pong.kind === 'pong' && pong.ignored.length, 7);
+    // 1,005 pings and pongs: both directions' keys rotate (every 1000 nonces, two per message).
+    for (let i = 0; i < 1005; i++) noise.send(encodeMessage({ kind: 'ping', numPongBytes: 7, ignored: Buffer.alloc(3) }));
+    for (let i = 0; i < 1005; i++) {
+      const pong = decodeMessage(await noise.receive(2000, 'pong'));
+      assert.equal(pong.kind, 'pong');
+      assert.equal(pong.kind === 'pong' && pong.ignored.length, 7);
+    }
     noise.send(encodeMessage({ kind: 'peer_storage_retrieval', blob: Buffer.from('held') }));
     await noise.closed;
   });
