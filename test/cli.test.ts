@@ -35,9 +35,9 @@ function lnbackup(...args: string[]): { code: number; stdout: string; stderr: st
 test('--help names every command and the exit codes', () => {
   const r = lnbackup('--help');
   assert.equal(r.code, 0);
-  for (const cmd of ['init', 'restore', 'verify', 'status', 'demo', 'generations', 'scrub', 'retention', 'destination', 'server', 'doctor']) assert.match(r.stdout, new RegExp(`\\b${cmd}\\b`));
+  for (const cmd of ['init', 'restore', 'verify', 'status', 'demo', 'generations', 'scrub', 'retention', 'destination', 'server', 'doctor', 'recover']) assert.match(r.stdout, new RegExp(`\\b${cmd}\\b`));
   assert.match(r.stdout, /Exit codes/);
-  for (const cmd of ['init', 'restore', 'verify', 'status', 'generations', 'scrub', 'retention', 'doctor']) assert.match(lnbackup(cmd, '--help').stdout, /--json/);
+  for (const cmd of ['init', 'restore', 'verify', 'status', 'generations', 'scrub', 'retention', 'doctor', 'recover']) assert.match(lnbackup(cmd, '--help').stdout, /--json/);
 });
 
 test('a reader that closes the pipe early (`lnbackup --help | head`) ends the output quietly: exit 0, no stack trace', async () => {

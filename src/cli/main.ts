@@ -10,6 +10,7 @@ import { registerGenerationsCommand } from './generationsCommand.js';
 import { registerInitCommand } from './initCommand.js';
 import { reportError, EXIT_USAGE } from './output.js';
 import { registerPostgresCommand } from './postgresCommand.js';
+import { registerRecoverCommand } from './recoverCommand.js';
 import { registerRestoreCommand } from './restoreCommand.js';
 import { registerRetentionCommand } from './retentionCommand.js';
 import { registerScrubCommand } from './scrubCommand.js';
@@ -62,6 +63,7 @@ registerDestinationCommands(program);
 registerRetentionCommand(program);
 registerDoctorCommand(program);
 registerPostgresCommand(program);
+registerRecoverCommand(program);
 
 // A reader that stops early (`lnbackup --help | head`) closes the pipe: that ends the output, not in a stack trace.
 for (const stream of [process.stdout, process.stderr]) {
