@@ -37,6 +37,10 @@ export interface PluginConfig {
   readonly localVault?: LocalVaultMode;
   /** When to compact and what to keep (defaults: DEFAULT_RETENTION). */
   readonly retention?: Partial<RetentionSettings>;
+  /** PostgreSQL nodes: how often the replication is checked (default 10 s). */
+  readonly pgCheckIntervalSeconds?: number;
+  /** PostgreSQL nodes: stop lightningd after this long not zero-loss (null or absent: never). */
+  readonly pgUnprotectedLimitSeconds?: number | null;
 }
 
 export const DEFAULT_RETENTION: RetentionSettings = { compactRatio: 0.25, compactMinBytes: 64 * 1024, keepGenerations: 1, keepSeconds: 0 };
@@ -114,11 +118,18 @@ export function readConfig(networkDir: string): PluginConfig {
     (c.policy !== undefined && typeof c.policy !== 'string') ||
     (c.stallLimitSeconds !== undefined && c.stallLimitSeconds !== null && typeof c.stallLimitSeconds !== 'number') ||
     (c.localVault !== undefined && c.localVault !== 'durable' && c.localVault !== 'cache') ||
-    (c.retention !== undefined && (typeof c.retention !== 'object' || c.retention === null || retentionProblem(c.retention) !== null))
+    (c.retention !== undefined && (typeof c.retention !== 'object' || c.retention === null || retentionProblem(c.retention) !== null)) ||
+    !optionalSeconds(c.pgCheckIntervalSeconds, false) ||
+    !optionalSeconds(c.pgUnprotectedLimitSeconds, true)
   ) {
     throw new ConfigError(`${file} is not an lnbackup ${CONFIG_VERSION} configuration; re-run 'lnbackup init --force'`);
   }
   return raw as PluginConfig;
+}
+
+/** Absent, or a whole number of seconds from 1 to a week (or null where that means "never"). */
+function optionalSeconds(v: unknown, nullable: boolean): boolean {
+  return v === undefined || (nullable && v === null) || (typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 7 * 24 * 3600);
 }
 
 function optionalStrings(v: unknown): boolean {

@@ -14,6 +14,7 @@
 //   src/cln/rpc/ itself from the init parameters, never from a hook (lint keeps the backup part,
 //   journal/, vault/ and destinations/ from importing it).
 import { BackupPart, type BackupStatus } from './backup/part.js';
+import { PostgresPart, type PostgresPartStatus } from './postgres/part.js';
 import type { Handler, InitParams, PartContext, PluginPart } from './part.js';
 import { MANIFEST_BASE, STATUS_METHOD, error, logNotification, parseInitParams, result, type JsonRpcRequest } from './pluginProtocol.js';
 import { StatusFile } from './statusFile.js';
@@ -27,6 +28,7 @@ export interface PluginIo {
 /** The plugin's parts, by name. */
 export interface Parts {
   readonly backup: BackupPart;
+  readonly postgres: PostgresPart;
 }
 
 /** What lnbackup-status answers and lnbackup-status.json holds. */
@@ -34,6 +36,8 @@ export type PluginStatus = {
   readonly networkDir: string;
   /** lightningd has sent `init` (db_write calls may come before it). */
   readonly initialized: boolean;
+  /** The PostgreSQL watch (a node whose wallet is PostgreSQL). */
+  readonly postgres: PostgresPartStatus;
 } & BackupStatus;
 
 export class LnbackupPlugin {
@@ -55,7 +59,7 @@ export class LnbackupPlugin {
       statusUrgent: () => this.statusFile.writeNow(),
       shutdown: this.shutdown.signal,
     };
-    this.parts = { backup: new BackupPart(networkDir, ctx) };
+    this.parts = { backup: new BackupPart(networkDir, ctx), postgres: new PostgresPart(networkDir, ctx) };
     for (const part of this.allParts()) {
       for (const [name, handle] of Object.entries(part.hooks ?? {})) this.hooks.set(name, handle);
       for (const m of part.rpcMethods ?? []) this.methods.set(m.name, m.handle);
@@ -95,7 +99,7 @@ export class LnbackupPlugin {
   }
 
   status(): PluginStatus {
-    return { networkDir: this.networkDir, initialized: this.initialized, ...this.parts.backup.status() };
+    return { networkDir: this.networkDir, initialized: this.initialized, ...this.parts.backup.status(), postgres: this.parts.postgres.status() };
   }
 
   private allParts(): PluginPart<object>[] {

@@ -14,6 +14,8 @@ export type SimulatorEvent =
   | { event: 'plugin-started'; pid: number }
   | { event: 'plugin-log'; level: string; message: string }
   | { event: 'committed'; dataVersion: number; entry: number }
+  /** The plugin called lightningd's `stop`: the node shuts down cleanly after the call in progress. */
+  | { event: 'rpc-stop' }
   /** lightningd "dies" here: a superseded call was acked, or a kill was injected. */
   | { event: 'crash'; cause: 'superseded' | 'kill-self'; entry: number; point: KillPoint; dataVersion: number }
   /**

@@ -94,6 +94,9 @@ export class SimulatedLightningd {
   private plugin: PluginProcess | null = null;
   private pluginUsageAtStart: ProcessUsage | null = null;
   private rpcSocket: SimulatedRpcSocket | null = null;
+  /** The plugin called lightningd's `stop`; resolves the linger early. */
+  private stopRequested = false;
+  private onStop: (() => void) | null = null;
   private lastCommitted = 0;
   private initSent = false;
   private callsSent = 0;
@@ -126,10 +129,19 @@ export class SimulatedLightningd {
     let inFlight = -1;
     try {
       if (this.opts.plugin) {
-        this.rpcSocket = await SimulatedRpcSocket.start({ networkDir, network: this.opts.network, walletDsn: this.opts.walletDsn });
+        this.rpcSocket = await SimulatedRpcSocket.start({
+          networkDir,
+          network: this.opts.network,
+          walletDsn: this.opts.walletDsn,
+          onStop: () => {
+            this.stopRequested = true;
+            this.emit({ event: 'rpc-stop' });
+            this.onStop?.();
+          },
+        });
         await this.startPlugin(this.opts.plugin);
       }
-      for (let i = next; i < entries.length && this.lastCommitted !== untilVersion; i++) {
+      for (let i = next; i < entries.length && this.lastCommitted !== untilVersion && !this.stopRequested; i++) {
         const e = entries[i];
         if (e.kind !== 'call' || !playable(i)) continue;
         if (this.callsSent === preInit) await this.sendInit();
@@ -138,7 +150,15 @@ export class SimulatedLightningd {
         inFlight = -1;
       }
       if (!this.initSent) await this.sendInit();
-      if (this.opts.lingerMs) await new Promise((resolve) => setTimeout(resolve, this.opts.lingerMs));
+      if (this.opts.lingerMs && !this.stopRequested) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, this.opts.lingerMs);
+          this.onStop = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
       const pluginUsage = this.pluginUsageSinceStart();
       await this.plugin?.close(this.opts.shutdownTimeoutMs ?? 10_000);
       await this.rpcSocket?.close();

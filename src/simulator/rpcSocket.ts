@@ -1,7 +1,7 @@
 // The simulated lightningd's JSON-RPC socket, `<lightning-dir>/<network>/lightning-rpc` (the path
 // `init` names): JSON-RPC 2.0 objects over a unix socket, answered from real Core Lightning answers
 // (testdata/simulator/: listconfigs, getinfo) with the simulated node's directory, network and
-// wallet put in. Unknown methods get lightningd's error (-32601, "Unknown command"). As lightningd,
+// wallet put in; `stop` shuts the simulated node down cleanly. Unknown methods get lightningd's error (-32601, "Unknown command"). As lightningd,
 // it serves nothing while a db_write hook is pending: requests wait until the hook is answered (a
 // plugin that calls RPC from inside its hook therefore never gets an answer, as on a real node).
 import fs from 'node:fs';
@@ -20,6 +20,8 @@ export interface RpcSocketOptions {
   readonly network: string;
   /** The node's `wallet` setting (e.g. postgres://…); absent: the default sqlite wallet. */
   readonly walletDsn?: string;
+  /** `stop` was called: lightningd shuts down cleanly. */
+  readonly onStop?: () => void;
 }
 
 type Answer = { result: unknown } | { error: { code: number; message: string } };
@@ -51,6 +53,10 @@ export class SimulatedRpcSocket {
     this.answers = {
       listconfigs: () => ({ configs }),
       getinfo: () => getinfo,
+      stop: () => {
+        setImmediate(() => opts.onStop?.());
+        return 'Shutdown complete';
+      },
     };
   }
 
