@@ -1,13 +1,20 @@
 // The Prometheus endpoint and the two registries, over real HTTP on 127.0.0.1: /metrics in the text
 // format with the metrics operators alert on, 404/405 for anything else, addresses checked; the
 // server's metrics read its status at the scrape and count what the observer is told; the plugin's
-// carry one series per destination.
+// carry one series per destination, and the real plugin serves them while a replay runs.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseMetricsAddress, startMetricsEndpoint } from '../src/metrics/endpoint.js';
 import { PluginMetrics, type PluginMetricsSnapshot } from '../src/metrics/pluginMetrics.js';
 import { ServerMetrics } from '../src/metrics/serverMetrics.js';
 import type { ServerStatus } from '../src/server/statusFile.js';
+import fs from 'node:fs';
+import path from 'node:path';
+import { PLUGIN_PATH } from '../src/cli/initNode.js';
+import { runSimulatorUntilDone, spawnSimulator } from '../src/simulator/runner.js';
+import { tracePath } from './helpers/paths.js';
+import { cli, freePort, nodeArgs } from './helpers/remoteNode.js';
+import { makeTestNode } from './helpers/testNode.js';
 
 /** The value of one sample line (`name{labels} value`) in a scrape. */
 function sample(text: string, series: string): number | undefined {
@@ -143,4 +150,42 @@ test('plugin metrics: hook histogram, the node and vault, one series per destina
   snap = { ...snap, destinations: snap.destinations.slice(0, 1) };
   text = await metrics.render();
   assert.equal(sample(text, 'lnbackup_destination_up{destination="lnbackup://02ab@h:1",kind="server"}'), undefined);
+});
+
+test('plugin metrics during a replay: `metrics` in lnbackup.json serves /metrics on loopback after init; scrapes while calls flow see the version, the hook histogram and the vault grow', async () => {
+  const node = makeTestNode('metrics-plugin');
+  const init = await cli(['init', ...nodeArgs(node), '--vault', node.vault, '--json']);
+  assert.equal(init.code, 0, init.stderr);
+  const port = await freePort();
+  const configFile = path.join(node.networkDir, 'lnbackup.json');
+  fs.writeFileSync(configFile, JSON.stringify({ ...JSON.parse(fs.readFileSync(configFile, 'utf8')), metrics: `127.0.0.1:${port}` }));
+  const url = `http://127.0.0.1:${port}/metrics`;
+  const sim = spawnSimulator({ lightningDir: node.lightningDir, traces: [tracePath('cln-v26.06-node1.jsonl.gz')], plugin: PLUGIN_PATH, untilVersion: 3000, progressEvery: 100 });
+  const scrapes: string[] = [];
+  let done = false;
+  void sim.exit.finally(() => (done = true));
+  while (!done) {
+    try {
+      const res = await fetch(url);
+      if (res.status === 200) scrapes.push(await res.text());
+    } catch {
+      // not serving yet (before init), or gone (after the end)
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const exit = await sim.exit;
+  assert.equal(exit.code, 0, exit.stderr);
+  assert.ok(scrapes.length >= 3, `only ${scrapes.length} scrapes during the replay`);
+  const versions = scrapes.map((t) => sample(t, 'lnbackup_data_version')).filter((v): v is number => v !== undefined);
+  assert.ok(versions.length >= 2 && versions[versions.length - 1] > versions[0], `data_version did not grow across scrapes: ${versions.join(', ')}`);
+  const hooks = scrapes.map((t) => sample(t, 'lnbackup_hook_seconds_count') ?? 0);
+  assert.ok(hooks[hooks.length - 1] > hooks[0], `the hook histogram did not grow: ${hooks.join(', ')}`);
+  const last = scrapes[scrapes.length - 1];
+  assert.equal(sample(last, `lnbackup_destination_up{destination="${node.vault}",kind="vault"}`), 1);
+  assert.ok((sample(last, 'lnbackup_vault_bytes') ?? 0) > 0);
+  assert.ok((sample(last, 'lnbackup_plugin_process_resident_memory_bytes') ?? 0) > 0);
+  // Only loopback: another address is refused at start, and the plugin says so (it goes on without metrics).
+  fs.writeFileSync(configFile, JSON.stringify({ ...JSON.parse(fs.readFileSync(configFile, 'utf8')), metrics: `0.0.0.0:${port}` }));
+  const refused = await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: [tracePath('cln-v26.06-node1.jsonl.gz')], plugin: PLUGIN_PATH, untilVersion: 3010 });
+  assert.ok(refused.lifetimes[0].events.some((e) => e.event === 'plugin-log' && /metrics not served: .*not a loopback address/.test(e.message)));
 });

@@ -41,6 +41,8 @@ export interface PluginConfig {
   readonly pgCheckIntervalSeconds?: number;
   /** PostgreSQL nodes: stop lightningd after this long not zero-loss (null or absent: never). */
   readonly pgUnprotectedLimitSeconds?: number | null;
+  /** Serve Prometheus metrics at this loopback host:port (absent: no metrics). */
+  readonly metrics?: string;
 }
 
 export const DEFAULT_RETENTION: RetentionSettings = { compactRatio: 0.25, compactMinBytes: 64 * 1024, keepGenerations: 1, keepSeconds: 0 };
@@ -120,7 +122,8 @@ export function readConfig(networkDir: string): PluginConfig {
     (c.localVault !== undefined && c.localVault !== 'durable' && c.localVault !== 'cache') ||
     (c.retention !== undefined && (typeof c.retention !== 'object' || c.retention === null || retentionProblem(c.retention) !== null)) ||
     !optionalSeconds(c.pgCheckIntervalSeconds, false) ||
-    !optionalSeconds(c.pgUnprotectedLimitSeconds, true)
+    !optionalSeconds(c.pgUnprotectedLimitSeconds, true) ||
+    (c.metrics !== undefined && typeof c.metrics !== 'string')
   ) {
     throw new ConfigError(`${file} is not an lnbackup ${CONFIG_VERSION} configuration; re-run 'lnbackup init --force'`);
   }

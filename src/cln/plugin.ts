@@ -14,6 +14,7 @@
 //   src/cln/rpc/ itself from the init parameters, never from a hook (lint keeps the backup part,
 //   journal/, vault/ and destinations/ from importing it).
 import { BackupPart, type BackupStatus } from './backup/part.js';
+import { MetricsPart, type MetricsPartStatus } from './metrics/part.js';
 import { PostgresPart, type PostgresPartStatus } from './postgres/part.js';
 import type { Handler, InitParams, PartContext, PluginPart } from './part.js';
 import { MANIFEST_BASE, STATUS_METHOD, error, logNotification, parseInitParams, result, type JsonRpcRequest } from './pluginProtocol.js';
@@ -29,6 +30,7 @@ export interface PluginIo {
 export interface Parts {
   readonly backup: BackupPart;
   readonly postgres: PostgresPart;
+  readonly metrics: MetricsPart;
 }
 
 /** What lnbackup-status answers and lnbackup-status.json holds. */
@@ -38,6 +40,8 @@ export type PluginStatus = {
   readonly initialized: boolean;
   /** The PostgreSQL watch (a node whose wallet is PostgreSQL). */
   readonly postgres: PostgresPartStatus;
+  /** The Prometheus endpoint (`metrics` in lnbackup.json). */
+  readonly metrics: MetricsPartStatus;
 } & BackupStatus;
 
 export class LnbackupPlugin {
@@ -59,7 +63,7 @@ export class LnbackupPlugin {
       statusUrgent: () => this.statusFile.writeNow(),
       shutdown: this.shutdown.signal,
     };
-    this.parts = { backup: new BackupPart(networkDir, ctx), postgres: new PostgresPart(networkDir, ctx) };
+    this.parts = { backup: new BackupPart(networkDir, ctx), postgres: new PostgresPart(networkDir, ctx), metrics: new MetricsPart(networkDir, ctx, () => this.status()) };
     for (const part of this.allParts()) {
       for (const [name, handle] of Object.entries(part.hooks ?? {})) this.hooks.set(name, handle);
       for (const m of part.rpcMethods ?? []) this.methods.set(m.name, m.handle);
@@ -83,7 +87,13 @@ export class LnbackupPlugin {
         return reply(this.status());
     }
     const handler = this.hooks.get(req.method) ?? this.methods.get(req.method);
-    if (handler) return reply(await handler(req.params));
+    if (handler) {
+      const started = performance.now();
+      reply(await handler(req.params));
+      // After the answer is written: the hook's latency, as lightningd waited for it.
+      if (req.method === 'db_write') this.parts.metrics.hookAnswered((performance.now() - started) / 1000);
+      return;
+    }
     if (id !== undefined) this.io.send(error(id, -32601, `lnbackup does not know the method '${req.method}'`));
   }
 
@@ -99,7 +109,7 @@ export class LnbackupPlugin {
   }
 
   status(): PluginStatus {
-    return { networkDir: this.networkDir, initialized: this.initialized, ...this.parts.backup.status(), postgres: this.parts.postgres.status() };
+    return { networkDir: this.networkDir, initialized: this.initialized, ...this.parts.backup.status(), postgres: this.parts.postgres.status(), metrics: this.parts.metrics.status() };
   }
 
   private allParts(): PluginPart<object>[] {
