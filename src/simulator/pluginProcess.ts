@@ -192,9 +192,13 @@ export class PluginProcess {
             return;
           }
         }
-      } else if (!told) {
+      }
+      // At once once the whole request is written, before anything is read: the reply may already
+      // be there (a fast plugin on a busy machine), and a kill mid-call must still come first.
+      if (written === text.length && !told) {
         told = true;
         afterWrite?.();
+        if (this.failure) return;
       }
       this.drainStdout();
       if (performance.now() > deadline) {
