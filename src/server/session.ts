@@ -219,9 +219,8 @@ interface PackUpload {
   readonly name: string;
   readonly totalBytes: number;
   readonly pieces: Buffer[];
+  /** Bytes received so far (the whole totalBytes is reserved against the quota meanwhile). */
   received: number;
-  /** Quota reserved for it (0 when the vault held the pack already when it began). */
-  readonly reserved: number;
 }
 
 /** A message the client must not send, or cannot send now: answered with BadMessage, then the connection closes. */
@@ -461,15 +460,12 @@ export class Session {
         if (v === null) {
           if (m.identity.length === 0) return refuse(ErrorCode.UnknownVault, unknownVaultMessage(vaultId));
           checkIdentity(m.identity, vaultId, m.requestId, m.vaultId);
-          await ledger.refresh(this.client);
           const verdict = ledger.reserveVault(this.client);
           if (!verdict.ok) return refuse(ErrorCode.QuotaExceeded, `cannot create vault ${vaultId}: ${verdict.reason}`);
-          let created = false;
           try {
             v = await store.createVault(this.client, vaultId, Buffer.from(m.identity));
-            created = true;
           } finally {
-            ledger.settleVault(this.client, created);
+            ledger.settleVault(this.client);
           }
           this.ctx.log(`client ${shortKey(this.client)} created vault ${vaultId}`);
         } else if (v.owner !== this.client) {
@@ -479,8 +475,6 @@ export class Session {
             ErrorCode.IdentityMismatch,
             `vault ${vaultId} on this server has another identity (VAULT.json) than the one sent: it is not the same vault, or its VAULT.json was changed`,
           );
-        } else {
-          await ledger.refresh(this.client);
         }
       } catch (err) {
         if (err instanceof ProtocolViolation) throw err;
@@ -538,7 +532,7 @@ export class Session {
     if (generation < entry.lastGeneration) {
       throw new ProtocolViolation(`Append of seq ${seq} to vault ${vaultId}: generation ${generation} is older than the vault's generation ${entry.lastGeneration}`, { vaultId: m.vaultId, seq });
     }
-    const verdict = this.ctx.ledger.reserveAppend(this.client, bytes.length);
+    const verdict = this.ctx.ledger.reserveBytes(this.client, bytes.length);
     if (!verdict.ok) return refuse(ErrorCode.QuotaExceeded, `seq ${seq} not stored: ${verdict.reason}`);
     entry.lastSeq = seq;
     entry.lastGeneration = generation;
@@ -597,7 +591,7 @@ export class Session {
         seq: p.seq,
       };
     }
-    this.ctx.ledger.settleAppend(this.client, p.bytes, durable);
+    this.ctx.ledger.releaseBytes(this.client, p.bytes);
     this.ctx.book.settled(entry);
     this.flushAcks();
   }
@@ -700,19 +694,11 @@ export class Session {
     let u = this.upload;
     if (m.offset === 0) {
       this.abortUpload();
-      let held: boolean;
-      try {
-        held = (await this.ctx.store.readPack(vaultId, m.name, 0, 0)) !== null;
-      } catch (err) {
-        return this.storageError(err, m.requestId, m.vaultId, 0n);
-      }
-      if (this.state !== 'ready') return;
-      const reserved = held ? 0 : m.totalBytes;
-      if (reserved > 0) {
-        const verdict = this.ctx.ledger.reserveAppend(this.client, reserved);
-        if (!verdict.ok) return this.sendError(ErrorCode.QuotaExceeded, `pack ${m.name} not stored: ${verdict.reason}`, m.requestId, m.vaultId);
-      }
-      u = this.upload = { vaultId, name: m.name, totalBytes: m.totalBytes, pieces: [], received: 0, reserved };
+      // The whole pack is reserved now, even under a name the vault holds (it may be deleted
+      // before the last piece lands); a pack found already held gives its reservation back.
+      const verdict = this.ctx.ledger.reserveBytes(this.client, m.totalBytes);
+      if (!verdict.ok) return this.sendError(ErrorCode.QuotaExceeded, `pack ${m.name} not stored: ${verdict.reason}`, m.requestId, m.vaultId);
+      u = this.upload = { vaultId, name: m.name, totalBytes: m.totalBytes, pieces: [], received: 0 };
     } else if (!u || u.vaultId !== vaultId || u.name !== m.name || u.totalBytes !== m.totalBytes || u.received !== m.offset) {
       const have = u && u.vaultId === vaultId && u.name === m.name ? u.received : 0;
       return this.sendError(
@@ -741,16 +727,15 @@ export class Session {
   }
 
   private async writePack(u: PackUpload, bytes: Buffer, requestId: number, vaultIdBytes: Buffer): Promise<void> {
-    let created = false;
     try {
-      created = await this.ctx.store.putPack(u.vaultId, u.name, bytes);
+      await this.ctx.store.putPack(u.vaultId, u.name, bytes);
     } catch (err) {
-      this.ctx.ledger.settleAppend(this.client, u.reserved, false);
       if (err instanceof PackConflictError) return this.sendError(ErrorCode.PackConflict, err.message, requestId, vaultIdBytes);
       return this.storageError(err, requestId, vaultIdBytes, 0n);
+    } finally {
+      // Stored (the store counts it now), held already, or not stored: the reservation is over.
+      this.ctx.ledger.releaseBytes(this.client, u.totalBytes);
     }
-    this.ctx.ledger.settleAppend(this.client, u.reserved, created && u.reserved > 0);
-    if (created && u.reserved === 0) this.ctx.ledger.added(this.client, u.totalBytes);
     this.send({ type: MessageType.PackStored, requestId, received: u.totalBytes });
     this.ctx.changed();
   }
@@ -760,7 +745,7 @@ export class Session {
     const u = this.upload;
     if (!u) return;
     this.upload = null;
-    this.ctx.ledger.settleAppend(this.client, u.reserved, false);
+    this.ctx.ledger.releaseBytes(this.client, u.totalBytes);
   }
 
   private async listPacks(m: MessageOf<MessageType.ListPacks>): Promise<void> {
@@ -812,7 +797,6 @@ export class Session {
     } catch (err) {
       return this.storageError(err, m.requestId, m.vaultId, 0n);
     }
-    this.ctx.ledger.released(this.client, freed);
     if (freed > 0) this.ctx.log(`client ${shortKey(this.client)}: vault ${vaultId}: removed ${m.names.length} pack name(s), ${freed} bytes`);
     this.send({ type: MessageType.PacksDeleted, requestId: m.requestId });
     this.ctx.changed();
@@ -827,7 +811,6 @@ export class Session {
     } catch (err) {
       return this.storageError(err, m.requestId, m.vaultId, 0n);
     }
-    this.ctx.ledger.released(this.client, v.removedBytes);
     if (v.removedBytes > 0) {
       this.ctx.log(`client ${shortKey(this.client)}: vault ${vaultId}: removed the generations below ${m.keepFromGeneration} (${v.removedBytes} bytes); it now holds records ${v.firstSeq}..${v.lastSeq}`);
     }

@@ -6,7 +6,7 @@
 // real client, so what the node sees is exactly what a malicious server could send.
 import type { GroupCommitStats } from '../../src/server/storage/groupCommit.js';
 import type { OpenedStore } from '../../src/server/storage/openStore.js';
-import type { PackPiece, PrunedVault, ServerStore, StoredPack, StoreRecord, StoredVault } from '../../src/server/storage/store.js';
+import type { PackPiece, PrunedVault, ServerStore, StoredPack, StoreRecord, StoredVault, StoreUsage } from '../../src/server/storage/store.js';
 
 /** What a vault's lies are. */
 export interface VaultLies {
@@ -88,6 +88,10 @@ export class HostileStore implements ServerStore {
 
   async listVaults(owner?: string): Promise<StoredVault[]> {
     return (await this.inner.listVaults(owner)).map((v) => this.told(v)!);
+  }
+
+  usage(owner: string): StoreUsage {
+    return this.inner.usage(owner);
   }
 
   append(vaultId: string, records: readonly StoreRecord[]): Promise<void> {
