@@ -17,8 +17,10 @@ import {
   ErrorCode,
   MAX_PACK_CHUNK_BYTES,
   MAX_PACKS_PER_MESSAGE,
+  MAX_FIRST_SEQ,
   MAX_RECORD_BYTES,
   MAX_RECORDS_PER_MESSAGE,
+  MAX_SEQ,
   MAX_VAULTS_PER_LIST,
   messageName,
   MessageType,
@@ -448,6 +450,9 @@ export class Session {
     const vaultId = m.vaultId.toString('hex');
     const { store, ledger, book } = this.ctx;
     const refuse = (code: ErrorCode, message: string): void => this.sendError(code, message, m.requestId, m.vaultId);
+    if (m.vaultId.equals(NO_VAULT)) {
+      throw new ProtocolViolation('OpenVault of the all-zero vault id, which means "no vault" in errors: a vault id is random', { requestId: m.requestId });
+    }
     await book.exclusive(vaultId, async () => {
       const known = book.get(vaultId);
       if (known && known.owner !== this.client) return refuse(ErrorCode.UnknownVault, unknownVaultMessage(vaultId));
@@ -520,8 +525,14 @@ export class Session {
     if (entry.failed) {
       return refuse(ErrorCode.StorageUnavailable, `an earlier append to vault ${vaultId} failed: reconnect and resume from VaultState`);
     }
-    // A vault that holds no record takes any first seq: a node whose own vault was pruned (its
-    // first record starts a generation) is copied from its first kept record.
+    // A vault that holds no record takes any first seq up to MAX_FIRST_SEQ: a node whose own vault
+    // was pruned (its first record starts a generation) is copied from its first kept record.
+    if (entry.lastSeq === 0n ? seq < 1n || seq > MAX_FIRST_SEQ : seq > MAX_SEQ) {
+      throw new ProtocolViolation(
+        `Append of seq ${seq} to vault ${vaultId}: ${entry.lastSeq === 0n ? `a vault's first record has a seq from 1 to ${MAX_FIRST_SEQ}` : `seq ${MAX_SEQ} is the largest a vault holds`}`,
+        { vaultId: m.vaultId, seq },
+      );
+    }
     if (entry.lastSeq !== 0n && seq !== entry.lastSeq + 1n) {
       return refuse(
         ErrorCode.OutOfOrder,

@@ -40,6 +40,7 @@ export const MAX_IDENTITY_BYTES = 64 * 1024;
 /** Checks a new vault's fields before a store keeps them (the vault id also names a folder). */
 export function checkNewVault(owner: string, vaultId: string, identity: Buffer): void {
   if (!VAULT_ID.test(vaultId)) throw new Error(`vault id '${vaultId}' is not 32 lowercase hex digits`);
+  if (/^0+$/.test(vaultId)) throw new Error('the all-zero vault id means "no vault" and is never a vault');
   if (!OWNER.test(owner)) throw new Error(`owner '${owner}' is not 66 lowercase hex digits`);
   if (identity.length > MAX_IDENTITY_BYTES) throw new Error(`the vault identity is ${identity.length} bytes, more than the ${MAX_IDENTITY_BYTES} allowed`);
 }
@@ -48,6 +49,7 @@ export function checkNewVault(owner: string, vaultId: string, identity: Buffer):
 export function checkPack(name: string, bytes: number): void {
   if (!isPackName(name)) throw new Error(`${JSON.stringify(name.slice(0, 80))} is not a pack name (p-<32 hex digits>.pack)`);
   if (bytes > MAX_PACK_BYTES) throw new Error(`pack ${name} is ${bytes} bytes, more than the ${MAX_PACK_BYTES} allowed`);
+  if (bytes === 0) throw new Error(`pack ${name} is empty; a pack holds at least one page`);
 }
 
 export function isVaultId(s: string): boolean {
