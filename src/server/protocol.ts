@@ -13,6 +13,8 @@ export const MAX_RECORD_BYTES = 64 * 1024 * 1024 + 1024;
 export const MAX_IDENTITY_BYTES = 64 * 1024;
 export const MAX_TEXT_BYTES = 1024;
 export const MAX_VERSIONS = 16;
+/** The largest Hello (type, version count and versions, agent): all a peer may send before it is admitted. */
+export const MAX_HELLO_BYTES = 1 + 2 + 2 * MAX_VERSIONS + 2 + MAX_TEXT_BYTES;
 export const MAX_RECORDS_PER_MESSAGE = 10_000;
 export const MAX_VAULTS_PER_LIST = 10_000;
 /** Largest page pack (a node's pack file, src/vault/packFiles.ts). */

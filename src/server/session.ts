@@ -33,6 +33,7 @@ import {
 } from './protocol.js';
 import { PackConflictError, StorageUnavailableError, type ServerStore, type StoredPack, type StoredVault } from './storage/store.js';
 import type { ClientLedger } from './clientLedger.js';
+import type { MemoryBudget } from './memoryBudget.js';
 
 export const SERVER_AGENT = 'lnbackup-server/0.1.0';
 export const SUPPORTED_VERSIONS: readonly number[] = [PROTOCOL_VERSION];
@@ -50,6 +51,12 @@ export interface SessionConnection {
   onClose(handler: (error: Error | null) => void): void;
   send(message: Buffer): void;
   readonly bufferedBytes: number;
+  /** Messages up to `bytes` are taken from now on (raised once Hello is accepted). */
+  setMaxMessageBytes(bytes: number): void;
+  /** The transport's memory budget refused a fragment: reading has stopped. */
+  onOverBudget(handler: () => void): void;
+  /** Resolves once what was sent is handed to the kernel. */
+  drained(): Promise<void>;
   close(): void;
   destroy(error?: Error): void;
 }
@@ -69,6 +76,8 @@ export interface SessionContext {
   readonly ledger: ClientLedger;
   readonly book: VaultBook;
   readonly limits: SessionLimits;
+  /** What all connections may hold at once (MemoryBudget). */
+  readonly budget: MemoryBudget;
   /**
    * One line for the operator's log (never a secret). Lines with a `noisy` category (refusals,
    * protocol violations: what strangers can cause at will) may be thinned out by the server.
@@ -223,6 +232,8 @@ interface PackUpload {
   readonly pieces: Buffer[];
   /** Bytes received so far (the whole totalBytes is reserved against the quota meanwhile). */
   received: number;
+  /** Bytes of it charged to the memory budget (the pieces, then the whole pack while it is written). */
+  charged: number;
 }
 
 /** A message the client must not send, or cannot send now: answered with BadMessage, then the connection closes. */
@@ -289,6 +300,14 @@ export class Session {
     }, ctx.limits.helloTimeoutMs);
     this.idleTimer = setTimeout(() => this.onIdle(), ctx.limits.idleTimeoutMs);
     conn.onClose((error) => this.onClosed(error));
+    conn.onOverBudget(() => this.violation(ErrorCode.TooBusy, `the server is too busy: its memory budget (${ctx.budget.limitBytes} bytes for all connections) is spent, so this message was not taken; retry later`));
+    // The key is known since act three: a key that is not allowed is refused before anything it sends is read.
+    if (!ctx.ledger.isAllowed(this.client)) {
+      this.ctx.log(`client ${shortKey(this.client)} from ${this.remoteAddress} refused: not on the allow-list`, 'refused');
+      this.sendError(ErrorCode.NotAllowed, `client key ${this.client} is not allowed on this server: its operator must add it with --allow ${this.client}`);
+      // Its slot is freed soon, whether or not the peer closes its side.
+      this.close(500);
+    }
     conn.onMessage((message) => this.onMessage(message));
   }
 
@@ -333,6 +352,10 @@ export class Session {
       this.violation(ErrorCode.TooBusy, `more than ${maxQueued} messages or ${this.maxOutputBytes} bytes sent without waiting for the replies`);
       return;
     }
+    if (!this.ctx.budget.takeSmall(message.length)) {
+      this.violation(ErrorCode.TooBusy, `the server is too busy: its memory budget (${this.ctx.budget.limitBytes} bytes for all connections) is spent; retry later`);
+      return;
+    }
     this.inbox.push(message);
     this.inboxBytes += message.length;
     if (!this.pumping) void this.pump();
@@ -344,6 +367,7 @@ export class Session {
       while (this.inbox.length > 0 && (this.state === 'hello' || this.state === 'ready')) {
         const raw = this.inbox.shift()!;
         this.inboxBytes -= raw.length;
+        this.ctx.budget.give(raw.length);
         const pending = this.handle(raw);
         if (pending) await pending;
       }
@@ -417,14 +441,6 @@ export class Session {
     if (this.helloTimer) clearTimeout(this.helloTimer);
     this.helloTimer = null;
     this.agent = m.agent.replace(/[^\x20-\x7e]/g, '?').slice(0, 64);
-    if (!this.ctx.ledger.isAllowed(this.client)) {
-      this.ctx.log(`client ${shortKey(this.client)} from ${this.remoteAddress} refused: not on the allow-list`, 'refused');
-      this.violation(
-        ErrorCode.NotAllowed,
-        `client key ${this.client} is not allowed on this server: its operator must add it with --allow ${this.client}`,
-      );
-      return;
-    }
     const common = m.versions.filter((v) => SUPPORTED_VERSIONS.includes(v));
     if (common.length === 0) {
       this.violation(
@@ -435,6 +451,7 @@ export class Session {
     }
     this.state = 'ready';
     this.admitted = true;
+    this.conn.setMaxMessageBytes(this.ctx.limits.maxMessageBytes);
     this.send({
       type: MessageType.Welcome,
       version: Math.max(...common),
@@ -545,6 +562,10 @@ export class Session {
     }
     const verdict = this.ctx.ledger.reserveBytes(this.client, bytes.length);
     if (!verdict.ok) return refuse(ErrorCode.QuotaExceeded, `seq ${seq} not stored: ${verdict.reason}`);
+    if (!this.ctx.budget.takeSmall(bytes.length)) {
+      this.ctx.ledger.releaseBytes(this.client, bytes.length);
+      return refuse(ErrorCode.TooBusy, `the server is too busy: its memory budget for records not yet durable is spent; wait for the acks, then send seq ${seq} again`);
+    }
     entry.lastSeq = seq;
     entry.lastGeneration = generation;
     entry.pending++;
@@ -603,6 +624,7 @@ export class Session {
       };
     }
     this.ctx.ledger.releaseBytes(this.client, p.bytes);
+    this.ctx.budget.give(p.bytes);
     this.ctx.book.settled(entry);
     this.flushAcks();
   }
@@ -637,6 +659,12 @@ export class Session {
     if (!(await this.outputRoom())) return;
     const { maxMessageBytes } = this.ctx.limits;
     const budget = Math.max(1, Math.min(m.maxBytes, maxMessageBytes - READ_OVERHEAD_BYTES));
+    return this.chargedReply(budget, m.requestId, m.vaultId, () => this.readRecordsUpTo(m, budget));
+  }
+
+  private async readRecordsUpTo(m: MessageOf<MessageType.ReadRecords>, budget: number): Promise<void> {
+    const vaultId = m.vaultId.toString('hex');
+    const { maxMessageBytes } = this.ctx.limits;
     let lastSeq: bigint;
     let found: { seq: bigint; generation: number; bytes: Buffer }[];
     try {
@@ -709,7 +737,7 @@ export class Session {
       // before the last piece lands); a pack found already held gives its reservation back.
       const verdict = this.ctx.ledger.reserveBytes(this.client, m.totalBytes);
       if (!verdict.ok) return this.sendError(ErrorCode.QuotaExceeded, `pack ${m.name} not stored: ${verdict.reason}`, m.requestId, m.vaultId);
-      u = this.upload = { vaultId, name: m.name, totalBytes: m.totalBytes, pieces: [], received: 0 };
+      u = this.upload = { vaultId, name: m.name, totalBytes: m.totalBytes, pieces: [], received: 0, charged: 0 };
     } else if (!u || u.vaultId !== vaultId || u.name !== m.name || u.totalBytes !== m.totalBytes || u.received !== m.offset) {
       const have = u && u.vaultId === vaultId && u.name === m.name ? u.received : 0;
       return this.sendError(
@@ -720,6 +748,11 @@ export class Session {
         BigInt(have),
       );
     }
+    if (!this.ctx.budget.take(m.bytes.length)) {
+      this.abortUpload();
+      return this.sendError(ErrorCode.TooBusy, `the server is too busy: its memory budget for packs being received is spent; send pack ${m.name} again from byte 0 later`, m.requestId, m.vaultId);
+    }
+    u.charged += m.bytes.length;
     u.pieces.push(m.bytes);
     u.received += m.bytes.length;
     if (u.received < u.totalBytes) {
@@ -746,6 +779,7 @@ export class Session {
     } finally {
       // Stored (the store counts it now), held already, or not stored: the reservation is over.
       this.ctx.ledger.releaseBytes(this.client, u.totalBytes);
+      this.ctx.budget.give(u.charged);
     }
     this.send({ type: MessageType.PackStored, requestId, received: u.totalBytes });
     this.ctx.changed();
@@ -757,6 +791,7 @@ export class Session {
     if (!u) return;
     this.upload = null;
     this.ctx.ledger.releaseBytes(this.client, u.totalBytes);
+    this.ctx.budget.give(u.charged);
   }
 
   private async listPacks(m: MessageOf<MessageType.ListPacks>): Promise<void> {
@@ -782,6 +817,11 @@ export class Session {
     }
     if (!(await this.outputRoom())) return;
     const budget = Math.max(1, Math.min(m.maxBytes, MAX_PACK_CHUNK_BYTES, this.ctx.limits.maxMessageBytes - READ_OVERHEAD_BYTES));
+    return this.chargedReply(budget, m.requestId, m.vaultId, () => this.readPackUpTo(m, budget));
+  }
+
+  private async readPackUpTo(m: MessageOf<MessageType.ReadPack>, budget: number): Promise<void> {
+    const vaultId = m.vaultId.toString('hex');
     let piece;
     try {
       piece = await this.ctx.store.readPack(vaultId, m.name, m.offset, budget);
@@ -876,6 +916,21 @@ export class Session {
   }
 
   /**
+   * Runs a read whose reply holds up to `bytes`, charged to the memory budget until the reply is
+   * handed to the kernel; TooBusy when the budget is spent.
+   */
+  private async chargedReply(bytes: number, requestId: number, vaultId: Buffer, read: () => Promise<void>): Promise<void> {
+    if (!this.ctx.budget.take(bytes)) {
+      return this.sendError(ErrorCode.TooBusy, `the server is too busy: its memory budget for replies is spent; ask again later`, requestId, vaultId);
+    }
+    try {
+      await read();
+    } finally {
+      void this.conn.drained().then(() => this.ctx.budget.give(bytes));
+    }
+  }
+
+  /**
    * Waits until the client has read most of what was sent to it; false if the session ended first.
    * A client that reads nothing for the idle timeout is cut.
    */
@@ -916,12 +971,17 @@ export class Session {
     this.close();
   }
 
+  private dropInbox(): void {
+    this.ctx.budget.give(this.inboxBytes);
+    this.inbox.length = 0;
+    this.inboxBytes = 0;
+  }
+
   /** Ends the connection after what is queued is sent; cut after `graceMs` if the peer does not close. */
   close(graceMs = 5_000): void {
     if (this.state === 'closing' || this.state === 'closed') return;
     this.state = 'closing';
-    this.inbox.length = 0;
-    this.inboxBytes = 0;
+    this.dropInbox();
     this.conn.close();
     this.destroyTimer = setTimeout(() => this.conn.destroy(), graceMs);
     this.destroyTimer.unref();
@@ -940,8 +1000,7 @@ export class Session {
     clearTimeout(this.idleTimer);
     if (this.helloTimer) clearTimeout(this.helloTimer);
     if (this.destroyTimer) clearTimeout(this.destroyTimer);
-    this.inbox.length = 0;
-    this.inboxBytes = 0;
+    this.dropInbox();
     this.abortUpload();
     for (const entry of this.opened.values()) this.ctx.book.detach(entry);
     this.opened.clear();
