@@ -5,7 +5,7 @@
 // the file store and on a real PostgreSQL, then restarts the server: at every look the bytes held
 // stay under the quota, and when the clients are quiet the store's figures (what the quota is
 // charged with) equal the bytes really on disk (or in the database), before and after the restart.
-import { after, before, describe, test, type TestContext } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -17,7 +17,7 @@ import { ErrorCode, MessageType } from '../src/server/protocol.js';
 import { listPacks } from '../src/vault/packFiles.js';
 import { readRawRecords } from '../src/vault/rawRecords.js';
 import { tempDir } from './helpers/paths.js';
-import { SkipError, startPostgres, type TestPostgres } from './helpers/postgres.js';
+import { databasePerTest } from './helpers/postgres.js';
 import { envCount, Prng } from './helpers/prng.js';
 import { RawClient, TestVault } from './helpers/rawClient.js';
 import { serverVaultDir } from './helpers/remoteFixture.js';
@@ -99,7 +99,8 @@ test('the attack of issue 11: a pack under a held name, the name deleted before 
 
 interface Harness {
   readonly kind: string;
-  fresh(t: TestContext): Promise<StoreSpec | null>;
+  /** A storage of its own for a test (null: skipped), given a database per test for PostgreSQL. */
+  fresh(t: TestContext, database: (t: TestContext) => Promise<string | null>): Promise<StoreSpec | null>;
   /** Bytes of records and packs the storage really holds for these vaults. */
   onDisk(spec: StoreSpec, vaults: readonly TestVault[]): Promise<number>;
 }
@@ -118,17 +119,11 @@ const filesHarness: Harness = {
   },
 };
 
-let cluster: TestPostgres | null = null;
-let clusterSkip: string | null = null;
-let databases = 0;
 const postgresHarness: Harness = {
   kind: 'postgres',
-  fresh: async (t) => {
-    if (!cluster) {
-      t.skip(clusterSkip ?? 'PostgreSQL did not start');
-      return null;
-    }
-    return { dataDir: fresh('prop-pg'), storage: await cluster.createDatabase(`lnbackup_q${process.pid}_${++databases}`) };
+  fresh: async (t, database) => {
+    const url = await database(t);
+    return url === null ? null : { dataDir: fresh('prop-pg'), storage: url };
   },
   onDisk: async (spec, vaults) => {
     const db = new pg.Client({ connectionString: spec.storage });
@@ -158,22 +153,10 @@ class Feed {
 
 for (const h of [filesHarness, postgresHarness]) {
   describe(`quota under random interleavings: ${h.kind}`, () => {
-    if (h.kind === 'postgres') {
-      before(async () => {
-        try {
-          cluster = await startPostgres();
-        } catch (err) {
-          if (!(err instanceof SkipError)) throw err;
-          clusterSkip = err.message;
-        }
-      });
-      after(async () => {
-        await cluster?.stop();
-      });
-    }
+    const database = h.kind === 'postgres' ? databasePerTest('lnbackup_q') : async () => null;
 
     test('stored <= quota at every look, the charged bytes equal the bytes stored, also after a restart', { timeout: 300_000 }, async (t) => {
-      const spec = await h.fresh(t);
+      const spec = await h.fresh(t, database);
       if (!spec) return;
       const seed = envCount('QUOTA_SEED', crypto.randomInt(2 ** 31));
       const steps = envCount('QUOTA_STEPS', 200);

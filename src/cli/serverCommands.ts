@@ -221,7 +221,7 @@ export function registerServerCommands(program: Command): void {
     .option('--quota <size>', `bytes each client may store, e.g. 10GiB, 500MB (default ${DEFAULT_QUOTA_BYTES / 1024 ** 3}GiB)`)
     .option('--max-vaults <n>', `vaults each client may create (default ${DEFAULT_MAX_VAULTS})`)
     .addOption(new Option('--max-connections <n>', 'connections open at once, handshakes included (default 1024)'))
-    .addOption(new Option('--max-connections-per-ip <n>', 'connections open at once from one address (default: no limit)'))
+    .addOption(new Option('--max-connections-per-ip <n>', 'connections open at once from one address (default 64)'))
     .addOption(new Option('--max-message <size>', 'largest message taken or sent (default 16MiB); a record must fit in one'))
     .addOption(
       new Option('--memory-budget <size>', 'bytes all connections together may make the server hold: messages being received, records not yet durable, packs being uploaded, replies not yet sent (default 512MiB; TooBusy beyond)'),

@@ -14,7 +14,8 @@ import { ClientLedger, DEFAULT_MAX_VAULTS, DEFAULT_QUOTA_BYTES } from './clientL
 import { DEFAULT_MEMORY_BUDGET_BYTES, MemoryBudget } from './memoryBudget.js';
 import { MAX_HELLO_BYTES } from './protocol.js';
 import { loadOrCreateServerKey } from './serverKey.js';
-import { Session, shortKey, VaultBook, type SessionContext, type SessionLimits } from './session.js';
+import { Session, shortKey, type SessionContext, type SessionLimits } from './session.js';
+import { VaultBook } from './vaultBook.js';
 import { openStore, type OpenedStore } from './storage/openStore.js';
 import { writeStatusFile, type ClientStatus, type ScrubRunStatus, type ServerScrubStatus, type ServerStatus } from './statusFile.js';
 import type { ScrubDataResult } from '../vault/redundancy/scrub.js';

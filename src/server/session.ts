@@ -6,9 +6,10 @@
 // the order the Appends came. A page pack arrives in pieces (PutPack), is gathered in memory (one
 // pack at a time per connection) and written by the store once whole; its last PackStored is sent
 // only once it is durable, and the connection's other messages go on meanwhile.
-// A client only ever sees its own vaults: another client's vault gets the same answer as one that
-// does not exist. The VaultBook, shared by all sessions, keeps each open vault's accepted sequence
-// so that two connections of one client cannot interleave records.
+// A client only ever sees its own vaults, and vault ids are scoped by owner (storage/vaultScope.ts):
+// another key may hold the same id, unseen, so an id can be neither squatted nor probed. The
+// VaultBook, shared by all sessions, keeps each open vault's accepted sequence so that two
+// connections of one client cannot interleave records.
 import { decodeHeader, HEADER_BYTES } from '../vault/format.js';
 import { isPackName } from '../vault/packFiles.js';
 import {
@@ -34,6 +35,8 @@ import {
 import { PackConflictError, StorageUnavailableError, type ServerStore, type StoredPack, type StoredVault } from './storage/store.js';
 import type { ClientLedger } from './clientLedger.js';
 import type { MemoryBudget } from './memoryBudget.js';
+import { envelopeVaultId, scopedVaultId } from './storage/vaultScope.js';
+import type { BookEntry, VaultBook } from './vaultBook.js';
 
 export const SERVER_AGENT = 'lnbackup-server/0.1.0';
 export const SUPPORTED_VERSIONS: readonly number[] = [PROTOCOL_VERSION];
@@ -107,105 +110,6 @@ export function shortKey(hex: string): string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The shared book of open vaults
-
-interface BookEntry {
-  readonly vaultId: string;
-  readonly owner: string;
-  /** Seq of the last record accepted for the vault (durable or still pending). */
-  lastSeq: bigint;
-  /** Generation of that record (a vault's generations never go back). */
-  lastGeneration: number;
-  /** Appends handed to the store and not settled. */
-  pending: number;
-  /** Bumped when an append fails: every append handed over before that point is not acknowledged. */
-  epoch: number;
-  /** An append failed; the vault takes no appends until it is reopened with nothing pending. */
-  failed: boolean;
-  /** Sessions that have it open. */
-  users: number;
-  idleWaiters: (() => void)[];
-}
-
-export class VaultBook {
-  private readonly entries = new Map<string, BookEntry>();
-  private readonly locks = new Map<string, Promise<void>>();
-
-  /** Runs `fn` with no other open of the same vault running (vault creation and reload). */
-  async exclusive<T>(vaultId: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.locks.get(vaultId) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((resolve) => (release = resolve));
-    const tail = previous.then(() => mine);
-    this.locks.set(vaultId, tail);
-    await previous;
-    try {
-      return await fn();
-    } finally {
-      release();
-      if (this.locks.get(vaultId) === tail) this.locks.delete(vaultId);
-    }
-  }
-
-  get(vaultId: string): BookEntry | undefined {
-    return this.entries.get(vaultId);
-  }
-
-  /** Resolves true once nothing is pending for the vault, false after `timeoutMs`. */
-  idle(entry: BookEntry, timeoutMs: number): Promise<boolean> {
-    if (entry.pending === 0) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(false), timeoutMs);
-      entry.idleWaiters.push(() => {
-        clearTimeout(timer);
-        resolve(true);
-      });
-    });
-  }
-
-  /** Records a session's open of a vault just read from the store. */
-  attach(v: StoredVault): BookEntry {
-    let entry = this.entries.get(v.vaultId);
-    if (!entry) {
-      entry = { vaultId: v.vaultId, owner: v.owner, lastSeq: v.lastSeq, lastGeneration: v.lastGeneration, pending: 0, epoch: 0, failed: false, users: 0, idleWaiters: [] };
-      this.entries.set(v.vaultId, entry);
-    } else if (entry.failed && entry.pending === 0) {
-      // After a failed append, the store says where the vault really ends. Otherwise the entry,
-      // through which every append to the vault passes, is the authority.
-      entry.lastSeq = v.lastSeq;
-      entry.lastGeneration = v.lastGeneration;
-      entry.failed = false;
-    }
-    entry.users++;
-    return entry;
-  }
-
-  detach(entry: BookEntry): void {
-    entry.users--;
-    this.forgetIfUnused(entry);
-  }
-
-  settled(entry: BookEntry): void {
-    entry.pending--;
-    if (entry.pending === 0) {
-      for (const wake of entry.idleWaiters.splice(0)) wake();
-      this.forgetIfUnused(entry);
-    }
-  }
-
-  private forgetIfUnused(entry: BookEntry): void {
-    if (entry.users <= 0 && entry.pending === 0 && this.entries.get(entry.vaultId) === entry) this.entries.delete(entry.vaultId);
-  }
-
-  /** Appends not yet durable, over all vaults. */
-  get pendingAppends(): number {
-    let n = 0;
-    for (const e of this.entries.values()) n += e.pending;
-    return n;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
 // The session
 
 type State = 'hello' | 'ready' | 'closing' | 'closed';
@@ -227,6 +131,8 @@ interface PendingAppend {
 /** A page pack being received in pieces on this connection. */
 interface PackUpload {
   readonly vaultId: string;
+  /** Where the store keeps that vault. */
+  readonly stored: string;
   readonly name: string;
   readonly totalBytes: number;
   readonly pieces: Buffer[];
@@ -317,6 +223,13 @@ export class Session {
 
   get pendingAppends(): number {
     return this.storing;
+  }
+
+  /** Where the store keeps this client's vault `vaultId`, open on this connection (ids are scoped by owner: storage/vaultScope.ts). */
+  private stored(vaultId: string): string {
+    const entry = this.opened.get(vaultId);
+    if (!entry) throw new Error(`vault ${vaultId} is not open on this connection`);
+    return entry.vaultId;
   }
 
   /** Vaults this session has open (hex ids). */
@@ -470,22 +383,30 @@ export class Session {
     if (m.vaultId.equals(NO_VAULT)) {
       throw new ProtocolViolation('OpenVault of the all-zero vault id, which means "no vault" in errors: a vault id is random', { requestId: m.requestId });
     }
+    // Locked by the id as the client names it: who holds it under that very id is decided here.
     await book.exclusive(vaultId, async () => {
-      const known = book.get(vaultId);
+      let stored: string;
+      try {
+        const plain = await store.getVault(vaultId);
+        stored = plain === null || plain.owner === this.client ? vaultId : scopedVaultId(this.client, vaultId);
+      } catch (err) {
+        return this.storageError(err, m.requestId, m.vaultId, 0n);
+      }
+      const known = book.get(stored);
       if (known && known.owner !== this.client) return refuse(ErrorCode.UnknownVault, unknownVaultMessage(vaultId));
       if (known && known.pending > 0 && !(await book.idle(known, 30_000))) {
         return refuse(ErrorCode.TooBusy, `appends to vault ${vaultId} are still being made durable; try again`);
       }
       let v: StoredVault | null;
       try {
-        v = await store.getVault(vaultId);
+        v = await store.getVault(stored);
         if (v === null) {
           if (m.identity.length === 0) return refuse(ErrorCode.UnknownVault, unknownVaultMessage(vaultId));
           checkIdentity(m.identity, vaultId, m.requestId, m.vaultId);
           const verdict = ledger.reserveVault(this.client);
           if (!verdict.ok) return refuse(ErrorCode.QuotaExceeded, `cannot create vault ${vaultId}: ${verdict.reason}`);
           try {
-            v = await store.createVault(this.client, vaultId, Buffer.from(m.identity));
+            v = await store.createVault(this.client, stored, Buffer.from(m.identity));
           } finally {
             ledger.settleVault(this.client);
           }
@@ -576,7 +497,7 @@ export class Session {
     const record: WireRecord = { seq, generation, bytes };
     let stored: Promise<void>;
     try {
-      stored = this.ctx.store.append(vaultId, [record]);
+      stored = this.ctx.store.append(entry.vaultId, [record]);
     } catch (err) {
       stored = Promise.reject(err);
     }
@@ -612,14 +533,14 @@ export class Session {
       if (first) {
         entry.epoch++;
         entry.failed = true;
-        this.ctx.log(`vault ${entry.vaultId} of client ${shortKey(this.client)}: append of seq ${p.seq} failed: ${err.message}`);
+        this.ctx.log(`vault ${p.vaultId.toString('hex')} of client ${shortKey(this.client)}: append of seq ${p.seq} failed: ${err.message}`);
       }
       p.outcome = {
         ok: false,
         code: !first || err instanceof StorageUnavailableError ? ErrorCode.StorageUnavailable : ErrorCode.Internal,
         message: first
           ? `seq ${p.seq} could not be made durable (${err.message}): reconnect and resume from VaultState`
-          : `an earlier append to vault ${entry.vaultId} failed, so seq ${p.seq} is not acknowledged: reconnect and resume from VaultState`,
+          : `an earlier append to vault ${p.vaultId.toString('hex')} failed, so seq ${p.seq} is not acknowledged: reconnect and resume from VaultState`,
         seq: p.seq,
       };
     }
@@ -659,18 +580,19 @@ export class Session {
     if (!(await this.outputRoom())) return;
     const { maxMessageBytes } = this.ctx.limits;
     const budget = Math.max(1, Math.min(m.maxBytes, maxMessageBytes - READ_OVERHEAD_BYTES));
-    return this.chargedReply(budget, m.requestId, m.vaultId, () => this.readRecordsUpTo(m, budget));
+    const stored = this.stored(vaultId);
+    return this.chargedReply(budget, m.requestId, m.vaultId, () => this.readRecordsUpTo(m, stored, budget));
   }
 
-  private async readRecordsUpTo(m: MessageOf<MessageType.ReadRecords>, budget: number): Promise<void> {
+  private async readRecordsUpTo(m: MessageOf<MessageType.ReadRecords>, stored: string, budget: number): Promise<void> {
     const vaultId = m.vaultId.toString('hex');
     const { maxMessageBytes } = this.ctx.limits;
     let lastSeq: bigint;
     let found: { seq: bigint; generation: number; bytes: Buffer }[];
     try {
-      const v = await this.ctx.store.getVault(vaultId);
+      const v = await this.ctx.store.getVault(stored);
       lastSeq = v?.lastSeq ?? 0n;
-      found = await this.ctx.store.readRecords(vaultId, m.fromSeq, budget);
+      found = await this.ctx.store.readRecords(stored, m.fromSeq, budget);
     } catch (err) {
       return this.storageError(err, m.requestId, m.vaultId, m.fromSeq);
     }
@@ -709,7 +631,7 @@ export class Session {
         .filter((v) => v.owner === this.client)
         .slice(0, MAX_VAULTS_PER_LIST)
         .map((v) => ({
-          vaultId: Buffer.from(v.vaultId, 'hex'),
+          vaultId: Buffer.from(envelopeVaultId(v.identity) ?? v.vaultId, 'hex'),
           firstSeq: v.firstSeq,
           lastSeq: v.lastSeq,
           bytes: BigInt(v.bytes),
@@ -737,7 +659,7 @@ export class Session {
       // before the last piece lands); a pack found already held gives its reservation back.
       const verdict = this.ctx.ledger.reserveBytes(this.client, m.totalBytes);
       if (!verdict.ok) return this.sendError(ErrorCode.QuotaExceeded, `pack ${m.name} not stored: ${verdict.reason}`, m.requestId, m.vaultId);
-      u = this.upload = { vaultId, name: m.name, totalBytes: m.totalBytes, pieces: [], received: 0, charged: 0 };
+      u = this.upload = { vaultId, stored: this.stored(vaultId), name: m.name, totalBytes: m.totalBytes, pieces: [], received: 0, charged: 0 };
     } else if (!u || u.vaultId !== vaultId || u.name !== m.name || u.totalBytes !== m.totalBytes || u.received !== m.offset) {
       const have = u && u.vaultId === vaultId && u.name === m.name ? u.received : 0;
       return this.sendError(
@@ -772,7 +694,7 @@ export class Session {
 
   private async writePack(u: PackUpload, bytes: Buffer, requestId: number, vaultIdBytes: Buffer): Promise<void> {
     try {
-      await this.ctx.store.putPack(u.vaultId, u.name, bytes);
+      await this.ctx.store.putPack(u.stored, u.name, bytes);
     } catch (err) {
       if (err instanceof PackConflictError) return this.sendError(ErrorCode.PackConflict, err.message, requestId, vaultIdBytes);
       return this.storageError(err, requestId, vaultIdBytes, 0n);
@@ -800,7 +722,7 @@ export class Session {
     if (!(await this.outputRoom())) return;
     let all: StoredPack[];
     try {
-      all = await this.ctx.store.listPacks(vaultId);
+      all = await this.ctx.store.listPacks(this.stored(vaultId));
     } catch (err) {
       return this.storageError(err, m.requestId, m.vaultId, 0n);
     }
@@ -817,14 +739,15 @@ export class Session {
     }
     if (!(await this.outputRoom())) return;
     const budget = Math.max(1, Math.min(m.maxBytes, MAX_PACK_CHUNK_BYTES, this.ctx.limits.maxMessageBytes - READ_OVERHEAD_BYTES));
-    return this.chargedReply(budget, m.requestId, m.vaultId, () => this.readPackUpTo(m, budget));
+    const stored = this.stored(vaultId);
+    return this.chargedReply(budget, m.requestId, m.vaultId, () => this.readPackUpTo(m, stored, budget));
   }
 
-  private async readPackUpTo(m: MessageOf<MessageType.ReadPack>, budget: number): Promise<void> {
+  private async readPackUpTo(m: MessageOf<MessageType.ReadPack>, stored: string, budget: number): Promise<void> {
     const vaultId = m.vaultId.toString('hex');
     let piece;
     try {
-      piece = await this.ctx.store.readPack(vaultId, m.name, m.offset, budget);
+      piece = await this.ctx.store.readPack(stored, m.name, m.offset, budget);
     } catch (err) {
       return this.storageError(err, m.requestId, m.vaultId, 0n);
     }
@@ -844,7 +767,7 @@ export class Session {
     }
     let freed: number;
     try {
-      freed = await this.ctx.store.deletePacks(vaultId, m.names);
+      freed = await this.ctx.store.deletePacks(this.stored(vaultId), m.names);
     } catch (err) {
       return this.storageError(err, m.requestId, m.vaultId, 0n);
     }
@@ -858,7 +781,7 @@ export class Session {
     if (!this.opened.has(vaultId)) return this.sendError(ErrorCode.UnknownVault, notOpenMessage(vaultId), m.requestId, m.vaultId);
     let v;
     try {
-      v = await this.ctx.store.prune(vaultId, m.keepFromGeneration);
+      v = await this.ctx.store.prune(this.stored(vaultId), m.keepFromGeneration);
     } catch (err) {
       return this.storageError(err, m.requestId, m.vaultId, 0n);
     }

@@ -123,7 +123,7 @@ interface Operation {
 
 type Queued = Pending | Operation;
 
-/** Runs async functions one at a time per key (a store's pack operations on one vault). */
+/** Runs async functions one at a time per key (a store's pack operations on one vault, the opens of one vault id). */
 export class KeyedLock {
   private readonly tails = new Map<string, Promise<void>>();
 
