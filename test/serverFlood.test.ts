@@ -86,7 +86,7 @@ async function measure(t: TestContext, srv: ServerHandle, good: TestVault, flood
       `during: p50 ${latency.p50.toFixed(1)} ms p99 ${latency.p99.toFixed(1)} ms max ${latency.max.toFixed(1)} ms (${latency.acked} acks)`,
   );
   assert.ok(latency.acked >= 20, `the good client got ${latency.acked} acks during the flood`);
-  assert.ok(latency.p99 < 1000, `the good client's ack p99 during the flood is ${latency.p99.toFixed(1)} ms`);
+  assert.ok(latency.p99 < 2000, `the good client's ack p99 during the flood is ${latency.p99.toFixed(1)} ms`);
   c.close();
   return { most, before };
 }

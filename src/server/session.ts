@@ -35,6 +35,7 @@ import {
 import { PackConflictError, StorageUnavailableError, type ServerStore, type StoredPack, type StoredVault } from './storage/store.js';
 import type { ClientLedger } from './clientLedger.js';
 import type { MemoryBudget } from './memoryBudget.js';
+import { PackUpload } from './packUpload.js';
 import { envelopeVaultId, scopedVaultId } from './storage/vaultScope.js';
 import type { BookEntry, VaultBook } from './vaultBook.js';
 
@@ -126,20 +127,6 @@ interface PendingAppend {
   readonly startedAt: number;
   /** null while the store works on it. */
   outcome: Outcome | null;
-}
-
-/** A page pack being received in pieces on this connection. */
-interface PackUpload {
-  readonly vaultId: string;
-  /** Where the store keeps that vault. */
-  readonly stored: string;
-  readonly name: string;
-  readonly totalBytes: number;
-  readonly pieces: Buffer[];
-  /** Bytes received so far (the whole totalBytes is reserved against the quota meanwhile). */
-  received: number;
-  /** Bytes of it charged to the memory budget (the pieces, then the whole pack while it is written). */
-  charged: number;
 }
 
 /** A message the client must not send, or cannot send now: answered with BadMessage, then the connection closes. */
@@ -655,12 +642,10 @@ export class Session {
     let u = this.upload;
     if (m.offset === 0) {
       this.abortUpload();
-      // The whole pack is reserved now, even under a name the vault holds (it may be deleted
-      // before the last piece lands); a pack found already held gives its reservation back.
-      const verdict = this.ctx.ledger.reserveBytes(this.client, m.totalBytes);
-      if (!verdict.ok) return this.sendError(ErrorCode.QuotaExceeded, `pack ${m.name} not stored: ${verdict.reason}`, m.requestId, m.vaultId);
-      u = this.upload = { vaultId, stored: this.stored(vaultId), name: m.name, totalBytes: m.totalBytes, pieces: [], received: 0, charged: 0 };
-    } else if (!u || u.vaultId !== vaultId || u.name !== m.name || u.totalBytes !== m.totalBytes || u.received !== m.offset) {
+      const begun = PackUpload.begin({ vaultId, stored: this.stored(vaultId), name: m.name, totalBytes: m.totalBytes }, this.client, this.ctx.ledger, this.ctx.budget);
+      if (!(begun instanceof PackUpload)) return this.sendError(ErrorCode.QuotaExceeded, `pack ${m.name} not stored: ${begun.reason}`, m.requestId, m.vaultId);
+      u = this.upload = begun;
+    } else if (!u || !u.continuedBy(vaultId, m.name, m.totalBytes, m.offset)) {
       const have = u && u.vaultId === vaultId && u.name === m.name ? u.received : 0;
       return this.sendError(
         ErrorCode.OutOfOrder,
@@ -670,23 +655,18 @@ export class Session {
         BigInt(have),
       );
     }
-    if (!this.ctx.budget.take(m.bytes.length)) {
+    if (!u.add(m.bytes)) {
       this.abortUpload();
       return this.sendError(ErrorCode.TooBusy, `the server is too busy: its memory budget for packs being received is spent; send pack ${m.name} again from byte 0 later`, m.requestId, m.vaultId);
     }
-    u.charged += m.bytes.length;
-    u.pieces.push(m.bytes);
-    u.received += m.bytes.length;
-    if (u.received < u.totalBytes) {
+    if (!u.whole) {
       this.send({ type: MessageType.PackStored, requestId: m.requestId, received: u.received });
       return;
     }
     this.upload = null;
     // One pack written at a time per connection; other messages are handled meanwhile.
     if (this.packWrite) await this.packWrite;
-    const bytes = Buffer.concat(u.pieces, u.totalBytes);
-    u.pieces.length = 0;
-    this.packWrite = this.writePack(u, bytes, m.requestId, m.vaultId).finally(() => {
+    this.packWrite = this.writePack(u, u.bytes(), m.requestId, m.vaultId).finally(() => {
       this.packWrite = null;
       this.checkDrained();
     });
@@ -699,21 +679,17 @@ export class Session {
       if (err instanceof PackConflictError) return this.sendError(ErrorCode.PackConflict, err.message, requestId, vaultIdBytes);
       return this.storageError(err, requestId, vaultIdBytes, 0n);
     } finally {
-      // Stored (the store counts it now), held already, or not stored: the reservation is over.
-      this.ctx.ledger.releaseBytes(this.client, u.totalBytes);
-      this.ctx.budget.give(u.charged);
+      // Stored (the store counts it now), held already, or not stored.
+      u.release();
     }
     this.send({ type: MessageType.PackStored, requestId, received: u.totalBytes });
     this.ctx.changed();
   }
 
-  /** Forgets a pack being received (its quota reservation too). */
+  /** Forgets a pack being received (its quota reservation and memory too). */
   private abortUpload(): void {
-    const u = this.upload;
-    if (!u) return;
+    this.upload?.release();
     this.upload = null;
-    this.ctx.ledger.releaseBytes(this.client, u.totalBytes);
-    this.ctx.budget.give(u.charged);
   }
 
   private async listPacks(m: MessageOf<MessageType.ListPacks>): Promise<void> {
