@@ -129,9 +129,11 @@ const postgresHarness: Harness = {
     const db = new pg.Client({ connectionString: spec.storage });
     await db.connect();
     try {
-      const ids = vaults.map((v) => v.vaultId.toString('hex'));
-      const r = await db.query<{ n: string | null }>('SELECT sum(octet_length(bytes))::bigint AS n FROM lnbackup_records WHERE vault_id = ANY($1::text[])', [ids]);
-      const p = await db.query<{ n: string | null }>('SELECT sum(size)::bigint AS n FROM lnbackup_packs WHERE vault_id = ANY($1::text[])', [ids]);
+      // Every vault the owners of these hold (the store keeps them under owner-scoped ids).
+      const owners = [...new Set(vaults.map((v) => v.clientPublicKey.toString('hex')))];
+      const mine = 'vault_id IN (SELECT vault_id FROM lnbackup_vaults WHERE owner = ANY($1::text[]))';
+      const r = await db.query<{ n: string | null }>(`SELECT sum(octet_length(bytes))::bigint AS n FROM lnbackup_records WHERE ${mine}`, [owners]);
+      const p = await db.query<{ n: string | null }>(`SELECT sum(size)::bigint AS n FROM lnbackup_packs WHERE ${mine}`, [owners]);
       return Number(r.rows[0]?.n ?? 0) + Number(p.rows[0]?.n ?? 0);
     } finally {
       await db.end();

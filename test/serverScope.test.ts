@@ -2,8 +2,8 @@
 // on a real PostgreSQL: a key that learns another node's vault id and creates it first neither
 // blocks that node (it creates and uses its own vault of that id) nor learns whether the id is
 // taken (opening with a forged identity creates, taken or not); each sees only its own records.
-// Vaults stored before ids were scoped (a data folder written with the first key's plain id) are
-// found where they are, and a second key's vault of that id lives beside them.
+// A vault stored before ids were scoped (under the node's plain id) is found where it is, and every
+// new vault is kept under its owner-scoped id, which no other key can be given.
 import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -93,10 +93,12 @@ for (const h of harnesses) {
         const free = await probe.openVault(freeId, Buffer.from(JSON.stringify({ format: 'lnbackup-vault', vaultId: freeId.toString('hex') })));
         assert.ok(taken.type === MessageType.VaultState && free.type === MessageType.VaultState && taken.lastSeq === 0n && free.lastSeq === 0n, 'both create');
         for (const c of [cs, cv, probe]) c.close();
-        // The store keeps the later keys' vaults of that id under their scoped ids.
-        const stored = (await server.status()).clients.flatMap((c) => c.vaults.map((v) => `${c.publicKey}:${v.vaultId}`));
-        assert.ok(stored.includes(`${squatterKey}:${victim.vaultId.toString('hex')}`));
-        assert.ok(stored.includes(`${victimKey}:${scopedVaultId(victimKey, victim.vaultId.toString('hex'))}`));
+        // Status names each by the node's id; the store keeps the earlier vault under the plain id,
+        // every new one under its owner-scoped id.
+        const hex = victim.vaultId.toString('hex');
+        const stored = (await server.status()).clients.flatMap((c) => c.vaults.map((v) => `${c.publicKey}:${v.vaultId}:${v.storedAs}`));
+        assert.ok(stored.includes(`${squatterKey}:${hex}:${hex}`), stored.join(' '));
+        assert.ok(stored.includes(`${victimKey}:${hex}:${scopedVaultId(victimKey, hex)}`), stored.join(' '));
         await server.stop();
 
         // After a restart, the same.

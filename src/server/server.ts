@@ -16,6 +16,7 @@ import { MAX_HELLO_BYTES } from './protocol.js';
 import { loadOrCreateServerKey } from './serverKey.js';
 import { Session, shortKey, type SessionContext, type SessionLimits } from './session.js';
 import { VaultBook } from './vaultBook.js';
+import { envelopeVaultId } from './storage/vaultScope.js';
 import { openStore, type OpenedStore } from './storage/openStore.js';
 import { writeStatusFile, type ClientStatus, type ScrubRunStatus, type ServerScrubStatus, type ServerStatus } from './statusFile.js';
 import type { ScrubDataResult } from '../vault/redundancy/scrub.js';
@@ -357,7 +358,8 @@ export class BackupServer {
           pendingAppends,
           totalBytes: c.vaults.reduce((n, v) => n + v.bytes + v.packBytes, 0),
           vaults: c.vaults.map((v) => ({
-            vaultId: v.vaultId,
+            vaultId: envelopeVaultId(v.identity) ?? v.vaultId,
+            storedAs: v.vaultId,
             firstSeq: v.firstSeq.toString(),
             lastSeq: v.lastSeq.toString(),
             lastGeneration: v.lastGeneration,

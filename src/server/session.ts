@@ -370,12 +370,12 @@ export class Session {
     if (m.vaultId.equals(NO_VAULT)) {
       throw new ProtocolViolation('OpenVault of the all-zero vault id, which means "no vault" in errors: a vault id is random', { requestId: m.requestId });
     }
-    // Locked by the id as the client names it: who holds it under that very id is decided here.
     await book.exclusive(vaultId, async () => {
+      // This client's vault is kept under its owner-scoped id, or, stored by an earlier version,
+      // under the plain id (storage/vaultScope.ts).
       let stored: string;
       try {
-        const plain = await store.getVault(vaultId);
-        stored = plain === null || plain.owner === this.client ? vaultId : scopedVaultId(this.client, vaultId);
+        stored = (await store.getVault(vaultId))?.owner === this.client ? vaultId : scopedVaultId(this.client, vaultId);
       } catch (err) {
         return this.storageError(err, m.requestId, m.vaultId, 0n);
       }

@@ -11,7 +11,10 @@ export const STATUS_FILE = 'server-status.json';
 const MAX_STATUS_BYTES = 64 * 1024 * 1024;
 
 export interface VaultStatus {
+  /** The node's vault id. */
   readonly vaultId: string;
+  /** Where the store keeps it (its folder under <data>/vaults with the file store): the owner-scoped id. */
+  readonly storedAs: string;
   readonly firstSeq: string;
   readonly lastSeq: string;
   readonly lastGeneration: number;

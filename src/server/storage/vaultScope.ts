@@ -1,16 +1,16 @@
 // Vault ids are scoped by owner: a client names its vaults by the node's own vault ids, and two
-// keys can hold the same id without seeing each other (no squatting, no existence oracle). The
-// first key to create an id holds it under that very id (so every vault stored before ids were
-// scoped is where it was, and an operator sees the node's own id); any other key's vault of that id
-// is stored under SHA-256("lnbackup/vault-scope" || owner key || vault id)[0..16]. The node's id is
-// kept in clear in each vault's identity envelope (src/vault/identityEnvelope.ts), which is how a
-// listing names the vault as its owner knows it.
+// keys can hold the same id without seeing each other (no squatting, no existence oracle). Every
+// vault is stored under SHA-256("lnbackup/vault-scope" || owner key || vault id)[0..16], an id no
+// other key can be given; a vault stored by an earlier version, under the node's plain id, stays
+// there and is found there (by its owner only), so nothing moves when a server starts. The node's
+// id is kept in clear in each vault's identity envelope (src/vault/identityEnvelope.ts), which is
+// how listings and status name a vault as its owner knows it.
 import { createHash } from 'node:crypto';
 
 const SCOPE_TAG = Buffer.from('lnbackup/vault-scope', 'ascii');
 const HEX_ID = /^[0-9a-f]{32}$/;
 
-/** Where `owner` (66 hex) keeps its vault `vaultId` (32 hex) when another key holds that id. */
+/** Where `owner` (66 hex) keeps its vault `vaultId` (32 hex). */
 export function scopedVaultId(owner: string, vaultId: string): string {
   return createHash('sha256').update(SCOPE_TAG).update(Buffer.from(owner, 'hex')).update(Buffer.from(vaultId, 'hex')).digest().subarray(0, 16).toString('hex');
 }
