@@ -3,7 +3,8 @@
 // allow-list, each sending 255 fragments of 65,534 bytes of a message that never ends (what took
 // an earlier server from 126 MiB to 1.96 GiB); (2) on an --open server with a 128 MiB memory
 // budget, 40 admitted connections doing the same after Hello, 10 holding 56 MiB of a 64 MiB pack
-// upload open with pings, and 20 strangers sending fragments before Hello. Throughout, a good
+// upload open with pings, 5 asking for 3 MiB of records 20 times without reading a reply, and 20
+// strangers sending fragments before Hello. Throughout, a good
 // client appends records one at a time: every one is acknowledged and its latency stays bounded,
 // and the server's resident memory stays under a stated bound.
 import { test, type TestContext } from 'node:test';
@@ -124,6 +125,16 @@ test('an --open server with a 128 MiB budget: unfinished messages, held pack upl
   const held: RawClient[] = [];
   const floods: FloodClient[] = [];
   try {
+    // 5 vaults of about 3 MiB each, for readers that ask for them again and again and never read.
+    const readVaults: TestVault[] = [];
+    for (let i = 0; i < 5; i++) {
+      const v = testVault(tmp, `read-${i}`);
+      const c = await RawClient.ready(srv.url, v.transportKey);
+      assert.equal((await c.openVault(v.vaultId, v.identity)).type, MessageType.VaultState);
+      for (let k = 0; k < 50; k++) assert.equal((await c.append(v.vaultId, v.next(60_000))).type, MessageType.Ack);
+      c.close();
+      readVaults.push(v);
+    }
     const { most, before } = await measure(t, srv, good, async () => {
       const work: Promise<unknown>[] = [];
       // 40 admitted connections, each a 16 MiB message that never ends.
@@ -135,6 +146,18 @@ test('an --open server with a 128 MiB budget: unfinished messages, held pack upl
             f.send({ type: MessageType.Hello, versions: [1], agent: 'flood' });
             await sleep(50);
             await f.fragments(255);
+          }),
+        );
+      }
+      // 5 readers asking 20 times for 3 MiB of records, reading nothing.
+      for (const v of readVaults) {
+        work.push(
+          FloodClient.connect(srv.port, v.transportKey, serverKey).then(async (f) => {
+            floods.push(f);
+            f.send({ type: MessageType.Hello, versions: [1], agent: 'flood' });
+            f.send({ type: MessageType.OpenVault, requestId: 1, vaultId: v.vaultId, identity: Buffer.alloc(0) });
+            await sleep(100);
+            for (let r = 0; r < 20; r++) f.send({ type: MessageType.ReadRecords, requestId: 2 + r, vaultId: v.vaultId, fromSeq: 1n, maxBytes: 16 * MiB });
           }),
         );
       }
