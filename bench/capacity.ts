@@ -137,6 +137,8 @@ async function runOne(n: number, sizes: number[], workDir: string, o: CapacityOp
   const server: ServerProcess = await startServerProcess({
     dataDir: path.join(dir, 'server'),
     nodeArgs: profDir ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [],
+    // Every simulated node connects from 127.0.0.1.
+    serverArgs: ['--max-connections-per-ip', String(n + 16)],
   });
   const children: LoadChild[] = [];
   try {

@@ -421,7 +421,7 @@ test("hostile: another vault's VAULT.json (another node's, or another vault of t
   await withServer([a, b], async (srv) => {
     await pushVault({ vaultDir: twin, url: srv.url, keys: a.node.keys });
     const twinId = JSON.parse(fs.readFileSync(identityPath(twin), 'utf8')).vaultId as string;
-    const stored = async (id: string): Promise<Buffer> => (await srv.store.inner.getVault(id))!.identity;
+    const stored = async (id: string): Promise<Buffer> => (await srv.store.truth(id))!.identity;
     const idOfB = await stored(b.node.vaultId);
     const idOfTwin = await stored(twinId);
     const download = (): Promise<unknown> => downloadVault({ url: srv.url, keys: a.node.keys, vaultId: a.node.vaultId, toDir: path.join(freshDir('dl'), 'v') });
@@ -575,7 +575,7 @@ test('hostile node side: a server that acked records without storing them is cau
     const acked = journal.chainTail.lastSeq;
     assert.equal(remote.status().durableSeq, acked.toString(), 'the server acknowledged them all');
     assert.equal(BigInt(srv.store.swallowed.length), acked - stored, 'and threw those away');
-    assert.equal((await srv.store.inner.getVault(node.vaultId))!.lastSeq, stored);
+    assert.equal((await srv.store.truth(node.vaultId))!.lastSeq, stored);
 
     srv = await srv.restart();
     await until('the LOST RECORDS notice', () => notices.some((n) => n.level === 'broken'));
@@ -647,7 +647,7 @@ test('hostile node side: VaultState with a wrong lastHash is a diverged copy: st
     await assert.rejects(remote.store(next()), DestinationFailedError);
     await sleep(200);
     assert.equal(srv.store.appendCalls, appendsBefore, 'no Append reached the server');
-    assert.equal((await srv.store.inner.getVault(node.vaultId))!.lastSeq, serverLast);
+    assert.equal((await srv.store.truth(node.vaultId))!.lastSeq, serverLast);
     assert.ok(notices.some((n) => n.level === 'broken' && /diverged/.test(n.message)));
 
     // Control: the same server telling the truth is continued.

@@ -32,11 +32,12 @@ const status = (over: Partial<ServerStatus> = {}): ServerStatus => ({
   storage: { kind: 'files', location: '/x' },
   access: { open: false, allowListSize: 1, quotaBytes: 1, maxVaults: 1 },
   connections: 3,
+  memory: { heldBytes: 4096, mostHeldBytes: 8192, limitBytes: 536870912, reserveBytes: 67108864, refusals: 5 },
   handshaking: 1,
   handshakeFailures: 4,
   refusedConnections: 0,
   clients: [
-    { publicKey: 'a', connected: true, connections: 2, lastActivityAt: null, records: 5, bytes: 50, pendingAppends: 2, vaults: [{ vaultId: 'v', firstSeq: '1', lastSeq: '9', lastGeneration: 1, bytes: 900, lastWriteAt: null }], totalBytes: 1000 },
+    { publicKey: 'a', connected: true, connections: 2, lastActivityAt: null, records: 5, bytes: 50, pendingAppends: 2, vaults: [{ vaultId: 'v', storedAs: 'v', firstSeq: '1', lastSeq: '9', lastGeneration: 1, bytes: 900, lastWriteAt: null }], totalBytes: 1000 },
     { publicKey: 'b', connected: false, connections: 0, lastActivityAt: null, records: 0, bytes: 0, pendingAppends: 0, vaults: [], totalBytes: 24 },
   ],
   storeCounters: { rounds: 7, records: 20, maxRoundMs: 3 },

@@ -35,7 +35,7 @@ import { tempDir } from './helpers/paths.js';
 import { Prng, envCount } from './helpers/prng.js';
 import { callsOf, dumpFile, IncrementalReplay, isTransaction, loadChain, NODE3_CHAIN } from './helpers/reference.js';
 import { cli, makeRemoteNode, nodeArgs, startServerAt, type RemoteNode } from './helpers/remoteNode.js';
-import { allRecords, assertServerHoldsPrefix, fixedPort, serverCopyView, serverVaultDir, traceHead } from './helpers/serverCopy.js';
+import { allRecords, assertServerHoldsPrefix, fixedPort, ownerOf, serverCopyView, serverVaultDir, traceHead } from './helpers/serverCopy.js';
 import type { ServerHandle } from './helpers/serverProcess.js';
 import { makeNode } from './helpers/testNode.js';
 import { sleep, within } from './helpers/waiting.js';
@@ -284,7 +284,7 @@ test('server kill -9 during the upload of a large vault: the push resumes and co
   // 1. Three kills while the upload runs, each at a random share of the bytes; restarts after a short delay.
   const port = await fixedPort();
   let server = await serverOnPort(port);
-  const serverDir = serverVaultDir(server.dataDir, node.vaultId);
+  const serverDir = serverVaultDir(server.dataDir, node.vaultId, ownerOf(node.keys));
   try {
     let acked = 0;
     const notices: string[] = [];
@@ -338,7 +338,7 @@ test('server kill -9 during the upload of a large vault: the push resumes and co
   //    clear error; the server comes back; `lnbackup destination add --remote` uploads the rest.
   const port2 = await fixedPort();
   let server2 = await serverOnPort(port2);
-  const serverDir2 = serverVaultDir(server2.dataDir, node.vaultId);
+  const serverDir2 = serverVaultDir(server2.dataDir, node.vaultId, ownerOf(node.keys));
   try {
     let acked = 0;
     const push = pushVault({ vaultDir: node.vault, url: server2.url, keys: node.keys, stallTimeoutMs: 2000, onProgress: (done) => (acked = done) });

@@ -159,9 +159,6 @@ test('two clients on one server cannot see or touch each other\'s vaults', async
     assert.equal(ghostOpen.code, ErrorCode.UnknownVault);
     const foreignOpen = asError(await cb.openVault(a.vaultId), 'open foreign');
     assert.equal(shape(foreignOpen, a.vaultId), shape(ghostOpen, ghost));
-    const foreignCreate = asError(await cb.openVault(a.vaultId, a.identity), 'create over foreign');
-    assert.equal(shape(foreignCreate, a.vaultId), shape(ghostOpen, ghost));
-
     // Append and ReadRecords: refused the same way for A's vault and for a missing one.
     const r4 = a.next();
     const foreignAppend = asError(await cb.append(a.vaultId, r4), 'append foreign');
@@ -189,6 +186,14 @@ test('two clients on one server cannot see or touch each other\'s vaults', async
     const records = await ca.readAll(a.vaultId);
     assert.deepEqual(records.map((r) => r.seq), [1n, 2n, 3n, 4n]);
     records.forEach((r, i) => assert.ok(r.bytes.equals(a.sealed[i].bytes)));
+
+    // Vault ids are scoped by owner: B creating A's id (even with A's identity) makes a vault of
+    // B's own, empty, and A's is untouched.
+    const own = await cb.openVault(a.vaultId, a.identity);
+    assert.ok(own.type === MessageType.VaultState && own.lastSeq === 0n, 'B holds its own, empty vault of that id');
+    const lb2 = await cb.list();
+    assert.ok(lb2.type === MessageType.VaultList && lb2.vaults.length === 2 && lb2.vaults.every((v) => v.vaultId.equals(a.vaultId) || v.vaultId.equals(b.vaultId)));
+    assert.deepEqual((await ca.readAll(a.vaultId)).map((r) => r.seq), [1n, 2n, 3n, 4n]);
 
     // A's identity with B's vault id, and a JSON that is not a VAULT.json: BadMessage, then closed.
     const bad = await RawClient.ready(srv.url, b.transportKey);

@@ -102,6 +102,7 @@ interface ServerFlags {
   maxConnections?: string;
   maxConnectionsPerIp?: string;
   maxMessage?: string;
+  memoryBudget?: string;
   idleTimeout?: string;
   handshakeTimeout?: string;
   scrubInterval?: string;
@@ -145,6 +146,7 @@ async function serve(o: ServerFlags): Promise<number> {
     maxConnections: o.maxConnections === undefined ? undefined : parseCount(o.maxConnections, '--max-connections'),
     maxConnectionsPerIp: o.maxConnectionsPerIp === undefined ? undefined : parseCount(o.maxConnectionsPerIp, '--max-connections-per-ip'),
     maxMessageBytes: o.maxMessage === undefined ? undefined : parseMessageSize(o.maxMessage),
+    memoryBudgetBytes: o.memoryBudget === undefined ? undefined : parseSize(o.memoryBudget, '--memory-budget'),
     idleTimeoutMs: seconds(o.idleTimeout, '--idle-timeout'),
     handshakeTimeoutMs: seconds(o.handshakeTimeout, '--handshake-timeout'),
     scrubIntervalMs: o.scrubInterval === undefined ? undefined : parseDuration(o.scrubInterval, '--scrub-interval'),
@@ -219,8 +221,11 @@ export function registerServerCommands(program: Command): void {
     .option('--quota <size>', `bytes each client may store, e.g. 10GiB, 500MB (default ${DEFAULT_QUOTA_BYTES / 1024 ** 3}GiB)`)
     .option('--max-vaults <n>', `vaults each client may create (default ${DEFAULT_MAX_VAULTS})`)
     .addOption(new Option('--max-connections <n>', 'connections open at once, handshakes included (default 1024)'))
-    .addOption(new Option('--max-connections-per-ip <n>', 'connections open at once from one address (default: no limit)'))
+    .addOption(new Option('--max-connections-per-ip <n>', 'connections open at once from one address (default 64)'))
     .addOption(new Option('--max-message <size>', 'largest message taken or sent (default 16MiB); a record must fit in one'))
+    .addOption(
+      new Option('--memory-budget <size>', 'bytes all connections together may make the server hold: messages being received, records not yet durable, packs being uploaded, replies not yet sent (default 512MiB; TooBusy beyond)'),
+    )
     .addOption(new Option('--idle-timeout <seconds>', 'close a connection silent this long (default 120)'))
     .addOption(new Option('--handshake-timeout <seconds>', 'close a connection that has not finished the handshake and Hello in this time (default 10)'))
     .option('--scrub-interval <duration>', 'check every stored file against its parity and repair it in place this often, e.g. 24h, 30m, 0 = never (default 24h; the first run some minutes after the start; file storage only)')

@@ -1,8 +1,11 @@
 // Who may use the server and how much: the allow-list of client public keys (or open registration),
-// and each client's byte quota and vault count. Usage is the store's current sizes (records and
-// page packs) plus what is
-// pending (appends accepted but not yet durable, vaults being created), so concurrent sessions of
-// one client can never together exceed its quota.
+// and each client's byte quota and vault count. A client's usage is what the store holds for it
+// now (records and page packs, ServerStore.usage: the store's own figures, the ones it rebuilds
+// from disk at start) plus what is reserved: appends accepted and not yet durable, page packs being
+// received or written (their whole size, from their first piece), vaults being created. A
+// reservation is checked against the quota when it is made and given back when the bytes land (then
+// the store counts them) or do not, so no ordering of appends, pack uploads, deletes and prunes, on
+// any number of connections of one key, can hold more than the quota.
 import type { ServerStore } from './storage/store.js';
 
 export const DEFAULT_QUOTA_BYTES = 10 * 1024 ** 3;
@@ -15,12 +18,9 @@ export interface LedgerOptions {
   readonly maxVaults: number;
 }
 
-interface Usage {
-  /** Bytes held in the store (as last read, plus appends made durable since). */
-  storedBytes: number;
+interface Reserved {
+  bytes: number;
   vaults: number;
-  pendingBytes: number;
-  pendingVaults: number;
 }
 
 export type Verdict = { readonly ok: true } | { readonly ok: false; readonly reason: string };
@@ -29,10 +29,11 @@ const OK: Verdict = { ok: true };
 
 export class ClientLedger {
   private readonly allowed: ReadonlySet<string> | null;
-  private readonly usage = new Map<string, Usage>();
+  /** Reservations per client; a client with none has no entry. */
+  private readonly reserved = new Map<string, Reserved>();
 
   constructor(
-    private readonly store: Pick<ServerStore, 'listVaults'>,
+    private readonly store: Pick<ServerStore, 'usage'>,
     readonly options: LedgerOptions,
   ) {
     this.allowed = options.allow === 'open' ? null : new Set(options.allow.map((k) => k.toLowerCase()));
@@ -50,76 +51,59 @@ export class ClientLedger {
     return this.allowed === null || this.allowed.has(client);
   }
 
-  /**
-   * Reads the client's usage from the store, unless something of it is pending (then the cached
-   * figures, which count it, are the right ones). Call before asking about a client.
-   */
-  async refresh(client: string): Promise<void> {
-    const cur = this.usage.get(client);
-    if (cur && (cur.pendingBytes > 0 || cur.pendingVaults > 0)) return;
-    const vaults = await this.store.listVaults(client);
-    const now = this.usage.get(client);
-    if (now && (now.pendingBytes > 0 || now.pendingVaults > 0)) return;
-    const storedBytes = vaults.reduce((sum, v) => sum + v.bytes + v.packBytes, 0);
-    this.usage.set(client, { storedBytes, vaults: vaults.length, pendingBytes: 0, pendingVaults: 0 });
+  private of(client: string): Reserved {
+    let r = this.reserved.get(client);
+    if (!r) this.reserved.set(client, (r = { bytes: 0, vaults: 0 }));
+    return r;
   }
 
-  private of(client: string): Usage {
-    let u = this.usage.get(client);
-    if (!u) {
-      u = { storedBytes: 0, vaults: 0, pendingBytes: 0, pendingVaults: 0 };
-      this.usage.set(client, u);
-    }
-    return u;
+  private forgetIfEmpty(client: string, r: Reserved): void {
+    if (r.bytes <= 0 && r.vaults <= 0) this.reserved.delete(client);
   }
 
-  /** May the client create one more vault? If so, it is counted as pending until settleVault. */
+  /** May the client create one more vault? If so, it is reserved until settleVault. */
   reserveVault(client: string): Verdict {
-    const u = this.of(client);
-    if (u.vaults + u.pendingVaults >= this.options.maxVaults) {
-      return { ok: false, reason: `this client already has ${u.vaults} vault(s), the most this server allows per client is ${this.options.maxVaults}` };
+    const held = this.store.usage(client).vaults;
+    const r = this.of(client);
+    if (held + r.vaults >= this.options.maxVaults) {
+      this.forgetIfEmpty(client, r);
+      return { ok: false, reason: `this client already has ${held} vault(s), the most this server allows per client is ${this.options.maxVaults}` };
     }
-    u.pendingVaults++;
+    r.vaults++;
     return OK;
   }
 
-  settleVault(client: string, created: boolean): void {
-    const u = this.of(client);
-    u.pendingVaults = Math.max(0, u.pendingVaults - 1);
-    if (created) u.vaults++;
+  /** The vault creation is over (created or not): the store counts it now, if it was. */
+  settleVault(client: string): void {
+    const r = this.of(client);
+    r.vaults = Math.max(0, r.vaults - 1);
+    this.forgetIfEmpty(client, r);
   }
 
-  /** May the client store `bytes` more (records or a pack)? If so, they are counted as pending until settleAppend. */
-  reserveAppend(client: string, bytes: number): Verdict {
-    const u = this.of(client);
-    const used = u.storedBytes + u.pendingBytes;
+  /** May the client store `bytes` more (records or a pack)? If so, they are reserved until release. */
+  reserveBytes(client: string, bytes: number): Verdict {
+    const stored = this.store.usage(client).bytes;
+    const r = this.of(client);
+    const used = stored + r.bytes;
     if (used + bytes > this.options.quotaBytes) {
-      return { ok: false, reason: `this client's quota of ${this.options.quotaBytes} bytes would be exceeded (${used} used, ${bytes} more asked)` };
+      this.forgetIfEmpty(client, r);
+      return { ok: false, reason: `this client's quota of ${this.options.quotaBytes} bytes would be exceeded (${used} used or reserved, ${bytes} more asked)` };
     }
-    u.pendingBytes += bytes;
+    r.bytes += bytes;
     return OK;
   }
 
-  settleAppend(client: string, bytes: number, stored: boolean): void {
-    const u = this.of(client);
-    u.pendingBytes = Math.max(0, u.pendingBytes - bytes);
-    if (stored) u.storedBytes += bytes;
+  /** A reservation is over: its bytes landed (the store counts them now) or did not. */
+  releaseBytes(client: string, bytes: number): void {
+    const r = this.of(client);
+    r.bytes = Math.max(0, r.bytes - bytes);
+    this.forgetIfEmpty(client, r);
   }
 
-  /** Bytes the client now stores besides what it reserved (a pack found absent after all). */
-  added(client: string, bytes: number): void {
-    this.of(client).storedBytes += bytes;
-  }
-
-  /** Bytes the client no longer stores (packs deleted, generations pruned). */
-  released(client: string, bytes: number): void {
-    const u = this.of(client);
-    u.storedBytes = Math.max(0, u.storedBytes - bytes);
-  }
-
-  /** For status: the client's usage as the ledger counts it. */
-  usageOf(client: string): { storedBytes: number; pendingBytes: number; vaults: number } | null {
-    const u = this.usage.get(client);
-    return u ? { storedBytes: u.storedBytes, pendingBytes: u.pendingBytes, vaults: u.vaults } : null;
+  /** The client's usage: what the store holds for it, and what is reserved besides. */
+  usageOf(client: string): { storedBytes: number; reservedBytes: number; vaults: number } {
+    const u = this.store.usage(client);
+    const r = this.reserved.get(client);
+    return { storedBytes: u.bytes, reservedBytes: r?.bytes ?? 0, vaults: u.vaults };
   }
 }

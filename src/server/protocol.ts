@@ -13,6 +13,8 @@ export const MAX_RECORD_BYTES = 64 * 1024 * 1024 + 1024;
 export const MAX_IDENTITY_BYTES = 64 * 1024;
 export const MAX_TEXT_BYTES = 1024;
 export const MAX_VERSIONS = 16;
+/** The largest Hello (type, version count and versions, agent): all a peer may send before it is admitted. */
+export const MAX_HELLO_BYTES = 1 + 2 + 2 * MAX_VERSIONS + 2 + MAX_TEXT_BYTES;
 export const MAX_RECORDS_PER_MESSAGE = 10_000;
 export const MAX_VAULTS_PER_LIST = 10_000;
 /** Largest page pack (a node's pack file, src/vault/packFiles.ts). */
@@ -23,6 +25,13 @@ export const MAX_PACK_CHUNK_BYTES = 8 * 1024 * 1024;
 export const MAX_PACK_NAME_BYTES = 64;
 /** Packs per PackList page, names per DeletePacks. */
 export const MAX_PACKS_PER_MESSAGE = 10_000;
+/**
+ * Largest seq a vault's first record may have (a node copying a pruned vault starts from its first
+ * kept record): it leaves room for 2^62 more records, so a vault can always take its next one.
+ */
+export const MAX_FIRST_SEQ = 2n ** 62n;
+/** Largest seq of any record (what every store's integer column holds: PostgreSQL's bigint). */
+export const MAX_SEQ = 2n ** 63n - 1n;
 
 export enum MessageType {
   Hello = 1,
@@ -317,6 +326,7 @@ export function decodeMessage(buf: Buffer, maxRecordBytes = MAX_RECORD_BYTES): M
       const name = r.string(MAX_PACK_NAME_BYTES, 'pack name');
       const totalBytes = r.u32('pack size');
       if (totalBytes > MAX_PACK_BYTES) throw new DecodeError(`pack size ${totalBytes} is more than the ${MAX_PACK_BYTES} allowed`);
+      if (totalBytes === 0) throw new DecodeError('pack size 0: a pack holds at least one page');
       const offset = r.u32('offset');
       const bytes = r.bytes(MAX_PACK_CHUNK_BYTES, 'pack bytes');
       if (offset + bytes.length > totalBytes) throw new DecodeError(`pack bytes ${offset}..${offset + bytes.length} run past the pack size ${totalBytes}`);

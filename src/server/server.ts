@@ -8,10 +8,15 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { SecureConnection } from '../transport/connection.js';
+import { HandshakeRefusal, refusalAct } from '../transport/handshake.js';
 import { formatHostPort, formatRemoteUrl } from '../destinations/remoteUrl.js';
 import { ClientLedger, DEFAULT_MAX_VAULTS, DEFAULT_QUOTA_BYTES } from './clientLedger.js';
+import { DEFAULT_MEMORY_BUDGET_BYTES, MemoryBudget } from './memoryBudget.js';
+import { MAX_HELLO_BYTES } from './protocol.js';
 import { loadOrCreateServerKey } from './serverKey.js';
-import { Session, shortKey, VaultBook, type SessionContext, type SessionLimits } from './session.js';
+import { Session, shortKey, type SessionContext, type SessionLimits } from './session.js';
+import { VaultBook } from './vaultBook.js';
+import { envelopeVaultId } from './storage/vaultScope.js';
 import { openStore, type OpenedStore } from './storage/openStore.js';
 import { writeStatusFile, type ClientStatus, type ScrubRunStatus, type ServerScrubStatus, type ServerStatus } from './statusFile.js';
 import type { ScrubDataResult } from '../vault/redundancy/scrub.js';
@@ -22,6 +27,13 @@ export const DEFAULT_PORT = 9736;
 export const DEFAULT_SCRUB_INTERVAL_MS = 24 * 3600 * 1000;
 /** The first scrub after a start comes after this (or after the interval, if shorter). */
 export const FIRST_SCRUB_DELAY_MS = 5 * 60 * 1000;
+export const DEFAULT_MAX_CONNECTIONS = 1024;
+/** Connections open at once from one address (`--max-connections-per-ip`). */
+export const DEFAULT_MAX_CONNECTIONS_PER_IP = 64;
+/** The share of the connection slots only connections of allowed keys may hold (the rest: any, handshakes included). */
+export const ADMITTED_SHARE = 0.25;
+/** A handshake this old is dropped to make room when the slots run out. */
+export const HANDSHAKE_GRACE_MS = 1000;
 
 export interface ServerOptions {
   readonly dataDir: string;
@@ -43,6 +55,8 @@ export interface ServerOptions {
   readonly maxPendingAppends?: number;
   /** Bytes of appends not yet durable per connection (default 4 x maxMessageBytes). */
   readonly maxPendingBytes?: number;
+  /** What all connections together may make the server hold (default 512 MiB; MemoryBudget). */
+  readonly memoryBudgetBytes?: number;
   /** Least time between two writes of the status file (default 1000 ms). */
   readonly statusIntervalMs?: number;
   /** An already opened store to use instead of opening one from dataDir/storage (tests); stop() closes it. */
@@ -125,8 +139,11 @@ export class BackupServer {
       helloTimeoutMs: options.handshakeTimeoutMs ?? 10_000,
     };
     const handshakeTimeoutMs = options.handshakeTimeoutMs ?? 10_000;
-    const maxConnections = options.maxConnections ?? 1024;
-    const maxPerIp = options.maxConnectionsPerIp;
+    const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+    const maxPerIp = options.maxConnectionsPerIp ?? DEFAULT_MAX_CONNECTIONS_PER_IP;
+    // Connections whose key is not yet known to be allowed (handshake in progress) may take only
+    // this many slots; the rest are kept for allowed keys.
+    const maxUnadmitted = Math.max(1, maxConnections - Math.floor(maxConnections * ADMITTED_SHARE));
     const statusIntervalMs = options.statusIntervalMs ?? 1000;
     const allow = options.allow ?? [];
 
@@ -147,9 +164,11 @@ export class BackupServer {
 
     const ledger = new ClientLedger(store, { allow, quotaBytes: options.quotaBytes ?? DEFAULT_QUOTA_BYTES, maxVaults: options.maxVaults ?? DEFAULT_MAX_VAULTS });
     const book = new VaultBook();
+    const budget = new MemoryBudget(options.memoryBudgetBytes ?? DEFAULT_MEMORY_BUDGET_BYTES);
     const sessions = new Set<Session>();
     const sockets = new Set<net.Socket>();
-    const handshaking = new Set<net.Socket>();
+    /** Sockets whose handshake is not done, oldest first, with when they came. */
+    const handshaking = new Map<net.Socket, number>();
     const perIp = new Map<string, number>();
     const totals = new Map<string, ClientTotals>();
     const appendCounters = { appends: 0, records: 0, bytes: 0, maxAppendMs: 0 };
@@ -171,6 +190,7 @@ export class BackupServer {
       ledger,
       book,
       limits,
+      budget,
       log,
       changed: () => markChanged(),
       appended: (records, bytes, ms) => {
@@ -202,11 +222,28 @@ export class BackupServer {
     const url = formatRemoteUrl(key.publicKey, host, port);
     const storage = { kind: store.kind, location: store.location };
 
-    const refuse = (socket: net.Socket, why: string): void => {
+    /** Tells the peer why in place of act two (it costs no key operation), then closes. */
+    const refuse = (socket: net.Socket, reason: HandshakeRefusal, why: string): void => {
       refusedConnections++;
       if (refusedConnections === 1 || refusedConnections % 100 === 0) log(`connection from ${socket.remoteAddress ?? '?'} refused: ${why} (${refusedConnections} refused so far)`);
-      socket.destroy();
+      // What it sent is read and dropped, so that its close is seen; it is cut after a second anyway.
+      socket.resume();
+      socket.end(refusalAct(reason));
+      setTimeout(() => socket.destroy(), 1000);
       markChanged();
+    };
+
+    /** Drops the oldest handshake that has had its grace time, to make room; false if there is none. */
+    const dropStaleHandshake = (): boolean => {
+      const now = Date.now();
+      for (const [socket, since] of handshaking) {
+        if (now - since < HANDSHAKE_GRACE_MS) return false;
+        handshaking.delete(socket);
+        socket.destroy();
+        handshakeFailures++;
+        return true;
+      }
+      return false;
     };
 
     let lastFailureLog = 0;
@@ -231,11 +268,16 @@ export class BackupServer {
         socket.destroy();
         return;
       }
-      if (sockets.size >= maxConnections) return refuse(socket, `${maxConnections} connections already open (--max-connections)`);
       const fromIp = perIp.get(ip) ?? 0;
-      if (maxPerIp !== undefined && fromIp >= maxPerIp) return refuse(socket, `${fromIp} connections already open from this address`);
+      if (fromIp >= maxPerIp) return refuse(socket, HandshakeRefusal.TooManyFromAddress, `${fromIp} connections already open from this address (--max-connections-per-ip)`);
+      // When the slots run out, handshakes that did not complete in time go first.
+      while ((sockets.size >= maxConnections || handshaking.size >= maxUnadmitted) && dropStaleHandshake());
+      if (sockets.size >= maxConnections) return refuse(socket, HandshakeRefusal.ServerFull, `${maxConnections} connections already open (--max-connections)`);
+      if (handshaking.size >= maxUnadmitted) {
+        return refuse(socket, HandshakeRefusal.ServerFull, `${handshaking.size} handshakes in progress, the most allowed while ${maxConnections - maxUnadmitted} slots are kept for allowed keys`);
+      }
       sockets.add(socket);
-      handshaking.add(socket);
+      handshaking.set(socket, Date.now());
       perIp.set(ip, fromIp + 1);
       socket.setKeepAlive(true, 60_000);
       socket.once('close', () => {
@@ -247,7 +289,8 @@ export class BackupServer {
         markChanged();
       });
       const address = formatHostPort(ip, socket.remotePort ?? 0);
-      SecureConnection.accept(socket, key.privateKey, { handshakeTimeoutMs, maxMessageBytes }).then(
+      // Until Hello is accepted a peer may send one Hello and nothing larger.
+      SecureConnection.accept(socket, key.privateKey, { handshakeTimeoutMs, maxMessageBytes: MAX_HELLO_BYTES, budget }).then(
         (conn) => {
           handshaking.delete(socket);
           if (stopping) {
@@ -315,7 +358,8 @@ export class BackupServer {
           pendingAppends,
           totalBytes: c.vaults.reduce((n, v) => n + v.bytes + v.packBytes, 0),
           vaults: c.vaults.map((v) => ({
-            vaultId: v.vaultId,
+            vaultId: envelopeVaultId(v.identity) ?? v.vaultId,
+            storedAs: v.vaultId,
             firstSeq: v.firstSeq.toString(),
             lastSeq: v.lastSeq.toString(),
             lastGeneration: v.lastGeneration,
@@ -336,6 +380,7 @@ export class BackupServer {
         storage,
         access: { open: ledger.open, allowListSize: ledger.allowListSize, quotaBytes: ledger.options.quotaBytes, maxVaults: ledger.options.maxVaults },
         connections: sockets.size,
+        memory: budget.figures,
         handshaking: handshaking.size,
         handshakeFailures,
         refusedConnections,
@@ -435,7 +480,7 @@ export class BackupServer {
         scrubState = { ...scrubState, nextAt: null };
         log('stopping: answering the appends already received, then closing');
         const closedListener = new Promise<void>((resolve) => server.close(() => resolve()));
-        for (const s of handshaking) s.destroy();
+        for (const s of handshaking.keys()) s.destroy();
         await writeStatus();
         await Promise.all([...sessions].map((s) => s.shutdown()));
         for (const s of sockets) s.destroy();

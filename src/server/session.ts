@@ -6,9 +6,10 @@
 // the order the Appends came. A page pack arrives in pieces (PutPack), is gathered in memory (one
 // pack at a time per connection) and written by the store once whole; its last PackStored is sent
 // only once it is durable, and the connection's other messages go on meanwhile.
-// A client only ever sees its own vaults: another client's vault gets the same answer as one that
-// does not exist. The VaultBook, shared by all sessions, keeps each open vault's accepted sequence
-// so that two connections of one client cannot interleave records.
+// A client only ever sees its own vaults, and vault ids are scoped by owner (storage/vaultScope.ts):
+// another key may hold the same id, unseen, so an id can be neither squatted nor probed. The
+// VaultBook, shared by all sessions, keeps each open vault's accepted sequence so that two
+// connections of one client cannot interleave records.
 import { decodeHeader, HEADER_BYTES } from '../vault/format.js';
 import { isPackName } from '../vault/packFiles.js';
 import {
@@ -17,8 +18,10 @@ import {
   ErrorCode,
   MAX_PACK_CHUNK_BYTES,
   MAX_PACKS_PER_MESSAGE,
+  MAX_FIRST_SEQ,
   MAX_RECORD_BYTES,
   MAX_RECORDS_PER_MESSAGE,
+  MAX_SEQ,
   MAX_VAULTS_PER_LIST,
   messageName,
   MessageType,
@@ -31,6 +34,10 @@ import {
 } from './protocol.js';
 import { PackConflictError, StorageUnavailableError, type ServerStore, type StoredPack, type StoredVault } from './storage/store.js';
 import type { ClientLedger } from './clientLedger.js';
+import type { MemoryBudget } from './memoryBudget.js';
+import { PackUpload } from './packUpload.js';
+import { envelopeVaultId, scopedVaultId } from './storage/vaultScope.js';
+import type { BookEntry, VaultBook } from './vaultBook.js';
 
 export const SERVER_AGENT = 'lnbackup-server/0.1.0';
 export const SUPPORTED_VERSIONS: readonly number[] = [PROTOCOL_VERSION];
@@ -48,6 +55,12 @@ export interface SessionConnection {
   onClose(handler: (error: Error | null) => void): void;
   send(message: Buffer): void;
   readonly bufferedBytes: number;
+  /** Messages up to `bytes` are taken from now on (raised once Hello is accepted). */
+  setMaxMessageBytes(bytes: number): void;
+  /** The transport's memory budget refused a fragment: reading has stopped. */
+  onOverBudget(handler: () => void): void;
+  /** Resolves once what was sent is handed to the kernel. */
+  drained(): Promise<void>;
   close(): void;
   destroy(error?: Error): void;
 }
@@ -67,6 +80,8 @@ export interface SessionContext {
   readonly ledger: ClientLedger;
   readonly book: VaultBook;
   readonly limits: SessionLimits;
+  /** What all connections may hold at once (MemoryBudget). */
+  readonly budget: MemoryBudget;
   /**
    * One line for the operator's log (never a secret). Lines with a `noisy` category (refusals,
    * protocol violations: what strangers can cause at will) may be thinned out by the server.
@@ -96,105 +111,6 @@ export function shortKey(hex: string): string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The shared book of open vaults
-
-interface BookEntry {
-  readonly vaultId: string;
-  readonly owner: string;
-  /** Seq of the last record accepted for the vault (durable or still pending). */
-  lastSeq: bigint;
-  /** Generation of that record (a vault's generations never go back). */
-  lastGeneration: number;
-  /** Appends handed to the store and not settled. */
-  pending: number;
-  /** Bumped when an append fails: every append handed over before that point is not acknowledged. */
-  epoch: number;
-  /** An append failed; the vault takes no appends until it is reopened with nothing pending. */
-  failed: boolean;
-  /** Sessions that have it open. */
-  users: number;
-  idleWaiters: (() => void)[];
-}
-
-export class VaultBook {
-  private readonly entries = new Map<string, BookEntry>();
-  private readonly locks = new Map<string, Promise<void>>();
-
-  /** Runs `fn` with no other open of the same vault running (vault creation and reload). */
-  async exclusive<T>(vaultId: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.locks.get(vaultId) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((resolve) => (release = resolve));
-    const tail = previous.then(() => mine);
-    this.locks.set(vaultId, tail);
-    await previous;
-    try {
-      return await fn();
-    } finally {
-      release();
-      if (this.locks.get(vaultId) === tail) this.locks.delete(vaultId);
-    }
-  }
-
-  get(vaultId: string): BookEntry | undefined {
-    return this.entries.get(vaultId);
-  }
-
-  /** Resolves true once nothing is pending for the vault, false after `timeoutMs`. */
-  idle(entry: BookEntry, timeoutMs: number): Promise<boolean> {
-    if (entry.pending === 0) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(false), timeoutMs);
-      entry.idleWaiters.push(() => {
-        clearTimeout(timer);
-        resolve(true);
-      });
-    });
-  }
-
-  /** Records a session's open of a vault just read from the store. */
-  attach(v: StoredVault): BookEntry {
-    let entry = this.entries.get(v.vaultId);
-    if (!entry) {
-      entry = { vaultId: v.vaultId, owner: v.owner, lastSeq: v.lastSeq, lastGeneration: v.lastGeneration, pending: 0, epoch: 0, failed: false, users: 0, idleWaiters: [] };
-      this.entries.set(v.vaultId, entry);
-    } else if (entry.failed && entry.pending === 0) {
-      // After a failed append, the store says where the vault really ends. Otherwise the entry,
-      // through which every append to the vault passes, is the authority.
-      entry.lastSeq = v.lastSeq;
-      entry.lastGeneration = v.lastGeneration;
-      entry.failed = false;
-    }
-    entry.users++;
-    return entry;
-  }
-
-  detach(entry: BookEntry): void {
-    entry.users--;
-    this.forgetIfUnused(entry);
-  }
-
-  settled(entry: BookEntry): void {
-    entry.pending--;
-    if (entry.pending === 0) {
-      for (const wake of entry.idleWaiters.splice(0)) wake();
-      this.forgetIfUnused(entry);
-    }
-  }
-
-  private forgetIfUnused(entry: BookEntry): void {
-    if (entry.users <= 0 && entry.pending === 0 && this.entries.get(entry.vaultId) === entry) this.entries.delete(entry.vaultId);
-  }
-
-  /** Appends not yet durable, over all vaults. */
-  get pendingAppends(): number {
-    let n = 0;
-    for (const e of this.entries.values()) n += e.pending;
-    return n;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
 // The session
 
 type State = 'hello' | 'ready' | 'closing' | 'closed';
@@ -211,17 +127,6 @@ interface PendingAppend {
   readonly startedAt: number;
   /** null while the store works on it. */
   outcome: Outcome | null;
-}
-
-/** A page pack being received in pieces on this connection. */
-interface PackUpload {
-  readonly vaultId: string;
-  readonly name: string;
-  readonly totalBytes: number;
-  readonly pieces: Buffer[];
-  received: number;
-  /** Quota reserved for it (0 when the vault held the pack already when it began). */
-  readonly reserved: number;
 }
 
 /** A message the client must not send, or cannot send now: answered with BadMessage, then the connection closes. */
@@ -288,6 +193,14 @@ export class Session {
     }, ctx.limits.helloTimeoutMs);
     this.idleTimer = setTimeout(() => this.onIdle(), ctx.limits.idleTimeoutMs);
     conn.onClose((error) => this.onClosed(error));
+    conn.onOverBudget(() => this.violation(ErrorCode.TooBusy, `the server is too busy: its memory budget (${ctx.budget.limitBytes} bytes for all connections) is spent, so this message was not taken; retry later`));
+    // The key is known since act three: a key that is not allowed is refused before anything it sends is read.
+    if (!ctx.ledger.isAllowed(this.client)) {
+      this.ctx.log(`client ${shortKey(this.client)} from ${this.remoteAddress} refused: not on the allow-list`, 'refused');
+      this.sendError(ErrorCode.NotAllowed, `client key ${this.client} is not allowed on this server: its operator must add it with --allow ${this.client}`);
+      // Its slot is freed soon, whether or not the peer closes its side.
+      this.close(500);
+    }
     conn.onMessage((message) => this.onMessage(message));
   }
 
@@ -297,6 +210,13 @@ export class Session {
 
   get pendingAppends(): number {
     return this.storing;
+  }
+
+  /** Where the store keeps this client's vault `vaultId`, open on this connection (ids are scoped by owner: storage/vaultScope.ts). */
+  private stored(vaultId: string): string {
+    const entry = this.opened.get(vaultId);
+    if (!entry) throw new Error(`vault ${vaultId} is not open on this connection`);
+    return entry.vaultId;
   }
 
   /** Vaults this session has open (hex ids). */
@@ -332,6 +252,10 @@ export class Session {
       this.violation(ErrorCode.TooBusy, `more than ${maxQueued} messages or ${this.maxOutputBytes} bytes sent without waiting for the replies`);
       return;
     }
+    if (!this.ctx.budget.takeSmall(message.length)) {
+      this.violation(ErrorCode.TooBusy, `the server is too busy: its memory budget (${this.ctx.budget.limitBytes} bytes for all connections) is spent; retry later`);
+      return;
+    }
     this.inbox.push(message);
     this.inboxBytes += message.length;
     if (!this.pumping) void this.pump();
@@ -343,6 +267,7 @@ export class Session {
       while (this.inbox.length > 0 && (this.state === 'hello' || this.state === 'ready')) {
         const raw = this.inbox.shift()!;
         this.inboxBytes -= raw.length;
+        this.ctx.budget.give(raw.length);
         const pending = this.handle(raw);
         if (pending) await pending;
       }
@@ -416,14 +341,6 @@ export class Session {
     if (this.helloTimer) clearTimeout(this.helloTimer);
     this.helloTimer = null;
     this.agent = m.agent.replace(/[^\x20-\x7e]/g, '?').slice(0, 64);
-    if (!this.ctx.ledger.isAllowed(this.client)) {
-      this.ctx.log(`client ${shortKey(this.client)} from ${this.remoteAddress} refused: not on the allow-list`, 'refused');
-      this.violation(
-        ErrorCode.NotAllowed,
-        `client key ${this.client} is not allowed on this server: its operator must add it with --allow ${this.client}`,
-      );
-      return;
-    }
     const common = m.versions.filter((v) => SUPPORTED_VERSIONS.includes(v));
     if (common.length === 0) {
       this.violation(
@@ -434,6 +351,7 @@ export class Session {
     }
     this.state = 'ready';
     this.admitted = true;
+    this.conn.setMaxMessageBytes(this.ctx.limits.maxMessageBytes);
     this.send({
       type: MessageType.Welcome,
       version: Math.max(...common),
@@ -449,27 +367,35 @@ export class Session {
     const vaultId = m.vaultId.toString('hex');
     const { store, ledger, book } = this.ctx;
     const refuse = (code: ErrorCode, message: string): void => this.sendError(code, message, m.requestId, m.vaultId);
+    if (m.vaultId.equals(NO_VAULT)) {
+      throw new ProtocolViolation('OpenVault of the all-zero vault id, which means "no vault" in errors: a vault id is random', { requestId: m.requestId });
+    }
     await book.exclusive(vaultId, async () => {
-      const known = book.get(vaultId);
+      // This client's vault is kept under its owner-scoped id, or, stored by an earlier version,
+      // under the plain id (storage/vaultScope.ts).
+      let stored: string;
+      try {
+        stored = (await store.getVault(vaultId))?.owner === this.client ? vaultId : scopedVaultId(this.client, vaultId);
+      } catch (err) {
+        return this.storageError(err, m.requestId, m.vaultId, 0n);
+      }
+      const known = book.get(stored);
       if (known && known.owner !== this.client) return refuse(ErrorCode.UnknownVault, unknownVaultMessage(vaultId));
       if (known && known.pending > 0 && !(await book.idle(known, 30_000))) {
         return refuse(ErrorCode.TooBusy, `appends to vault ${vaultId} are still being made durable; try again`);
       }
       let v: StoredVault | null;
       try {
-        v = await store.getVault(vaultId);
+        v = await store.getVault(stored);
         if (v === null) {
           if (m.identity.length === 0) return refuse(ErrorCode.UnknownVault, unknownVaultMessage(vaultId));
           checkIdentity(m.identity, vaultId, m.requestId, m.vaultId);
-          await ledger.refresh(this.client);
           const verdict = ledger.reserveVault(this.client);
           if (!verdict.ok) return refuse(ErrorCode.QuotaExceeded, `cannot create vault ${vaultId}: ${verdict.reason}`);
-          let created = false;
           try {
-            v = await store.createVault(this.client, vaultId, Buffer.from(m.identity));
-            created = true;
+            v = await store.createVault(this.client, stored, Buffer.from(m.identity));
           } finally {
-            ledger.settleVault(this.client, created);
+            ledger.settleVault(this.client);
           }
           this.ctx.log(`client ${shortKey(this.client)} created vault ${vaultId}`);
         } else if (v.owner !== this.client) {
@@ -479,8 +405,6 @@ export class Session {
             ErrorCode.IdentityMismatch,
             `vault ${vaultId} on this server has another identity (VAULT.json) than the one sent: it is not the same vault, or its VAULT.json was changed`,
           );
-        } else {
-          await ledger.refresh(this.client);
         }
       } catch (err) {
         if (err instanceof ProtocolViolation) throw err;
@@ -526,8 +450,14 @@ export class Session {
     if (entry.failed) {
       return refuse(ErrorCode.StorageUnavailable, `an earlier append to vault ${vaultId} failed: reconnect and resume from VaultState`);
     }
-    // A vault that holds no record takes any first seq: a node whose own vault was pruned (its
-    // first record starts a generation) is copied from its first kept record.
+    // A vault that holds no record takes any first seq up to MAX_FIRST_SEQ: a node whose own vault
+    // was pruned (its first record starts a generation) is copied from its first kept record.
+    if (entry.lastSeq === 0n ? seq < 1n || seq > MAX_FIRST_SEQ : seq > MAX_SEQ) {
+      throw new ProtocolViolation(
+        `Append of seq ${seq} to vault ${vaultId}: ${entry.lastSeq === 0n ? `a vault's first record has a seq from 1 to ${MAX_FIRST_SEQ}` : `seq ${MAX_SEQ} is the largest a vault holds`}`,
+        { vaultId: m.vaultId, seq },
+      );
+    }
     if (entry.lastSeq !== 0n && seq !== entry.lastSeq + 1n) {
       return refuse(
         ErrorCode.OutOfOrder,
@@ -538,8 +468,12 @@ export class Session {
     if (generation < entry.lastGeneration) {
       throw new ProtocolViolation(`Append of seq ${seq} to vault ${vaultId}: generation ${generation} is older than the vault's generation ${entry.lastGeneration}`, { vaultId: m.vaultId, seq });
     }
-    const verdict = this.ctx.ledger.reserveAppend(this.client, bytes.length);
+    const verdict = this.ctx.ledger.reserveBytes(this.client, bytes.length);
     if (!verdict.ok) return refuse(ErrorCode.QuotaExceeded, `seq ${seq} not stored: ${verdict.reason}`);
+    if (!this.ctx.budget.takeSmall(bytes.length)) {
+      this.ctx.ledger.releaseBytes(this.client, bytes.length);
+      return refuse(ErrorCode.TooBusy, `the server is too busy: its memory budget for records not yet durable is spent; wait for the acks, then send seq ${seq} again`);
+    }
     entry.lastSeq = seq;
     entry.lastGeneration = generation;
     entry.pending++;
@@ -550,7 +484,7 @@ export class Session {
     const record: WireRecord = { seq, generation, bytes };
     let stored: Promise<void>;
     try {
-      stored = this.ctx.store.append(vaultId, [record]);
+      stored = this.ctx.store.append(entry.vaultId, [record]);
     } catch (err) {
       stored = Promise.reject(err);
     }
@@ -586,18 +520,19 @@ export class Session {
       if (first) {
         entry.epoch++;
         entry.failed = true;
-        this.ctx.log(`vault ${entry.vaultId} of client ${shortKey(this.client)}: append of seq ${p.seq} failed: ${err.message}`);
+        this.ctx.log(`vault ${p.vaultId.toString('hex')} of client ${shortKey(this.client)}: append of seq ${p.seq} failed: ${err.message}`);
       }
       p.outcome = {
         ok: false,
         code: !first || err instanceof StorageUnavailableError ? ErrorCode.StorageUnavailable : ErrorCode.Internal,
         message: first
           ? `seq ${p.seq} could not be made durable (${err.message}): reconnect and resume from VaultState`
-          : `an earlier append to vault ${entry.vaultId} failed, so seq ${p.seq} is not acknowledged: reconnect and resume from VaultState`,
+          : `an earlier append to vault ${p.vaultId.toString('hex')} failed, so seq ${p.seq} is not acknowledged: reconnect and resume from VaultState`,
         seq: p.seq,
       };
     }
-    this.ctx.ledger.settleAppend(this.client, p.bytes, durable);
+    this.ctx.ledger.releaseBytes(this.client, p.bytes);
+    this.ctx.budget.give(p.bytes);
     this.ctx.book.settled(entry);
     this.flushAcks();
   }
@@ -632,12 +567,19 @@ export class Session {
     if (!(await this.outputRoom())) return;
     const { maxMessageBytes } = this.ctx.limits;
     const budget = Math.max(1, Math.min(m.maxBytes, maxMessageBytes - READ_OVERHEAD_BYTES));
+    const stored = this.stored(vaultId);
+    return this.chargedReply(budget, m.requestId, m.vaultId, () => this.readRecordsUpTo(m, stored, budget));
+  }
+
+  private async readRecordsUpTo(m: MessageOf<MessageType.ReadRecords>, stored: string, budget: number): Promise<void> {
+    const vaultId = m.vaultId.toString('hex');
+    const { maxMessageBytes } = this.ctx.limits;
     let lastSeq: bigint;
     let found: { seq: bigint; generation: number; bytes: Buffer }[];
     try {
-      const v = await this.ctx.store.getVault(vaultId);
+      const v = await this.ctx.store.getVault(stored);
       lastSeq = v?.lastSeq ?? 0n;
-      found = await this.ctx.store.readRecords(vaultId, m.fromSeq, budget);
+      found = await this.ctx.store.readRecords(stored, m.fromSeq, budget);
     } catch (err) {
       return this.storageError(err, m.requestId, m.vaultId, m.fromSeq);
     }
@@ -676,7 +618,7 @@ export class Session {
         .filter((v) => v.owner === this.client)
         .slice(0, MAX_VAULTS_PER_LIST)
         .map((v) => ({
-          vaultId: Buffer.from(v.vaultId, 'hex'),
+          vaultId: Buffer.from(envelopeVaultId(v.identity) ?? v.vaultId, 'hex'),
           firstSeq: v.firstSeq,
           lastSeq: v.lastSeq,
           bytes: BigInt(v.bytes),
@@ -700,20 +642,10 @@ export class Session {
     let u = this.upload;
     if (m.offset === 0) {
       this.abortUpload();
-      let held: boolean;
-      try {
-        held = (await this.ctx.store.readPack(vaultId, m.name, 0, 0)) !== null;
-      } catch (err) {
-        return this.storageError(err, m.requestId, m.vaultId, 0n);
-      }
-      if (this.state !== 'ready') return;
-      const reserved = held ? 0 : m.totalBytes;
-      if (reserved > 0) {
-        const verdict = this.ctx.ledger.reserveAppend(this.client, reserved);
-        if (!verdict.ok) return this.sendError(ErrorCode.QuotaExceeded, `pack ${m.name} not stored: ${verdict.reason}`, m.requestId, m.vaultId);
-      }
-      u = this.upload = { vaultId, name: m.name, totalBytes: m.totalBytes, pieces: [], received: 0, reserved };
-    } else if (!u || u.vaultId !== vaultId || u.name !== m.name || u.totalBytes !== m.totalBytes || u.received !== m.offset) {
+      const begun = PackUpload.begin({ vaultId, stored: this.stored(vaultId), name: m.name, totalBytes: m.totalBytes }, this.client, this.ctx.ledger, this.ctx.budget);
+      if (!(begun instanceof PackUpload)) return this.sendError(ErrorCode.QuotaExceeded, `pack ${m.name} not stored: ${begun.reason}`, m.requestId, m.vaultId);
+      u = this.upload = begun;
+    } else if (!u || !u.continuedBy(vaultId, m.name, m.totalBytes, m.offset)) {
       const have = u && u.vaultId === vaultId && u.name === m.name ? u.received : 0;
       return this.sendError(
         ErrorCode.OutOfOrder,
@@ -723,44 +655,41 @@ export class Session {
         BigInt(have),
       );
     }
-    u.pieces.push(m.bytes);
-    u.received += m.bytes.length;
-    if (u.received < u.totalBytes) {
+    if (!u.add(m.bytes)) {
+      this.abortUpload();
+      return this.sendError(ErrorCode.TooBusy, `the server is too busy: its memory budget for packs being received is spent; send pack ${m.name} again from byte 0 later`, m.requestId, m.vaultId);
+    }
+    if (!u.whole) {
       this.send({ type: MessageType.PackStored, requestId: m.requestId, received: u.received });
       return;
     }
     this.upload = null;
     // One pack written at a time per connection; other messages are handled meanwhile.
     if (this.packWrite) await this.packWrite;
-    const bytes = Buffer.concat(u.pieces, u.totalBytes);
-    u.pieces.length = 0;
-    this.packWrite = this.writePack(u, bytes, m.requestId, m.vaultId).finally(() => {
+    this.packWrite = this.writePack(u, u.bytes(), m.requestId, m.vaultId).finally(() => {
       this.packWrite = null;
       this.checkDrained();
     });
   }
 
   private async writePack(u: PackUpload, bytes: Buffer, requestId: number, vaultIdBytes: Buffer): Promise<void> {
-    let created = false;
     try {
-      created = await this.ctx.store.putPack(u.vaultId, u.name, bytes);
+      await this.ctx.store.putPack(u.stored, u.name, bytes);
     } catch (err) {
-      this.ctx.ledger.settleAppend(this.client, u.reserved, false);
       if (err instanceof PackConflictError) return this.sendError(ErrorCode.PackConflict, err.message, requestId, vaultIdBytes);
       return this.storageError(err, requestId, vaultIdBytes, 0n);
+    } finally {
+      // Stored (the store counts it now), held already, or not stored.
+      u.release();
     }
-    this.ctx.ledger.settleAppend(this.client, u.reserved, created && u.reserved > 0);
-    if (created && u.reserved === 0) this.ctx.ledger.added(this.client, u.totalBytes);
     this.send({ type: MessageType.PackStored, requestId, received: u.totalBytes });
     this.ctx.changed();
   }
 
-  /** Forgets a pack being received (its quota reservation too). */
+  /** Forgets a pack being received (its quota reservation and memory too). */
   private abortUpload(): void {
-    const u = this.upload;
-    if (!u) return;
+    this.upload?.release();
     this.upload = null;
-    this.ctx.ledger.settleAppend(this.client, u.reserved, false);
   }
 
   private async listPacks(m: MessageOf<MessageType.ListPacks>): Promise<void> {
@@ -769,7 +698,7 @@ export class Session {
     if (!(await this.outputRoom())) return;
     let all: StoredPack[];
     try {
-      all = await this.ctx.store.listPacks(vaultId);
+      all = await this.ctx.store.listPacks(this.stored(vaultId));
     } catch (err) {
       return this.storageError(err, m.requestId, m.vaultId, 0n);
     }
@@ -786,9 +715,15 @@ export class Session {
     }
     if (!(await this.outputRoom())) return;
     const budget = Math.max(1, Math.min(m.maxBytes, MAX_PACK_CHUNK_BYTES, this.ctx.limits.maxMessageBytes - READ_OVERHEAD_BYTES));
+    const stored = this.stored(vaultId);
+    return this.chargedReply(budget, m.requestId, m.vaultId, () => this.readPackUpTo(m, stored, budget));
+  }
+
+  private async readPackUpTo(m: MessageOf<MessageType.ReadPack>, stored: string, budget: number): Promise<void> {
+    const vaultId = m.vaultId.toString('hex');
     let piece;
     try {
-      piece = await this.ctx.store.readPack(vaultId, m.name, m.offset, budget);
+      piece = await this.ctx.store.readPack(stored, m.name, m.offset, budget);
     } catch (err) {
       return this.storageError(err, m.requestId, m.vaultId, 0n);
     }
@@ -808,11 +743,10 @@ export class Session {
     }
     let freed: number;
     try {
-      freed = await this.ctx.store.deletePacks(vaultId, m.names);
+      freed = await this.ctx.store.deletePacks(this.stored(vaultId), m.names);
     } catch (err) {
       return this.storageError(err, m.requestId, m.vaultId, 0n);
     }
-    this.ctx.ledger.released(this.client, freed);
     if (freed > 0) this.ctx.log(`client ${shortKey(this.client)}: vault ${vaultId}: removed ${m.names.length} pack name(s), ${freed} bytes`);
     this.send({ type: MessageType.PacksDeleted, requestId: m.requestId });
     this.ctx.changed();
@@ -823,11 +757,10 @@ export class Session {
     if (!this.opened.has(vaultId)) return this.sendError(ErrorCode.UnknownVault, notOpenMessage(vaultId), m.requestId, m.vaultId);
     let v;
     try {
-      v = await this.ctx.store.prune(vaultId, m.keepFromGeneration);
+      v = await this.ctx.store.prune(this.stored(vaultId), m.keepFromGeneration);
     } catch (err) {
       return this.storageError(err, m.requestId, m.vaultId, 0n);
     }
-    this.ctx.ledger.released(this.client, v.removedBytes);
     if (v.removedBytes > 0) {
       this.ctx.log(`client ${shortKey(this.client)}: vault ${vaultId}: removed the generations below ${m.keepFromGeneration} (${v.removedBytes} bytes); it now holds records ${v.firstSeq}..${v.lastSeq}`);
     }
@@ -882,6 +815,21 @@ export class Session {
   }
 
   /**
+   * Runs a read whose reply holds up to `bytes`, charged to the memory budget until the reply is
+   * handed to the kernel; TooBusy when the budget is spent.
+   */
+  private async chargedReply(bytes: number, requestId: number, vaultId: Buffer, read: () => Promise<void>): Promise<void> {
+    if (!this.ctx.budget.take(bytes)) {
+      return this.sendError(ErrorCode.TooBusy, `the server is too busy: its memory budget for replies is spent; ask again later`, requestId, vaultId);
+    }
+    try {
+      await read();
+    } finally {
+      void this.conn.drained().then(() => this.ctx.budget.give(bytes));
+    }
+  }
+
+  /**
    * Waits until the client has read most of what was sent to it; false if the session ended first.
    * A client that reads nothing for the idle timeout is cut.
    */
@@ -922,12 +870,17 @@ export class Session {
     this.close();
   }
 
+  private dropInbox(): void {
+    this.ctx.budget.give(this.inboxBytes);
+    this.inbox.length = 0;
+    this.inboxBytes = 0;
+  }
+
   /** Ends the connection after what is queued is sent; cut after `graceMs` if the peer does not close. */
   close(graceMs = 5_000): void {
     if (this.state === 'closing' || this.state === 'closed') return;
     this.state = 'closing';
-    this.inbox.length = 0;
-    this.inboxBytes = 0;
+    this.dropInbox();
     this.conn.close();
     this.destroyTimer = setTimeout(() => this.conn.destroy(), graceMs);
     this.destroyTimer.unref();
@@ -946,8 +899,7 @@ export class Session {
     clearTimeout(this.idleTimer);
     if (this.helloTimer) clearTimeout(this.helloTimer);
     if (this.destroyTimer) clearTimeout(this.destroyTimer);
-    this.inbox.length = 0;
-    this.inboxBytes = 0;
+    this.dropInbox();
     this.abortUpload();
     for (const entry of this.opened.values()) this.ctx.book.detach(entry);
     this.opened.clear();

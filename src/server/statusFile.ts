@@ -11,7 +11,10 @@ export const STATUS_FILE = 'server-status.json';
 const MAX_STATUS_BYTES = 64 * 1024 * 1024;
 
 export interface VaultStatus {
+  /** The node's vault id. */
   readonly vaultId: string;
+  /** Where the store keeps it (its folder under <data>/vaults with the file store): the owner-scoped id. */
+  readonly storedAs: string;
   readonly firstSeq: string;
   readonly lastSeq: string;
   readonly lastGeneration: number;
@@ -83,6 +86,8 @@ export interface ServerStatus {
   readonly storage: { readonly kind: string; readonly location: string };
   readonly access: { readonly open: boolean; readonly allowListSize: number; readonly quotaBytes: number; readonly maxVaults: number };
   readonly connections: number;
+  /** The server-wide memory budget (src/server/memoryBudget.ts). */
+  readonly memory: { readonly heldBytes: number; readonly mostHeldBytes: number; readonly limitBytes: number; readonly reserveBytes: number; readonly refusals: number };
   /** Connections whose transport handshake is not finished. */
   readonly handshaking: number;
   readonly handshakeFailures: number;
@@ -197,6 +202,8 @@ export function describeStatus(r: StatusReading, now = Date.now()): string[] {
     `storage:     ${s.storage.kind} (${s.storage.location})`,
     `access:      ${s.access.open ? 'open to any key' : s.access.allowListSize === 0 ? 'allow-list EMPTY (nobody is admitted)' : `allow-list of ${s.access.allowListSize} key(s)`}; quota ${size(s.access.quotaBytes)} and ${s.access.maxVaults} vaults per client`,
     `connections: ${s.connections} (${s.handshaking} in handshake; ${s.handshakeFailures} failed handshakes, ${s.refusedConnections} refused over the limits)`,
+    // (absent from the status file of an older server)
+    `memory:      ${s.memory ? `${size(s.memory.heldBytes)} held of a budget of ${size(s.memory.limitBytes)} (+ ${size(s.memory.reserveBytes)} for small messages; at most ${size(s.memory.mostHeldBytes)}; ${s.memory.refusals} refusals)` : 'not reported'}`,
     `appends:     ${s.appendCounters.appends} durable in this run (${size(s.appendCounters.bytes)}), slowest ${s.appendCounters.maxAppendMs.toFixed(1)} ms` +
       (s.storeCounters ? `; group commit: ${s.storeCounters.rounds} rounds, ${s.storeCounters.records} records, longest ${s.storeCounters.maxRoundMs.toFixed(1)} ms` : ''),
     `status of:   ${ago(s.updatedAt, now)}`,

@@ -3,21 +3,41 @@
 // application messages of any size up to a bound: each message is cut into BOLT #8 frames whose
 // plaintext is a flag byte (1 = more fragments follow, 0 = last) and a fragment, every fragment
 // but the last exactly 65534 bytes. Frames are decrypted as they arrive, the message size is
-// checked before a fragment is read, and any bad MAC or malformed frame destroys the connection.
+// checked before a fragment is read (the limit can be raised later: a server takes only a Hello
+// until it admits the peer), the fragments being assembled are charged to a shared budget when one
+// is given, the handshake refuses a peer that sends far ahead, and any bad MAC or malformed frame
+// destroys the connection.
 import net from 'node:net';
 import { CipherState, FRAME_HEADER_BYTES, MAC_BYTES, MAX_FRAME_PLAINTEXT, frameBytes } from './cipher.js';
-import { ACT_ONE_BYTES, ACT_THREE_BYTES, ACT_TWO_BYTES, Initiator, Responder, type SessionKeys } from './handshake.js';
+import { ACT_ONE_BYTES, ACT_THREE_BYTES, ACT_TWO_BYTES, HandshakeRefusal, Initiator, refusalOf, Responder, type SessionKeys } from './handshake.js';
 
 export interface ConnectionOptions {
   readonly handshakeTimeoutMs?: number;
+  /** Largest message taken in (a server raises it once the peer is admitted: setMaxMessageBytes). */
   readonly maxMessageBytes?: number;
+  /** Charged with the fragments of messages being received (a server's memory budget). */
+  readonly budget?: BufferBudget;
+}
+
+/** Bytes shared by many connections: take() says whether `bytes` more may be held. */
+export interface BufferBudget {
+  take(bytes: number): boolean;
+  give(bytes: number): void;
 }
 
 export class TransportError extends Error {}
 
+/** The server answered the handshake with a refusal: it takes no more connections now. */
+export class ServerFullError extends TransportError {}
+
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 const FRAGMENT_BYTES = MAX_FRAME_PLAINTEXT - 1;
+/**
+ * Bytes a peer may send ahead during the handshake (the acts, then at most a few frames sent
+ * right after act three); more is refused, so a peer cannot make a handshake hold memory.
+ */
+const MAX_EARLY_BYTES = 256 * 1024;
 const MORE = Buffer.of(1);
 const LAST = Buffer.of(0);
 
@@ -72,7 +92,11 @@ export class SecureConnection {
   readonly remotePublicKey: Buffer;
   private readonly sender: CipherState;
   private readonly receiver: CipherState;
-  private readonly maxMessageBytes: number;
+  private maxMessageBytes: number;
+  private readonly budget: BufferBudget | null;
+  /** Called instead of failing when the budget refuses a fragment; reading stops meanwhile. */
+  private overBudgetHandler: (() => void) | null = null;
+  private overBudget = false;
   private messageHandler: ((message: Buffer) => void) | null = null;
   private closeHandler: ((error: Error | null) => void) | null = null;
   private open = true;
@@ -94,6 +118,7 @@ export class SecureConnection {
     this.sender = new CipherState(keys.sendKey, keys.chainingKey);
     this.receiver = new CipherState(keys.receiveKey, keys.chainingKey);
     this.maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    this.budget = options.budget ?? null;
     socket.on('data', (chunk: Buffer) => {
       this.received.push(chunk);
       this.pump();
@@ -127,6 +152,11 @@ export class SecureConnection {
         {
           bytes: ACT_TWO_BYTES,
           handle: (message) => {
+            const refused = refusalOf(message);
+            if (refused !== null) {
+              const why = refused === HandshakeRefusal.TooManyFromAddress ? 'it has as many connections from this address as it takes' : 'every connection slot is taken';
+              throw new ServerFullError(`the server at ${host}:${port} is full (${why}): it takes no more connections now; this is not a key problem, try again later`);
+            }
             const { actThree, keys } = initiator.actTwo(message);
             return { reply: actThree, keys };
           },
@@ -175,13 +205,21 @@ export class SecureConnection {
       };
       const onData = (chunk: Buffer): void => {
         received.push(chunk);
+        if (received.length > MAX_EARLY_BYTES) {
+          fail(`the peer sent more than ${MAX_EARLY_BYTES} bytes before the handshake completed`);
+          return;
+        }
         while (received.length >= plan.acts[next].bytes) {
           const act = plan.acts[next++];
           let result: ReturnType<Act['handle']>;
           try {
             result = act.handle(received.take(act.bytes));
           } catch (error) {
-            fail(`handshake failed: ${messageOf(error)}`, error);
+            if (error instanceof ServerFullError) {
+              detach();
+              socket.destroy();
+              reject(error);
+            } else fail(`handshake failed: ${messageOf(error)}`, error);
             return;
           }
           if (result.reply) socket.write(result.reply);
@@ -205,6 +243,31 @@ export class SecureConnection {
     this.messageHandler = handler;
     this.socket.resume();
     this.pump();
+  }
+
+  /** Messages up to `bytes` are taken from now on (the limit of frames not yet read). */
+  setMaxMessageBytes(bytes: number): void {
+    this.maxMessageBytes = bytes;
+  }
+
+  /**
+   * When the budget refuses a fragment: the fragments held are given back, nothing more is read,
+   * and `handler` runs (to tell the peer, then close). Without a handler the connection fails.
+   */
+  onOverBudget(handler: () => void): void {
+    this.overBudgetHandler = handler;
+  }
+
+  /** Resolves once everything sent has been handed to the kernel (or the connection ended). */
+  drained(): Promise<void> {
+    if (this.socket.writableLength === 0 || this.socket.destroyed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.socket.off('drain', done).off('close', done);
+        resolve();
+      };
+      this.socket.on('drain', done).on('close', done);
+    });
   }
 
   /** Called once when the connection ends: null for a clean close by either side. */
@@ -251,7 +314,7 @@ export class SecureConnection {
 
   /** Decrypts every complete frame received, delivering each completed message. */
   private pump(): void {
-    while (this.messageHandler !== null && !this.socket.destroyed) {
+    while (this.messageHandler !== null && !this.socket.destroyed && !this.overBudget) {
       if (this.bodyBytes === 0) {
         if (this.received.length < FRAME_HEADER_BYTES) break;
         const length = this.receiver.openLength(this.received.take(FRAME_HEADER_BYTES));
@@ -269,6 +332,7 @@ export class SecureConnection {
       const fragment = plaintext.subarray(1);
       if (plaintext[0] === MORE[0]) {
         if (fragment.length !== FRAGMENT_BYTES) return this.fail(`malformed frame: a non-final fragment of ${fragment.length} bytes`);
+        if (this.budget && !this.budget.take(fragment.length)) return this.refuseOverBudget();
         this.fragments.push(fragment);
         this.fragmentBytes += fragment.length;
         continue;
@@ -276,7 +340,7 @@ export class SecureConnection {
       if (plaintext[0] !== LAST[0]) return this.fail(`malformed frame: flag byte ${plaintext[0]}`);
       this.messageHandler(this.fragments.length === 0 ? fragment : this.joinFragments(fragment));
     }
-    if (this.socket.destroyed) return;
+    if (this.socket.destroyed || this.overBudget) return;
     if (this.messageHandler === null && this.received.length > 0) this.socket.pause();
     else if (this.peerEnded) this.endOfStream();
   }
@@ -284,9 +348,22 @@ export class SecureConnection {
   private joinFragments(last: Buffer): Buffer {
     this.fragments.push(last);
     const message = Buffer.concat(this.fragments, this.fragmentBytes + last.length);
+    this.dropFragments();
+    return message;
+  }
+
+  private dropFragments(): void {
+    this.budget?.give(this.fragmentBytes);
     this.fragments.length = 0;
     this.fragmentBytes = 0;
-    return message;
+  }
+
+  private refuseOverBudget(): void {
+    this.overBudget = true;
+    this.dropFragments();
+    this.socket.pause();
+    if (this.overBudgetHandler === null) this.fail('the memory budget for messages being received is spent');
+    else this.overBudgetHandler();
   }
 
   /** The peer ended its side and every complete frame it sent was delivered. */
@@ -303,6 +380,7 @@ export class SecureConnection {
     if (this.finished) return;
     this.finished = true;
     this.open = false;
+    this.dropFragments();
     if (this.closeHandler !== null) this.closeHandler(this.error);
   }
 }

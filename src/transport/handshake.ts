@@ -23,6 +23,37 @@ const INITIAL_H = sha256(INITIAL_CK, Buffer.from('lightning', 'ascii'));
 
 export class HandshakeError extends Error {}
 
+/**
+ * lnbackup's one addition to BOLT #8 (docs/PROTOCOL.md, "Transport"): a responder that takes no
+ * more connections answers act one with a refusal of act two's size instead of act two: version
+ * byte 255 (which any BOLT #8 initiator rejects), the ASCII tag, and a reason code, zero-padded. It
+ * costs the responder no key operation and tells the initiator why, instead of a bare close.
+ */
+const REFUSAL_VERSION = 0xff;
+const REFUSAL_TAG = Buffer.from('lnbackup-refused', 'ascii');
+
+export enum HandshakeRefusal {
+  /** Every connection slot is taken. */
+  ServerFull = 1,
+  /** The per-address limit is reached. */
+  TooManyFromAddress = 2,
+}
+
+export function refusalAct(reason: HandshakeRefusal): Buffer {
+  const act = Buffer.alloc(ACT_TWO_BYTES);
+  act[0] = REFUSAL_VERSION;
+  REFUSAL_TAG.copy(act, 1);
+  act[1 + REFUSAL_TAG.length] = reason;
+  return act;
+}
+
+/** The reason of a refusal received in place of act two, or null when it is not one. */
+export function refusalOf(act: Buffer): HandshakeRefusal | null {
+  if (act.length !== ACT_TWO_BYTES || act[0] !== REFUSAL_VERSION || !act.subarray(1, 1 + REFUSAL_TAG.length).equals(REFUSAL_TAG)) return null;
+  const reason = act[1 + REFUSAL_TAG.length];
+  return reason === HandshakeRefusal.ServerFull || reason === HandshakeRefusal.TooManyFromAddress ? reason : null;
+}
+
 /** What an established session needs: the keys of both directions and the rotation salt. */
 export interface SessionKeys {
   readonly sendKey: Buffer;

@@ -5,8 +5,9 @@
 // them. Everything it says goes through the real BackupServer session, the real transport and the
 // real client, so what the node sees is exactly what a malicious server could send.
 import type { GroupCommitStats } from '../../src/server/storage/groupCommit.js';
+import { envelopeVaultId } from '../../src/server/storage/vaultScope.js';
 import type { OpenedStore } from '../../src/server/storage/openStore.js';
-import type { PackPiece, PrunedVault, ServerStore, StoredPack, StoreRecord, StoredVault } from '../../src/server/storage/store.js';
+import type { PackPiece, PrunedVault, ServerStore, StoredPack, StoreRecord, StoredVault, StoreUsage } from '../../src/server/storage/store.js';
 
 /** What a vault's lies are. */
 export interface VaultLies {
@@ -28,6 +29,8 @@ export class HostileStore implements ServerStore {
   readonly swallowed: bigint[] = [];
   /** ReadRecords answered with lies. */
   liedReads = 0;
+  /** The node's vault id of each stored id seen (lies are told by the node's ids; the store keeps owner-scoped ones). */
+  private readonly nodeIds = new Map<string, string>();
 
   constructor(readonly inner: OpenedStore) {
     this.kind = inner.kind;
@@ -60,8 +63,29 @@ export class HostileStore implements ServerStore {
     }
   }
 
-  /** The truth: every record the real store holds for the vault, in order. */
+  /** The truth: the vault as the real store holds it (by the node's vault id). */
+  async truth(vaultId: string): Promise<StoredVault | null> {
+    return (await this.inner.listVaults()).find((x) => this.seen(x) === vaultId) ?? null;
+  }
+
+  /** The truth: every record the real store holds for the vault (by the node's vault id), in order. */
   async allRecords(vaultId: string): Promise<StoreRecord[]> {
+    const v = await this.truth(vaultId);
+    return v ? this.recordsOf(v.vaultId) : [];
+  }
+
+  /** Notes the node's id of a stored vault; returns it. */
+  private seen(v: StoredVault): string {
+    const id = envelopeVaultId(v.identity) ?? v.vaultId;
+    this.nodeIds.set(v.vaultId, id);
+    return id;
+  }
+
+  private nodeIdOf(stored: string): string {
+    return this.nodeIds.get(stored) ?? stored;
+  }
+
+  private async recordsOf(vaultId: string): Promise<StoreRecord[]> {
     const out: StoreRecord[] = [];
     let from = 1n;
     for (;;) {
@@ -74,7 +98,7 @@ export class HostileStore implements ServerStore {
 
   private told(v: StoredVault | null): StoredVault | null {
     if (v === null) return null;
-    const state = this.lies.get(v.vaultId)?.state;
+    const state = this.lies.get(this.seen(v))?.state;
     return state ? state(v) : v;
   }
 
@@ -82,17 +106,23 @@ export class HostileStore implements ServerStore {
     return this.told(await this.inner.getVault(vaultId));
   }
 
-  createVault(owner: string, vaultId: string, identity: Buffer): Promise<StoredVault> {
-    return this.inner.createVault(owner, vaultId, identity);
+  async createVault(owner: string, vaultId: string, identity: Buffer): Promise<StoredVault> {
+    const v = await this.inner.createVault(owner, vaultId, identity);
+    this.seen(v);
+    return v;
   }
 
   async listVaults(owner?: string): Promise<StoredVault[]> {
     return (await this.inner.listVaults(owner)).map((v) => this.told(v)!);
   }
 
+  usage(owner: string): StoreUsage {
+    return this.inner.usage(owner);
+  }
+
   append(vaultId: string, records: readonly StoreRecord[]): Promise<void> {
     this.appendCalls++;
-    const from = this.swallowing.get(vaultId);
+    const from = this.swallowing.get(this.nodeIdOf(vaultId));
     if (from !== undefined && records.length > 0 && records.every((r) => r.seq >= from)) {
       // "Durable", says the server; nothing was written.
       for (const r of records) this.swallowed.push(r.seq);
@@ -102,10 +132,10 @@ export class HostileStore implements ServerStore {
   }
 
   async readRecords(vaultId: string, fromSeq: bigint, maxBytes: number): Promise<StoreRecord[]> {
-    const rewrite = this.lies.get(vaultId)?.records;
+    const rewrite = this.lies.get(this.nodeIdOf(vaultId))?.records;
     if (!rewrite) return this.inner.readRecords(vaultId, fromSeq, maxBytes);
     this.liedReads++;
-    const served = rewrite(await this.allRecords(vaultId));
+    const served = rewrite(await this.recordsOf(vaultId));
     // As a store would: the first record it holds at or after fromSeq, then on in its own order.
     const start = served.findIndex((r) => r.seq >= fromSeq);
     if (start < 0) return [];

@@ -8,6 +8,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { after, before, type TestContext } from 'node:test';
 import pg from 'pg';
 import { findPostgresBinary } from '../../src/postgres/binaries.js';
 import { tempDir } from './paths.js';
@@ -309,4 +310,33 @@ export async function waitForOtherSessions(url: string, timeoutMs = 30_000): Pro
   } finally {
     await client.end();
   }
+}
+
+/**
+ * For a describe() of tests that each want a database of their own: starts one cluster before the
+ * suite's tests and stops it after them. The function returned gives a new, empty database's URL,
+ * or skips the test (with the reason) and gives null when PostgreSQL is not available.
+ */
+export function databasePerTest(prefix: string): (t: TestContext) => Promise<string | null> {
+  let cluster: TestPostgres | null = null;
+  let skip: string | null = null;
+  let made = 0;
+  before(async () => {
+    try {
+      cluster = await startPostgres();
+    } catch (err) {
+      if (!(err instanceof SkipError)) throw err;
+      skip = err.message;
+    }
+  });
+  after(async () => {
+    await cluster?.stop();
+  });
+  return async (t) => {
+    if (!cluster) {
+      t.skip(skip ?? 'PostgreSQL did not start');
+      return null;
+    }
+    return cluster.createDatabase(`${prefix}${process.pid}_${++made}`);
+  };
 }

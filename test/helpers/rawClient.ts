@@ -42,11 +42,11 @@ export class TestVault {
     return publicKeyOf(this.transportKey);
   }
 
-  /** Seals the next record: a Writes record of about `payloadBytes` bytes of SQL. */
-  next(payloadBytes = 200): SealedRecord {
+  /** Seals the next record: a Writes record of about `payloadBytes` bytes of SQL, in `generation`. */
+  next(payloadBytes = 200, generation = 1): SealedRecord {
     this.dataVersion++;
     const sql = `UPDATE vars SET intval = ${this.dataVersion} WHERE name = '${'x'.repeat(Math.max(0, payloadBytes - 60))}'`;
-    const r = this.sealer.seal({ type: RecordType.Writes, generation: 1, dataVersion: this.dataVersion, supersedes: 0n, payload: encodeWrites([sql]) });
+    const r = this.sealer.seal({ type: RecordType.Writes, generation, dataVersion: this.dataVersion, supersedes: 0n, payload: encodeWrites([sql]) });
     this.sealed.push(r);
     return r;
   }
@@ -176,6 +176,19 @@ export class RawClient {
 
   list(): Promise<Reply<MessageType.VaultList>> {
     return this.request((requestId) => ({ type: MessageType.ListVaults, requestId }), MessageType.VaultList, 'VaultList');
+  }
+
+  /** One PutPack piece; the answer is PackStored (or an Error) for it. */
+  putPackPiece(vaultId: Buffer, name: string, totalBytes: number, offset: number, bytes: Buffer): Promise<Reply<MessageType.PackStored>> {
+    return this.request((requestId) => ({ type: MessageType.PutPack, requestId, vaultId, name, totalBytes, offset, bytes }), MessageType.PackStored, 'PackStored');
+  }
+
+  deletePacks(vaultId: Buffer, names: string[]): Promise<Reply<MessageType.PacksDeleted>> {
+    return this.request((requestId) => ({ type: MessageType.DeletePacks, requestId, vaultId, names }), MessageType.PacksDeleted, 'PacksDeleted');
+  }
+
+  prune(vaultId: Buffer, keepFromGeneration: number): Promise<Reply<MessageType.VaultState>> {
+    return this.request((requestId) => ({ type: MessageType.Prune, requestId, vaultId, keepFromGeneration }), MessageType.VaultState, 'VaultState');
   }
 
   /** Sends an Append without waiting. */

@@ -9,6 +9,7 @@ import { BackupServer, type RunningServer, type ServerOptions } from '../../src/
 import type { VaultKeys } from '../../src/vault/keys.js';
 import { readRawRecords } from '../../src/vault/rawRecords.js';
 import { tempDir } from './paths.js';
+import { serverVaultDir as vaultFolder } from './serverCopy.js';
 
 export interface Notice {
   readonly level: NoticeLevel;
@@ -50,9 +51,9 @@ export function remoteFor(v: RemoteVault, url: string, notices: Notice[], extra:
   });
 }
 
-/** Where the file store keeps a vault. */
+/** Where the file store keeps a vault (that exists; helpers/serverCopy.ts). */
 export function serverVaultDir(dataDir: string, vaultId: Buffer): string {
-  return path.join(dataDir, 'vaults', vaultId.toString('hex'));
+  return vaultFolder(dataDir, vaultId.toString('hex'));
 }
 
 /** The server's copy holds exactly the local vault's records (the kept ones), byte for byte. */

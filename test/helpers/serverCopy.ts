@@ -1,5 +1,5 @@
 // What the server-side torture tests check: a server's copy of a node's vault. The file store keeps
-// each vault as a vault folder (<data>/vaults/<id>: segments/ in the vault format, VAULT.json as the
+// each vault as a vault folder (<data>/vaults/<owner-scoped id>: segments/ in the vault format, VAULT.json as the
 // node sent it, sealed since servers get the identity sealed), so its records are compared record
 // by record with the node's own vault, and it is restored read-only through a view (the node's
 // VAULT.json beside a link to the server's segments). Also: a port for servers that restart on the
@@ -10,7 +10,9 @@ import net from 'node:net';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { VAULTS_DIR } from '../../src/server/storage/fileStore.js';
-import { identityPath } from '../../src/vault/identity.js';
+import { envelopeVaultId, scopedVaultId } from '../../src/server/storage/vaultScope.js';
+import { privateKeyFromSeed, publicKeyOf } from '../../src/transport/keys.js';
+import { IDENTITY_FILE, identityPath } from '../../src/vault/identity.js';
 import { openSealedIdentity } from '../../src/vault/identityEnvelope.js';
 import type { VaultKeys } from '../../src/vault/keys.js';
 import { listPacks, pagesDir } from '../../src/vault/packFiles.js';
@@ -18,9 +20,24 @@ import { readRawRecords, type RawRecord } from '../../src/vault/rawRecords.js';
 import { segmentsDir } from '../../src/vault/segments.js';
 import { tracePath } from './paths.js';
 
-/** Where the server's file store keeps a vault. */
-export function serverVaultDir(dataDir: string, vaultId: string): string {
-  return path.join(dataDir, VAULTS_DIR, vaultId);
+/**
+ * Where the server's file store keeps a vault: with its owner's key, its owner-scoped folder;
+ * without, the one folder whose identity names that vault id (the vault must exist then).
+ */
+export function serverVaultDir(dataDir: string, vaultId: string, owner?: string): string {
+  const vaults = path.join(dataDir, VAULTS_DIR);
+  if (owner !== undefined) return path.join(vaults, scopedVaultId(owner, vaultId));
+  const found = (fs.existsSync(vaults) ? fs.readdirSync(vaults) : []).filter((name) => {
+    const file = path.join(vaults, name, IDENTITY_FILE);
+    return fs.existsSync(file) && envelopeVaultId(fs.readFileSync(file)) === vaultId;
+  });
+  if (found.length !== 1) throw new Error(`${vaults} holds ${found.length} vaults of id ${vaultId}, not one`);
+  return path.join(vaults, found[0]);
+}
+
+/** The server-side owner of a node's vaults: its transport public key. */
+export function ownerOf(keys: VaultKeys): string {
+  return publicKeyOf(privateKeyFromSeed(keys.transport)).toString('hex');
 }
 
 /**

@@ -18,6 +18,7 @@ export function storeOverride(real: OpenedStore, overrides: Partial<StoreMethods
     getVault: (id) => real.getVault(id),
     createVault: (owner, id, identity) => real.createVault(owner, id, identity),
     listVaults: (owner) => real.listVaults(owner),
+    usage: (owner) => real.usage(owner),
     append: (id, records) => real.append(id, records),
     readRecords: (id, from, max) => real.readRecords(id, from, max),
     putPack: (id, name, bytes) => real.putPack(id, name, bytes),

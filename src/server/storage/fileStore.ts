@@ -1,5 +1,5 @@
 // The embedded server store (`lnbackup server --data <dir>`, the default): one folder per vault
-// under <data>/vaults, each laid out as a vault directory: VAULT.json holds the identity as the
+// under <data>/vaults (named by its stored id: storage/vaultScope.ts), each laid out as a vault directory: VAULT.json holds the identity as the
 // node sent it (sealed: vault/identityEnvelope.ts), segments/ the records in the vault format
 // (16 MiB segments; the node's own size is sealed), plus an `owner` file. The data
 // folder is locked against a second server. Appends are written by RawVaultAppender and made

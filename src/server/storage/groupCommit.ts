@@ -11,7 +11,7 @@
 import { performance } from 'node:perf_hooks';
 import { isPackName, MAX_PACK_BYTES } from '../../vault/packFiles.js';
 import { checkRawRecord, RawRecordError, rawRecordHash } from '../../vault/rawRecords.js';
-import { StorageUnavailableError, type StoredVault, type StoreRecord } from './store.js';
+import { StorageUnavailableError, type StoredVault, type StoreRecord, type StoreUsage } from './store.js';
 
 /** A vault's position: what StoredVault reports besides identity and owner. */
 export type VaultTail = Omit<StoredVault, 'vaultId' | 'owner' | 'identity' | 'packBytes'>;
@@ -40,6 +40,7 @@ export const MAX_IDENTITY_BYTES = 64 * 1024;
 /** Checks a new vault's fields before a store keeps them (the vault id also names a folder). */
 export function checkNewVault(owner: string, vaultId: string, identity: Buffer): void {
   if (!VAULT_ID.test(vaultId)) throw new Error(`vault id '${vaultId}' is not 32 lowercase hex digits`);
+  if (/^0+$/.test(vaultId)) throw new Error('the all-zero vault id means "no vault" and is never a vault');
   if (!OWNER.test(owner)) throw new Error(`owner '${owner}' is not 66 lowercase hex digits`);
   if (identity.length > MAX_IDENTITY_BYTES) throw new Error(`the vault identity is ${identity.length} bytes, more than the ${MAX_IDENTITY_BYTES} allowed`);
 }
@@ -48,6 +49,7 @@ export function checkNewVault(owner: string, vaultId: string, identity: Buffer):
 export function checkPack(name: string, bytes: number): void {
   if (!isPackName(name)) throw new Error(`${JSON.stringify(name.slice(0, 80))} is not a pack name (p-<32 hex digits>.pack)`);
   if (bytes > MAX_PACK_BYTES) throw new Error(`pack ${name} is ${bytes} bytes, more than the ${MAX_PACK_BYTES} allowed`);
+  if (bytes === 0) throw new Error(`pack ${name} is empty; a pack holds at least one page`);
 }
 
 export function isVaultId(s: string): boolean {
@@ -121,7 +123,7 @@ interface Operation {
 
 type Queued = Pending | Operation;
 
-/** Runs async functions one at a time per key (a store's pack operations on one vault). */
+/** Runs async functions one at a time per key (a store's pack operations on one vault, the opens of one vault id). */
 export class KeyedLock {
   private readonly tails = new Map<string, Promise<void>>();
 
@@ -183,6 +185,8 @@ export function advanceTail(tail: VaultTail, records: readonly StoreRecord[], no
  */
 export class GroupCommit {
   private readonly meta = new Map<string, VaultMeta>();
+  /** The vault ids of each owner. */
+  private readonly byOwner = new Map<string, Set<string>>();
   /** What is durable (what getVault reports). */
   private readonly durable = new Map<string, VaultTail>();
   /** Durable plus accepted, not yet durable appends (what the next append must continue). */
@@ -215,6 +219,9 @@ export class GroupCommit {
   /** Registers a vault with its durable tail (at open, or when created). */
   addVault(meta: VaultMeta, tail: VaultTail): void {
     this.meta.set(meta.vaultId, { vaultId: meta.vaultId, owner: meta.owner, identity: Buffer.from(meta.identity) });
+    let owned = this.byOwner.get(meta.owner);
+    if (!owned) this.byOwner.set(meta.owner, (owned = new Set()));
+    owned.add(meta.vaultId);
     this.durable.set(meta.vaultId, tail);
     this.accepted.set(meta.vaultId, tail);
   }
@@ -256,12 +263,20 @@ export class GroupCommit {
     });
   }
 
+  /** An owner's bytes (durable records and packs) and vaults. */
+  usage(owner: string): StoreUsage {
+    const owned = this.byOwner.get(owner);
+    let bytes = 0;
+    for (const id of owned ?? []) bytes += (this.durable.get(id)?.bytes ?? 0) + (this.packBytes.get(id) ?? 0);
+    return { bytes, vaults: owned?.size ?? 0 };
+  }
+
   /** Every vault, or one owner's, by vault id. */
   vaults(owner?: string): StoredVault[] {
     const out: StoredVault[] = [];
-    for (const m of this.meta.values()) {
-      if (owner !== undefined && m.owner !== owner) continue;
-      const v = this.vault(m.vaultId);
+    const ids = owner === undefined ? this.meta.keys() : (this.byOwner.get(owner) ?? []);
+    for (const id of ids) {
+      const v = this.vault(id);
       if (v) out.push(v);
     }
     return out.sort((a, b) => (a.vaultId < b.vaultId ? -1 : a.vaultId > b.vaultId ? 1 : 0));
@@ -486,5 +501,9 @@ export abstract class GroupCommittedStore {
 
   async listVaults(owner?: string): Promise<StoredVault[]> {
     return this.commits.vaults(owner);
+  }
+
+  usage(owner: string): StoreUsage {
+    return this.commits.usage(owner);
   }
 }

@@ -56,6 +56,13 @@ export interface PackPiece {
   readonly bytes: Buffer;
 }
 
+/** An owner's share of the store. */
+export interface StoreUsage {
+  /** Bytes of records and page packs, over all its vaults. */
+  readonly bytes: number;
+  readonly vaults: number;
+}
+
 /** What a prune did: the vault afterwards, and the bytes of records it removed. */
 export type PrunedVault = StoredVault & { readonly removedBytes: number };
 
@@ -69,6 +76,11 @@ export interface ServerStore {
   createVault(owner: string, vaultId: string, identity: Buffer): Promise<StoredVault>;
   /** Every vault, or one owner's. */
   listVaults(owner?: string): Promise<StoredVault[]>;
+  /**
+   * What one owner holds now, from the store's own figures (records and packs as durably stored;
+   * rebuilt from the storage at open): what its quota is charged with.
+   */
+  usage(owner: string): StoreUsage;
   /**
    * Appends records that continue the vault's sequence (the first is lastSeq + 1, then +1 each):
    * resolves once they are durable, rejects (StorageUnavailableError) if they could not be made so.
