@@ -13,7 +13,10 @@ import path from 'node:path';
 import { PLUGIN_PATH } from '../src/cli/initNode.js';
 import { runSimulatorUntilDone, spawnSimulator } from '../src/simulator/runner.js';
 import { tracePath } from './helpers/paths.js';
-import { cli, freePort, nodeArgs } from './helpers/remoteNode.js';
+import { loadKeys } from '../src/cli/keyOptions.js';
+import { generatePrivateKey, publicKeyOf } from '../src/transport/keys.js';
+import { cli, freePort, makeRemoteNode, nodeArgs, transportKeyOf } from './helpers/remoteNode.js';
+import { startServer } from './helpers/serverProcess.js';
 import { makeTestNode } from './helpers/testNode.js';
 
 /** The value of one sample line (`name{labels} value`) in a scrape. */
@@ -189,4 +192,35 @@ test('plugin metrics during a replay: `metrics` in lnbackup.json serves /metrics
   fs.writeFileSync(configFile, JSON.stringify({ ...JSON.parse(fs.readFileSync(configFile, 'utf8')), metrics: `0.0.0.0:${port}` }));
   const refused = await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: [tracePath('cln-v26.06-node1.jsonl.gz')], plugin: PLUGIN_PATH, untilVersion: 3010 });
   assert.ok(refused.lifetimes[0].events.some((e) => e.event === 'plugin-log' && /metrics not served: .*not a loopback address/.test(e.message)));
+});
+
+test('server metrics: `lnbackup server --metrics` serves the ack and commit histograms, the clients and vaults while a node replays into it, and counts refusals by reason', async () => {
+  const port = await freePort();
+  const server = await startServer({ args: ['--metrics', `127.0.0.1:${port}`] });
+  const stranger = makeTestNode('metrics-stranger');
+  const strangerKey = transportKeyOf(loadKeys({ hsmSecret: stranger.hsmSecretPath }).keys);
+  const closed = await startServer({ open: false, args: ['--allow', publicKeyOf(generatePrivateKey()).toString('hex'), '--metrics', `127.0.0.1:${await freePort()}`] });
+  try {
+    const node = await makeRemoteNode('metrics-server', { remotes: [server.url] });
+    await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: [tracePath('cln-v26.06-node6.jsonl.gz')], plugin: PLUGIN_PATH });
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    assert.ok((sample(text, 'lnbackup_server_ack_latency_seconds_count') ?? 0) > 10, 'acks observed');
+    assert.ok((sample(text, 'lnbackup_server_commit_seconds_count{result="ok"}') ?? 0) > 0, 'rounds observed');
+    assert.ok((sample(text, 'lnbackup_server_commit_round_records_sum') ?? 0) > 10);
+    assert.equal(sample(text, 'lnbackup_server_vaults'), 1);
+    assert.equal(sample(text, 'lnbackup_server_clients'), 1);
+    assert.ok((sample(text, 'lnbackup_server_records_total') ?? 0) > 10);
+    assert.ok((sample(text, 'lnbackup_server_stored_bytes') ?? 0) > 0);
+    // A key the other server does not allow: refused at act three, counted by reason.
+    const r = await cli(['init', ...nodeArgs(stranger), '--vault', stranger.vault, '--remote', closed.url, '--json']);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(strangerKey));
+    const closedMetrics = /metrics at (http:\/\/\S+)/.exec(closed.stderr())?.[1];
+    assert.ok(closedMetrics, closed.stderr());
+    const after = await (await fetch(closedMetrics)).text();
+    assert.ok((sample(after, 'lnbackup_server_refusals_total{reason="not-allowed"}') ?? 0) >= 1, after.split('\n').filter((l) => l.includes('refusals')).join('\n'));
+  } finally {
+    assert.equal(await server.stop(), 0);
+    assert.equal(await closed.stop(), 0);
+  }
 });

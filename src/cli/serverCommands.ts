@@ -11,6 +11,8 @@ import { DEFAULT_MAX_VAULTS, DEFAULT_QUOTA_BYTES } from '../server/clientLedger.
 import { describeStatus, readStatusFile } from '../server/statusFile.js';
 import { EXIT_CHECK_FAILED, UsageError } from './output.js';
 import { jsonOption, run } from './runner.js';
+import { asUsage } from './destinationCommands.js';
+import { parseMetricsAddress } from '../metrics/endpoint.js';
 
 const UNITS: Record<string, number> = {
   '': 1,
@@ -103,6 +105,7 @@ interface ServerFlags {
   maxConnectionsPerIp?: string;
   maxMessage?: string;
   memoryBudget?: string;
+  metrics?: string;
   idleTimeout?: string;
   handshakeTimeout?: string;
   scrubInterval?: string;
@@ -150,6 +153,7 @@ async function serve(o: ServerFlags): Promise<number> {
     idleTimeoutMs: seconds(o.idleTimeout, '--idle-timeout'),
     handshakeTimeoutMs: seconds(o.handshakeTimeout, '--handshake-timeout'),
     scrubIntervalMs: o.scrubInterval === undefined ? undefined : parseDuration(o.scrubInterval, '--scrub-interval'),
+    metrics: o.metrics === undefined ? undefined : asUsage(() => parseMetricsAddress(o.metrics as string)),
     onEvent: log,
   });
 
@@ -158,7 +162,7 @@ async function serve(o: ServerFlags): Promise<number> {
   for (const w of srv.warnings) log(`warning: ${w}`);
   const wildcard = srv.host === '0.0.0.0' || srv.host === '::';
   if (o.json) {
-    process.stdout.write(JSON.stringify({ ok: true, publicKey, url: srv.url, listen, data: dataDir, storage: srv.storage, pid: process.pid }) + '\n');
+    process.stdout.write(JSON.stringify({ ok: true, publicKey, url: srv.url, listen, data: dataDir, storage: srv.storage, metrics: srv.metricsUrl, pid: process.pid }) + '\n');
   } else {
     const access =
       allow === 'open' ? 'open: any node key may create vaults (quotas apply)' : allow.length === 0 ? 'allow-list EMPTY: nobody is admitted (use --allow or --open)' : `allow-list of ${allow.length} key(s)`;
@@ -171,6 +175,7 @@ async function serve(o: ServerFlags): Promise<number> {
         `data:        ${dataDir}`,
         `storage:     ${srv.storage.kind} (${srv.storage.location})`,
         `access:      ${access}`,
+        ...(srv.metricsUrl ? [`metrics:     ${srv.metricsUrl}`] : []),
         'Stop with Ctrl-C or SIGTERM: appends already received are answered first.',
         '',
       ].join('\n'),
@@ -228,6 +233,7 @@ export function registerServerCommands(program: Command): void {
     )
     .addOption(new Option('--idle-timeout <seconds>', 'close a connection silent this long (default 120)'))
     .addOption(new Option('--handshake-timeout <seconds>', 'close a connection that has not finished the handshake and Hello in this time (default 10)'))
+    .option('--metrics <host:port>', 'serve Prometheus metrics at http://<host:port>/metrics (e.g. 127.0.0.1:9737; keep it off the public interface)')
     .option('--scrub-interval <duration>', 'check every stored file against its parity and repair it in place this often, e.g. 24h, 30m, 0 = never (default 24h; the first run some minutes after the start; file storage only)')
     .addOption(jsonOption())
     .addHelpText(

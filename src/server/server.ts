@@ -20,6 +20,8 @@ import { envelopeVaultId } from './storage/vaultScope.js';
 import { openStore, type OpenedStore } from './storage/openStore.js';
 import { writeStatusFile, type ClientStatus, type ScrubRunStatus, type ServerScrubStatus, type ServerStatus } from './statusFile.js';
 import type { ScrubDataResult } from '../vault/redundancy/scrub.js';
+import { startMetricsEndpoint, type MetricsEndpoint } from '../metrics/endpoint.js';
+import { NO_OBSERVER, ServerMetrics, type ServerObserver } from '../metrics/serverMetrics.js';
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 9736;
@@ -70,6 +72,8 @@ export interface ServerOptions {
   readonly scrubIntervalMs?: number;
   /** Time from the start to the first scrub (default: 5 minutes, or the interval if shorter). */
   readonly scrubFirstDelayMs?: number;
+  /** Serve Prometheus metrics at http://host:port/metrics (src/metrics/serverMetrics.ts); absent: none. */
+  readonly metrics?: { readonly host: string; readonly port: number };
 }
 
 export interface RunningServer {
@@ -81,6 +85,8 @@ export interface RunningServer {
   readonly storage: { readonly kind: string; readonly location: string };
   /** Notes for the operator at start (empty allow-list, key file mode, ...). */
   readonly warnings: readonly string[];
+  /** http://host:port/metrics when metrics are served, else null. */
+  readonly metricsUrl: string | null;
   stop(): Promise<void>;
   status(): Promise<ServerStatus>;
 }
@@ -172,6 +178,11 @@ export class BackupServer {
     const perIp = new Map<string, number>();
     const totals = new Map<string, ClientTotals>();
     const appendCounters = { appends: 0, records: 0, bytes: 0, maxAppendMs: 0 };
+    // Metrics read the status at each scrape (status() below); the observer is told what only events say.
+    let readStatus: () => Promise<ServerStatus> = () => Promise.reject(new Error('the server is starting'));
+    const metrics = options.metrics ? new ServerMetrics(() => readStatus()) : null;
+    const observer: ServerObserver = metrics ?? NO_OBSERVER;
+    store.observeRounds?.((records, ms, ok) => observer.roundCommitted(records, ms / 1000, ok));
     let handshakeFailures = 0;
     let refusedConnections = 0;
     let stopping = false;
@@ -198,7 +209,9 @@ export class BackupServer {
         appendCounters.records += records;
         appendCounters.bytes += bytes;
         if (ms > appendCounters.maxAppendMs) appendCounters.maxAppendMs = ms;
+        observer.acknowledged(ms / 1000);
       },
+      refused: (reason) => observer.refused(reason),
     };
 
     const server = net.createServer({ pauseOnConnect: false, noDelay: true });
@@ -225,6 +238,7 @@ export class BackupServer {
     /** Tells the peer why in place of act two (it costs no key operation), then closes. */
     const refuse = (socket: net.Socket, reason: HandshakeRefusal, why: string): void => {
       refusedConnections++;
+      observer.refused(reason === HandshakeRefusal.ServerFull ? 'full' : 'per-address');
       if (refusedConnections === 1 || refusedConnections % 100 === 0) log(`connection from ${socket.remoteAddress ?? '?'} refused: ${why} (${refusedConnections} refused so far)`);
       // What it sent is read and dropped, so that its close is seen; it is cut after a second anyway.
       socket.resume();
@@ -480,6 +494,7 @@ export class BackupServer {
         scrubState = { ...scrubState, nextAt: null };
         log('stopping: answering the appends already received, then closing');
         const closedListener = new Promise<void>((resolve) => server.close(() => resolve()));
+        await metricsEndpoint?.close();
         for (const s of handshaking.keys()) s.destroy();
         await writeStatus();
         await Promise.all([...sessions].map((s) => s.shutdown()));
@@ -494,7 +509,19 @@ export class BackupServer {
       return stopped;
     };
 
-    return { publicKey: key.publicKey, url, host, port, storage, warnings, stop, status: buildStatus };
+    readStatus = buildStatus;
+    let metricsEndpoint: MetricsEndpoint | null = null;
+    if (metrics && options.metrics) {
+      try {
+        metricsEndpoint = await startMetricsEndpoint(options.metrics.host, options.metrics.port, metrics);
+      } catch (err) {
+        await stop();
+        throw err;
+      }
+      log(`metrics at ${metricsEndpoint.url}`);
+    }
+
+    return { publicKey: key.publicKey, url, host, port, storage, warnings, metricsUrl: metricsEndpoint?.url ?? null, stop, status: buildStatus };
   }
 }
 

@@ -91,6 +91,8 @@ export interface SessionContext {
   changed(): void;
   /** An append was made durable (for the server's counters). */
   appended(records: number, bytes: number, ms: number): void;
+  /** A client was refused for `reason` (metrics: not-allowed, too-busy). */
+  refused(reason: string): void;
 }
 
 export interface SessionCounters {
@@ -193,10 +195,14 @@ export class Session {
     }, ctx.limits.helloTimeoutMs);
     this.idleTimer = setTimeout(() => this.onIdle(), ctx.limits.idleTimeoutMs);
     conn.onClose((error) => this.onClosed(error));
-    conn.onOverBudget(() => this.violation(ErrorCode.TooBusy, `the server is too busy: its memory budget (${ctx.budget.limitBytes} bytes for all connections) is spent, so this message was not taken; retry later`));
+    conn.onOverBudget(() => {
+      ctx.refused('too-busy');
+      this.violation(ErrorCode.TooBusy, `the server is too busy: its memory budget (${ctx.budget.limitBytes} bytes for all connections) is spent, so this message was not taken; retry later`);
+    });
     // The key is known since act three: a key that is not allowed is refused before anything it sends is read.
     if (!ctx.ledger.isAllowed(this.client)) {
       this.ctx.log(`client ${shortKey(this.client)} from ${this.remoteAddress} refused: not on the allow-list`, 'refused');
+      ctx.refused('not-allowed');
       this.sendError(ErrorCode.NotAllowed, `client key ${this.client} is not allowed on this server: its operator must add it with --allow ${this.client}`);
       // Its slot is freed soon, whether or not the peer closes its side.
       this.close(500);

@@ -216,6 +216,9 @@ export class GroupCommit {
     return { ...this.counters };
   }
 
+  /** Told every round as it ends: the records it made durable (or failed to), how long it took (ms), whether it succeeded. */
+  onRound: ((records: number, ms: number, ok: boolean) => void) | null = null;
+
   /** Registers a vault with its durable tail (at open, or when created). */
   addVault(meta: VaultMeta, tail: VaultTail): void {
     this.meta.set(meta.vaultId, { vaultId: meta.vaultId, owner: meta.owner, identity: Buffer.from(meta.identity) });
@@ -450,6 +453,7 @@ export class GroupCommit {
       this.durable.set(p.vaultId, { ...p.tailAfter, lastHash: rawRecordHash(p.records[p.records.length - 1].bytes) });
     }
     const ms = performance.now() - started;
+    this.onRound?.(records, ms, !failed);
     this.counters = {
       rounds: this.counters.rounds + 1,
       failedRounds: this.counters.failedRounds + (failed ? 1 : 0),
@@ -493,6 +497,11 @@ export abstract class GroupCommittedStore {
   /** Group-commit counters (rounds, records, longest round) for status output and tests. */
   get stats(): GroupCommitStats {
     return this.commits.stats;
+  }
+
+  /** `fn` is told every group-commit round as it ends (metrics). */
+  observeRounds(fn: (records: number, ms: number, ok: boolean) => void): void {
+    this.commits.onRound = fn;
   }
 
   async getVault(vaultId: string): Promise<StoredVault | null> {

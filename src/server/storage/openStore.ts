@@ -13,7 +13,7 @@ export interface StoreSpec {
 }
 
 /** A store, with its group-commit counters for status output. */
-export type OpenedStore = ServerStore & { readonly stats: GroupCommitStats };
+export type OpenedStore = ServerStore & { readonly stats: GroupCommitStats; observeRounds?(fn: (records: number, ms: number, ok: boolean) => void): void };
 
 export function isPostgresUrl(storage: string): boolean {
   return /^postgres(ql)?:\/\//i.test(storage);
