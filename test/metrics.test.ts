@@ -130,6 +130,7 @@ test('plugin metrics: hook histogram, the node and vault, one series per destina
       { name: '/vault', kind: 'vault', state: 'ok', durableSeq: 77n, lagRecords: 0 },
       { name: 'lnbackup://02ab@h:1', kind: 'server', state: 'stalled', durableSeq: 70n, lagRecords: 7 },
     ],
+    postgresZeroLoss: null,
   };
   const metrics = new PluginMetrics(() => snap);
   metrics.hookAnswered(0.0004);
@@ -150,6 +151,8 @@ test('plugin metrics: hook histogram, the node and vault, one series per destina
   ] as [string, number][]) {
     assert.equal(sample(text, series), value, series);
   }
+  assert.equal(sample(text, 'lnbackup_postgres_zero_loss'), undefined, 'a sqlite node reports no PostgreSQL protection');
+  assert.equal(sample(await new PluginMetrics(() => ({ ...snap, postgresZeroLoss: 0 })).render(), 'lnbackup_postgres_zero_loss'), 0);
   // A destination removed is no longer reported.
   snap = { ...snap, destinations: snap.destinations.slice(0, 1) };
   text = await metrics.render();

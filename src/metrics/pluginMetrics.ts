@@ -23,6 +23,8 @@ export interface PluginMetricsSnapshot {
   readonly stalledSeconds: number;
   readonly compactions: number;
   readonly destinations: readonly PluginMetricsDestination[];
+  /** A PostgreSQL node: 1 while its commits are zero-loss, 0 otherwise; null on a sqlite node. */
+  readonly postgresZeroLoss: number | null;
 }
 
 /** From 50 µs to 30 s: a hook is normally well under a millisecond, a stall lasts seconds. */
@@ -55,6 +57,7 @@ export class PluginMetrics implements MetricsSource {
     gauge('lnbackup_last_record_seq', 'The newest record in the vault', (x) => (x.lastSeq === null ? null : Number(x.lastSeq)));
     gauge('lnbackup_generation', "The vault's newest generation", (x) => x.generation);
     gauge('lnbackup_vault_bytes', "The vault's records and page packs", (x) => x.vaultBytes);
+    gauge('lnbackup_postgres_zero_loss', "A PostgreSQL node: 1 while every commit waits for a standby's flush, 0 when not (absent on a sqlite node): alert on 0", (x) => x.postgresZeroLoss);
     gauge('lnbackup_stalled_seconds', 'How long the current db_write call has waited for its destinations (0: none waits): alert when it grows', (x) => x.stalledSeconds);
     new client.Counter({
       name: 'lnbackup_compactions_total',

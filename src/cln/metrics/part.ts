@@ -30,6 +30,7 @@ export function snapshotOf(s: PluginStatus): PluginMetricsSnapshot {
     stalledSeconds: (stalledForMs ?? 0) / 1000,
     compactions: 'compaction' in s ? s.compaction.compactions : 0,
     destinations: ('destinations' in s ? s.destinations : []).map((d) => ({ name: d.name, kind: d.kind, state: d.state, durableSeq: BigInt(d.durableSeq), lagRecords: d.lagRecords })),
+    postgresZeroLoss: s.postgres.watch === null ? null : s.postgres.watch.state === 'zero-loss' ? 1 : 0,
   };
 }
 
