@@ -57,7 +57,19 @@ export class PluginMetrics implements MetricsSource {
     gauge('lnbackup_last_record_seq', 'The newest record in the vault', (x) => (x.lastSeq === null ? null : Number(x.lastSeq)));
     gauge('lnbackup_generation', "The vault's newest generation", (x) => x.generation);
     gauge('lnbackup_vault_bytes', "The vault's records and page packs", (x) => x.vaultBytes);
-    gauge('lnbackup_postgres_zero_loss', "A PostgreSQL node: 1 while every commit waits for a standby's flush, 0 when not (absent on a sqlite node): alert on 0", (x) => x.postgresZeroLoss);
+    // Labelled so that a sqlite node exports no sample at all (an unlabelled gauge always shows 0).
+    new client.Gauge({
+      name: 'lnbackup_postgres_zero_loss',
+      help: "A PostgreSQL node: 1 while every commit waits for a standby's flush, 0 when not (absent on a sqlite node): alert on 0",
+      labelNames: ['wallet'],
+      registers: [r],
+      collect() {
+        const x = s();
+        if (x === null) return;
+        this.reset();
+        if (x.postgresZeroLoss !== null) this.set({ wallet: 'postgres' }, x.postgresZeroLoss);
+      },
+    });
     gauge('lnbackup_stalled_seconds', 'How long the current db_write call has waited for its destinations (0: none waits): alert when it grows', (x) => x.stalledSeconds);
     new client.Counter({
       name: 'lnbackup_compactions_total',
