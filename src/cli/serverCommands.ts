@@ -1,6 +1,7 @@
 // `lnbackup server` (run a backup server for nodes: prints the URL to give them, logs one line per
 // notable event on stderr, stops cleanly on SIGTERM/SIGINT) and `lnbackup server status` (what the
 // running server's status file says, and whether it still runs).
+import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { Command, Option } from 'commander';
@@ -9,7 +10,8 @@ import { formatHostPort } from '../destinations/remoteUrl.js';
 import { BackupServer, DEFAULT_HOST, DEFAULT_PORT } from '../server/server.js';
 import { DEFAULT_MAX_VAULTS, DEFAULT_QUOTA_BYTES } from '../server/clientLedger.js';
 import { describeStatus, readStatusFile } from '../server/statusFile.js';
-import { EXIT_CHECK_FAILED, UsageError } from './output.js';
+import { allowFilePath, readAllowFile, writeAllowFile } from '../server/allowFile.js';
+import { EXIT_CHECK_FAILED, emit, UsageError } from './output.js';
 import { jsonOption, run } from './runner.js';
 import { asUsage } from './destinationCommands.js';
 import { parseMetricsAddress } from '../metrics/endpoint.js';
@@ -248,7 +250,8 @@ stops the server after answering every append already received (exit code 0).
 Examples:
   lnbackup server --data /var/lib/lnbackup --listen 0.0.0.0:${DEFAULT_PORT} --allow 02ab...   (one node)
   lnbackup server --data /var/lib/lnbackup --open --quota 2GiB --max-vaults 4   (strangers)
-  lnbackup server status --data /var/lib/lnbackup`,
+  lnbackup server status --data /var/lib/lnbackup
+  lnbackup server allow 03cd... --data /var/lib/lnbackup   (admit another node without a restart)`,
     )
     .action((o: ServerFlags) => run(o, () => serve(o)));
 
@@ -259,4 +262,40 @@ Examples:
     .addOption(jsonOption())
     .addHelpText('after', '\nExit code 0 when the server runs, 3 when it does not (its last status is still shown), 1 when there is no status at all.')
     .action((o: { data?: string; json?: boolean }) => run(o, () => showStatus(o)));
+
+  server
+    .command('allow')
+    .description("admit node keys on the server with this --data folder, while it runs (its allowed-keys file, picked up within seconds); with no key, list them")
+    .argument('[keys...]', "node keys (each 66 hex digits: what `lnbackup destination key` prints on the node)")
+    .option('--data <dir>', "the server's folder (as given to 'lnbackup server')")
+    .option('--remove', 'take these keys out instead (the running server also closes their open connections)')
+    .addOption(jsonOption())
+    .addHelpText('after', '\nKeys given with --allow at the start are admitted too and are not changed here. An --open server admits every key anyway.')
+    .action((keys: string[], o: { data?: string; remove?: boolean; json?: boolean }) => run(o, () => editAllowList(keys, o)));
+}
+
+function editAllowList(keys: readonly string[], o: { data?: string; remove?: boolean; json?: boolean }): number {
+  const dataDir = requireData(o, 'lnbackup server allow');
+  if (!fs.existsSync(dataDir)) throw new UsageError(`${dataDir} does not exist: give the --data folder the server runs with`);
+  const given = keys.map((k) => {
+    try {
+      parsePublicKeyHex(k);
+    } catch (err) {
+      throw new UsageError(`${(err as Error).message}`);
+    }
+    return k.toLowerCase();
+  });
+  if (o.remove && given.length === 0) throw new UsageError('--remove needs the keys to take out');
+  const before = readAllowFile(dataDir);
+  const after = o.remove ? before.keys.filter((k) => !given.includes(k)) : [...new Set([...before.keys, ...given])];
+  const changed = after.length !== before.keys.length || after.some((k, i) => k !== before.keys[i]);
+  if (changed) writeAllowFile(dataDir, after);
+  const missing = o.remove ? given.filter((k) => !before.keys.includes(k)) : [];
+  emit(o, { ok: true, file: allowFilePath(dataDir), keys: after, changed, notInFile: missing, skipped: before.problems }, () => [
+    ...before.problems.map((p) => `warning: skipped ${p}`),
+    ...missing.map((k) => `note: ${k} was not in the file (a key given with --allow at the start stays admitted until the server restarts without it)`),
+    `${allowFilePath(dataDir)}: ${after.length} key(s)${changed ? ' (changed: a running server picks it up within seconds)' : ' (unchanged)'}`,
+    ...after.map((k) => `  ${k}`),
+  ]);
+  return 0;
 }

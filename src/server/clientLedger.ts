@@ -28,7 +28,7 @@ export type Verdict = { readonly ok: true } | { readonly ok: false; readonly rea
 const OK: Verdict = { ok: true };
 
 export class ClientLedger {
-  private readonly allowed: ReadonlySet<string> | null;
+  private allowed: ReadonlySet<string> | null;
   /** Reservations per client; a client with none has no entry. */
   private readonly reserved = new Map<string, Reserved>();
 
@@ -49,6 +49,11 @@ export class ClientLedger {
 
   isAllowed(client: string): boolean {
     return this.allowed === null || this.allowed.has(client);
+  }
+
+  /** Replaces the allow-list (the allow file changed); new connections are judged by it. No effect on an open server. */
+  setAllowList(keys: readonly string[]): void {
+    if (this.allowed !== null) this.allowed = new Set(keys.map((k) => k.toLowerCase()));
   }
 
   private of(client: string): Reserved {

@@ -16,6 +16,7 @@ import { MAX_HELLO_BYTES } from './protocol.js';
 import { loadOrCreateServerKey } from './serverKey.js';
 import { Session, shortKey, type SessionContext, type SessionLimits } from './session.js';
 import { VaultBook } from './vaultBook.js';
+import { ALLOW_FILE, readAllowFile, watchAllowFile } from './allowFile.js';
 import { envelopeVaultId } from './storage/vaultScope.js';
 import { openStore, type OpenedStore } from './storage/openStore.js';
 import { writeStatusFile, type ClientStatus, type ScrubRunStatus, type ServerScrubStatus, type ServerStatus } from './statusFile.js';
@@ -151,7 +152,10 @@ export class BackupServer {
     // this many slots; the rest are kept for allowed keys.
     const maxUnadmitted = Math.max(1, maxConnections - Math.floor(maxConnections * ADMITTED_SHARE));
     const statusIntervalMs = options.statusIntervalMs ?? 1000;
-    const allow = options.allow ?? [];
+    const given = options.allow ?? [];
+    // Keys from the allow file (lnbackup server allow) count too, and are followed while the server runs.
+    const allowFile = given === 'open' ? null : readAllowFile(options.dataDir);
+    const allow = given === 'open' ? given : [...new Set([...given.map((k) => k.toLowerCase()), ...(allowFile?.keys ?? [])])];
 
     fs.mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
     const store = options.store ?? (await openStore({ dataDir: options.dataDir, storage: options.storage }, (notice: string) => log(`storage: ${notice}`)));
@@ -164,11 +168,25 @@ export class BackupServer {
     }
     const warnings: string[] = [...key.warnings];
     if (allow !== 'open' && allow.length === 0) {
-      warnings.push('the allow-list is empty: no client can use this server. Add node keys with --allow <pubkey>, or admit any key with --open');
+      warnings.push('the allow-list is empty: no client can use this server. Add node keys with --allow <pubkey> or, while it runs, lnbackup server allow <pubkey> --data <dir>; or admit any key with --open');
     }
     if (key.created) log(`made a new server key in ${key.file} (back it up: nodes pin its public key)`);
 
     const ledger = new ClientLedger(store, { allow, quotaBytes: options.quotaBytes ?? DEFAULT_QUOTA_BYTES, maxVaults: options.maxVaults ?? DEFAULT_MAX_VAULTS });
+    for (const p of allowFile?.problems ?? []) warnings.push(`allow file: skipped ${p}`);
+    const unwatchAllowFile =
+      given === 'open'
+        ? () => {}
+        : watchAllowFile(options.dataDir, (file) => {
+            for (const p of file.problems) log(`allow file: skipped ${p}`);
+            const keys = [...new Set([...given.map((k) => k.toLowerCase()), ...file.keys])];
+            ledger.setAllowList(keys);
+            // A key taken out loses its open connections too.
+            const dropped = [...sessions].filter((session) => !ledger.isAllowed(session.client));
+            for (const session of dropped) session.close();
+            log(`allow-list changed: ${keys.length} key(s) (${given.length} from --allow, ${file.keys.length} from ${ALLOW_FILE})${dropped.length > 0 ? `; closed ${dropped.length} connection(s) of keys no longer allowed` : ''}`);
+            markChanged();
+          });
     const book = new VaultBook();
     const budget = new MemoryBudget(options.memoryBudgetBytes ?? DEFAULT_MEMORY_BUDGET_BYTES);
     const sessions = new Set<Session>();
@@ -486,6 +504,7 @@ export class BackupServer {
     const stop = (): Promise<void> => {
       stopped ??= (async () => {
         stopping = true;
+        unwatchAllowFile();
         if (statusTimer) clearTimeout(statusTimer);
         statusTimer = null;
         if (scrubTimer) clearTimeout(scrubTimer);

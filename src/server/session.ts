@@ -203,7 +203,7 @@ export class Session {
     if (!ctx.ledger.isAllowed(this.client)) {
       this.ctx.log(`client ${shortKey(this.client)} from ${this.remoteAddress} refused: not on the allow-list`, 'refused');
       ctx.refused('not-allowed');
-      this.sendError(ErrorCode.NotAllowed, `client key ${this.client} is not allowed on this server: its operator must add it with --allow ${this.client}`);
+      this.sendError(ErrorCode.NotAllowed, `client key ${this.client} is not allowed here: the operator must add it with --allow ${this.client} (or 'lnbackup server allow' while it runs)`);
       // Its slot is freed soon, whether or not the peer closes its side.
       this.close(500);
     }
