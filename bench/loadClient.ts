@@ -28,7 +28,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { ErrorCode, MessageType, PROTOCOL_VERSION, decodeMessage, encodeMessage, type Message } from '../src/server/protocol.js';
+import { ErrorCode, MessageType, PROTOCOL_VERSION, decodeMessage, encodeMessage, type Message } from '../src/protocol/messages.js';
 import { SecureConnection } from '../src/transport/connection.js';
 import { generatePrivateKey } from '../src/transport/keys.js';
 import { BODY_PREFIX_BYTES, encodeHeader, genesisHash, HEADER_BYTES, RecordType } from '../src/vault/format.js';

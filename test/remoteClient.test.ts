@@ -17,7 +17,7 @@ import { formatRemoteUrl } from '../src/destinations/remoteUrl.js';
 import { ProtocolError, ServerClient } from '../src/destinations/serverClient.js';
 import { SecureConnection } from '../src/transport/connection.js';
 import { generatePrivateKey, publicKeyOf } from '../src/transport/keys.js';
-import { decodeMessage, encodeMessage, MessageType } from '../src/server/protocol.js';
+import { decodeMessage, encodeMessage, MessageType } from '../src/protocol/messages.js';
 import { downloadDir, downloadVault, pushVault } from '../src/destinations/transfer.js';
 import { adoptRecords } from '../src/vault/adopt.js';
 import { encodeSnapshotBegin, encodeSnapshotEnd, encodeWrites } from '../src/journal/payloads.js';

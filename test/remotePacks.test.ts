@@ -17,7 +17,7 @@ import { DestinationFailedError, type StoredCall } from '../src/destinations/des
 import { formatRemoteUrl } from '../src/destinations/remoteUrl.js';
 import { ServerClient, ServerError } from '../src/destinations/serverClient.js';
 import { downloadVault, pushVault } from '../src/destinations/transfer.js';
-import { ErrorCode } from '../src/server/protocol.js';
+import { ErrorCode } from '../src/protocol/messages.js';
 import { encodeSnapshotBegin, encodeWrites } from '../src/journal/payloads.js';
 import { genesisHash, RecordType } from '../src/vault/format.js';
 import { createIdentity, identityPath, openIdentity, vaultIdBytes } from '../src/vault/identity.js';

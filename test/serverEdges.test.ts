@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ErrorCode, MAX_FIRST_SEQ, MessageType, NO_VAULT } from '../src/server/protocol.js';
+import { ErrorCode, MAX_FIRST_SEQ, MessageType, NO_VAULT } from '../src/protocol/messages.js';
 import { checkNewVault, checkPack } from '../src/server/storage/groupCommit.js';
 import { encodeHeader } from '../src/vault/format.js';
 import { tempDir } from './helpers/paths.js';

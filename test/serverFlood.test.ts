@@ -11,7 +11,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import { MessageType } from '../src/server/protocol.js';
+import { MessageType } from '../src/protocol/messages.js';
 import { generatePrivateKey } from '../src/transport/keys.js';
 import { parseRemoteUrl } from '../src/destinations/remoteUrl.js';
 import { FloodClient } from './helpers/floodClient.js';

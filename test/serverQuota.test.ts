@@ -13,7 +13,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { BackupServer, type RunningServer } from '../src/server/server.js';
 import { openStore, type StoreSpec } from '../src/server/storage/openStore.js';
-import { ErrorCode, MessageType } from '../src/server/protocol.js';
+import { ErrorCode, MessageType } from '../src/protocol/messages.js';
 import { listPacks } from '../src/vault/packFiles.js';
 import { readRawRecords } from '../src/vault/rawRecords.js';
 import { tempDir } from './helpers/paths.js';

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { until } from './helpers/waiting.js';
-import { ErrorCode, MessageType, NO_HASH, type Message } from '../src/server/protocol.js';
+import { ErrorCode, MessageType, NO_HASH, type Message } from '../src/protocol/messages.js';
 import { generatePrivateKey, publicKeyOf } from '../src/transport/keys.js';
 import { parseRemoteUrl, formatRemoteUrl } from '../src/destinations/remoteUrl.js';
 import { BackupServer } from '../src/server/server.js';

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { BackupServer, type RunningServer } from '../src/server/server.js';
 import { openStore, type StoreSpec } from '../src/server/storage/openStore.js';
 import { scopedVaultId } from '../src/server/storage/vaultScope.js';
-import { MessageType } from '../src/server/protocol.js';
+import { MessageType } from '../src/protocol/messages.js';
 import { tempDir } from './helpers/paths.js';
 import { databasePerTest } from './helpers/postgres.js';
 import { RawClient, TestVault } from './helpers/rawClient.js';

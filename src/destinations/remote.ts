@@ -21,7 +21,7 @@ import { readRawRecords, rawRecordHash, type RawRecord } from '../vault/rawRecor
 import { listSegments } from '../vault/segments.js';
 import type { VaultKeys } from '../vault/keys.js';
 import type { ChainPosition, SealedRecord } from '../vault/sealer.js';
-import type { WireRecord } from '../server/protocol.js';
+import type { WireRecord } from '../protocol/messages.js';
 import { DestinationFailedError, type Destination, type DestinationState, type DestinationStatus, type StoredCall } from './destination.js';
 import { parseRemoteUrl, type RemoteAddress } from './remoteUrl.js';
 import { ProtocolError, ServerClient, type ServerClientOptions, type VaultState } from './serverClient.js';

@@ -4,7 +4,7 @@
 // differs has diverged and is never written again; one that is ahead has its records (and the
 // packs they refer to) fetched, for the node to prove and adopt (vault/adopt.ts), unless the
 // server's retention removed the records that would join them to this vault.
-import type { WireRecord } from '../server/protocol.js';
+import type { WireRecord } from '../protocol/messages.js';
 import { listPacks as listLocalPacks, writePackAsync } from '../vault/packFiles.js';
 import type { VaultState } from './serverClient.js';
 import type { ServerConnection } from './serverConnection.js';

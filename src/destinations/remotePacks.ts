@@ -5,7 +5,7 @@
 // durable there are held back behind a gate until it is. Retention (prune, then the dead packs)
 // is sent in the background, once the server holds the generation it keeps from.
 import fs from 'node:fs';
-import { ErrorCode } from '../server/protocol.js';
+import { ErrorCode } from '../protocol/messages.js';
 import { listPacks as listLocalPacks } from '../vault/packFiles.js';
 import { DestinationFailedError, type PackToStore } from './destination.js';
 import type { NoticeLevel, RemoteTiming } from './remote.js';

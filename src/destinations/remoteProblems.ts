@@ -2,7 +2,7 @@
 // (remote.ts) does about it: what to tell the operator (one line per kind, rate-limited there),
 // whether to wait the refusal delay (the server refused this node: the same ask would be refused
 // again soon) or the next backoff step, and whether a start() waiting for this server stops waiting.
-import { ErrorCode } from '../server/protocol.js';
+import { ErrorCode } from '../protocol/messages.js';
 import type { NoticeLevel } from './remote.js';
 import { ProtocolError, ServerError } from './serverClient.js';
 

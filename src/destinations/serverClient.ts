@@ -23,7 +23,7 @@ import {
   type PackSummary,
   type VaultSummary,
   type WireRecord,
-} from '../server/protocol.js';
+} from '../protocol/messages.js';
 import { SecureConnection, TransportError } from '../transport/connection.js';
 import { privateKeyFromSeed, publicKeyOf } from '../transport/keys.js';
 import { parseRemoteUrl, type RemoteAddress } from './remoteUrl.js';

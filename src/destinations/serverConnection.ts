@@ -2,7 +2,7 @@
 // line of contract each. ServerClient (serverClient.ts) is the implementation over the transport;
 // the remote destination sees only this, so its leveling, send window and pack upload can be read
 // (and driven) without the wire.
-import type { PackSummary, WireRecord } from '../server/protocol.js';
+import type { PackSummary, WireRecord } from '../protocol/messages.js';
 import type { RemoteAddress } from './remoteUrl.js';
 import type { RecordsPage, ServerClientOptions, ServerError, VaultState, Welcome } from './serverClient.js';
 

@@ -17,7 +17,7 @@ import type { VaultKeys } from '../vault/keys.js';
 import { listPacks, MAX_PACK_BYTES, writePackAsync } from '../vault/packFiles.js';
 import { RawVaultAppender, rawRecordHash, readRawRecords } from '../vault/rawRecords.js';
 import { listSegments } from '../vault/segments.js';
-import { MAX_IDENTITY_BYTES } from '../server/protocol.js';
+import { MAX_IDENTITY_BYTES } from '../protocol/messages.js';
 import { RemoteDestination, type NoticeLevel } from './remote.js';
 import type { ChainPosition } from '../vault/sealer.js';
 import { ServerClient, type ServerClientOptions } from './serverClient.js';

@@ -12,7 +12,7 @@ import { loadNodeKeys } from '../cln/backup/nodeKeys.js';
 import { STATUS_FILE } from '../cln/statusFile.js';
 import { PLUGIN_PATH, lightningdPid } from '../cli/initNode.js';
 import { ServerClient, ServerError, type VaultState } from '../destinations/serverClient.js';
-import { ErrorCode } from '../server/protocol.js';
+import { ErrorCode } from '../protocol/messages.js';
 import { vaultTail } from '../destinations/transfer.js';
 import { versionDistance } from '../journal/dataVersion.js';
 import { withConsistentSnapshot } from '../journal/snapshotSource.js';

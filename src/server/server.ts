@@ -12,7 +12,7 @@ import { HandshakeRefusal, refusalAct } from '../transport/handshake.js';
 import { formatHostPort, formatRemoteUrl } from '../destinations/remoteUrl.js';
 import { ClientLedger, DEFAULT_MAX_VAULTS, DEFAULT_QUOTA_BYTES } from './clientLedger.js';
 import { DEFAULT_MEMORY_BUDGET_BYTES, MemoryBudget } from './memoryBudget.js';
-import { MAX_HELLO_BYTES } from './protocol.js';
+import { MAX_HELLO_BYTES } from '../protocol/messages.js';
 import { loadOrCreateServerKey } from './serverKey.js';
 import { Session, shortKey, type SessionContext, type SessionLimits } from './session.js';
 import { VaultBook } from './vaultBook.js';

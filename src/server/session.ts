@@ -1,5 +1,5 @@
 // One client connection on the server: a state machine over the protocol's messages
-// (src/server/protocol.ts, docs/PROTOCOL.md). Hello first, then OpenVault / Append / ReadRecords /
+// (src/protocol/messages.ts, docs/PROTOCOL.md). Hello first, then OpenVault / Append / ReadRecords /
 // ListVaults / Ping / the pack messages / Prune in any order. Messages are handled one at a time in
 // arrival order; an Append is checked (vault opened here, record header, sequence, quota, backlog)
 // and handed to the store at once, and its Ack is sent only after the store resolved it, strictly in
@@ -31,7 +31,7 @@ import {
   type Message,
   type MessageOf,
   type WireRecord,
-} from './protocol.js';
+} from '../protocol/messages.js';
 import { PackConflictError, StorageUnavailableError, type ServerStore, type StoredPack, type StoredVault } from './storage/store.js';
 import type { ClientLedger } from './clientLedger.js';
 import type { MemoryBudget } from './memoryBudget.js';

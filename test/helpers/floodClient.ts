@@ -6,7 +6,7 @@
 import net from 'node:net';
 import { CipherState } from '../../src/transport/cipher.js';
 import { ACT_TWO_BYTES, Initiator } from '../../src/transport/handshake.js';
-import { encodeMessage, type Message } from '../../src/server/protocol.js';
+import { encodeMessage, type Message } from '../../src/protocol/messages.js';
 
 const FRAGMENT_BYTES = 65534;
 const MORE = Buffer.of(1);

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { SecureConnection, type ConnectionOptions } from '../../src/transport/connection.js';
 import { privateKeyFromSeed, publicKeyOf } from '../../src/transport/keys.js';
 import { parseRemoteUrl } from '../../src/destinations/remoteUrl.js';
-import { decodeMessage, encodeMessage, MessageType, PROTOCOL_VERSION, type Message, type MessageOf } from '../../src/server/protocol.js';
+import { decodeMessage, encodeMessage, MessageType, PROTOCOL_VERSION, type Message, type MessageOf } from '../../src/protocol/messages.js';
 import { createIdentity, identityPath } from '../../src/vault/identity.js';
 import { vaultKeysFromRoot, type VaultKeys } from '../../src/vault/keys.js';
 import { RecordSealer, type SealedRecord } from '../../src/vault/sealer.js';

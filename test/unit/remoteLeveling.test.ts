@@ -5,7 +5,7 @@
 // servers halve the window, everything else backs off).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ErrorCode, MessageType } from '../../src/server/protocol.js';
+import { ErrorCode, MessageType } from '../../src/protocol/messages.js';
 import { disagreement } from '../../src/destinations/remoteLeveling.js';
 import { sessionEnd } from '../../src/destinations/remoteProblems.js';
 import { ProtocolError, ServerError, type VaultState } from '../../src/destinations/serverClient.js';
