@@ -2,6 +2,7 @@
 // server exchange inside the encrypted transport. One message = a type byte and its fields,
 // big-endian. Decoding bounds every count and length before allocating and rejects trailing bytes.
 import { ByteReader, ByteWriter, DecodeError } from '../util/bytes.js';
+import { MAX_IDENTITY_BYTES } from '../vault/format.js';
 import { MAX_PACK_BYTES } from '../vault/packFiles.js';
 
 export const PROTOCOL_VERSION = 1;
@@ -9,8 +10,8 @@ export const VAULT_ID_BYTES = 16;
 export const HASH_BYTES = 32;
 /** Largest record the protocol carries (a record's header + sealed body; docs/FORMAT.md allows 64 MiB + 72). */
 export const MAX_RECORD_BYTES = 64 * 1024 * 1024 + 1024;
-/** Largest VAULT.json accepted. */
-export const MAX_IDENTITY_BYTES = 64 * 1024;
+/** Largest VAULT.json accepted: the vault format's own limit. */
+export { MAX_IDENTITY_BYTES };
 export const MAX_TEXT_BYTES = 1024;
 export const MAX_VERSIONS = 16;
 /** The largest Hello (type, version count and versions, agent): all a peer may send before it is admitted. */

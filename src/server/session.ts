@@ -11,6 +11,7 @@
 // VaultBook, shared by all sessions, keeps each open vault's accepted sequence so that two
 // connections of one client cannot interleave records.
 import { decodeHeader, HEADER_BYTES } from '../vault/format.js';
+import { MAX_GENERATION } from '../vault/rawRecords.js';
 import { isPackName } from '../vault/packFiles.js';
 import {
   decodeMessage,
@@ -43,8 +44,6 @@ export const SERVER_AGENT = 'lnbackup-server/0.1.0';
 export const SUPPORTED_VERSIONS: readonly number[] = [PROTOCOL_VERSION];
 /** Room kept in a Records message for its fields, so that it stays under maxMessageBytes. */
 export const READ_OVERHEAD_BYTES = 64 * 1024;
-/** Largest generation number (it must fit every store's integer column; src/vault/rawRecords.ts). */
-const MAX_GENERATION = 0x7fffffff;
 /** Per record in a Records message: seq, generation, length prefix. */
 const RECORD_FRAMING_BYTES = 16;
 

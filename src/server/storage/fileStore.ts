@@ -28,9 +28,9 @@ import {
   isOwner,
   isVaultId,
   KeyedLock,
-  MAX_IDENTITY_BYTES,
   type VaultTail,
 } from './groupCommit.js';
+import { MAX_IDENTITY_BYTES } from '../../vault/format.js';
 import {
   PackConflictError,
   StorageUnavailableError,

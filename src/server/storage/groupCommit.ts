@@ -10,6 +10,7 @@
 // and run alone between two rounds, so they never overlap a write of that vault.
 import { performance } from 'node:perf_hooks';
 import { isPackName, MAX_PACK_BYTES } from '../../vault/packFiles.js';
+import { MAX_IDENTITY_BYTES } from '../../vault/format.js';
 import { checkRawRecord, RawRecordError, rawRecordHash } from '../../vault/rawRecords.js';
 import { StorageUnavailableError, type StoredVault, type StoreRecord, type StoreUsage } from './store.js';
 
@@ -35,7 +36,6 @@ export interface VaultMeta {
 
 const VAULT_ID = /^[0-9a-f]{32}$/;
 const OWNER = /^[0-9a-f]{66}$/;
-export const MAX_IDENTITY_BYTES = 64 * 1024;
 
 /** Checks a new vault's fields before a store keeps them (the vault id also names a folder). */
 export function checkNewVault(owner: string, vaultId: string, identity: Buffer): void {
