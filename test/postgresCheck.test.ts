@@ -6,34 +6,21 @@
 // never answers, wrong password, no such database, a standby's DSN, a role that sees NULL columns
 // in pg_stat_replication) gets a clear message and the documented exit code; the password never
 // appears in the output.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { checkPostgres, type CheckResult } from '../src/postgres/check.js';
-import { freePort, SkipError } from './helpers/postgres.js';
-import { lnbackupAsync, NODE_PASSWORD, prependHba, runSql, setSystem, startPair, STANDBY_NAME, type CliResult, type PostgresPair } from './helpers/postgresPair.js';
+import { freePort } from './helpers/postgres.js';
+import { lnbackupAsync, NODE_PASSWORD, pairForFile, prependHba, runSql, setSystem, STANDBY_NAME, type CliResult, type PostgresPair } from './helpers/postgresPair.js';
 import { until } from './helpers/waiting.js';
 
 process.setMaxListeners(50);
 
-let pair: PostgresPair | null = null;
-let skip = '';
-
-before(async () => {
-  try {
-    pair = await startPair();
-  } catch (err) {
-    if (err instanceof SkipError) skip = err.message;
-    else throw err;
-  }
-});
-
-after(async () => {
-  await pair?.stop();
-});
+const shared = pairForFile();
 
 function need(t: { skip(m: string): void }): PostgresPair | null {
-  if (!pair) t.skip(skip);
+  const pair = shared.pair();
+  if (!pair) t.skip(shared.skipReason());
   return pair;
 }
 

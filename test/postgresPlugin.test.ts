@@ -4,14 +4,13 @@
 // the wallet after init, lnbackup-status.json says zero-loss; the standby stopped -> broken with
 // commits waiting, logged, within the re-check interval; back -> zero-loss; and with
 // pgUnprotectedLimitSeconds the lapse stops lightningd cleanly (its `stop`).
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { PLUGIN_PATH } from '../src/cli/initNode.js';
 import { spawnSimulator, type SpawnedSimulator } from '../src/simulator/runner.js';
-import { SkipError } from './helpers/postgres.js';
-import { NODE_PASSWORD, startPair, type PostgresPair } from './helpers/postgresPair.js';
+import { NODE_PASSWORD, pairForFile } from './helpers/postgresPair.js';
 import { tempDir } from './helpers/paths.js';
 import { cli, nodeArgs } from './helpers/remoteNode.js';
 import { makeTestNode, type TestNode } from './helpers/testNode.js';
@@ -19,21 +18,7 @@ import { until } from './helpers/waiting.js';
 
 process.setMaxListeners(50);
 
-let pair: PostgresPair | null = null;
-let skip = '';
-
-before(async () => {
-  try {
-    pair = await startPair();
-  } catch (err) {
-    if (err instanceof SkipError) skip = err.message;
-    else throw err;
-  }
-});
-
-after(async () => {
-  await pair?.stop();
-});
+const shared = pairForFile();
 
 interface WatchJson {
   state: string;
@@ -63,8 +48,8 @@ function logs(sim: SpawnedSimulator): string[] {
 }
 
 test('a PostgreSQL node: zero-loss in lnbackup-status, broken (commits waiting) when the standby stops, zero-loss when it is back', async (t) => {
-  const p = pair;
-  if (!p) return t.skip(skip);
+  const p = shared.pair();
+  if (!p) return t.skip(shared.skipReason());
   const node = makeTestNode('pg-plugin');
   // A vault too (so lnbackup.json exists to carry the PostgreSQL settings): 1 s between checks.
   const init = await cli(['init', ...nodeArgs(node), '--vault', node.vault, '--json']);
@@ -98,8 +83,8 @@ test('a PostgreSQL node: zero-loss in lnbackup-status, broken (commits waiting) 
 });
 
 test('a PostgreSQL node with pgUnprotectedLimitSeconds: a lapse that lasts stops lightningd cleanly', async (t) => {
-  const p = pair;
-  if (!p) return t.skip(skip);
+  const p = shared.pair();
+  if (!p) return t.skip(shared.skipReason());
   const node = makeTestNode('pg-plugin-limit');
   const init = await cli(['init', ...nodeArgs(node), '--vault', node.vault, '--json']);
   assert.equal(init.code, 0, init.stderr);

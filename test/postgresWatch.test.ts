@@ -4,30 +4,16 @@
 // again every minute while it lasts, not more often, and the limit fires after exactly S seconds.
 // Never zero-loss since start is not-zero-loss; a server that cannot be reached is unreachable;
 // the password appears in no status and no log line.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PostgresWatch, type PostgresWatchStatus, type WatchClock } from '../src/postgres/watch.js';
-import { freePort, SkipError } from './helpers/postgres.js';
-import { NODE_PASSWORD, setSystem, startPair, STANDBY_NAME, type PostgresPair } from './helpers/postgresPair.js';
+import { freePort } from './helpers/postgres.js';
+import { NODE_PASSWORD, pairForFile, setSystem, STANDBY_NAME } from './helpers/postgresPair.js';
 import { until } from './helpers/waiting.js';
 
 process.setMaxListeners(50);
 
-let pair: PostgresPair | null = null;
-let skip = '';
-
-before(async () => {
-  try {
-    pair = await startPair();
-  } catch (err) {
-    if (err instanceof SkipError) skip = err.message;
-    else throw err;
-  }
-});
-
-after(async () => {
-  await pair?.stop();
-});
+const shared = pairForFile();
 
 interface Logged {
   level: string;
@@ -52,8 +38,8 @@ function handClock(): WatchClock & { advance(ms: number): void } {
 }
 
 test('real clock: standby stopped -> broken (commits waiting) within the interval, the limit fires, standby back -> zero-loss', async (t) => {
-  const p = pair;
-  if (!p) return t.skip(skip);
+  const p = shared.pair();
+  if (!p) return t.skip(shared.skipReason());
   const { lines, log } = recorder(Date.now);
   let limitAt = 0;
   const intervalMs = 300;
@@ -93,8 +79,8 @@ test('real clock: standby stopped -> broken (commits waiting) within the interva
 });
 
 test('hand clock: a lapse is logged at once and every minute while it lasts; the limit fires once after S seconds', async (t) => {
-  const p = pair;
-  if (!p) return t.skip(skip);
+  const p = shared.pair();
+  if (!p) return t.skip(shared.skipReason());
   const clock = handClock();
   const { lines, log } = recorder(clock.now);
   let fired = 0;
@@ -138,8 +124,8 @@ test('hand clock: a lapse is logged at once and every minute while it lasts; the
 });
 
 test('never zero-loss since start is not-zero-loss; an unreachable server is unreachable; no password anywhere', async (t) => {
-  const p = pair;
-  if (!p) return t.skip(skip);
+  const p = shared.pair();
+  if (!p) return t.skip(shared.skipReason());
   await p.sql('ALTER ROLE node SET synchronous_commit = remote_write');
   const clock = handClock();
   const { lines, log } = recorder(clock.now);

@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { cliEntry } from './paths.js';
-import { startPostgres, startStandby, type ServerOwner, type TestPostgres } from './postgres.js';
+import { after, before } from 'node:test';
+import { SkipError, startPostgres, startStandby, type ServerOwner, type TestPostgres } from './postgres.js';
 import { until } from './waiting.js';
 
 export const NODE_PASSWORD = 'n0de-Secret-pw';
@@ -121,4 +122,25 @@ export async function prependHba(server: TestPostgres, line: string): Promise<vo
   const file = path.join(server.dataDir, 'pg_hba.conf');
   fs.writeFileSync(file, `${line}\n${fs.readFileSync(file, 'utf8')}`);
   await runSql(server.url, 'SELECT pg_reload_conf()');
+}
+
+/**
+ * One pair for the whole test file: started before its tests, stopped after them. `pair()` is the
+ * pair, or null with `skipReason()` saying why (no PostgreSQL on this machine).
+ */
+export function pairForFile(): { pair: () => PostgresPair | null; skipReason: () => string } {
+  let pair: PostgresPair | null = null;
+  let skip = '';
+  before(async () => {
+    try {
+      pair = await startPair();
+    } catch (err) {
+      if (err instanceof SkipError) skip = err.message;
+      else throw err;
+    }
+  });
+  after(async () => {
+    await pair?.stop();
+  });
+  return { pair: () => pair, skipReason: () => skip };
 }
