@@ -12,17 +12,13 @@ import Database from 'better-sqlite3';
 import { Journal, type StoredOutcome } from '../src/journal/journal.js';
 import { PagedSnapshotBuilder } from '../src/journal/pagedSnapshot.js';
 import { RemoteDestination } from '../src/destinations/remote.js';
-import type { StoredCall } from '../src/destinations/destination.js';
+import { storedCall } from '../src/destinations/destination.js';
 import { identityPath } from '../src/vault/identity.js';
 import { restoreDatabase } from '../src/restore/rebuild.js';
 import { assertServerHoldsPrefix, serverCopyView, serverVaultDir } from './helpers/serverCopy.js';
 import { startServer } from './helpers/serverProcess.js';
 import { dumpFile } from './helpers/reference.js';
 import { makeTinyNode, type TinyNode } from './helpers/tinyNode.js';
-
-function asStoredCall(dataVersion: number, writes: readonly string[], out: StoredOutcome): StoredCall {
-  return { dataVersion, writes, records: out.records, snapshot: out.snapshot !== null || out.compacted !== null, supersedes: out.supersedes, packs: out.packs };
-}
 
 for (const outcome of ['refused', 'unprotected'] as const) {
   test(`compaction and a server: a ${outcome} call while a compaction is ready; the server ends level on the same chain and restores the node exactly`, async () => {
@@ -46,7 +42,7 @@ for (const outcome of ['refused', 'unprotected'] as const) {
       const out = journal.record(version, writes);
       assert.equal(out.kind, 'stored', out.kind === 'stored' ? '' : out.reason);
       const s = out as StoredOutcome;
-      stores.push(remote.store(asStoredCall(version, writes, s)));
+      stores.push(remote.store(storedCall(version, writes, s)));
       node.commit(writes);
       return s;
     };

@@ -18,7 +18,7 @@ import { openRecord } from '../../src/vault/record.js';
 import { vaultIdBytes } from '../../src/vault/identity.js';
 import { restoreDatabase } from '../../src/restore/rebuild.js';
 import { listSegments } from '../../src/vault/segments.js';
-import type { StoredCall } from '../../src/destinations/destination.js';
+import { storedCall } from '../../src/destinations/destination.js';
 import type { SealedRecord } from '../../src/vault/sealer.js';
 import { FakeDestination } from '../helpers/fakeDestination.js';
 import { hasStagedCopy, makeTinyNode, type TinyNode } from '../helpers/tinyNode.js';
@@ -218,11 +218,6 @@ test('compactor: past the growth threshold it requests, builds between calls, st
   }
 });
 
-/** A stored outcome as NodeBackup hands it to the destinations. */
-function asStoredCall(dataVersion: number, writes: readonly string[], out: StoredOutcome): StoredCall {
-  return { dataVersion, writes, records: out.records, snapshot: out.snapshot !== null || out.compacted !== null, supersedes: out.supersedes, packs: out.packs };
-}
-
 /** The generations the local vault holds now. */
 const localGenerations = (vault: string): number[] => [...new Set(listSegments(vault).map((s) => s.generation))];
 
@@ -245,7 +240,7 @@ test('compactor: a build given up by a snapshot taken inside a call runs no rete
     const writes = node.nextWrites();
     const version = node.version() + 1;
     const out = call(node, journal);
-    const everywhere = server.store(asStoredCall(version, writes, out));
+    const everywhere = server.store(storedCall(version, writes, out));
     compactor.afterCall(out, 0, () => everywhere);
     return out;
   };
@@ -292,7 +287,7 @@ test('compactor: a second generation started while the first settles holds reten
       const version = node.version() + 1;
       const out = call(node, journal);
       assert.equal(out.snapshot?.generation, generation);
-      const everywhere = server.store(asStoredCall(version, writes, out));
+      const everywhere = server.store(storedCall(version, writes, out));
       compactor.afterCall(out, 0, () => everywhere);
     }
     server.confirmNext(); // generation 2 is durable everywhere, generation 3 not yet
