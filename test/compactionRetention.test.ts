@@ -7,35 +7,22 @@
 // exactly from its copy alone.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import path from 'node:path';
 import { Journal, type StoredOutcome } from '../src/journal/journal.js';
 import { Compactor } from '../src/journal/compaction/compactor.js';
 import { scanGenerations } from '../src/journal/retention.js';
-import { RemoteDestination } from '../src/destinations/remote.js';
 import { storedCall } from '../src/destinations/destination.js';
-import { identityPath } from '../src/vault/identity.js';
 import { listSegments } from '../src/vault/segments.js';
 import { restoreDatabase } from '../src/restore/rebuild.js';
 import { assertServerHoldsPrefix, serverCopyView, serverVaultDir } from './helpers/serverCopy.js';
 import { startServer } from './helpers/serverProcess.js';
 import { dumpFile } from './helpers/reference.js';
-import { makeTinyNode, type TinyNode } from './helpers/tinyNode.js';
+import { remoteForNode } from './helpers/remoteFixture.js';
+import { makeTinyNode } from './helpers/tinyNode.js';
 
 /** Rows enough that building a snapshot of the database takes many slices (each call's record below the 16 MiB a message). */
 const BIG_ROWS = 6;
 const BIG_ROW = 'x'.repeat(4 * 1024 * 1024);
-
-function remoteOf(node: TinyNode, url: string, notices: string[]): RemoteDestination {
-  return new RemoteDestination({
-    url,
-    vaultDir: node.vault,
-    identity: fs.readFileSync(identityPath(node.vault)),
-    vaultId: Buffer.from(node.vaultId, 'hex'),
-    keys: node.keys,
-    onNotice: (level, message) => notices.push(`${level}: ${message}`),
-  });
-}
 
 test('compaction and a held-back server: a build given up by a snapshot inside a call removes nothing; after an abrupt stop the server is brought level and restores the node exactly', { timeout: 120_000 }, async () => {
   const node = makeTinyNode('retention-settling');
@@ -47,7 +34,7 @@ test('compaction and a held-back server: a build given up by a snapshot inside a
     assert.equal(journal.record(node.version() + 1, writes).kind, 'stored');
     node.commit(writes);
   }
-  let remote = remoteOf(node, server.url, notices);
+  let remote = remoteForNode(node, server.url, notices);
   const { gens } = scanGenerations(journal.identity, node.keys, node.vault);
   const compactor = new Compactor(journal, () => [remote], { compactRatio: 0, compactMinBytes: 0, keepGenerations: 1, keepSeconds: 0 }, gens, () => undefined);
   let stopped = false;
@@ -83,7 +70,7 @@ test('compaction and a held-back server: a build given up by a snapshot inside a
     stopped = false;
 
     journal = Journal.open(node.vault, node.keys, node.dbPath);
-    remote = remoteOf(node, server.url, notices);
+    remote = remoteForNode(node, server.url, notices);
     assert.equal((await remote.start(journal.chainTail, Date.now() + 10_000)).ahead, false);
     await remote.caughtUp();
     assert.equal(remote.status().durableSeq, journal.chainTail.lastSeq.toString(), 'the server is level with the local vault');

@@ -6,18 +6,16 @@
 // alone must equal the node's database.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { Journal, type StoredOutcome } from '../src/journal/journal.js';
 import { PagedSnapshotBuilder } from '../src/journal/pagedSnapshot.js';
-import { RemoteDestination } from '../src/destinations/remote.js';
 import { storedCall } from '../src/destinations/destination.js';
-import { identityPath } from '../src/vault/identity.js';
 import { restoreDatabase } from '../src/restore/rebuild.js';
 import { assertServerHoldsPrefix, serverCopyView, serverVaultDir } from './helpers/serverCopy.js';
 import { startServer } from './helpers/serverProcess.js';
 import { dumpFile } from './helpers/reference.js';
+import { remoteForNode } from './helpers/remoteFixture.js';
 import { makeTinyNode, type TinyNode } from './helpers/tinyNode.js';
 
 for (const outcome of ['refused', 'unprotected'] as const) {
@@ -26,14 +24,7 @@ for (const outcome of ['refused', 'unprotected'] as const) {
     const server = await startServer();
     const journal = Journal.open(node.vault, node.keys, node.dbPath);
     const notices: string[] = [];
-    const remote = new RemoteDestination({
-      url: server.url,
-      vaultDir: node.vault,
-      identity: fs.readFileSync(identityPath(node.vault)),
-      vaultId: Buffer.from(node.vaultId, 'hex'),
-      keys: node.keys,
-      onNotice: (level, message) => notices.push(`${level}: ${message}`),
-    });
+    const remote = remoteForNode(node, server.url, notices);
     const stores: Promise<void>[] = [];
     /** One call as the plugin makes it: recorded, handed to the server, then committed. */
     const stored = (): StoredOutcome => {
