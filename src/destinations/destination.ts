@@ -3,6 +3,7 @@
 // db_write call's records in chain order; the durability policy (policy.ts) decides how many must
 // have them before `continue`.
 import type { SealedRecord } from '../vault/sealer.js';
+import type { StoredOutcome } from '../journal/journal.js';
 
 /** A page pack a call's records refer to (a paged snapshot taken inside the call). */
 export interface PackToStore {
@@ -22,6 +23,18 @@ export interface StoredCall {
   readonly supersedes: bigint;
   /** Page packs the records refer to, which a destination must hold before the call counts as durable there. */
   readonly packs: readonly PackToStore[];
+}
+
+/** A call the journal stored, as every destination gets it. */
+export function storedCall(dataVersion: number, writes: readonly string[], outcome: StoredOutcome): StoredCall {
+  return {
+    dataVersion,
+    writes,
+    records: outcome.records,
+    snapshot: outcome.snapshot !== null || outcome.compacted !== null,
+    supersedes: outcome.supersedes,
+    packs: outcome.packs,
+  };
 }
 
 export type DestinationKind = 'vault' | 'server' | 'replica';

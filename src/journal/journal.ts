@@ -159,7 +159,7 @@ export class Journal {
 
   /** Records one db_write call (durable on return unless deferSync), or says why it must not (refused) or could not (unprotected). */
   record(dataVersion: number, writes: readonly string[], options: RecordOptions = {}): WriteOutcome {
-    const switched = this.compaction.atCall(this.snapshotPending !== null);
+    const switched = this.compaction.atCall(this.snapshotPending !== null, { dataVersion, writes });
     const compacted = switched?.taken ?? null;
     /** What this call adds to the chain, in order: a new generation's records (if one starts), then the call's. */
     const records: SealedRecord[] = switched ? [...switched.records] : [];

@@ -8,6 +8,7 @@ import { RemoteDestination, type NoticeLevel, type RemoteOptions } from '../../s
 import { BackupServer, type RunningServer, type ServerOptions } from '../../src/server/server.js';
 import type { VaultKeys } from '../../src/vault/keys.js';
 import { readRawRecords } from '../../src/vault/rawRecords.js';
+import { identityPath } from '../../src/vault/identity.js';
 import { tempDir } from './paths.js';
 import { serverVaultDir as vaultFolder } from './serverCopy.js';
 
@@ -49,6 +50,12 @@ export function remoteFor(v: RemoteVault, url: string, notices: Notice[], extra:
     onNotice: (level, message) => notices.push({ level, message }),
     ...extra,
   });
+}
+
+/** A RemoteDestination for a test node's vault (set up by initNode), its notices as `level: message`. */
+export function remoteForNode(node: { readonly vault: string; readonly vaultId: string; readonly keys: VaultKeys }, url: string, notices: string[]): RemoteDestination {
+  const v = { dir: node.vault, identityBytes: fs.readFileSync(identityPath(node.vault)), vaultId: Buffer.from(node.vaultId, 'hex'), keys: node.keys };
+  return new RemoteDestination({ url, vaultDir: v.dir, identity: v.identityBytes, vaultId: v.vaultId, keys: v.keys, onNotice: (level, message) => notices.push(`${level}: ${message}`) });
 }
 
 /** Where the file store keeps a vault (that exists; helpers/serverCopy.ts). */

@@ -1,6 +1,6 @@
 // Turns db_write calls into the StoredCall objects destinations receive, by journaling them into a
 // real vault with the real Journal (the records are the sealed bytes the journal appended).
-import type { StoredCall } from '../../src/destinations/destination.js';
+import { storedCall, type StoredCall } from '../../src/destinations/destination.js';
 import type { Journal } from '../../src/journal/journal.js';
 
 /** Records one call in the journal (it must be stored) and returns it as destinations see it. */
@@ -10,5 +10,5 @@ export function recordCall(journal: Journal, dataVersion: number, writes: readon
   if (out.records.length === 0 || out.records[out.records.length - 1].seq !== out.seq) {
     throw new Error(`the journal handed back no Writes record for version ${dataVersion}`);
   }
-  return { dataVersion, writes: [...writes], records: out.records, snapshot: out.snapshot !== null, supersedes: out.supersedes, packs: out.packs };
+  return storedCall(dataVersion, [...writes], out);
 }

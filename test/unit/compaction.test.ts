@@ -2,7 +2,10 @@
 // real journal over a tiny database, and of its driver (compactor.ts) with fake destinations:
 // request → staged at a call → building → ready → the switch at a call (the new generation holds
 // its snapshot, every carried call again, then the call), giving up inside a call and from the
-// driver, and the transitions that are refused.
+// driver, and the transitions that are refused. Two orders of events that once lost safety: a
+// build given up by a snapshot taken inside a call must not run retention before the new
+// generation is durable everywhere, and a call that is refused or left unprotected must not switch
+// generations (its records would reach no destination).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import Database from 'better-sqlite3';
@@ -14,6 +17,9 @@ import { decodeHeader, HEADER_BYTES, RecordType } from '../../src/vault/format.j
 import { openRecord } from '../../src/vault/record.js';
 import { vaultIdBytes } from '../../src/vault/identity.js';
 import { restoreDatabase } from '../../src/restore/rebuild.js';
+import { listSegments } from '../../src/vault/segments.js';
+import { storedCall } from '../../src/destinations/destination.js';
+import type { SealedRecord } from '../../src/vault/sealer.js';
 import { FakeDestination } from '../helpers/fakeDestination.js';
 import { hasStagedCopy, makeTinyNode, type TinyNode } from '../helpers/tinyNode.js';
 import path from 'node:path';
@@ -140,7 +146,7 @@ test('compaction: a stage that fails, and giving up inside a call or from the dr
     assert.equal(stateName(journal), 'given-up');
     assert.match(notices.pop() ?? '', /could not stage the database for compaction .*; will try again/);
 
-    journal.compaction.settled();
+    journal.compaction.givenUpSeen();
     journal.compaction.request();
     call(node, journal);
     assert.equal(stateName(journal), 'staged');
@@ -149,7 +155,7 @@ test('compaction: a stage that fails, and giving up inside a call or from the dr
     assert.ok(!hasStagedCopy(node.vault));
     assert.equal(notices.pop(), 'compaction given up: a snapshot had to be taken inside a call');
 
-    journal.compaction.settled();
+    journal.compaction.givenUpSeen();
     journal.compaction.request();
     call(node, journal);
     journal.compaction.abandon('lnbackup is stopping');
@@ -209,5 +215,159 @@ test('compactor: past the growth threshold it requests, builds between calls, st
   } finally {
     compactor.close();
     journal.close();
+  }
+});
+
+/** The generations the local vault holds now. */
+const localGenerations = (vault: string): number[] => [...new Set(listSegments(vault).map((s) => s.generation))];
+
+/** Commits a version the vault never saw (the plugin was not running): the next call needs a snapshot. */
+function commitUnrecorded(node: TinyNode): void {
+  node.commit(node.nextWrites());
+}
+
+test('compactor: a build given up by a snapshot taken inside a call runs no retention until the new generation is durable at every destination', async () => {
+  const node = makeTinyNode('unit-compactor-settling');
+  const journal = Journal.open(node.vault, node.keys, node.dbPath);
+  const server = new FakeDestination('server');
+  server.answer = true;
+  const logs: string[] = [];
+  const { gens } = scanGenerations(journal.identity, node.keys, node.vault);
+  const compactor = new Compactor(journal, () => [server], { compactRatio: 0, compactMinBytes: 0, keepGenerations: 1, keepSeconds: 0 }, gens, (_l, m) => logs.push(m));
+  const prunedAtOpen = server.pruned.length;
+  /** One call as NodeBackup makes it: recorded, handed to the server, then to the compactor. */
+  const stored = (): StoredOutcome => {
+    const writes = node.nextWrites();
+    const version = node.version() + 1;
+    const out = call(node, journal);
+    const everywhere = server.store(storedCall(version, writes, out));
+    compactor.afterCall(out, 0, () => everywhere);
+    return out;
+  };
+  try {
+    stored(); // 6: past the threshold, a compaction is requested
+    assert.equal(stateName(journal), 'wanted');
+    stored(); // 7: stages; the build begins and runs its first slice
+    assert.equal(stateName(journal), 'building');
+    // The server now holds durability back, and the vault falls behind the node: the next call takes
+    // a snapshot inside it (generation 2), which gives the build up.
+    server.answer = null;
+    commitUnrecorded(node);
+    const out = stored();
+    assert.equal(out.snapshot?.generation, 2);
+    assert.equal(stateName(journal), 'settling');
+    for (let i = 0; i < 10; i++) await new Promise((resolve) => setTimeout(resolve, 10)); // the build's next slices see it was given up
+    assert.deepEqual(server.pruned.slice(prunedAtOpen), [], 'no retention at the server before it holds generation 2 durably');
+    assert.deepEqual(localGenerations(node.vault), [1, 2], 'generation 1 stays in the local vault while generation 2 is not durable everywhere');
+    assert.equal(stateName(journal), 'settling', 'the given-up build left the settling generation settling');
+    server.confirmNext();
+    for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(stateName(journal), 'idle');
+    assert.deepEqual(server.pruned.slice(prunedAtOpen).map((p) => p.keepFrom), [2], 'generation 1 goes once generation 2 is durable everywhere');
+    assert.deepEqual(localGenerations(node.vault), [2]);
+  } finally {
+    compactor.close();
+    journal.close();
+  }
+  const r = restoreDatabase({ vaultDir: node.vault, keys: node.keys, to: path.join(node.dir, 'restored.sqlite3') });
+  assert.equal(r.version, node.version());
+});
+
+test('compactor: a second generation started while the first settles holds retention until the second is durable everywhere', async () => {
+  const node = makeTinyNode('unit-compactor-two-settling');
+  const journal = Journal.open(node.vault, node.keys, node.dbPath);
+  const server = new FakeDestination('server');
+  const { gens } = scanGenerations(journal.identity, node.keys, node.vault);
+  const compactor = new Compactor(journal, () => [server], { compactRatio: 1e9, compactMinBytes: 1e12, keepGenerations: 1, keepSeconds: 0 }, gens, () => undefined);
+  const prunedAtOpen = server.pruned.length;
+  try {
+    for (const generation of [2, 3]) {
+      commitUnrecorded(node);
+      const writes = node.nextWrites();
+      const version = node.version() + 1;
+      const out = call(node, journal);
+      assert.equal(out.snapshot?.generation, generation);
+      const everywhere = server.store(storedCall(version, writes, out));
+      compactor.afterCall(out, 0, () => everywhere);
+    }
+    server.confirmNext(); // generation 2 is durable everywhere, generation 3 not yet
+    for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(server.pruned.slice(prunedAtOpen), [], 'nothing is removed while generation 3 is not durable everywhere');
+    assert.deepEqual(localGenerations(node.vault), [1, 2, 3]);
+    server.confirmNext();
+    for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(server.pruned.slice(prunedAtOpen).map((p) => p.keepFrom), [3]);
+    assert.deepEqual(localGenerations(node.vault), [3]);
+  } finally {
+    compactor.close();
+    journal.close();
+  }
+});
+
+/** Asserts that `records` are the vault's chain from seq `from` on, each once and in order, up to its last record. */
+function assertWholeChain(records: readonly SealedRecord[], journal: Journal, from: bigint): void {
+  const seqs = records.map((r) => r.seq);
+  const expected: bigint[] = [];
+  for (let s = from; s <= journal.chainTail.lastSeq; s++) expected.push(s);
+  assert.deepEqual(seqs, expected, 'the destination got every record the vault holds, in chain order');
+}
+
+test('compaction: a call that is refused, or left unprotected, does not switch; the switch comes with the next stored call, its records in chain order', () => {
+  for (const outcome of ['refused', 'unprotected'] as const) {
+    const { node, journal } = openTiny(`unit-compaction-switch-${outcome}`);
+    try {
+      const from = journal.chainTail.lastSeq + 1n;
+      const handed: SealedRecord[] = [];
+      const stored = (): StoredOutcome => {
+        const out = call(node, journal);
+        handed.push(...out.records);
+        return out;
+      };
+      journal.compaction.request();
+      stored(); // 6: stages at 5
+      const snapshot = build(journal);
+      assert.ok(snapshot);
+      journal.compaction.offer(snapshot);
+      assert.equal(stateName(journal), 'ready');
+      const before = journal.chainTail.lastSeq;
+      if (outcome === 'refused') {
+        // A call whose statements bump from another version than it names: refused.
+        const writes = node.nextWrites();
+        const out = journal.record(node.version() + 2, writes);
+        assert.equal(out.kind, 'refused');
+      } else {
+        // The vault is behind and the database cannot be copied now: the call is left unprotected.
+        commitUnrecorded(node);
+        const writes = node.nextWrites();
+        const version = node.version() + 1;
+        const holder = new Database(node.dbPath);
+        holder.exec('BEGIN EXCLUSIVE');
+        try {
+          const out = journal.record(version, writes);
+          assert.equal(out.kind, 'unprotected');
+          holder.exec('ROLLBACK');
+          node.commit(writes);
+        } finally {
+          if (holder.inTransaction) holder.exec('ROLLBACK');
+          holder.close();
+        }
+      }
+      const tailAfter = journal.chainTail.lastSeq;
+      const stateAfter = stateName(journal);
+      const next = stored();
+      assertWholeChain(handed, journal, from);
+      assert.equal(tailAfter, before, `a ${outcome} call appends nothing to the vault`);
+      if (outcome === 'refused') {
+        assert.equal(stateAfter, 'ready', 'the compaction waits for a call that is stored');
+        assert.equal(next.compacted?.generation, 2, 'the next stored call switches');
+      } else {
+        assert.equal(stateAfter, 'given-up', 'the snapshot the call needed gave the compaction up');
+        assert.equal(next.snapshot?.generation, 2, 'the next stored call takes the snapshot the vault needs');
+      }
+    } finally {
+      journal.close();
+    }
+    const r = restoreDatabase({ vaultDir: node.vault, keys: node.keys, to: path.join(node.dir, 'restored.sqlite3') });
+    assert.equal(r.version, node.version());
   }
 });

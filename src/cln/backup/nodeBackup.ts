@@ -10,7 +10,7 @@ import { MAX_IDENTITY_BYTES } from '../../vault/format.js';
 import type { VaultKeys } from '../../vault/keys.js';
 import { readBoundedFile } from '../../util/durableFs.js';
 import { adoptRecords } from '../../vault/adopt.js';
-import { type Destination, type DestinationStatus, type StoredCall } from '../../destinations/destination.js';
+import { storedCall, type Destination, type DestinationStatus } from '../../destinations/destination.js';
 import { scanGenerations, type GenerationPages, type RetentionSettings } from '../../journal/retention.js';
 import { Compactor, type CompactionStatus } from '../../journal/compaction/compactor.js';
 import { LocalVaultDestination } from '../../destinations/localVault.js';
@@ -109,14 +109,7 @@ export class NodeBackup {
   /** Hands a stored call to every destination and to compaction; resolves when the policy is met. */
   private distribute(c: { dataVersion: number; writes: readonly string[]; outcome: StoredOutcome; startedAt: MonotonicMs; recordMs: number }): Promise<void> {
     const { outcome } = c;
-    const call: StoredCall = {
-      dataVersion: c.dataVersion,
-      writes: c.writes,
-      records: outcome.records,
-      snapshot: outcome.snapshot !== null || outcome.compacted !== null,
-      supersedes: outcome.supersedes,
-      packs: outcome.packs,
-    };
+    const call = storedCall(c.dataVersion, c.writes, outcome);
     // Packs of a snapshot taken inside the call get their parity in the background.
     if (outcome.packs.length > 0) this.journal.protectPacks(outcome.packs).catch((err: unknown) => this.log('unusual', `parity of new page packs failed (${(err as Error).message}); lnbackup scrub --repair makes it`));
     // A cache-mode local vault is not counted by the policy, but it is flushed all the same.

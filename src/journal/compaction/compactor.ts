@@ -5,7 +5,11 @@
 // slices between calls (so no hook waits long; new packs are written on the thread pool), stores
 // the new packs at every destination, and offers the snapshot, which the journal switches to at the
 // next call. Once the new generation is durable at every destination, generations beyond retention
-// and the packs no kept generation uses are removed: locally and at each destination.
+// and the packs no kept generation uses are removed: locally and at each destination. Retention
+// never runs while a generation started (by a switch or by a snapshot taken inside a call) is not
+// yet durable everywhere, whatever else ends meanwhile (a build given up, a build that failed):
+// until then the older generations are the only copy some destination (or, with deferSync, the
+// disk itself) is sure to hold.
 import type { Log } from '../../util/log.js';
 import type { Journal, StoredOutcome } from '../journal.js';
 import { PagedSnapshotBuilder, type StagedDatabase } from '../pagedSnapshot.js';
@@ -69,6 +73,8 @@ export class Compactor {
   private building = false;
   private gens: GenerationPages[];
   private readonly retentionPaused: boolean;
+  /** The newest generation started that is not yet durable at every destination: retention waits for it. */
+  private unsettled: number | null = null;
 
   constructor(
     private readonly journal: Journal,
@@ -118,16 +124,17 @@ export class Compactor {
         };
       }
       compaction.generationStarted();
+      this.unsettled = started.generation;
       everywhere().then(
-        () => this.prune(),
-        (err: unknown) => this.fail(`the new generation ${started.generation} is not durable everywhere (${(err as Error).message}); old generations stay`),
+        () => this.settle(started.generation),
+        (err: unknown) => this.notSettled(started.generation, err as Error),
       );
       return;
     }
     const now = compaction.state.name;
     if (now === 'idle' && !this.building && this.due()) compaction.request();
     else if (now === 'staged') void this.build(compaction.beginBuild());
-    else if (now === 'given-up') compaction.settled();
+    else if (now === 'given-up') compaction.givenUpSeen();
   }
 
   status(): CompactionStatus {
@@ -194,16 +201,33 @@ export class Compactor {
     } catch (err) {
       this.journal.compaction.abandon((err as Error).message);
       this.fail(`compaction failed: ${(err as Error).message}`);
-      this.prune();
+      this.givenUp();
     } finally {
       this.building = false;
       builder.close();
     }
   }
 
-  private prune(): void {
+  /** Generation `generation` is durable at every destination: settled, unless a newer one started since. */
+  private settle(generation: number): void {
+    if (this.unsettled !== generation) return; // the newer generation's own durability settles it
+    this.unsettled = null;
     this.journal.compaction.settled();
-    if (this.closed || this.retentionPaused) return;
+    this.prune();
+  }
+
+  /**
+   * Generation `generation` could not be made durable everywhere: compaction may try again, but
+   * retention stays held until a newer generation is durable everywhere.
+   */
+  private notSettled(generation: number, err: Error): void {
+    this.fail(`the new generation ${generation} is not durable everywhere (${err.message}); old generations stay`);
+    if (this.unsettled === generation) this.journal.compaction.settled();
+  }
+
+  /** Retention, unless a generation started is not yet durable everywhere (or it is paused, or the plugin stops). */
+  private prune(): void {
+    if (this.closed || this.retentionPaused || this.unsettled !== null) return;
     try {
       const keep = firstKept(this.gens, this.settings);
       const dead = this.unusedPacks(keep);
@@ -221,14 +245,18 @@ export class Compactor {
     }
   }
 
-  /** Back to idle after a compaction was given up; the packs it wrote, which nothing uses, go now. */
+  /**
+   * A build ended without a snapshot to offer: a compaction the journal gave up becomes idle (one
+   * settling stays so), and the packs the build wrote, which nothing uses, go at once (or at
+   * the retention that follows the settling).
+   */
   private givenUp(): void {
+    this.journal.compaction.givenUpSeen();
     this.prune();
   }
 
   private fail(message: string): void {
     this.lastError = message;
     this.log('unusual', message);
-    this.journal.compaction.settled();
   }
 }

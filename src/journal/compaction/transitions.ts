@@ -11,13 +11,18 @@
 //   generation and makes it settling), or when the compaction cannot go on (the stage failed, the
 //   carried calls overflow or do not follow the snapshot, a snapshot had to be taken in the call):
 //   then idle once the driver has seen the call (so it asks again at the next call, not the same).
+//   Only settled() leaves settling, and only once the new generation is durable everywhere: a build
+//   given up meanwhile (a snapshot taken inside a call started that generation) leaves it settling.
 //
 // - wanted → staged happens inside a call, while lightningd holds its transaction open, so the
 //   database file is at rest at the version before it (the staged copy is that version).
 // - From staged on, every call stored is also kept here (carried): the switch writes the new
 //   generation's snapshot records and then every carried call again, each decided anew by the
-//   supersede rule, so the new generation holds everything after its snapshot. The carried calls are
-//   tried on a copy of the rule first: nothing is appended unless all of them follow.
+//   supersede rule, so the new generation holds everything after its snapshot. The carried calls,
+//   and then the call itself, are tried on a copy of the rule first: nothing is appended unless all
+//   of them follow. So a switch happens only in a call that is then stored, and its records go to
+//   every destination with the call's, in chain order; a call that would be refused or left
+//   unprotected leaves the compaction ready (the next call tries again).
 // - A crash in the middle of the switch leaves a generation cut short (its snapshot ended, not all
 //   carried calls written): the generation before it still holds those calls, and Journal.open,
 //   restore and retention treat the cut-short one as incomplete (retention.ts, cutShort).
@@ -132,9 +137,17 @@ export class Compaction {
     this.current = { name: 'settling' };
   }
 
-  /** → idle: the new generation settled, a given-up compaction's call was seen, or a build ended without one. */
+  /**
+   * settling → idle: the new generation is durable at every destination (or cannot be made so; the
+   * driver then keeps the old generations). In any other state nothing changes.
+   */
   settled(): void {
-    this.current = { name: 'idle' };
+    if (this.current.name === 'settling') this.current = { name: 'idle' };
+  }
+
+  /** given-up → idle: the driver has seen the call (or the build) that ended the compaction. In any other state nothing changes. */
+  givenUpSeen(): void {
+    if (this.current.name === 'given-up') this.current = { name: 'idle' };
   }
 
   /** The driver gives up the compaction in progress → idle (its packs, unused, go at the next retention). */
@@ -162,13 +175,15 @@ export class Compaction {
 
   /**
    * At the start of a call: ready → (the switch) → given-up, returning the new generation (the
-   * driver then makes it settling), or null when the carried calls do not follow the snapshot;
+   * driver then makes it settling), or null: the carried calls do not follow the snapshot (given
+   * up), or the call itself would not be appended after them (still ready: no switch in a call that
+   * is refused or left unprotected, whose records no destination would get);
    * wanted → staged unless a snapshot is pending
    * inside the calls (the stage is retried at a later call if the file cannot be copied now).
    */
-  atCall(snapshotPending: boolean): Switched | null {
+  atCall(snapshotPending: boolean, call: Pick<SavedCall, 'dataVersion' | 'writes'>): Switched | null {
     const s = this.current;
-    if (s.name === 'ready') return this.switchGeneration(s.staging, s.snapshot);
+    if (s.name === 'ready') return this.switchGeneration(s.staging, s.snapshot, call);
     if (s.name === 'wanted' && !snapshotPending) this.stage();
     return null;
   }
@@ -194,29 +209,33 @@ export class Compaction {
 
   /**
    * Switches to the prepared generation: its snapshot, then every call stored since staging, each
-   * decided again from the snapshot (tried on a copy of the rule first, so nothing is appended
-   * unless all of them follow).
+   * decided again from the snapshot (tried on a copy of the rule first, with the call under way
+   * last, so nothing is appended unless all of them follow and the call is then stored).
    */
-  private switchGeneration(staging: Staging, snapshot: PagedSnapshot): Switched | null {
-    this.current = { name: 'given-up' }; // settling once the driver sees the new generation
-    clearStaging(this.chain.vaultDir);
+  private switchGeneration(staging: Staging, snapshot: PagedSnapshot, call: Pick<SavedCall, 'dataVersion' | 'writes'>): Switched | null {
     const rule = this.chain.rule();
     const trial = rule.clone();
     const generation = rule.generation + 1;
     let seq = this.chain.lastSeq() + BigInt(snapshotRecords(snapshot, generation).length);
     trial.snapshotWritten(generation, snapshot.staged.dataVersion, seq, snapshot.staged.takenAt);
     const supersedes: bigint[] = [];
-    for (const call of staging.calls) {
-      const decision = trial.decide(call.dataVersion, call.writes);
+    for (const carried of staging.calls) {
+      const decision = trial.decide(carried.dataVersion, carried.writes);
       if (decision.kind !== 'append') {
+        this.current = { name: 'given-up' };
+        clearStaging(this.chain.vaultDir);
         this.onNotice(`compaction given up: the calls since the snapshot at version ${snapshot.staged.dataVersion} do not follow it (${decision.reason})`);
         return null;
       }
       seq += 1n;
-      trial.appended(seq, call.dataVersion, bumpedFrom(call.writes) !== null, decision.supersedes);
+      trial.appended(seq, carried.dataVersion, bumpedFrom(carried.writes) !== null, decision.supersedes);
       supersedes.push(decision.supersedes);
     }
+    // The call under way is decided on the switched chain exactly as the journal decides it next.
+    if (trial.decide(call.dataVersion, call.writes).kind !== 'append') return null;
+    this.current = { name: 'given-up' }; // settling once the driver sees the new generation
+    clearStaging(this.chain.vaultDir);
     const { taken, records } = this.chain.appendSnapshot(snapshot);
-    return { taken, records: [...records, ...staging.calls.map((call, i) => this.chain.appendCall(call, supersedes[i]))] };
+    return { taken, records: [...records, ...staging.calls.map((carried, i) => this.chain.appendCall(carried, supersedes[i]))] };
   }
 }
