@@ -38,10 +38,7 @@ function handle(req: Request): void {
     case 'init':
       return reply(req.id, {});
     default:
-      process.stdout.write(
-        JSON.stringify({ jsonrpc: '2.0', id: req.id, error: { code: -32601, message: `unknown method ${req.method}` } }) +
-          '\n\n',
-      );
+      process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id: req.id, error: { code: -32601, message: `unknown method ${req.method}` } }) + '\n\n');
   }
 }
 

@@ -46,7 +46,11 @@ async function measure(op: () => Promise<unknown>): Promise<{ cpuMs: number; wal
 }
 
 const rows: { beacon: string; op: string; cpuMs: number; wallMs: number }[] = [];
-for (const [name, channels] of [['1 channel, 1 blob', 1], ['150 channels, 1 blob', 150], ['400 channels, 5 shards (k=3)', 400]] as const) {
+for (const [name, channels] of [
+  ['1 channel, 1 blob', 1],
+  ['150 channels, 1 blob', 150],
+  ['400 channels, 5 shards (k=3)', 400],
+] as const) {
   const c = content(channels);
   const blobs = await buildBeacon(key, 1n, c);
   const toOpen = blobs.length === 1 ? blobs : blobs.slice(2);

@@ -119,9 +119,7 @@ function forkLoadClient(): LoadChild {
     if (waiter) waiter({ type: 'error', message: gone.message });
   });
   const next = async <T extends LoadReport['type']>(type: T): Promise<Extract<LoadReport, { type: T }>> => {
-    const r: LoadReport =
-      queue.shift() ??
-      (gone ? { type: 'error', message: gone.message } : await new Promise<LoadReport>((resolve) => (waiter = resolve)));
+    const r: LoadReport = queue.shift() ?? (gone ? { type: 'error', message: gone.message } : await new Promise<LoadReport>((resolve) => (waiter = resolve)));
     if (r.type === 'error') throw new Error(`load generator: ${r.message}`);
     if (r.type !== type) throw new Error(`load generator: expected '${type}', got '${r.type}'`);
     return r as Extract<LoadReport, { type: T }>;
@@ -172,7 +170,9 @@ async function runOne(n: number, sizes: number[], workDir: string, o: CapacityOp
     }
     const ready = await Promise.all(readies);
     const setupMs = Date.now() - setupStarted;
-    progress(`capacity: ${n} nodes connected in ${(setupMs / 1000).toFixed(1)} s; ${o.rate} records/s each, ${o.warmupMs / 1000} s warm-up, ${o.windowMs / 1000} s window...`);
+    progress(
+      `capacity: ${n} nodes connected in ${(setupMs / 1000).toFixed(1)} s; ${o.rate} records/s each, ${o.warmupMs / 1000} s warm-up, ${o.windowMs / 1000} s window...`,
+    );
 
     const start: LoadStart = { type: 'start', startAt: Date.now() + 300, warmupMs: o.warmupMs, windowMs: o.windowMs, drainMs: 10_000 };
     const results = children.map((c) => c.next('result'));
@@ -254,7 +254,9 @@ async function runOne(n: number, sizes: number[], workDir: string, o: CapacityOp
 export async function runCapacitySection(trace: TraceInfo, workDir: string, o: CapacityOptions): Promise<CapacitySection> {
   const sizes = payloadSizes(trace);
   const meanRecordBytes = Math.round(sizes.reduce((a, b) => a + b, 0) / sizes.length + RECORD_OVERHEAD);
-  progress(`capacity: ${os.cpus().length} cpus shared by the server and ${LOAD_PROCESSES} load generators; record sizes from the trace (mean ${meanRecordBytes} bytes)`);
+  progress(
+    `capacity: ${os.cpus().length} cpus shared by the server and ${LOAD_PROCESSES} load generators; record sizes from the trace (mean ${meanRecordBytes} bytes)`,
+  );
   const runs: CapacityRun[] = [];
   for (const n of o.nodes) {
     const r = await runOne(n, sizes, workDir, o);

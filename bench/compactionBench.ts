@@ -16,7 +16,6 @@ import { LNBACKUP_PLUGIN, makeVaultNode, progress, setCompaction, simulatorWait,
 import { runSnapshotSection, type SnapshotSection } from './snapshotBench.js';
 import { median, round2, round3 } from './stats.js';
 
-
 /** Vault-size samples along the replay (one per this many committed transactions). */
 const SAMPLE_EVERY = 250;
 
@@ -82,7 +81,9 @@ async function runOne(mode: CompactionMode, round: number, trace: TraceInfo, wor
     },
   });
   if (run.lifetimes.length !== 1 || run.stats.committed !== trace.transactions) {
-    throw new Error(`compaction ${mode} run ${round}: expected one lifetime committing ${trace.transactions} transactions, got ${run.lifetimes.length}, ${run.stats.committed} committed`);
+    throw new Error(
+      `compaction ${mode} run ${round}: expected one lifetime committing ${trace.transactions} transactions, got ${run.lifetimes.length}, ${run.stats.committed} committed`,
+    );
   }
   sample(run.dataVersion);
   const compaction = readCompactionStatus(node.networkDir);
@@ -97,7 +98,9 @@ export async function runCompactionSection(trace: TraceInfo, workDir: string, ru
   for (let round = 0; round < runs; round++) {
     const order: CompactionMode[] = round % 2 === 0 ? ['default', 'off'] : ['off', 'default'];
     for (const mode of order) {
-      progress(`compaction: ${mode === 'default' ? `default retention ${JSON.stringify(DEFAULT_RETENTION)}` : 'compaction off'}, round ${round + 1} of ${runs}...`);
+      progress(
+        `compaction: ${mode === 'default' ? `default retention ${JSON.stringify(DEFAULT_RETENTION)}` : 'compaction off'}, round ${round + 1} of ${runs}...`,
+      );
       all.push(await runOne(mode, round, trace, workDir));
     }
   }

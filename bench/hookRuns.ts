@@ -89,7 +89,10 @@ export interface HookSection {
     readonly lnbackupTxVsBaseline: number;
   };
   /** Hook latency added by a server over lnbackup with the local vault only (ms, from the medians; per round paired). */
-  readonly added: Record<'localServer' | 'serverOnly', { readonly p50Ms: number; readonly p99Ms: number; readonly meanMs: number; readonly perRoundP50Ms: number[]; readonly perRoundP99Ms: number[] }>;
+  readonly added: Record<
+    'localServer' | 'serverOnly',
+    { readonly p50Ms: number; readonly p99Ms: number; readonly meanMs: number; readonly perRoundP50Ms: number[]; readonly perRoundP99Ms: number[] }
+  >;
   /** The lnbackup run kept for the restore section (its vault and its node database). */
   readonly keptVaultNode: VaultNode;
   readonly keptDataVersion: number;
@@ -199,7 +202,12 @@ async function runMode(mode: Mode, round: number, trace: TraceInfo, workDir: str
   const nodeMsPerCall = round3((s.wallMs - s.totalHookMs) / s.calls);
   const pluginCpuMsPerCall = run.plugin === null ? null : round3(run.plugin.cpuMs / s.calls);
   const pluginThreads = run.plugin?.threads ?? null;
-  return { result: { mode, round, stats: s, processMs: Math.round(processMs), nodeMsPerCall, serverCpuMs, pluginCpuMsPerCall, pluginThreads, machine }, node, dataVersion: run.dataVersion, dir };
+  return {
+    result: { mode, round, stats: s, processMs: Math.round(processMs), nodeMsPerCall, serverCpuMs, pluginCpuMsPerCall, pluginThreads, machine },
+    node,
+    dataVersion: run.dataVersion,
+    dir,
+  };
 }
 
 /** What the plugin's status file says went wrong with its destinations, if anything. */

@@ -193,7 +193,13 @@ class LoadProcess {
       }
     };
     await Promise.all(Array.from({ length: Math.max(1, c.maxConcurrentConnects) }, worker));
-    return { type: 'ready', nodes: this.nodes.length, setupMs: Math.round(performance.now() - started), connectMs: connectMs.map(rounded), maxPendingAppends: this.maxPending };
+    return {
+      type: 'ready',
+      nodes: this.nodes.length,
+      setupMs: Math.round(performance.now() - started),
+      connectMs: connectMs.map(rounded),
+      maxPendingAppends: this.maxPending,
+    };
   }
 
   private async addNode(i: number, serverKey: Buffer): Promise<number> {

@@ -98,12 +98,16 @@ function parseOptions(argv: string[]): Options {
       wait: { type: 'string' },
     },
   });
-  if (values.wait !== undefined && values.wait !== 'spin' && values.wait !== 'idle') throw new Error("--wait takes 'spin' (as lightningd, the default) or 'idle'");
+  if (values.wait !== undefined && values.wait !== 'spin' && values.wait !== 'idle')
+    throw new Error("--wait takes 'spin' (as lightningd, the default) or 'idle'");
   if (values.wait !== undefined) simulatorWait.mode = values.wait;
   const runs = values.runs === undefined ? 3 : Number(values.runs);
   if (!Number.isInteger(runs) || runs < 1 || runs > 9) throw new Error('--runs needs an integer from 1 to 9');
   const sections = new Set<Section>();
-  for (const name of (values.sections ?? SECTIONS.join(',')).split(',').map((x) => x.trim()).filter(Boolean)) {
+  for (const name of (values.sections ?? SECTIONS.join(','))
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean)) {
     if (!(SECTIONS as readonly string[]).includes(name)) throw new Error(`--sections takes a list of ${SECTIONS.join(', ')}; '${name}' is not one`);
     sections.add(name as Section);
   }
@@ -114,7 +118,8 @@ function parseOptions(argv: string[]): Options {
     return n;
   };
   const capacityNodes = (values['capacity-nodes'] ?? DEFAULT_CAPACITY_NODES.join(',')).split(',').map((x) => Number(x.trim()));
-  if (capacityNodes.some((n) => !Number.isInteger(n) || n < 1 || n > 1000)) throw new Error('--capacity-nodes takes a list of node counts from 1 to 1000, e.g. 10,100,500');
+  if (capacityNodes.some((n) => !Number.isInteger(n) || n < 1 || n > 1000))
+    throw new Error('--capacity-nodes takes a list of node counts from 1 to 1000, e.g. 10,100,500');
   return {
     json: values.json === true,
     runs,
@@ -223,15 +228,25 @@ function hookLines(h: HookSection, runs: number, floor: FloorResult): string[] {
 
 function restoreLines(r: RestoreResults, trace: TraceInfo, runs: number): string[] {
   const perS = (count: number, ms: number): string => fmtInt((count * 1000) / ms);
-  const mbS = (bytes: number, ms: number): string => `${((bytes / 1e6) * 1000 / ms).toFixed(1)} MB/s`;
+  const mbS = (bytes: number, ms: number): string => `${(((bytes / 1e6) * 1000) / ms).toFixed(1)} MB/s`;
   return [
     `2. Restore. A full-history vault (compaction off): ${r.statements.toLocaleString('en-US')} statements, ${r.transactions.toLocaleString('en-US')} transactions; vault ${fmtMB(r.vaultBytes)} in ${fmtInt(r.records)} records, trace ${fmtMB(trace.jsonBytes)} JSON (${fmtMB(trace.gzBytes)} gz); database ${fmtMB(r.dbBytes)}`,
     ...table(
       ['replay', 'time', 'statements/s', 'MB/s'],
       [
         [`lnbackup restoreDatabase (median of ${runs})`, fmtS(r.restoreMs), perS(r.statements, r.restoreMs), `${mbS(r.vaultBytes, r.restoreMs)} of vault`],
-        [`plain replay, sqliteSink's pragmas + grouping (median of ${runs})`, fmtS(r.plainMs), perS(r.statements, r.plainMs), `${mbS(trace.jsonBytes, r.plainMs)} of JSON`],
-        ['plain replay, naive (one tx per call, default pragmas)', fmtS(r.naiveMs), perS(r.statements, r.naiveMs), `${mbS(trace.jsonBytes, r.naiveMs)} of JSON`],
+        [
+          `plain replay, sqliteSink's pragmas + grouping (median of ${runs})`,
+          fmtS(r.plainMs),
+          perS(r.statements, r.plainMs),
+          `${mbS(trace.jsonBytes, r.plainMs)} of JSON`,
+        ],
+        [
+          'plain replay, naive (one tx per call, default pragmas)',
+          fmtS(r.naiveMs),
+          perS(r.statements, r.naiveMs),
+          `${mbS(trace.jsonBytes, r.naiveMs)} of JSON`,
+        ],
       ],
     ),
     `  restore / plain replay: ${fmtX(r.ratio)} (target ≤ ${RESTORE_TARGET}x: ${verdict(r.ratio, RESTORE_TARGET)}); runs: restore ${r.restoreRuns.map(fmtS).join(' ')}, plain ${r.plainRuns.map(fmtS).join(' ')}`,
@@ -267,15 +282,25 @@ function profileLines(p: ProfileSection, h: HookSection | null): string[] {
   const missed = h === null ? null : !(h.ratios.p50 <= HOOK_TARGET && h.ratios.p99 <= HOOK_TARGET);
   return [
     `3. Where lnbackup's hook time goes (${p.calls} calls${missed === null ? '' : `; section 1 ${missed ? 'MISSED' : 'met'} the ${HOOK_TARGET}x target`})`,
-    ...table(['in-process, interleaved per call', 'p50', 'p99', 'mean'], [
-      ...order.map((step) => row(label[step], s[step])),
-      ['through the simulator:', '', '', ''],
-      row('hook, a plugin that answers at once (stdio floor)', p.nullPlugin.hook),
-      row('hook, lnbackup (bench/probePlugin.js)', probe.hook),
-      row('  of which inside the plugin process', probe.inPlugin),
-    ]),
+    ...table(
+      ['in-process, interleaved per call', 'p50', 'p99', 'mean'],
+      [
+        ...order.map((step) => row(label[step], s[step])),
+        ['through the simulator:', '', '', ''],
+        row('hook, a plugin that answers at once (stdio floor)', p.nullPlugin.hook),
+        row('hook, lnbackup (bench/probePlugin.js)', probe.hook),
+        row('  of which inside the plugin process', probe.inPlugin),
+      ],
+    ),
     `  mean per call in-process ${fmtMs(b.total)} = ` +
-      [part('parse', b.parse), part('plugin logic', b.logic), part('seal', b.seal), part('other journal', b.other), part('write', b.write), part('fdatasync', b.fdatasync)].join(' + '),
+      [
+        part('parse', b.parse),
+        part('plugin logic', b.logic),
+        part('seal', b.seal),
+        part('other journal', b.other),
+        part('write', b.write),
+        part('fdatasync', b.fdatasync),
+      ].join(' + '),
     `  Journal.record vs bare write+fdatasync of the same bytes: p50 ${fmtX(s.record.p50Ms / s.bare.p50Ms)} (+${fmtMs(s.record.p50Ms - s.bare.p50Ms)}), mean +${fmtMs(s.record.meanMs - s.bare.meanMs)}` +
       `; lnbackup vs baseline logic in-process: p50 ${fmtX(s.total.p50Ms / s.baseline.p50Ms)} (+${fmtMs(s.total.p50Ms - s.baseline.p50Ms)})`,
     `  through stdio: hook mean ${fmtMs(probe.hook.meanMs)} = inside the plugin ${fmtMs(probe.inPlugin.meanMs)} + transport ${fmtMs(transport)}` +
@@ -302,10 +327,15 @@ function capacityLines(c: CapacitySection, cpus: number): string[] {
     `4. Server capacity: ONE lnbackup server process (file storage); N nodes × ${c.rate} records/s, each over its own BOLT #8 connection with its own key and vault,` +
       ` from 2 load-generator processes; ${c.sealed ? 'sealed records' : 'framed records (valid header, random body)'} of the sizes of the trace's calls (mean ${fmtInt(c.meanRecordBytes)} bytes);` +
       ` ${c.warmupMs / 1000} s warm-up, ${c.windowMs / 1000} s window; ${cpus} cpus shared by all`,
-    ...table(['nodes', 'offered/s', 'acked/s', 'MB/s', 'ack p50', 'ack p99', 'ack max', 'server CPU/1k rec', 'server CPU', 'records/round', 'load gen CPU'], rows),
+    ...table(
+      ['nodes', 'offered/s', 'acked/s', 'MB/s', 'ack p50', 'ack p99', 'ack max', 'server CPU/1k rec', 'server CPU', 'records/round', 'load gen CPU'],
+      rows,
+    ),
   ];
   for (const r of c.runs) {
-    const errors = Object.entries(r.errors).map(([k, v]) => `${k} ${v}`).join(', ');
+    const errors = Object.entries(r.errors)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ');
     const trouble = [
       r.unacked > 0 ? `${fmtInt(r.unacked)} records sent in the window not acknowledged` : '',
       r.heldBack > 0 ? `${fmtInt(r.heldBack)} sends held back (maxPendingAppends reached)` : '',
@@ -320,10 +350,14 @@ function capacityLines(c: CapacitySection, cpus: number): string[] {
         (trouble.length > 0 ? `; ${trouble.join('; ')}` : ''),
     );
   }
-  lines.push(
-    `  target: ${t.nodes} nodes × ${t.rate} tx/s with ack p99 < ${t.p99Ms} ms: ${t.met === null ? 'not measured' : met(t.met)} (${t.why})`,
-  );
-  if (c.runs.some((r) => r.cpuProfile)) lines.push(`  server CPU profiles: ${c.runs.map((r) => r.cpuProfile).filter(Boolean).join(', ')}`);
+  lines.push(`  target: ${t.nodes} nodes × ${t.rate} tx/s with ack p99 < ${t.p99Ms} ms: ${t.met === null ? 'not measured' : met(t.met)} (${t.why})`);
+  if (c.runs.some((r) => r.cpuProfile))
+    lines.push(
+      `  server CPU profiles: ${c.runs
+        .map((r) => r.cpuProfile)
+        .filter(Boolean)
+        .join(', ')}`,
+    );
   return lines;
 }
 
@@ -345,12 +379,15 @@ function parityLines(p: ParitySection): string[] {
     ),
     `  scrub (read, every block's CRC, SHA-256, no damage): ${p.scrub.files} files, ${fmtMB(p.scrub.bytes)} in ${fmtS(p.scrub.ms)} = ${p.scrub.MBps.toFixed(0)} MB/s`,
     `  the active segment's mirror, per append of a ${m.recordBytes}-byte record (${m.appends} appends × rounds per mode, interleaved):`,
-    ...table(['VaultWriter.append', 'p50', 'p99', 'mean'], [
-      row('without mirror', m.appendWithout),
-      row('with mirror (one extra write())', m.appendWith),
-      row('append + fdatasync, without mirror', m.syncedWithout),
-      row('append + fdatasync, with mirror', m.syncedWith),
-    ]),
+    ...table(
+      ['VaultWriter.append', 'p50', 'p99', 'mean'],
+      [
+        row('without mirror', m.appendWithout),
+        row('with mirror (one extra write())', m.appendWith),
+        row('append + fdatasync, without mirror', m.syncedWithout),
+        row('append + fdatasync, with mirror', m.syncedWith),
+      ],
+    ),
     `  mirror cost: ${signed(m.extraP50Us)} µs p50, ${signed(m.extraMeanUs)} µs mean per append; with the hook's fdatasync ${signed(m.extraSyncedP50Us)} µs p50 (no fsync of its own: within the disk's noise)`,
   ];
 }
@@ -360,7 +397,10 @@ function compactionLines(c: CompactionSection, runs: number): string[] {
   const pick = c.samples.filter((_, i) => i % Math.max(1, Math.ceil(c.samples.length / 8)) === 0 || i === c.samples.length - 1);
   return [
     `6. Compaction: the trace through the real plugin with the default retention and with compaction off (median of ${runs} runs each, alternating)`,
-    ...table(['retention', 'tx/s', 'hook p50', 'hook p99', 'longest hook'], [row(`default (${fmtInt(c.compactions)} compactions)`, c.median.default), row('compaction off', c.median.off)]),
+    ...table(
+      ['retention', 'tx/s', 'hook p50', 'hook p99', 'longest hook'],
+      [row(`default (${fmtInt(c.compactions)} compactions)`, c.median.default), row('compaction off', c.median.off)],
+    ),
     `  default / off: p50 ${fmtX(c.ratios.p50)}, p99 ${fmtX(c.ratios.p99)}, longest hook ${fmtX(c.ratios.max)}`,
     `  inside the plugin, the longest Journal.record that carried a compaction step (staging the database, switching generations) ${fmtMs(c.longestRecordMs.withCompactionStep)}` +
       ` vs the longest without one ${fmtMs(c.longestRecordMs.others)} (the build runs between hooks, in 4 ms slices)`,
@@ -436,7 +476,14 @@ async function main(): Promise<void> {
         JSON.stringify(
           {
             machine: m,
-            trace: { path: trace.path, calls: trace.calls.length, transactions: trace.transactions, statements: trace.statements, jsonBytes: trace.jsonBytes, gzBytes: trace.gzBytes },
+            trace: {
+              path: trace.path,
+              calls: trace.calls.length,
+              transactions: trace.transactions,
+              statements: trace.statements,
+              jsonBytes: trace.jsonBytes,
+              gzBytes: trace.gzBytes,
+            },
             runs: o.runs,
             simulatorWait: simulatorWait.mode,
             sections: [...o.sections],
@@ -453,8 +500,14 @@ async function main(): Promise<void> {
               remoteAddedMs: floor && {
                 limitMs: round2(floor.p50Ms + REMOTE_ADDED_TARGET_MS),
                 rule: `disk floor p50 + ${REMOTE_ADDED_TARGET_MS} ms`,
-                localServer: hook && { p50: hook.added.localServer.p50Ms <= floor.p50Ms + REMOTE_ADDED_TARGET_MS, p99: hook.added.localServer.p99Ms <= floor.p50Ms + REMOTE_ADDED_TARGET_MS },
-                serverOnly: hook && { p50: hook.added.serverOnly.p50Ms <= floor.p50Ms + REMOTE_ADDED_TARGET_MS, p99: hook.added.serverOnly.p99Ms <= floor.p50Ms + REMOTE_ADDED_TARGET_MS },
+                localServer: hook && {
+                  p50: hook.added.localServer.p50Ms <= floor.p50Ms + REMOTE_ADDED_TARGET_MS,
+                  p99: hook.added.localServer.p99Ms <= floor.p50Ms + REMOTE_ADDED_TARGET_MS,
+                },
+                serverOnly: hook && {
+                  p50: hook.added.serverOnly.p50Ms <= floor.p50Ms + REMOTE_ADDED_TARGET_MS,
+                  p99: hook.added.serverOnly.p99Ms <= floor.p50Ms + REMOTE_ADDED_TARGET_MS,
+                },
               },
               capacity: { nodes: CAPACITY_TARGET.nodes, rate: CAPACITY_RATE, p99Ms: CAPACITY_TARGET.p99Ms, met: capacity?.target.met ?? null },
             },

@@ -95,7 +95,12 @@ export async function profileInProcess(trace: TraceInfo, workDir: string): Promi
     // samples are left out of the figures below.
     for (let i = 0; i < n; i++) {
       const c = trace.calls[i];
-      const text = JSON.stringify({ jsonrpc: '2.0', id: `cln:db_write#${i + 1}`, method: 'db_write', params: { data_version: c.dataVersion, writes: c.writes } });
+      const text = JSON.stringify({
+        jsonrpc: '2.0',
+        id: `cln:db_write#${i + 1}`,
+        method: 'db_write',
+        params: { data_version: c.dataVersion, writes: c.writes },
+      });
       acc.record = acc.seal = acc.append = acc.sync = 0;
       sealed = null;
 

@@ -180,7 +180,8 @@ export function machineLoadSince(a: MachineSample): MachineLoad {
   const b = sampleMachine();
   const wallUs = (b.atMs - a.atMs) * 1000;
   const total = b.totalTicks - a.totalTicks;
-  const pct = (x: number | null, y: number | null): number | null => (x === null || y === null || wallUs <= 0 ? null : Math.round(((y - x) / wallUs) * 1000) / 10);
+  const pct = (x: number | null, y: number | null): number | null =>
+    x === null || y === null || wallUs <= 0 ? null : Math.round(((y - x) / wallUs) * 1000) / 10;
   return {
     busyCores: total > 0 ? Math.round(((b.busyTicks - a.busyTicks) / total) * os.cpus().length * 100) / 100 : 0,
     cpuPressurePct: pct(a.cpuSomeUs, b.cpuSomeUs),

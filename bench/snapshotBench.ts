@@ -35,7 +35,9 @@ export function runSnapshotSection(workDir: string, dbMegabytes = 100, changedSh
   const dbPath = path.join(dir, 'node.sqlite3');
   const rows = dbMegabytes * 256;
   const db = new Database(dbPath);
-  db.exec("CREATE TABLE vars (name TEXT PRIMARY KEY, intval INTEGER); INSERT INTO vars VALUES ('data_version', 1); CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB);");
+  db.exec(
+    "CREATE TABLE vars (name TEXT PRIMARY KEY, intval INTEGER); INSERT INTO vars VALUES ('data_version', 1); CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB);",
+  );
   const insert = db.prepare('INSERT INTO blobs (id, b) VALUES (?, ?)');
   db.transaction(() => {
     for (let i = 0; i < rows; i++) insert.run(i, crypto.randomBytes(ROW_BYTES));

@@ -121,11 +121,15 @@ async function fixture(): Promise<Fixture> {
   const taken = journal.takeSnapshot();
   await journal.protectPacks(taken.packs);
   journal.close();
-  assert.equal(taken.packs.length, 1, 'the snapshot of node3\'s database fills one pack');
+  assert.equal(taken.packs.length, 1, "the snapshot of node3's database fills one pack");
   const packName = taken.packs[0].name;
   const segs = listSegments(node.vault);
   // Sealing runs in the background (the journal's writer is closed): wait for every parity.
-  await until('parity of every sealed segment', () => segs.slice(0, -1).every((s) => fs.existsSync(s.path + '.parity') && !fs.existsSync(s.path + '.mirror')), 60_000);
+  await until(
+    'parity of every sealed segment',
+    () => segs.slice(0, -1).every((s) => fs.existsSync(s.path + '.parity') && !fs.existsSync(s.path + '.mirror')),
+    60_000,
+  );
   const originals = new Map<string, Buffer>();
   const walk = (dir: string): void => {
     for (const name of fs.readdirSync(dir)) {
@@ -271,7 +275,8 @@ test('bitrot torture: damage inside the tolerance is repaired on read and by scr
           file = fx.active + '.mirror';
           const m = orig(file);
           const choice = rng.int(0, 2);
-          const b = choice === 0 ? null : choice === 1 ? m.subarray(0, rng.int(0, m.length - 1)) : Buffer.from(m).fill(0xee, rng.int(0, m.length - 100), m.length - 50);
+          const b =
+            choice === 0 ? null : choice === 1 ? m.subarray(0, rng.int(0, m.length - 1)) : Buffer.from(m).fill(0xee, rng.int(0, m.length - 100), m.length - 50);
           op = { file, describe: ['mirror deleted', 'mirror cut short', 'mirror scribbled'][choice], result: b };
         } else {
           file = rng.pick(['VAULT.json', 'VAULT.json.copy']);

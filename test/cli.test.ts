@@ -35,9 +35,11 @@ function lnbackup(...args: string[]): { code: number; stdout: string; stderr: st
 test('--help names every command and the exit codes', () => {
   const r = lnbackup('--help');
   assert.equal(r.code, 0);
-  for (const cmd of ['init', 'restore', 'verify', 'status', 'demo', 'generations', 'scrub', 'retention', 'destination', 'server', 'doctor', 'recover']) assert.match(r.stdout, new RegExp(`\\b${cmd}\\b`));
+  for (const cmd of ['init', 'restore', 'verify', 'status', 'demo', 'generations', 'scrub', 'retention', 'destination', 'server', 'doctor', 'recover'])
+    assert.match(r.stdout, new RegExp(`\\b${cmd}\\b`));
   assert.match(r.stdout, /Exit codes/);
-  for (const cmd of ['init', 'restore', 'verify', 'status', 'generations', 'scrub', 'retention', 'doctor', 'recover']) assert.match(lnbackup(cmd, '--help').stdout, /--json/);
+  for (const cmd of ['init', 'restore', 'verify', 'status', 'generations', 'scrub', 'retention', 'doctor', 'recover'])
+    assert.match(lnbackup(cmd, '--help').stdout, /--json/);
 });
 
 test('a reader that closes the pipe early (`lnbackup --help | head`) ends the output quietly: exit 0, no stack trace', async () => {
@@ -106,7 +108,12 @@ test('retention: init takes the settings, `retention` shows and changes them, re
   assert.deepEqual(changed.json?.changed, ['keepSeconds', 'compactRatio']);
   const text = lnbackup('retention', ...dirs);
   assert.match(text.stdout, /the newest 3 generation\(s\), and every moment of the last 604800 s/);
-  for (const bad of [['--keep-generations', '0'], ['--keep', '7 days'], ['--compact-ratio', '-1'], ['--compact-min-bytes', 'lots']]) {
+  for (const bad of [
+    ['--keep-generations', '0'],
+    ['--keep', '7 days'],
+    ['--compact-ratio', '-1'],
+    ['--compact-min-bytes', 'lots'],
+  ]) {
     const r = lnbackup('retention', ...dirs, ...bad);
     assert.equal(r.code, 2, `${bad.join(' ')}: ${r.stderr}`);
   }
@@ -188,12 +195,14 @@ test('the plugin answers lnbackup-status after init with versions, vault, size a
 
 test('stdin framing: whole JSON objects whatever the chunking, bounded size, garbage refused', () => {
   const calls = node6Calls;
-  const messages = calls.map((c, i) => JSON.stringify({ jsonrpc: '2.0', id: `cln:db_write#${i}`, method: 'db_write', params: { data_version: c.dataVersion, writes: c.writes } }));
+  const messages = calls.map((c, i) =>
+    JSON.stringify({ jsonrpc: '2.0', id: `cln:db_write#${i}`, method: 'db_write', params: { data_version: c.dataVersion, writes: c.writes } }),
+  );
   const stream = Buffer.from(messages.join('\n\n') + '\n\n');
   for (let trial = 0; trial < 20; trial++) {
     const splitter = new JsonObjectSplitter();
     const out: string[] = [];
-    for (let off = 0; off < stream.length; ) {
+    for (let off = 0; off < stream.length;) {
       const n = 1 + Math.floor(Math.random() * (trial % 2 ? 7 : 70_000));
       out.push(...splitter.push(stream.subarray(off, off + n)));
       off += n;
@@ -217,7 +226,9 @@ test('the plugin leaves cleanly when lightningd vanishes mid-reply (EPIPE): exit
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   child.stdout.destroy();
   for (const [i, c] of calls.entries()) {
-    child.stdin.write(JSON.stringify({ jsonrpc: '2.0', id: `cln:db_write#${i}`, method: 'db_write', params: { data_version: c.dataVersion, writes: c.writes } }) + '\n\n');
+    child.stdin.write(
+      JSON.stringify({ jsonrpc: '2.0', id: `cln:db_write#${i}`, method: 'db_write', params: { data_version: c.dataVersion, writes: c.writes } }) + '\n\n',
+    );
   }
   child.stdin.end();
   const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));

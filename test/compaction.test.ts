@@ -205,7 +205,9 @@ async function runLifetime(node: VaultNode, trace: string, plan: Plan, ctx: stri
   function fire(): void {
     if (!running()) return;
     // The plugin's pid as the simulator reported it, and any other plugin process of this node.
-    const reported = ofKind(sim.events, 'plugin-started').map((e) => e.pid).filter((pid) => aliveIn(pid, node.networkDir));
+    const reported = ofKind(sim.events, 'plugin-started')
+      .map((e) => e.pid)
+      .filter((pid) => aliveIn(pid, node.networkDir));
     const pids = new Set([...reported, ...findProcesses(PLUGIN_PATH, node.networkDir)]);
     if (plan.kind === 'both-timer') killedSim = child.kill('SIGKILL');
     for (const pid of pids) {
@@ -267,7 +269,10 @@ test('kill -9 during compaction at random points: the vault always restores what
         const kind = rng.weighted<KillKind>({ 'plugin-timer': 5, 'both-timer': 3, 'plugin-at': 2 });
         if (kind === 'plugin-at') {
           const from = resumeIndex(entries, lastC);
-          const upcoming = entries.map((e, i) => ({ e, i })).filter(({ e, i }) => i >= from && e.kind === 'call').slice(0, 200);
+          const upcoming = entries
+            .map((e, i) => ({ e, i }))
+            .filter(({ e, i }) => i >= from && e.kind === 'call')
+            .slice(0, 200);
           plan = upcoming.length > 1 ? { kind, entry: upcoming[rng.int(1, upcoming.length - 1)].i } : { kind: 'plugin-timer', delayMs: rng.int(0, 1200) };
         } else {
           plan = { kind, delayMs: rng.int(0, 1200), whenStaged: rng.next() < 0.5 };
@@ -290,8 +295,14 @@ test('kill -9 during compaction at random points: the vault always restores what
         assert.equal(v.ok, true, `${ctx}: verify: ${JSON.stringify(v.firstBadRecord)}`);
         const gens = listGenerations(node.vault).map((g) => g.generation);
         assert.deepEqual(gens, [r.generation], `${ctx}: with keepGenerations 1 only the newest generation stays`);
-        assert.deepEqual(unreferencedPacks(node).filter((p) => !p.newer), [], `${ctx}: packs no kept generation uses were left behind`);
-        log(`done at version ${done.dataVersion} after ${lifetime} lifetimes, ${kills} kills, ${((Date.now() - started) / 1000).toFixed(1)} s; last generation ${r.generation} (base ${r.baseVersion}), compaction status ${JSON.stringify(compactionStatus(node))}`);
+        assert.deepEqual(
+          unreferencedPacks(node).filter((p) => !p.newer),
+          [],
+          `${ctx}: packs no kept generation uses were left behind`,
+        );
+        log(
+          `done at version ${done.dataVersion} after ${lifetime} lifetimes, ${kills} kills, ${((Date.now() - started) / 1000).toFixed(1)} s; last generation ${r.generation} (base ${r.baseVersion}), compaction status ${JSON.stringify(compactionStatus(node))}`,
+        );
         break;
       }
 
@@ -322,7 +333,9 @@ test('kill -9 during compaction at random points: the vault always restores what
       }
       const gave =
         `${ctx}: C=${c}: restore gave ${r.version}${r.inFlight ? ' (in flight)' : ''} from generation ${r.generation}` +
-        ` (generations ${listGenerations(node.vault).map((g) => g.generation).join(',')}${notices.length > 0 ? `; restore said: ${notices.join('; ')}` : ''})`;
+        ` (generations ${listGenerations(node.vault)
+          .map((g) => g.generation)
+          .join(',')}${notices.length > 0 ? `; restore said: ${notices.join('; ')}` : ''})`;
       assert.equal(r.integrityCheck, 'ok', gave);
       const restored = dumpFile(to);
       if (r.version === c) {
@@ -337,7 +350,10 @@ test('kill -9 during compaction at random points: the vault always restores what
       }
       const v = verifyVault(node.vault, node.keys);
       assert.equal(v.ok, true, `${gave}: verify: ${JSON.stringify(v.firstBadRecord)}`);
-      assert.ok(v.generations.some((g) => g.complete), `${gave}: no complete generation`);
+      assert.ok(
+        v.generations.some((g) => g.complete),
+        `${gave}: no complete generation`,
+      );
       log(
         `kill ${kills}: ${describePlan(plan)}, C=${c}, restore ${r.version}${r.inFlight ? ' in flight' : ''} (generation ${r.generation}, base ${r.baseVersion})` +
           `${during ? `; mid-compaction: staging [${staging.join(',')}], ${unswitched.length} unswitched pack(s), ${temps.length} temp file(s) in pages/` : ''}`,
@@ -353,17 +369,21 @@ test('kill -9 during compaction at random points: the vault always restores what
   assert.ok(KILLS === 0 || midCompaction > 0, `seed ${SEED}: no kill landed while a compaction was under way`);
 });
 
-test('the hooks stay short with compaction forced (printed; a generous bound is asserted; `npm run bench` compares with compaction off)', { timeout: 10 * 60_000 }, async (t) => {
-  const on = await forced();
-  const status = compactionStatus(on.node);
-  assert.ok((status?.compactions ?? 0) > 50, 'compaction forced: many happened');
-  const s = on.run.stats;
-  const line =
-    `compaction forced ${JSON.stringify(FORCED)} (${status?.compactions} compactions, last build ${status?.lastCompaction?.buildMs} ms): ` +
-    `${s.hooks} hooks, p50 ${s.p50Ms} ms, p99 ${s.p99Ms} ms, max ${s.maxMs} ms, mean ${s.meanMs} ms, ${s.txPerSec} tx/s; ` +
-    `inside the plugin, the longest Journal.record with a compaction step ${status?.longestRecordMs.withCompactionStep} ms, without ${status?.longestRecordMs.others} ms`;
-  console.log(`[hook latency] ${line}`);
-  t.diagnostic(line);
-  assert.ok(s.maxMs < MAX_HOOK_MS, `the longest hook with compaction forced took ${s.maxMs} ms`);
-  assert.ok((status?.longestRecordMs.withCompactionStep ?? Infinity) < MAX_HOOK_MS, 'a compaction step held a call too long');
-});
+test(
+  'the hooks stay short with compaction forced (printed; a generous bound is asserted; `npm run bench` compares with compaction off)',
+  { timeout: 10 * 60_000 },
+  async (t) => {
+    const on = await forced();
+    const status = compactionStatus(on.node);
+    assert.ok((status?.compactions ?? 0) > 50, 'compaction forced: many happened');
+    const s = on.run.stats;
+    const line =
+      `compaction forced ${JSON.stringify(FORCED)} (${status?.compactions} compactions, last build ${status?.lastCompaction?.buildMs} ms): ` +
+      `${s.hooks} hooks, p50 ${s.p50Ms} ms, p99 ${s.p99Ms} ms, max ${s.maxMs} ms, mean ${s.meanMs} ms, ${s.txPerSec} tx/s; ` +
+      `inside the plugin, the longest Journal.record with a compaction step ${status?.longestRecordMs.withCompactionStep} ms, without ${status?.longestRecordMs.others} ms`;
+    console.log(`[hook latency] ${line}`);
+    t.diagnostic(line);
+    assert.ok(s.maxMs < MAX_HOOK_MS, `the longest hook with compaction forced took ${s.maxMs} ms`);
+    assert.ok((status?.longestRecordMs.withCompactionStep ?? Infinity) < MAX_HOOK_MS, 'a compaction step held a call too long');
+  },
+);

@@ -89,7 +89,10 @@ for (const outcome of ['refused', 'unprotected'] as const) {
       assert.equal(r.version, node.version());
       assert.equal(r.generation, 2);
       assert.equal(dumpFile(to), dumpFile(node.dbPath), 'restore from the server alone equals the node');
-      assert.deepEqual(notices.filter((n) => !n.startsWith('info')), []);
+      assert.deepEqual(
+        notices.filter((n) => !n.startsWith('info')),
+        [],
+      );
     } finally {
       await remote.close(1000);
       journal.close();

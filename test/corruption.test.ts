@@ -84,7 +84,13 @@ function flip(vault: string, r: RecordPlace, at: number, mask = 0x01): void {
 function snapshotFiles(vault: string): Map<string, string> {
   const m = new Map<string, string>();
   for (const name of fs.readdirSync(path.join(vault, SEGMENTS_DIR))) {
-    m.set(name, crypto.createHash('sha256').update(fs.readFileSync(segPath(vault, name))).digest('hex'));
+    m.set(
+      name,
+      crypto
+        .createHash('sha256')
+        .update(fs.readFileSync(segPath(vault, name)))
+        .digest('hex'),
+    );
   }
   return m;
 }
@@ -175,18 +181,32 @@ test('a flipped byte in a sealed body: authentication fails at that record', () 
 test('a flipped byte in a header: the length field (smaller, larger, beyond the segment) and the seq field', () => {
   const r = middleRecords[1];
   // Lowest length byte: the record is cut at another place, so it no longer authenticates.
-  assertDamage(damaged((v) => flip(v, r, 11, 0x01)), { seq: r.seq, segment: r.segment, offset: r.offset, reason: /authentication failed/ });
+  assertDamage(
+    damaged((v) => flip(v, r, 11, 0x01)),
+    { seq: r.seq, segment: r.segment, offset: r.offset, reason: /authentication failed/ },
+  );
   // +64 KiB: the record would run past the end of its (not last) segment.
-  assertDamage(damaged((v) => flip(v, r, 9, 0x01)), { seq: r.seq, segment: r.segment, offset: r.offset, reason: /segment ends inside a record \(truncated\)/ }, false);
+  assertDamage(
+    damaged((v) => flip(v, r, 9, 0x01)),
+    { seq: r.seq, segment: r.segment, offset: r.offset, reason: /segment ends inside a record \(truncated\)/ },
+    false,
+  );
   // Beyond MAX_SEALED_BYTES: out of bounds.
-  assertDamage(damaged((v) => flip(v, r, 8, 0x80)), { seq: r.seq, segment: r.segment, offset: r.offset, reason: /bad record header: sealed length \d+ is out of bounds/ }, false);
+  assertDamage(
+    damaged((v) => flip(v, r, 8, 0x80)),
+    { seq: r.seq, segment: r.segment, offset: r.offset, reason: /bad record header: sealed length \d+ is out of bounds/ },
+    false,
+  );
   // Sequence number.
-  assertDamage(damaged((v) => flip(v, r, 19, 0x02)), {
-    seq: r.seq,
-    segment: r.segment,
-    offset: r.offset,
-    reason: new RegExp(`found record ${r.seq ^ 2n} where ${r.seq} belongs`),
-  });
+  assertDamage(
+    damaged((v) => flip(v, r, 19, 0x02)),
+    {
+      seq: r.seq,
+      segment: r.segment,
+      offset: r.offset,
+      reason: new RegExp(`found record ${r.seq ^ 2n} where ${r.seq} belongs`),
+    },
+  );
   // Magic, version, reserved, nonce.
   for (const [at, reason] of [
     [0, /bad magic/],
@@ -194,7 +214,11 @@ test('a flipped byte in a header: the length field (smaller, larger, beyond the 
     [6, /reserved header bytes/],
     [30, /authentication failed/],
   ] as [number, RegExp][]) {
-    assertDamage(damaged((v) => flip(v, r, at, 0x10)), { seq: r.seq, segment: r.segment, offset: r.offset, reason }, false);
+    assertDamage(
+      damaged((v) => flip(v, r, at, 0x10)),
+      { seq: r.seq, segment: r.segment, offset: r.offset, reason },
+      false,
+    );
   }
 });
 
@@ -234,7 +258,9 @@ test('two records swapped inside a segment (different sizes: the file is rewritt
   });
   assertDamage(vault, { seq: x.seq, segment: middle, offset: x.offset, reason: new RegExp(`found record ${y.seq} where ${x.seq} belongs`) });
   // Same-size swap of two adjacent records: same verdict.
-  const pair = records.find((r, k) => k + 1 < records.length && records[k + 1].segment === r.segment && records[k + 1].size === r.size && r.segment !== lastSegment);
+  const pair = records.find(
+    (r, k) => k + 1 < records.length && records[k + 1].segment === r.segment && records[k + 1].size === r.size && r.segment !== lastSegment,
+  );
   assert.ok(pair, 'no two adjacent records of the same size');
   {
     const other = records[records.indexOf(pair) + 1];
@@ -246,7 +272,11 @@ test('two records swapped inside a segment (different sizes: the file is rewritt
       first.copy(b, other.offset);
       fs.writeFileSync(file, b);
     });
-    assertDamage(vault2, { seq: pair.seq, segment: pair.segment, offset: pair.offset, reason: new RegExp(`found record ${other.seq} where ${pair.seq} belongs`) }, false);
+    assertDamage(
+      vault2,
+      { seq: pair.seq, segment: pair.segment, offset: pair.offset, reason: new RegExp(`found record ${other.seq} where ${pair.seq} belongs`) },
+      false,
+    );
   }
 });
 
@@ -322,9 +352,15 @@ test('a record from a fork of the same vault (same key, vault id and seq) breaks
 });
 
 function assertWrongKey(vault: string, keys: VaultNode['keys'], hsmSecretPath: string, pattern: RegExp, nodes: VaultNode[]): void {
-  assert.throws(() => verifyVault(vault, keys), (e: unknown) => e instanceof WrongKeyError && pattern.test(e.message));
+  assert.throws(
+    () => verifyVault(vault, keys),
+    (e: unknown) => e instanceof WrongKeyError && pattern.test(e.message),
+  );
   const to = path.join(fs.mkdtempSync(path.join(work, 'wk-')), 'db.sqlite3');
-  assert.throws(() => restoreDatabase({ vaultDir: vault, keys, to }), (e: unknown) => e instanceof WrongKeyError && pattern.test(e.message));
+  assert.throws(
+    () => restoreDatabase({ vaultDir: vault, keys, to }),
+    (e: unknown) => e instanceof WrongKeyError && pattern.test(e.message),
+  );
   assert.ok(!fs.existsSync(to));
   assert.throws(() => Journal.open(vault, keys, node.dbPath), WrongKeyError);
   assert.throws(() => vaultStatus(vault, keys), WrongKeyError);
@@ -357,7 +393,13 @@ test('an edited VAULT.json (node id, vault id, segment size) no longer matches i
       if (!keepCopy) fs.rmSync(path.join(v, 'VAULT.json.copy'));
     });
   const otherNode = `02${'ab'.repeat(32)}`;
-  assertWrongKey(edit((id) => (id.nodeId = otherNode)), node.keys, node.hsmSecretPath, /does not open the vault .*if VAULT\.json was edited/, [node]);
+  assertWrongKey(
+    edit((id) => (id.nodeId = otherNode)),
+    node.keys,
+    node.hsmSecretPath,
+    /does not open the vault .*if VAULT\.json was edited/,
+    [node],
+  );
   // With its copy intact, the edit is damage the copy undoes: verify and restore read the identity
   // from the copy and say so (the library calls without repair still refuse).
   const healed = edit((id) => (id.nodeId = otherNode), true);
@@ -366,7 +408,10 @@ test('an edited VAULT.json (node id, vault id, segment size) no longer matches i
   assert.equal(v.code, 0, v.stderr);
   const report = JSON.parse(v.stdout) as { ok: boolean; notices: string[] };
   assert.equal(report.ok, true);
-  assert.ok(report.notices.some((n) => /VAULT\.json is damaged .*read from VAULT\.json\.copy/.test(n)), JSON.stringify(report.notices));
+  assert.ok(
+    report.notices.some((n) => /VAULT\.json is damaged .*read from VAULT\.json\.copy/.test(n)),
+    JSON.stringify(report.notices),
+  );
   for (const change of [
     (id: Record<string, unknown>) => (id.vaultId = crypto.randomBytes(16).toString('hex')),
     (id: Record<string, unknown>) => (id.segmentBytes = 8192),
@@ -378,9 +423,17 @@ test('an edited VAULT.json (node id, vault id, segment size) no longer matches i
     assert.throws(() => restoreDatabase({ vaultDir: vault, keys: node.keys, to: path.join(work, 'never.sqlite3') }), WrongKeyError);
   }
   // Not JSON, or not an identity at all: a plain VaultError saying the identity is damaged.
-  for (const content of ['{', '[]', '{"format":"lnbackup-vault"}', JSON.stringify({ ...(JSON.parse(fs.readFileSync(path.join(node.vault, 'VAULT.json'), 'utf8')) as VaultIdentity), segmentBytes: 1 })]) {
+  for (const content of [
+    '{',
+    '[]',
+    '{"format":"lnbackup-vault"}',
+    JSON.stringify({ ...(JSON.parse(fs.readFileSync(path.join(node.vault, 'VAULT.json'), 'utf8')) as VaultIdentity), segmentBytes: 1 }),
+  ]) {
     const vault = damaged((v) => fs.writeFileSync(path.join(v, 'VAULT.json'), content));
-    assert.throws(() => verifyVault(vault, node.keys), (e: unknown) => e instanceof VaultError && !(e instanceof WrongKeyError) && /identity is damaged/.test(e.message));
+    assert.throws(
+      () => verifyVault(vault, node.keys),
+      (e: unknown) => e instanceof VaultError && !(e instanceof WrongKeyError) && /identity is damaged/.test(e.message),
+    );
   }
 });
 
@@ -404,7 +457,11 @@ test('random single-byte flips anywhere in the vault name the record that holds 
     const mask = 1 << Math.floor(rand() * 8);
     const vault = damaged((v) => flip(v, r, pos, mask));
     const report = verifyVault(vault, node.keys);
-    assert.equal(report.firstBadRecord?.seq, r.seq.toString(), `byte ${pos} of record ${r.seq} ^ ${mask} (seed ${seed}): ${JSON.stringify(report.firstBadRecord)}`);
+    assert.equal(
+      report.firstBadRecord?.seq,
+      r.seq.toString(),
+      `byte ${pos} of record ${r.seq} ^ ${mask} (seed ${seed}): ${JSON.stringify(report.firstBadRecord)}`,
+    );
     assert.equal(report.firstBadRecord?.segment, r.segment);
     assert.throws(
       () => restoreDatabase({ vaultDir: vault, keys: node.keys, to: path.join(work, `never-${k}.sqlite3`) }),
@@ -415,22 +472,16 @@ test('random single-byte flips anywhere in the vault name the record that holds 
   }
 });
 
-test(
-  'a flipped length byte of a record in the LAST segment is damage, not a torn tail, and the writer keeps the records after it',
-  () => {
-    const r = inSegment(lastSegment)[0];
-    const vault = damaged((v) => flip(v, r, 9, 0x01));
-    assertDamage(vault, { seq: r.seq, segment: lastSegment, offset: r.offset, reason: /./ }, false);
-  },
-);
+test('a flipped length byte of a record in the LAST segment is damage, not a torn tail, and the writer keeps the records after it', () => {
+  const r = inSegment(lastSegment)[0];
+  const vault = damaged((v) => flip(v, r, 9, 0x01));
+  assertDamage(vault, { seq: r.seq, segment: lastSegment, offset: r.offset, reason: /./ }, false);
+});
 
-test(
-  'deleting the first segment is named as records 1.. missing, and restore says so',
-  () => {
-    const vault = damaged((v) => fs.rmSync(segPath(v, segments[0])));
-    assertDamage(vault, { seq: 1n, segment: segments[1], offset: 0, reason: /missing/ }, false);
-  },
-);
+test('deleting the first segment is named as records 1.. missing, and restore says so', () => {
+  const vault = damaged((v) => fs.rmSync(segPath(v, segments[0])));
+  assertDamage(vault, { seq: 1n, segment: segments[1], offset: 0, reason: /missing/ }, false);
+});
 
 test('a torn tail (a partial last record) is not corruption: verify ok with tornTail, restore works, the CLI exits 0', () => {
   const last = records[records.length - 1];

@@ -137,7 +137,10 @@ const tally = (map: Map<string, number>, key: string): void => {
 
 /** The first `NODE1_VERSIONS` versions of node1, as a plain .jsonl file (parsed fast by each lifetime). */
 function node1Head(dir: string): string {
-  const lines = zlib.gunzipSync(fs.readFileSync(tracePath('cln-v26.06-node1.jsonl.gz'))).toString('utf8').split('\n');
+  const lines = zlib
+    .gunzipSync(fs.readFileSync(tracePath('cln-v26.06-node1.jsonl.gz')))
+    .toString('utf8')
+    .split('\n');
   const kept: string[] = [];
   for (const line of lines) {
     if (line.trim() === '') continue;
@@ -238,7 +241,9 @@ async function runLifetime(ep: Episode, plan: Plan): Promise<Lifetime> {
     if (plan.kind === 'sim-timer' || plan.kind === 'both-timer') simKilled = child.kill('SIGKILL');
     if (plan.kind === 'plugin-timer' || plan.kind === 'both-timer') {
       // The pid the simulator reported (the plugin may still be between fork and exec), and any other.
-      const started = ofKind(sim.events, 'plugin-started').map((e) => e.pid).filter((pid) => aliveIn(pid, ep.networkDir));
+      const started = ofKind(sim.events, 'plugin-started')
+        .map((e) => e.pid)
+        .filter((pid) => aliveIn(pid, ep.networkDir));
       for (const pid of new Set([...started, ...findProcesses(PLUGIN_PATH, ep.networkDir)])) {
         try {
           process.kill(pid, 'SIGKILL');
@@ -254,12 +259,14 @@ async function runLifetime(ep: Episode, plan: Plan): Promise<Lifetime> {
       timers.push(setTimeout(fire, plan.delayMs));
     } else {
       const anchor = plan.anchor === 'plugin-started' ? 'plugin-started' : 'committed';
-      sim.waitFor((e) => e.event === anchor).then(
-        () => {
-          if (running()) timers.push(setTimeout(fire, plan.delayMs));
-        },
-        () => {},
-      );
+      sim
+        .waitFor((e) => e.event === anchor)
+        .then(
+          () => {
+            if (running()) timers.push(setTimeout(fire, plan.delayMs));
+          },
+          () => {},
+        );
     }
   }
   timers.push(
@@ -433,7 +440,9 @@ function checkAfterCrash(ep: Episode, ctx: string, lt: Lifetime, plan: Plan, onC
       const last = ep.lastRestore;
       const untouched = crash.point === 'before-hook' && last?.c === c && last.version === c + 1 && last.inFlight && last.dump === restoredDump;
       if (!untouched) {
-        fail(`${gave}: lightningd died ${crash.point} at entry ${crash.entry}, and no earlier in-flight record for ${c + 1} was there: the vault cannot hold anything after ${c}`);
+        fail(
+          `${gave}: lightningd died ${crash.point} at entry ${crash.entry}, and no earlier in-flight record for ${c + 1} was there: the vault cannot hold anything after ${c}`,
+        );
       }
     }
   }
@@ -502,7 +511,9 @@ async function torture(setup: Setup, n: number, wanted: number, rng: Prng, stats
       }
       if (lt.outcome === 'done') {
         checkFinal(ep, `seed ${SEED}, ${ep.label}, end of the trace after ${lifetimes + 1} lifetimes`, lt);
-        log(`${ep.label}: done at version ${ep.lastC} after ${lifetimes + 1} lifetimes, ${kills} kills, ${((Date.now() - started) / 1000).toFixed(1)} s (last lifetime: ${describePlan(plan)}; ${lt.timeline})`);
+        log(
+          `${ep.label}: done at version ${ep.lastC} after ${lifetimes + 1} lifetimes, ${kills} kills, ${((Date.now() - started) / 1000).toFixed(1)} s (last lifetime: ${describePlan(plan)}; ${lt.timeline})`,
+        );
         return kills;
       }
       stats.crashes++;
@@ -512,7 +523,14 @@ async function torture(setup: Setup, n: number, wanted: number, rng: Prng, stats
       if (lt.counted) {
         kills++;
         stats.counted++;
-        tally(stats.byKind, plan.kind === 'kill-self' ? `kill-self:${plan.point}` : plan.kind === 'kill-plugin-at' || plan.kind === 'none' ? plan.kind : `${plan.kind} (from ${plan.anchor})`);
+        tally(
+          stats.byKind,
+          plan.kind === 'kill-self'
+            ? `kill-self:${plan.point}`
+            : plan.kind === 'kill-plugin-at' || plan.kind === 'none'
+              ? plan.kind
+              : `${plan.kind} (from ${plan.anchor})`,
+        );
         tally(stats.byPhase, lt.phase);
         tally(stats.byTrace, setup.name);
       } else {
@@ -554,8 +572,24 @@ test('crash torture: 200+ SIGKILLs of lightningd and the plugin; restore is alwa
   };
   const started = Date.now();
 
-  const node1: Setup = { name: 'node1', traces: [node1Head(root)], spawnWindowMs: 250, windowMs: 400, commitWindowMs: 300, entryWindow: 120, segmentBytes: [256 * 1024] };
-  const node3: Setup = { name: 'node3', traces: NODE3_CHAIN, spawnWindowMs: 250, windowMs: 250, commitWindowMs: 80, entryWindow: 25, segmentBytes: [4096, undefined] };
+  const node1: Setup = {
+    name: 'node1',
+    traces: [node1Head(root)],
+    spawnWindowMs: 250,
+    windowMs: 400,
+    commitWindowMs: 300,
+    entryWindow: 120,
+    segmentBytes: [256 * 1024],
+  };
+  const node3: Setup = {
+    name: 'node3',
+    traces: NODE3_CHAIN,
+    spawnWindowMs: 250,
+    windowMs: 250,
+    commitWindowMs: 80,
+    entryWindow: 25,
+    segmentBytes: [4096, undefined],
+  };
 
   await torture(node1, 1, Math.round(TARGET_KILLS * NODE1_SHARE), rng, stats, log);
   for (let n = 1; stats.counted < TARGET_KILLS; n++) {
@@ -563,7 +597,11 @@ test('crash torture: 200+ SIGKILLs of lightningd and the plugin; restore is alwa
   }
 
   const seconds = (Date.now() - started) / 1000;
-  const show = (m: Map<string, number>): string => [...m.entries()].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k}: ${v}`).join(', ');
+  const show = (m: Map<string, number>): string =>
+    [...m.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, v]) => `${k}: ${v}`)
+      .join(', ');
   const summary = [
     `seed ${SEED}: ${stats.counted} counted kills, ${stats.crashes} crashes checked, ${stats.lifetimes} lifetimes, ${seconds.toFixed(1)} s`,
     `kills by kind: ${show(stats.byKind)}`,

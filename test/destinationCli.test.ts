@@ -65,7 +65,10 @@ test('init --remote uploads the vault first; destination list, add (server, repl
     const lastSeq = localLastSeq(node);
     assert.ok(lastSeq >= 2n, 'the vault holds the first snapshot');
     const pushed = init.pushed as { url: string; records: number; lastSeq: string }[];
-    assert.deepEqual(pushed.map((p) => [p.url, p.records, String(p.lastSeq)]), [[a.url, Number(lastSeq), lastSeq.toString()]]);
+    assert.deepEqual(
+      pushed.map((p) => [p.url, p.records, String(p.lastSeq)]),
+      [[a.url, Number(lastSeq), lastSeq.toString()]],
+    );
     await serverHoldsVault(a, node, lastSeq);
     let config = readConfig(node);
     assert.deepEqual(config.remotes, [a.url]);
@@ -73,7 +76,14 @@ test('init --remote uploads the vault first; destination list, add (server, repl
 
     const list = ok(await cli(['destination', 'list', ...nodeArgs(node), '--json']), 'destination list');
     assert.deepEqual(
-      { remotes: list.remotes, replicas: list.replicas, policy: list.policy, stallLimitSeconds: list.stallLimitSeconds, localVault: list.localVault, live: list.live },
+      {
+        remotes: list.remotes,
+        replicas: list.replicas,
+        policy: list.policy,
+        stallLimitSeconds: list.stallLimitSeconds,
+        localVault: list.localVault,
+        live: list.live,
+      },
       { remotes: [a.url], replicas: [], policy: 'all', stallLimitSeconds: null, localVault: 'durable', live: null },
     );
     const human = await cli(['destination', 'list', ...nodeArgs(node)]);
@@ -101,7 +111,12 @@ test('init --remote uploads the vault first; destination list, add (server, repl
 
     // Policies the destinations cannot meet are refused, and the configuration is left as it was.
     const before = fs.readFileSync(configFile(node), 'utf8');
-    refused(await cli(['destination', 'set', ...nodeArgs(node), '--policy', 'quorum=9', '--json']), 2, /quorum=9 needs 9 destinations, but 4 are configured/, 'quorum=9');
+    refused(
+      await cli(['destination', 'set', ...nodeArgs(node), '--policy', 'quorum=9', '--json']),
+      2,
+      /quorum=9 needs 9 destinations, but 4 are configured/,
+      'quorum=9',
+    );
     refused(await cli(['destination', 'set', ...nodeArgs(node), '--stall-limit', 'soon', '--json']), 2, /--stall-limit takes seconds/, 'a bad stall limit');
     assert.equal(fs.readFileSync(configFile(node), 'utf8'), before, 'a refused change altered lnbackup.json');
 
@@ -109,10 +124,20 @@ test('init --remote uploads the vault first; destination list, add (server, repl
     assert.deepEqual(rmR.replicas, []);
     const rmB = ok(await cli(['destination', 'remove', ...nodeArgs(node), '--remote', b.url, '--json']), 'destination remove --remote');
     assert.deepEqual(rmB.remotes, [a.url]);
-    refused(await cli(['destination', 'remove', ...nodeArgs(node), '--remote', b.url, '--json']), 2, /is not a destination of this node/, 'removing a server twice');
+    refused(
+      await cli(['destination', 'remove', ...nodeArgs(node), '--remote', b.url, '--json']),
+      2,
+      /is not a destination of this node/,
+      'removing a server twice',
+    );
     // quorum=2 with the vault and server A: removing A would leave one destination.
     const beforeRemove = fs.readFileSync(configFile(node), 'utf8');
-    refused(await cli(['destination', 'remove', ...nodeArgs(node), '--remote', a.url, '--json']), 2, /quorum=2 needs 2 destinations, but 1 are configured/, 'removing below the quorum');
+    refused(
+      await cli(['destination', 'remove', ...nodeArgs(node), '--remote', a.url, '--json']),
+      2,
+      /quorum=2 needs 2 destinations, but 1 are configured/,
+      'removing below the quorum',
+    );
     assert.equal(fs.readFileSync(configFile(node), 'utf8'), beforeRemove);
     assert.deepEqual(readConfig(node).remotes, [a.url]);
 
@@ -124,7 +149,13 @@ test('init --remote uploads the vault first; destination list, add (server, repl
     const liveState = live.live as { policy: string; destinations: { name: string; kind: string; state: string }[] } | null;
     assert.ok(liveState, 'destination list shows no live state after the plugin ran');
     assert.equal(liveState.policy, 'quorum=2');
-    assert.deepEqual(liveState.destinations.map((d) => [d.kind, d.name]), [['vault', node.vault], ['server', a.url]]);
+    assert.deepEqual(
+      liveState.destinations.map((d) => [d.kind, d.name]),
+      [
+        ['vault', node.vault],
+        ['server', a.url],
+      ],
+    );
     // Server B, removed, got nothing more.
     assert.equal((await serverVaultOf(b, transportKeyOf(loadKeys({ hsmSecret: node.hsmSecretPath }).keys)))?.lastSeq, lastSeq.toString());
   } finally {
@@ -133,7 +164,7 @@ test('init --remote uploads the vault first; destination list, add (server, repl
   }
 });
 
-test('destination key prints the node\'s transport key (from the seed alone before init, from lnbackup.json after); a server started with --allow <that key> admits the node, one without it refuses clearly', async () => {
+test("destination key prints the node's transport key (from the seed alone before init, from lnbackup.json after); a server started with --allow <that key> admits the node, one without it refuses clearly", async () => {
   const node = makeTestNode('dest-key');
   const expected = transportKeyOf(loadKeys({ hsmSecret: node.hsmSecretPath }).keys);
   // Before init: from the hsm_secret alone, and from the lightning dir that has no lnbackup.json yet.
@@ -190,11 +221,31 @@ test('init refuses destinations that cannot hold the backup: --local-vault cache
   );
   assert.equal(fs.existsSync(configFile(node)), false);
   assert.equal(fs.existsSync(node.vault), false, 'a refused init created the vault');
-  refused(await cli(['init', ...nodeArgs(node), '--vault', node.vault, '--replica', path.join(node.dir, 'r.sqlite3'), '--policy', 'quorum=3', '--json']), 2, /quorum=3 needs 3 destinations, but 2 are configured/, 'init quorum=3');
-  refused(await cli(['init', ...nodeArgs(node), '--vault', node.vault, '--local-vault', 'somewhere', '--json']), 2, /--local-vault takes 'durable' or 'cache'/, 'init --local-vault with a bad mode');
+  refused(
+    await cli(['init', ...nodeArgs(node), '--vault', node.vault, '--replica', path.join(node.dir, 'r.sqlite3'), '--policy', 'quorum=3', '--json']),
+    2,
+    /quorum=3 needs 3 destinations, but 2 are configured/,
+    'init quorum=3',
+  );
+  refused(
+    await cli(['init', ...nodeArgs(node), '--vault', node.vault, '--local-vault', 'somewhere', '--json']),
+    2,
+    /--local-vault takes 'durable' or 'cache'/,
+    'init --local-vault with a bad mode',
+  );
   // (Their exit code, 2 by the README, is checked in the usage-error test below.)
-  refused(await cli(['init', ...nodeArgs(node), '--vault', node.vault, '--remote', 'lnbackup://nokey@127.0.0.1:1', '--json']), [1, 2], /lnbackup:\/\/<server public key>@<host>:<port> expected/, 'init with a malformed URL');
-  refused(await cli(['init', ...nodeArgs(node), '--vault', node.vault, '--policy', 'most', '--json']), [1, 2], /unknown durability policy 'most'/, 'init with an unknown policy');
+  refused(
+    await cli(['init', ...nodeArgs(node), '--vault', node.vault, '--remote', 'lnbackup://nokey@127.0.0.1:1', '--json']),
+    [1, 2],
+    /lnbackup:\/\/<server public key>@<host>:<port> expected/,
+    'init with a malformed URL',
+  );
+  refused(
+    await cli(['init', ...nodeArgs(node), '--vault', node.vault, '--policy', 'most', '--json']),
+    [1, 2],
+    /unknown durability policy 'most'/,
+    'init with an unknown policy',
+  );
   assert.equal(fs.existsSync(node.vault), false, 'a refused init created the vault');
   assert.equal(fs.existsSync(configFile(node)), false);
 });
@@ -205,7 +256,15 @@ test('--help lists server and destination; every command given --json prints one
   for (const cmd of ['init', 'restore', 'verify', 'status', 'server', 'destination']) assert.match(help.stdout, new RegExp(`^\\s+${cmd}\\b`, 'm'), cmd);
   const destHelp = await cli(['destination', '--help']);
   for (const cmd of ['list', 'add', 'remove', 'set', 'key']) assert.match(destHelp.stdout, new RegExp(`^\\s+${cmd}\\b`, 'm'), cmd);
-  for (const args of [['destination', 'list'], ['destination', 'add'], ['destination', 'remove'], ['destination', 'set'], ['destination', 'key'], ['server'], ['server', 'status']]) {
+  for (const args of [
+    ['destination', 'list'],
+    ['destination', 'add'],
+    ['destination', 'remove'],
+    ['destination', 'set'],
+    ['destination', 'key'],
+    ['server'],
+    ['server', 'status'],
+  ]) {
     const r = await cli([...args, '--help']);
     assert.equal(r.code, 0, args.join(' '));
     assert.match(r.stdout, /--json/, `${args.join(' ')} --help`);

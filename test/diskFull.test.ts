@@ -37,7 +37,10 @@ test('disk full under the vault: no acknowledged record is lost, lightningd stop
       assert.ok(err instanceof SimulatorAbortedError, String(err));
       lastCommitted = err.event.lastCommitted;
       const logs = pluginLogs(err.lifetimes);
-      assert.ok(logs.some((m) => /ENOSPC|no space/i.test(m)), logs.slice(-5).join('\n'));
+      assert.ok(
+        logs.some((m) => /ENOSPC|no space/i.test(m)),
+        logs.slice(-5).join('\n'),
+      );
       assert.ok(logs.some((m) => /Stopping lightningd before it commits anything unrecorded/.test(m)));
       return true;
     });

@@ -49,9 +49,15 @@ test('doctor: a sound setup passes; each broken piece is named with its fix (exi
     const good = await doctor();
     assert.equal(good.code, 0, `${good.stdout} ${good.stderr}`);
     const checks = checksOf(good);
-    assert.deepEqual(checks.filter((c) => c.status !== 'ok' && c.status !== 'skip'), []);
+    assert.deepEqual(
+      checks.filter((c) => c.status !== 'ok' && c.status !== 'skip'),
+      [],
+    );
     for (const name of ['plugin line', 'other db_write plugins', 'lnbackup.json', 'key', 'vault', 'database', `server ${server.url}`, 'retention']) {
-      assert.ok(checks.some((c) => c.check === name && c.status === 'ok'), `no ok for ${name}`);
+      assert.ok(
+        checks.some((c) => c.check === name && c.status === 'ok'),
+        `no ok for ${name}`,
+      );
     }
     assert.match(checks.find((c) => c.check === `server ${server.url}`)?.detail ?? '', /level with the local vault/);
     const human = await cli(['doctor', ...nodeArgs(node)]);
@@ -68,7 +74,12 @@ test('doctor: a sound setup passes; each broken piece is named with its fix (exi
     fs.writeFileSync(config, 'network=regtest\n');
     const noLine = await doctor();
     flags(noLine, /^plugin line$/, 'fail', /does not load lnbackup-cln/, 'no plugin line');
-    assert.ok(checksOf(noLine).find((c) => c.check === 'plugin line')?.fix?.includes(`plugin=${PLUGIN_PATH}`), 'the fix gives the line to add');
+    assert.ok(
+      checksOf(noLine)
+        .find((c) => c.check === 'plugin line')
+        ?.fix?.includes(`plugin=${PLUGIN_PATH}`),
+      'the fix gives the line to add',
+    );
     fs.writeFileSync(path.join(node.networkDir, 'config'), `plugin=${PLUGIN_PATH}\n`);
 
     // A server that holds no copy of the vault, and one that is down.

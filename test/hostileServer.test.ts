@@ -35,16 +35,7 @@ import { RecordSealer } from '../src/vault/sealer.js';
 import { listSegments } from '../src/vault/segments.js';
 import { decodeCall, encodeWrites, isCallRecord } from '../src/journal/payloads.js';
 import { readTraceFile } from '../src/simulator/trace.js';
-import {
-  dropNewest,
-  dropRecord,
-  flipBit,
-  relabelGeneration,
-  replaceRecord,
-  replayRecord,
-  swapRecords,
-  type HostileStore,
-} from './helpers/hostileStore.js';
+import { dropNewest, dropRecord, flipBit, relabelGeneration, replaceRecord, replayRecord, swapRecords, type HostileStore } from './helpers/hostileStore.js';
 import { startHostileServer, type HostileServer } from './helpers/inProcessServer.js';
 import { cliEntry, tracePath } from './helpers/paths.js';
 import { folderMaker, remoteFor, type Notice } from './helpers/remoteFixture.js';
@@ -136,7 +127,14 @@ function fixtureG(): TwoGenerations {
   assert.ok(gen2FirstSeq > 0n, 'the fixture has a second generation');
   const tail = vaultTail(node.vault, Buffer.from(node.vaultId, 'hex'));
   assert.equal(tail.generation, 2);
-  nodeG = { node, dump: dumpFile(node.dbPath), version: calls[calls.length - 1].dataVersion, lastSeq: tail.lastSeq, gen2FirstSeq, gen1Version: calls[39].dataVersion };
+  nodeG = {
+    node,
+    dump: dumpFile(node.dbPath),
+    version: calls[calls.length - 1].dataVersion,
+    lastSeq: tail.lastSeq,
+    gen2FirstSeq,
+    gen1Version: calls[39].dataVersion,
+  };
   return nodeG;
 }
 
@@ -208,7 +206,13 @@ function truth(store: HostileStore, f: Fixture): Promise<StoreRecord[]> {
 function cutState(all: readonly StoreRecord[], n: number): (v: StoredVault) => StoredVault {
   const kept = all.slice(0, all.length - n);
   const last = kept[kept.length - 1];
-  return (v) => ({ ...v, lastSeq: last.seq, lastHash: rawRecordHash(last.bytes), lastGeneration: last.generation, bytes: kept.reduce((s, r) => s + r.bytes.length, 0) });
+  return (v) => ({
+    ...v,
+    lastSeq: last.seq,
+    lastHash: rawRecordHash(last.bytes),
+    lastGeneration: last.generation,
+    bytes: kept.reduce((s, r) => s + r.bytes.length, 0),
+  });
 }
 
 /** Runs the built `lnbackup` command without blocking this process (the server is in it). */
@@ -429,7 +433,10 @@ test("hostile: another vault's VAULT.json (another node's, or another vault of t
     srv.store.lie(a.node.vaultId, { state: (v) => ({ ...v, identity: idOfB }) });
     await assert.rejects(download(), new RegExp(`vault ${a.node.vaultId} belongs to another key`));
     srv.store.lie(a.node.vaultId, { state: (v) => ({ ...v, identity: idOfTwin }) });
-    await assert.rejects(download(), new RegExp(`vault ${a.node.vaultId} belongs to another key|sent the identity of vault ${twinId} for vault ${a.node.vaultId}`));
+    await assert.rejects(
+      download(),
+      new RegExp(`vault ${a.node.vaultId} belongs to another key|sent the identity of vault ${twinId} for vault ${a.node.vaultId}`),
+    );
     // The vault's own identity, one character changed (a letter or digit in its middle for
     // another: still well-formed, whether the server holds VAULT.json or a sealed envelope of it).
     const own = await stored(a.node.vaultId);
@@ -438,7 +445,10 @@ test("hostile: another vault's VAULT.json (another node's, or another vault of t
     while (!/[0-9a-zA-Z]/.test(String.fromCharCode(altered[at]))) at++;
     altered[at] = altered[at] === 0x61 ? 0x62 : 0x61;
     srv.store.lie(a.node.vaultId, { state: (v) => ({ ...v, identity: altered }) });
-    await assert.rejects(download(), new RegExp(`vault ${a.node.vaultId} belongs to another key|sent the identity of vault [0-9a-f]{32} for vault ${a.node.vaultId}`));
+    await assert.rejects(
+      download(),
+      new RegExp(`vault ${a.node.vaultId} belongs to another key|sent the identity of vault [0-9a-f]{32} for vault ${a.node.vaultId}`),
+    );
     const t = target();
     await assert.rejects(
       downloadDir({ url: srv.url, keys: a.node.keys, vaultId: a.node.vaultId }, (dir) => restoreDatabase({ vaultDir: dir, keys: a.node.keys, to: t.to })),
@@ -457,7 +467,11 @@ test('hostile: VaultState over-claiming lastSeq, or moving firstSeq past the sna
     // present does not start a generation.
     const first = a.lastSeq - 10n;
     srv.store.lie(a.node.vaultId, { state: (v) => ({ ...v, firstSeq: first }), records: (all) => all.filter((r) => r.seq >= first) });
-    await refused(srv, a, new RegExp(`^record 1 \\(.*\\): records 1\\.\\.${first - 1n} are missing .*the first record present, ${first}, does not start a generation`));
+    await refused(
+      srv,
+      a,
+      new RegExp(`^record 1 \\(.*\\): records 1\\.\\.${first - 1n} are missing .*the first record present, ${first}, does not start a generation`),
+    );
   });
 });
 
@@ -493,21 +507,18 @@ test('hostile: two generations: a bit flipped in the older one is reported by ve
   });
 });
 
-test(
-  "hostile: two generations: damage in the older generation's FIRST record does not stop the restore of the newest one",
-  async () => {
-    const g = fixtureG();
-    await withServer([g], async (srv) => {
-      srv.store.lie(g.node.vaultId, { records: flipBit(1n) });
-      const report = await verifyFrom(srv, g);
-      assert.equal(report.firstBadRecord?.seq, '1');
-      const t = target();
-      const r = await restoreFrom(srv, g, t.to);
-      assert.equal(r.generation, 2);
-      assert.equal(dumpFile(t.to), g.dump);
-    });
-  },
-);
+test("hostile: two generations: damage in the older generation's FIRST record does not stop the restore of the newest one", async () => {
+  const g = fixtureG();
+  await withServer([g], async (srv) => {
+    srv.store.lie(g.node.vaultId, { records: flipBit(1n) });
+    const report = await verifyFrom(srv, g);
+    assert.equal(report.firstBadRecord?.seq, '1');
+    const t = target();
+    const r = await restoreFrom(srv, g, t.to);
+    assert.equal(r.generation, 2);
+    assert.equal(dumpFile(t.to), g.dump);
+  });
+});
 
 test('hostile: LIMIT: the whole newest generation hidden (cut at its first record) restores the older generation without a word', async () => {
   const g = fixtureG();
@@ -581,13 +592,21 @@ test('hostile node side: a server that acked records without storing them is cau
     await until('the LOST RECORDS notice', () => notices.some((n) => n.level === 'broken'));
     const lost = notices.filter((n) => n.level === 'broken');
     assert.equal(lost.length, 1);
-    assert.match(lost[0].message, new RegExp(`^lnbackup://[0-9a-f]{66}@127\\.0\\.0\\.1:${srv.port} LOST RECORDS IT HAD ACKNOWLEDGED \\(acked up to ${acked}, now holds ${stored}\\); resending them from the local vault$`));
+    assert.match(
+      lost[0].message,
+      new RegExp(
+        `^lnbackup://[0-9a-f]{66}@127\\.0\\.0\\.1:${srv.port} LOST RECORDS IT HAD ACKNOWLEDGED \\(acked up to ${acked}, now holds ${stored}\\); resending them from the local vault$`,
+      ),
+    );
     await Promise.all(Array.from({ length: 5 }, () => remote.store(next())));
     await remote.caughtUp();
     const local = readRawRecords(node.vault, 1n, Number.MAX_SAFE_INTEGER);
     const server = await srv.store.allRecords(node.vaultId);
     assert.equal(server.length, local.length);
-    assert.ok(server.every((r, i) => r.seq === local[i].seq && r.bytes.equals(local[i].bytes)), 'the server copy is the local vault, byte for byte');
+    assert.ok(
+      server.every((r, i) => r.seq === local[i].seq && r.bytes.equals(local[i].bytes)),
+      'the server copy is the local vault, byte for byte',
+    );
   } finally {
     await remote.close(1000);
     await srv.stop();
@@ -595,35 +614,35 @@ test('hostile node side: a server that acked records without storing them is cau
   }
 });
 
-test(
-  'hostile node side: a server that lost acknowledged records is flagged also when the node restarted in between (the vault\'s acks/ ledger)',
-  async () => {
-    const { node, journal, next } = liveNode('hostile-lost-restart');
-    let srv = await startHostileServer(freshDir('srv'));
-    let remote = nodeRemote(node, srv.url, []);
-    try {
-      await remote.start(journal.chainTail, Date.now() + 10_000);
-      await Promise.all(Array.from({ length: 30 }, () => remote.store(next())));
-      const stored = journal.chainTail.lastSeq;
-      srv.store.swallowAppends(node.vaultId, stored + 1n);
-      await Promise.all(Array.from({ length: 20 }, () => remote.store(next())));
-      assert.equal(BigInt(srv.store.swallowed.length), journal.chainTail.lastSeq - stored);
-      // The plugin stops (lightningd restarts) and the server comes back without those records.
-      await remote.close(1000);
-      srv = await srv.restart();
-      const notices: Notice[] = [];
-      remote = nodeRemote(node, srv.url, notices);
-      const started = await remote.start(journal.chainTail, Date.now() + 10_000);
-      assert.ok(!started.ahead && started.connected && started.serverLastSeq === stored);
-      await remote.caughtUp();
-      assert.ok(notices.some((n) => n.level === 'broken' && /LOST RECORDS/.test(n.message)), `notices: ${JSON.stringify(notices)}`);
-    } finally {
-      await remote.close(0);
-      await srv.stop();
-      journal.close();
-    }
-  },
-);
+test("hostile node side: a server that lost acknowledged records is flagged also when the node restarted in between (the vault's acks/ ledger)", async () => {
+  const { node, journal, next } = liveNode('hostile-lost-restart');
+  let srv = await startHostileServer(freshDir('srv'));
+  let remote = nodeRemote(node, srv.url, []);
+  try {
+    await remote.start(journal.chainTail, Date.now() + 10_000);
+    await Promise.all(Array.from({ length: 30 }, () => remote.store(next())));
+    const stored = journal.chainTail.lastSeq;
+    srv.store.swallowAppends(node.vaultId, stored + 1n);
+    await Promise.all(Array.from({ length: 20 }, () => remote.store(next())));
+    assert.equal(BigInt(srv.store.swallowed.length), journal.chainTail.lastSeq - stored);
+    // The plugin stops (lightningd restarts) and the server comes back without those records.
+    await remote.close(1000);
+    srv = await srv.restart();
+    const notices: Notice[] = [];
+    remote = nodeRemote(node, srv.url, notices);
+    const started = await remote.start(journal.chainTail, Date.now() + 10_000);
+    assert.ok(!started.ahead && started.connected && started.serverLastSeq === stored);
+    await remote.caughtUp();
+    assert.ok(
+      notices.some((n) => n.level === 'broken' && /LOST RECORDS/.test(n.message)),
+      `notices: ${JSON.stringify(notices)}`,
+    );
+  } finally {
+    await remote.close(0);
+    await srv.stop();
+    journal.close();
+  }
+});
 
 test('hostile node side: VaultState with a wrong lastHash is a diverged copy: start() fails, nothing is sent', async () => {
   const { node, journal, next } = liveNode('hostile-hash');
@@ -733,10 +752,22 @@ test('hostile node side: a server ahead with a record that fails proof: NodeBack
     const bad = c.localLast + 7n;
     const cases: [string, (all: StoreRecord[]) => StoreRecord[], RegExp][] = [
       ['a flipped bit', flipBit(bad), new RegExp(`^record ${bad} from ${escaped(srv.url)} fails authentication: the server altered it`)],
-      ['two records swapped under their numbers', swapRecords(bad, bad + 1n, true), new RegExp(`^record ${bad} from ${escaped(srv.url)} says in its header that it is record ${bad + 1n}`)],
+      [
+        'two records swapped under their numbers',
+        swapRecords(bad, bad + 1n, true),
+        new RegExp(`^record ${bad} from ${escaped(srv.url)} says in its header that it is record ${bad + 1n}`),
+      ],
       ['an old record replayed', replayRecord(bad, 3n, true), new RegExp(`^record ${bad} from ${escaped(srv.url)} says in its header that it is record 3`)],
-      ['a forked record', replaceRecord(bad, forkAt(node, all, bad)), new RegExp(`^record ${bad + 1n} from ${escaped(srv.url)} does not follow record ${bad} \\(hash chain broken\\)`)],
-      ['the newest record relabelled to generation 2', relabelGeneration(c.serverLast, 2), new RegExp(`^record ${c.serverLast} from ${escaped(srv.url)} is sealed as generation 1 but the server lists it as generation 2`)],
+      [
+        'a forked record',
+        replaceRecord(bad, forkAt(node, all, bad)),
+        new RegExp(`^record ${bad + 1n} from ${escaped(srv.url)} does not follow record ${bad} \\(hash chain broken\\)`),
+      ],
+      [
+        'the newest record relabelled to generation 2',
+        relabelGeneration(c.serverLast, 2),
+        new RegExp(`^record ${c.serverLast} from ${escaped(srv.url)} is sealed as generation 1 but the server lists it as generation 2`),
+      ],
     ];
     for (const [what, lie, why] of cases) {
       srv.store.lie(node.vaultId, { records: lie });
@@ -749,7 +780,11 @@ test('hostile node side: a server ahead with a record that fails proof: NodeBack
     // Control: the same records, honestly served, are proven and adopted.
     srv.store.honest();
     assert.equal(await c.open(), null);
-    assert.ok(c.lines.some((l) => new RegExp(`held ${c.serverLast - c.localLast} record\\(s\\) beyond the local vault \\(up to ${c.serverLast}\\); proved and adopted them`).test(l)));
+    assert.ok(
+      c.lines.some((l) =>
+        new RegExp(`held ${c.serverLast - c.localLast} record\\(s\\) beyond the local vault \\(up to ${c.serverLast}\\); proved and adopted them`).test(l),
+      ),
+    );
     assert.equal(vaultTail(node.vault, Buffer.from(node.vaultId, 'hex')).lastSeq, c.serverLast);
     assert.equal(verifyVault(node.vault, node.keys).ok, true);
   } finally {
@@ -757,23 +792,20 @@ test('hostile node side: a server ahead with a record that fails proof: NodeBack
   }
 });
 
-test(
-  'hostile node side: a server ahead that leaves out a record it says it holds: NodeBackup.open refuses by name',
-  async () => {
-    const c = await serverAhead('hostile-ahead-gap', 3);
-    const { node, srv } = c;
-    try {
-      const bad = c.localLast + 7n;
-      srv.store.lie(node.vaultId, { records: dropRecord(bad) });
-      const err = await c.open();
-      assert.deepEqual(vaultBytes(node.vault), c.before, 'the local vault is untouched');
-      assert.ok(err !== null, `NodeBackup.open went on without the server's records, which it never proved:\n${c.lines.join('\n')}`);
-      assert.match(err.message, new RegExp(`record ${bad}`));
-    } finally {
-      await srv.stop();
-    }
-  },
-);
+test('hostile node side: a server ahead that leaves out a record it says it holds: NodeBackup.open refuses by name', async () => {
+  const c = await serverAhead('hostile-ahead-gap', 3);
+  const { node, srv } = c;
+  try {
+    const bad = c.localLast + 7n;
+    srv.store.lie(node.vaultId, { records: dropRecord(bad) });
+    const err = await c.open();
+    assert.deepEqual(vaultBytes(node.vault), c.before, 'the local vault is untouched');
+    assert.ok(err !== null, `NodeBackup.open went on without the server's records, which it never proved:\n${c.lines.join('\n')}`);
+    assert.match(err.message, new RegExp(`record ${bad}`));
+  } finally {
+    await srv.stop();
+  }
+});
 
 test('hostile node side: a server claiming records it cannot produce is never taken as ahead, and gets nothing', async () => {
   const { node, journal, next } = liveNode('hostile-claim');
@@ -789,7 +821,10 @@ test('hostile node side: a server claiming records it cannot produce is never ta
     const why = new RegExp(`says it holds records up to ${tail.lastSeq + 3n}, beyond this node's ${tail.lastSeq}, but sends none of them`);
     await assert.rejects(remote.start(tail, null), why);
     assert.equal(remote.status().state, 'failed');
-    assert.ok(notices.some((n) => n.level === 'broken' && why.test(n.message)), 'logged loudly');
+    assert.ok(
+      notices.some((n) => n.level === 'broken' && why.test(n.message)),
+      'logged loudly',
+    );
     assert.equal(srv.store.appendCalls, appendsBefore, 'nothing was sent');
   } finally {
     await remote.close(0);

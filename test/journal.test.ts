@@ -300,10 +300,16 @@ test('replayer: snapshot chunks, and a snapshot across the u32 wrap', () => {
   const chunk = (off: number, s: string): Rec => body(RecordType.SnapshotChunk, 4294967295, encodeSnapshotChunk(off, Buffer.from(s)));
   const { sink, outcome } = replay([begin(4294967295, 10), chunk(0, '012345'), chunk(6, '6789'), end(4294967295, content), w(0, tx(0, 'Z')), w(1, tx(1, 'Y'))]);
   assert.equal(sink.began, 10);
-  assert.deepEqual(sink.chunks, [[0, '012345'], [6, '6789']]);
+  assert.deepEqual(sink.chunks, [
+    [0, '012345'],
+    [6, '6789'],
+  ]);
   assert.equal(sink.ended, true);
   assert.deepEqual(versions(sink), ['0:Z', '1:Y']);
-  assert.deepEqual([outcome.baseVersion, outcome.version, outcome.committedVersion, outcome.snapshotBytes, outcome.snapshotTakenAt], [4294967295, 1, 0, 10, 1234]);
+  assert.deepEqual(
+    [outcome.baseVersion, outcome.version, outcome.committedVersion, outcome.snapshotBytes, outcome.snapshotTakenAt],
+    [4294967295, 1, 0, 10, 1234],
+  );
 });
 
 test('replayer: out-of-order or inconsistent records are JournalErrors naming the record', () => {
@@ -406,7 +412,10 @@ test('journal end to end: node3 with its real rewinds and a simulated one; resto
   }
   const report = verifyVault(node.vault, node.keys);
   assert.equal(report.ok, true);
-  assert.deepEqual(report.generations.map((g) => [g.generation, g.version, g.superseded, g.complete]), [[1, 431, superseded, true]]);
+  assert.deepEqual(
+    report.generations.map((g) => [g.generation, g.version, g.superseded, g.complete]),
+    [[1, 431, superseded, true]],
+  );
 });
 
 test('journal reopened: the in-flight transaction is still superseded after a restart; stale calls are refused and change nothing', () => {
@@ -468,7 +477,13 @@ test('journal: a node ahead of the vault gets a new generation from its database
   }
   const report = verifyVault(node.vault, node.keys);
   assert.equal(report.ok, true);
-  assert.deepEqual(report.generations.map((g) => [g.generation, g.baseVersion, g.version, g.inFlight]), [[1, 0, 300, true], [2, 310, 431, true]]);
+  assert.deepEqual(
+    report.generations.map((g) => [g.generation, g.baseVersion, g.version, g.inFlight]),
+    [
+      [1, 0, 300, true],
+      [2, 310, 431, true],
+    ],
+  );
 
   const newest = restoreDump(node, 'newest');
   assert.deepEqual([newest.result.generation, newest.result.version], [2, 431]);
@@ -482,26 +497,23 @@ test('journal: a node ahead of the vault gets a new generation from its database
   assert.throws(() => restoreDump(node, 'v305', { version: 305 }), /version 305 is not in the vault/);
 });
 
-test(
-  'journal: restore --version at a generation\'s snapshot version gives that snapshot',
-  () => {
-    const calls = node3Calls();
-    const node = makeNode('journal-base');
-    const journal = Journal.open(node.vault, node.keys, node.dbPath);
-    const idx = calls.findIndex((c) => c.bumps && c.dataVersion === 200);
-    try {
-      feed(journal, calls.slice(0, idx + 1));
-      plainReplay(effectiveWrites(calls, 200), node.dbPath).close();
-      journal.takeSnapshot();
-      feed(journal, calls.slice(idx + 1));
-    } finally {
-      journal.close();
-    }
-    const r = restoreDump(node, 'v200', { version: 200 });
-    assert.equal(r.result.version, 200);
-    assert.ok(r.dump === expectedDump(calls, 200));
-  },
-);
+test("journal: restore --version at a generation's snapshot version gives that snapshot", () => {
+  const calls = node3Calls();
+  const node = makeNode('journal-base');
+  const journal = Journal.open(node.vault, node.keys, node.dbPath);
+  const idx = calls.findIndex((c) => c.bumps && c.dataVersion === 200);
+  try {
+    feed(journal, calls.slice(0, idx + 1));
+    plainReplay(effectiveWrites(calls, 200), node.dbPath).close();
+    journal.takeSnapshot();
+    feed(journal, calls.slice(idx + 1));
+  } finally {
+    journal.close();
+  }
+  const r = restoreDump(node, 'v200', { version: 200 });
+  assert.equal(r.result.version, 200);
+  assert.ok(r.dump === expectedDump(calls, 200));
+});
 
 test('tail and replayer: a call whose bump does not match its data_version is refused / named', () => {
   const t = tailAt(10);
@@ -541,7 +553,10 @@ test('journal: a compaction switch cut short by a crash (the new generation lack
   assert.equal(gen2.length, 1);
   const records = readRawRecords(node.vault, gen2[0].firstSeq, Number.MAX_SAFE_INTEGER);
   const keep = records.length - 3; // snapshot records, 201 | 202, 203, 204
-  fs.truncateSync(gen2[0].path, records.slice(0, keep).reduce((n, r) => n + r.bytes.length, 0));
+  fs.truncateSync(
+    gen2[0].path,
+    records.slice(0, keep).reduce((n, r) => n + r.bytes.length, 0),
+  );
   fs.rmSync(gen2[0].path + '.mirror', { force: true });
 
   const notices: string[] = [];
@@ -549,9 +564,19 @@ test('journal: a compaction switch cut short by a crash (the new generation lack
   const r = restoreDatabase({ vaultDir: node.vault, keys: node.keys, to, onNotice: (m) => notices.push(m) });
   assert.deepEqual([r.generation, r.version, r.inFlight], [1, 203, true], 'restored from the generation that holds 203');
   assert.ok(dumpFile(to) === expectedDump(calls, 203));
-  assert.ok(notices.some((n) => /generation 2 ends at version 201 but generation 1 reaches 203/.test(n)), notices.join('; '));
+  assert.ok(
+    notices.some((n) => /generation 2 ends at version 201 but generation 1 reaches 203/.test(n)),
+    notices.join('; '),
+  );
   const scanned = scanGenerations(openIdentity(node.vault, node.keys), node.keys, node.vault);
-  assert.deepEqual(scanned.gens.map((g) => [g.generation, g.complete]), [[1, true], [2, false]], 'retention keeps generation 1');
+  assert.deepEqual(
+    scanned.gens.map((g) => [g.generation, g.complete]),
+    [
+      [1, true],
+      [2, false],
+    ],
+    'retention keeps generation 1',
+  );
 
   // The plugin starts again: nothing is written after the cut-short generation; the next call
   // starts generation 3 from a snapshot of the database (at 203).
@@ -559,7 +584,10 @@ test('journal: a compaction switch cut short by a crash (the new generation lack
   const opened: string[] = [];
   journal = Journal.open(node.vault, node.keys, node.dbPath, (m) => opened.push(m));
   try {
-    assert.ok(opened.some((m) => /generation 2 ends at version 201 but the one before it reaches 203/.test(m)), opened.join('; '));
+    assert.ok(
+      opened.some((m) => /generation 2 ends at version 201 but the one before it reaches 203/.test(m)),
+      opened.join('; '),
+    );
     const next = journal.record(204, calls[at(204)].writes);
     assert.ok(next.kind === 'stored' && next.snapshot?.generation === 3 && next.snapshot.dataVersion === 203);
   } finally {

@@ -5,14 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { tempDir, testdataDir } from './helpers/paths.js';
-import {
-  KeyError,
-  VAULT_KEY_INFO,
-  makesecret,
-  nodeIdFromHsmSecret,
-  parseHsmSecret,
-  readHsmSecret,
-} from '../src/keys/hsmSecret.js';
+import { KeyError, VAULT_KEY_INFO, makesecret, nodeIdFromHsmSecret, parseHsmSecret, readHsmSecret } from '../src/keys/hsmSecret.js';
 import { keyFileIsPrivate, rootKeyFromHsmSecret, rootKeyFromKeyFile } from '../src/keys/keySource.js';
 
 interface FixtureNode {
@@ -85,10 +78,7 @@ test('mnemonic format: secret is the 64-byte BIP39 seed, node id uses its first 
   // Node id from the first half alone (what hsmd's node_key does) is the same id.
   assert.equal(nodeIdFromHsmSecret(secret.subarray(0, 32)), mnemonicNode.node_id);
   // But makesecret uses all 64 bytes: the first half alone gives something else.
-  assert.notEqual(
-    makesecret(secret.subarray(0, 32), Buffer.from(VAULT_KEY_INFO)).toString('hex'),
-    mnemonicNode.makesecret['string:lnbackup'],
-  );
+  assert.notEqual(makesecret(secret.subarray(0, 32), Buffer.from(VAULT_KEY_INFO)).toString('hex'), mnemonicNode.makesecret['string:lnbackup']);
 });
 
 test('legacy format: secret is the file itself', () => {
@@ -145,7 +135,10 @@ test('malformed mnemonic hsm_secret is refused without echoing the words', () =>
   for (const m of bad) {
     const file = Buffer.concat([Buffer.alloc(32), Buffer.from(m, 'utf8')]);
     assertKeyError(() => parseHsmSecret(file), /mnemonic/);
-    assert.throws(() => parseHsmSecret(file), (err: Error) => !err.message.includes(mnemonic.split(' ')[0]!));
+    assert.throws(
+      () => parseHsmSecret(file),
+      (err: Error) => !err.message.includes(mnemonic.split(' ')[0]!),
+    );
   }
 });
 
@@ -174,9 +167,7 @@ test('key file: JSON printed by lightning-cli makesecret, with or without node_i
   const plain = rootKeyFromKeyFile(writeTemp(`{\n   "secret": "${hex}"\n}\n`));
   assert.equal(plain.key.toString('hex'), hex);
   assert.equal(plain.nodeId, null);
-  const withId = rootKeyFromKeyFile(
-    writeTemp(JSON.stringify({ secret: hex, node_id: mnemonicNode.node_id.toUpperCase() })),
-  );
+  const withId = rootKeyFromKeyFile(writeTemp(JSON.stringify({ secret: hex, node_id: mnemonicNode.node_id.toUpperCase() })));
   assert.equal(withId.key.toString('hex'), hex);
   assert.equal(withId.nodeId, mnemonicNode.node_id);
 });
@@ -225,6 +216,10 @@ test('a file that is not an hsm_secret is named so, with its size and what is ex
   ];
   for (const [file, pattern] of cases) {
     assertKeyError(() => parseHsmSecret(file), pattern, [file.toString('hex')]);
-    assert.throws(() => parseHsmSecret(file), (err: Error) => !/is encrypted/.test(err.message) && !err.message.includes(words.split(' ')[1]!), file.toString('latin1'));
+    assert.throws(
+      () => parseHsmSecret(file),
+      (err: Error) => !/is encrypted/.test(err.message) && !err.message.includes(words.split(' ')[1]!),
+      file.toString('latin1'),
+    );
   }
 });

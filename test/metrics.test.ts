@@ -40,14 +40,40 @@ const status = (over: Partial<ServerStatus> = {}): ServerStatus => ({
   handshakeFailures: 4,
   refusedConnections: 0,
   clients: [
-    { publicKey: 'a', connected: true, connections: 2, lastActivityAt: null, records: 5, bytes: 50, pendingAppends: 2, vaults: [{ vaultId: 'v', storedAs: 'v', firstSeq: '1', lastSeq: '9', lastGeneration: 1, bytes: 900, lastWriteAt: null }], totalBytes: 1000 },
+    {
+      publicKey: 'a',
+      connected: true,
+      connections: 2,
+      lastActivityAt: null,
+      records: 5,
+      bytes: 50,
+      pendingAppends: 2,
+      vaults: [{ vaultId: 'v', storedAs: 'v', firstSeq: '1', lastSeq: '9', lastGeneration: 1, bytes: 900, lastWriteAt: null }],
+      totalBytes: 1000,
+    },
     { publicKey: 'b', connected: false, connections: 0, lastActivityAt: null, records: 0, bytes: 0, pendingAppends: 0, vaults: [], totalBytes: 24 },
   ],
   storeCounters: { rounds: 7, records: 20, maxRoundMs: 3 },
   appendCounters: { appends: 11, records: 20, bytes: 2000, maxAppendMs: 4 },
   stopping: false,
   stoppedAt: null,
-  scrub: { intervalMs: 1000, running: false, nextAt: null, last: { startedAt: 'x', finishedAt: '2026-12-07T00:00:10.000Z', files: 3, bytes: 9, repairedFiles: 1, damagedFiles: 2, unprotectedFiles: 0, repaired: [], unrecoverable: [], error: null } },
+  scrub: {
+    intervalMs: 1000,
+    running: false,
+    nextAt: null,
+    last: {
+      startedAt: 'x',
+      finishedAt: '2026-12-07T00:00:10.000Z',
+      files: 3,
+      bytes: 9,
+      repairedFiles: 1,
+      damagedFiles: 2,
+      unprotectedFiles: 0,
+      repaired: [],
+      unrecoverable: [],
+      error: null,
+    },
+  },
   ...over,
 });
 
@@ -167,7 +193,13 @@ test('plugin metrics during a replay: `metrics` in lnbackup.json serves /metrics
   const configFile = path.join(node.networkDir, 'lnbackup.json');
   fs.writeFileSync(configFile, JSON.stringify({ ...JSON.parse(fs.readFileSync(configFile, 'utf8')), metrics: `127.0.0.1:${port}` }));
   const url = `http://127.0.0.1:${port}/metrics`;
-  const sim = spawnSimulator({ lightningDir: node.lightningDir, traces: [tracePath('cln-v26.06-node1.jsonl.gz')], plugin: PLUGIN_PATH, untilVersion: 3000, progressEvery: 100 });
+  const sim = spawnSimulator({
+    lightningDir: node.lightningDir,
+    traces: [tracePath('cln-v26.06-node1.jsonl.gz')],
+    plugin: PLUGIN_PATH,
+    untilVersion: 3000,
+    progressEvery: 100,
+  });
   const scrapes: string[] = [];
   let done = false;
   void sim.exit.finally(() => (done = true));
@@ -193,7 +225,12 @@ test('plugin metrics during a replay: `metrics` in lnbackup.json serves /metrics
   assert.ok((sample(last, 'lnbackup_plugin_process_resident_memory_bytes') ?? 0) > 0);
   // Only loopback: another address is refused at start, and the plugin says so (it goes on without metrics).
   fs.writeFileSync(configFile, JSON.stringify({ ...JSON.parse(fs.readFileSync(configFile, 'utf8')), metrics: `0.0.0.0:${port}` }));
-  const refused = await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: [tracePath('cln-v26.06-node1.jsonl.gz')], plugin: PLUGIN_PATH, untilVersion: 3010 });
+  const refused = await runSimulatorUntilDone({
+    lightningDir: node.lightningDir,
+    traces: [tracePath('cln-v26.06-node1.jsonl.gz')],
+    plugin: PLUGIN_PATH,
+    untilVersion: 3010,
+  });
   assert.ok(refused.lifetimes[0].events.some((e) => e.event === 'plugin-log' && /metrics not served: .*not a loopback address/.test(e.message)));
 });
 
@@ -202,7 +239,10 @@ test('server metrics: `lnbackup server --metrics` serves the ack and commit hist
   const server = await startServer({ args: ['--metrics', `127.0.0.1:${port}`] });
   const stranger = makeTestNode('metrics-stranger');
   const strangerKey = transportKeyOf(loadKeys({ hsmSecret: stranger.hsmSecretPath }).keys);
-  const closed = await startServer({ open: false, args: ['--allow', publicKeyOf(generatePrivateKey()).toString('hex'), '--metrics', `127.0.0.1:${await freePort()}`] });
+  const closed = await startServer({
+    open: false,
+    args: ['--allow', publicKeyOf(generatePrivateKey()).toString('hex'), '--metrics', `127.0.0.1:${await freePort()}`],
+  });
   try {
     const node = await makeRemoteNode('metrics-server', { remotes: [server.url] });
     await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: [tracePath('cln-v26.06-node6.jsonl.gz')], plugin: PLUGIN_PATH });
@@ -221,7 +261,13 @@ test('server metrics: `lnbackup server --metrics` serves the ack and commit hist
     const closedMetrics = /metrics at (http:\/\/\S+)/.exec(closed.stderr())?.[1];
     assert.ok(closedMetrics, closed.stderr());
     const after = await (await fetch(closedMetrics)).text();
-    assert.ok((sample(after, 'lnbackup_server_refusals_total{reason="not-allowed"}') ?? 0) >= 1, after.split('\n').filter((l) => l.includes('refusals')).join('\n'));
+    assert.ok(
+      (sample(after, 'lnbackup_server_refusals_total{reason="not-allowed"}') ?? 0) >= 1,
+      after
+        .split('\n')
+        .filter((l) => l.includes('refusals'))
+        .join('\n'),
+    );
   } finally {
     assert.equal(await server.stop(), 0);
     assert.equal(await closed.stop(), 0);

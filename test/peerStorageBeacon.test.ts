@@ -81,7 +81,14 @@ test('the newest valid beacon wins; bad blobs beside it are listed by name', asy
   const back = await recoverBeacon(key, [b3, tampered, b7, b5, Buffer.alloc(10)], 4n);
   assert.equal(back.counter, 7n);
   assert.equal(back.content.channelBackup.length, 2);
-  assert.deepEqual(back.refused.map((r) => [r.blob, r.error.reason]), [[0, 'replayed'], [1, 'tampered'], [4, 'truncated']]);
+  assert.deepEqual(
+    back.refused.map((r) => [r.blob, r.error.reason]),
+    [
+      [0, 'replayed'],
+      [1, 'tampered'],
+      [4, 'truncated'],
+    ],
+  );
 });
 
 test('striping n=5, k=3: every shard is 65531 bytes; any 2 lost still rebuild it, any 3 lost are refused', async () => {
@@ -95,10 +102,17 @@ test('striping n=5, k=3: every shard is 65531 bytes; any 2 lost still rebuild it
       const kept = shards.filter((_, i) => i !== a && i !== b);
       const back = await recoverBeacon(key, kept, -1n, nodeId);
       assert.deepEqual(back.content, big, `lost ${a} and ${b}`);
-      assert.deepEqual(back.from, [0, 1, 2, 3, 4].filter((i) => i !== a && i !== b));
+      assert.deepEqual(
+        back.from,
+        [0, 1, 2, 3, 4].filter((i) => i !== a && i !== b),
+      );
       for (let c = b + 1; c < 5; c++) {
         const two = shards.filter((_, i) => i !== a && i !== b && i !== c);
-        await assert.rejects(recoverBeacon(key, two), /too-few-shards: the newest striped beacon \(counter 9\) has 2 of the 3 shards/, `lost ${a}, ${b} and ${c}`);
+        await assert.rejects(
+          recoverBeacon(key, two),
+          /too-few-shards: the newest striped beacon \(counter 9\) has 2 of the 3 shards/,
+          `lost ${a}, ${b} and ${c}`,
+        );
       }
     }
   }
@@ -106,9 +120,16 @@ test('striping n=5, k=3: every shard is 65531 bytes; any 2 lost still rebuild it
   tampered[40000] ^= 1;
   const back = await recoverBeacon(key, [shards[0], tampered, shards[3], shards[4]]);
   assert.deepEqual(back.content, big, 'a tampered shard counts as lost');
-  assert.deepEqual(back.refused.map((r) => r.error.reason), ['tampered']);
+  assert.deepEqual(
+    back.refused.map((r) => r.error.reason),
+    ['tampered'],
+  );
   const older = await buildBeacon(key, 8n, { ...big, createdMs: big.createdMs - 1 }, { k: 3, n: 5 });
-  assert.deepEqual((await recoverBeacon(key, [older[0], shards[1], older[2], shards[3], older[4], shards[0]])).counter, 9n, 'shards of different counters are never mixed');
+  assert.deepEqual(
+    (await recoverBeacon(key, [older[0], shards[1], older[2], shards[3], older[4], shards[0]])).counter,
+    9n,
+    'shards of different counters are never mixed',
+  );
   await assert.rejects(recoverBeacon(key, [older[0], shards[1], shards[2]]), refusedAs('too-few-shards'));
   const [whole] = await buildBeacon(key, 5n, content(1));
   assert.equal((await recoverBeacon(key, [whole, shards[0], shards[2], shards[4]])).counter, 9n, 'a newer stripe beats an older whole beacon');
@@ -121,7 +142,14 @@ test('a rebuilt stripe that names another node is refused, and an older whole be
   const [whole] = await buildBeacon(key, 4n, content(1));
   const back = await recoverBeacon(key, [foreignStripe[0], foreignStripe[1], foreignStripe[4], whole], -1n, nodeId);
   assert.equal(back.counter, 4n);
-  assert.deepEqual(back.refused.map((r) => [r.blob, r.error.reason]), [[0, 'foreign'], [1, 'foreign'], [2, 'foreign']]);
+  assert.deepEqual(
+    back.refused.map((r) => [r.blob, r.error.reason]),
+    [
+      [0, 'foreign'],
+      [1, 'foreign'],
+      [2, 'foreign'],
+    ],
+  );
   await assert.rejects(recoverBeacon(key, foreignStripe.slice(0, 3), -1n, nodeId), refusedAs('foreign'), 'a complete but foreign stripe is refused as foreign');
 });
 

@@ -34,7 +34,10 @@ test("node A's emergency.recover decrypts and decodes to exactly its staticbacku
   assert.equal(backup.version, 1n);
   assert.equal(backup.timestamp, expected.timestamp);
   const scb: string[] = json('nodeA.staticbackup.json').scb;
-  assert.deepEqual(backup.channels.map((c) => c.raw.toString('hex')), scb);
+  assert.deepEqual(
+    backup.channels.map((c) => c.raw.toString('hex')),
+    scb,
+  );
   const [ch] = backup.channels;
   assert.equal(ch.channelId.toString('hex'), '3ac88cdf82da56fdb6b38f3dbe2eea15ef2f6e154cbb904a6bd400bba364d295');
   assert.equal(ch.peerId.toString('hex'), json('nodeB.getinfo.json').id);

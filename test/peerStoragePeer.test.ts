@@ -46,7 +46,9 @@ test('a blob left with the simulated peer comes back byte-identical on the next 
 });
 
 /** A one-connection responder that runs `script` on the accepted socket. */
-async function responder(script: (socket: net.Socket, key: Buffer) => Promise<void>): Promise<{ address: PeerAddress; done: Promise<void>; close: () => void }> {
+async function responder(
+  script: (socket: net.Socket, key: Buffer) => Promise<void>,
+): Promise<{ address: PeerAddress; done: Promise<void>; close: () => void }> {
   const key = generatePrivateKey();
   let done!: Promise<void>;
   const server = net.createServer((socket) => {
@@ -54,10 +56,17 @@ async function responder(script: (socket: net.Socket, key: Buffer) => Promise<vo
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const { port } = server.address() as net.AddressInfo;
-  return { address: { nodeId: publicKeyOf(key), host: '127.0.0.1', port }, get done() { return done; }, close: () => server.close() };
+  return {
+    address: { nodeId: publicKeyOf(key), host: '127.0.0.1', port },
+    get done() {
+      return done;
+    },
+    close: () => server.close(),
+  };
 }
 
-const INIT = (bits: number[]): Buffer => encodeMessage({ kind: 'init', globalFeatures: Buffer.alloc(0), features: featureField(bits), networks: null, remoteAddress: null, otherRecords: [] });
+const INIT = (bits: number[]): Buffer =>
+  encodeMessage({ kind: 'init', globalFeatures: Buffer.alloc(0), features: featureField(bits), networks: null, remoteAddress: null, otherRecords: [] });
 
 /** What node B sent node A on one recorded reconnection (logs-A-wire.txt): init, its type 7, its type 9, channel_reestablish. */
 function recordedReconnection(): Buffer[] {
@@ -73,7 +82,10 @@ function recordedReconnection(): Buffer[] {
 
 test("Core Lightning's recorded reconnection, replayed: its init is accepted, its type 9 taken, its type 7 noted, its channel_reestablish ignored", async () => {
   const messages = recordedReconnection();
-  assert.deepEqual(messages.map((m) => m.readUInt16BE(0)), [16, 7, 9, 136]);
+  assert.deepEqual(
+    messages.map((m) => m.readUInt16BE(0)),
+    [16, 7, 9, 136],
+  );
   const r = await responder(async (socket, key) => {
     const noise = await NoiseSocket.accept(socket, key);
     for (const m of messages) noise.send(m);

@@ -24,11 +24,14 @@ function recorder() {
 function setup(options: { maxPeers?: number } = {}) {
   const clock = new FakeClock();
   const { commits, durable } = recorder();
-  const store = new PeerBlobStore(async (peer, blob) => {
-    commits.push({ peer, blob, at: clock.now() });
-    if (blob === null) durable.delete(peer);
-    else durable.set(peer, blob);
-  }, { clock, ...options });
+  const store = new PeerBlobStore(
+    async (peer, blob) => {
+      commits.push({ peer, blob, at: clock.now() });
+      if (blob === null) durable.delete(peer);
+      else durable.set(peer, blob);
+    },
+    { clock, ...options },
+  );
   return { clock, store, commits, durable };
 }
 
@@ -87,7 +90,13 @@ test('cooldown: the held blob is committed when the cooldown ends, then the next
   assert.equal(commits.length, 1);
   clock.advance(1);
   await settle();
-  assert.deepEqual(commits.map((c) => [c.blob?.toString(), c.at - commits[0].at]), [['blob 1', 0], ['blob 3', 60_000]]);
+  assert.deepEqual(
+    commits.map((c) => [c.blob?.toString(), c.at - commits[0].at]),
+    [
+      ['blob 1', 0],
+      ['blob 3', 60_000],
+    ],
+  );
   assert.equal(store.receive(A, blob(4)), 'held', 'within a minute of the last commit');
   clock.advance(60_000);
   await settle();
@@ -114,13 +123,16 @@ test('cooldown is per peer, and a failed commit is retried after the cooldown', 
   const commits: string[] = [];
   let failNext = true;
   const errors: string[] = [];
-  const store = new PeerBlobStore(async (peer, b) => {
-    if (b !== null && b.length > 0 && failNext) {
-      failNext = false;
-      throw new Error('datastore unavailable');
-    }
-    commits.push(`${peer.slice(0, 4)}:${b?.toString()}`);
-  }, { clock, onCommitError: (peer, e) => errors.push(`${peer.slice(0, 4)} ${(e as Error).message}`) });
+  const store = new PeerBlobStore(
+    async (peer, b) => {
+      if (b !== null && b.length > 0 && failNext) {
+        failNext = false;
+        throw new Error('datastore unavailable');
+      }
+      commits.push(`${peer.slice(0, 4)}:${b?.toString()}`);
+    },
+    { clock, onCommitError: (peer, e) => errors.push(`${peer.slice(0, 4)} ${(e as Error).message}`) },
+  );
   store.channelOpened(A);
   store.channelOpened(C);
   assert.equal(store.receive(A, blob(1)), 'commit');
@@ -163,10 +175,19 @@ test('collection: the slot stays until 2016 blocks after the last channel closed
 });
 
 test("chanbackup's datastore layout: the recorded slot holds the peer's blob verbatim", () => {
-  const entries: { key: string[]; hex?: string; generation?: number }[] = JSON.parse(fs.readFileSync(path.join(fixtures, 'nodeB.listdatastore.json'), 'utf8')).all_entries;
+  const entries: { key: string[]; hex?: string; generation?: number }[] = JSON.parse(
+    fs.readFileSync(path.join(fixtures, 'nodeB.listdatastore.json'), 'utf8'),
+  ).all_entries;
   const slots = entries.filter((e) => peerOfSlotKey(e.key) !== null);
-  assert.deepEqual(slots.map((e) => e.key), [peerSlotKey(A)]);
-  assert.deepEqual(Buffer.from(slots[0].hex ?? '', 'hex'), fs.readFileSync(path.join(fixtures, 'nodeA.emergency.recover')), "B holds A's last type 7 blob, its emergency.recover");
+  assert.deepEqual(
+    slots.map((e) => e.key),
+    [peerSlotKey(A)],
+  );
+  assert.deepEqual(
+    Buffer.from(slots[0].hex ?? '', 'hex'),
+    fs.readFileSync(path.join(fixtures, 'nodeA.emergency.recover')),
+    "B holds A's last type 7 blob, its emergency.recover",
+  );
   assert.ok(entries.some((e) => e.key.join('/') === 'chanbackup/latestscb'));
   assert.equal(peerOfSlotKey(['chanbackup', 'latestscb']), null);
   assert.throws(() => peerSlotKey('not a node id'), RangeError);
@@ -180,8 +201,12 @@ test('loading the stored slots: blobs are handed back, collection resumes', () =
   ]);
   assert.deepEqual(store.retrieve(A), blob(7));
   assert.deepEqual(store.collect(2116), [C]);
-  assert.throws(() => new PeerBlobStore(async () => undefined, { maxPeers: 1 }, [
-    { peerId: A, blob: blob(1), openChannels: 1, closedAtHeight: null },
-    { peerId: C, blob: blob(1), openChannels: 1, closedAtHeight: null },
-  ]), RangeError);
+  assert.throws(
+    () =>
+      new PeerBlobStore(async () => undefined, { maxPeers: 1 }, [
+        { peerId: A, blob: blob(1), openChannels: 1, closedAtHeight: null },
+        { peerId: C, blob: blob(1), openChannels: 1, closedAtHeight: null },
+      ]),
+    RangeError,
+  );
 });

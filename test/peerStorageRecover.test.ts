@@ -36,7 +36,9 @@ import { startSimPeer, type SimPeer } from './helpers/simPeer/simPeer.js';
 
 process.setMaxListeners(100);
 const fixtures = path.join(testdataDir, 'peer-storage');
-const scbRecords = (JSON.parse(fs.readFileSync(path.join(fixtures, 'nodeA.staticbackup.json'), 'utf8')) as { scb: string[] }).scb.map((h) => Buffer.from(h, 'hex'));
+const scbRecords = (JSON.parse(fs.readFileSync(path.join(fixtures, 'nodeA.staticbackup.json'), 'utf8')) as { scb: string[] }).scb.map((h) =>
+  Buffer.from(h, 'hex'),
+);
 
 async function startPeers(dir: string, nodeId: string): Promise<SimPeer[]> {
   return Promise.all([0, 1, 2].map((i) => startSimPeer({ dataDir: path.join(dir, `peer-${i}`), channelPeers: [nodeId] })));
@@ -54,98 +56,131 @@ async function leaveWith(hsmSecretFile: string, peers: readonly SimPeer[], blobs
 }
 
 async function serverHolds(server: { dataDir: string }, node: RemoteNode, lastSeq: bigint): Promise<void> {
-  await until(`the server to hold records up to ${lastSeq}`, async () => (await serverVaultOf(server as never, node.transportKey))?.lastSeq === lastSeq.toString(), 30_000);
+  await until(
+    `the server to hold records up to ${lastSeq}`,
+    async () => (await serverVaultOf(server as never, node.transportKey))?.lastSeq === lastSeq.toString(),
+    30_000,
+  );
 }
 
 function lastSeqOf(node: RemoteNode): bigint {
   return vaultTail(node.vault, vaultIdBytes(openIdentity(node.vault, node.keys))).lastSeq;
 }
 
-test('recover from the seed and three peers restores the node; a rolled-back server is refused by name; with no server the channel backup remains', { timeout: 120_000 }, async () => {
-  let server = await startServerAt();
-  const node = await makeRemoteNode('recover', { remotes: [server.url] });
-  const peers = await startPeers(node.dir, node.nodeId as string);
-  try {
-    // The node runs part of its life; a copy of the server's data at that point is kept.
-    await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH, untilVersion: 200 });
-    const oldSeq = lastSeqOf(node);
-    await serverHolds(server, node, oldSeq);
-    assert.equal(await server.stop(), 0);
-    const oldData = path.join(node.dir, 'server-data-old');
-    fs.cpSync(server.dataDir, oldData, { recursive: true });
-    server = await server.restart();
-    await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH });
-    const endSeq = lastSeqOf(node);
-    assert.ok(endSeq > oldSeq);
-    await serverHolds(server, node, endSeq);
+test(
+  'recover from the seed and three peers restores the node; a rolled-back server is refused by name; with no server the channel backup remains',
+  { timeout: 120_000 },
+  async () => {
+    let server = await startServerAt();
+    const node = await makeRemoteNode('recover', { remotes: [server.url] });
+    const peers = await startPeers(node.dir, node.nodeId as string);
+    try {
+      // The node runs part of its life; a copy of the server's data at that point is kept.
+      await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH, untilVersion: 200 });
+      const oldSeq = lastSeqOf(node);
+      await serverHolds(server, node, oldSeq);
+      assert.equal(await server.stop(), 0);
+      const oldData = path.join(node.dir, 'server-data-old');
+      fs.cpSync(server.dataDir, oldData, { recursive: true });
+      server = await server.restart();
+      await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH });
+      const endSeq = lastSeqOf(node);
+      assert.ok(endSeq > oldSeq);
+      await serverHolds(server, node, endSeq);
 
-    // The beacon, as the consumer makes it, left with the three peers.
-    const root = makesecret(parseHsmSecret(fs.readFileSync(node.hsmSecretPath)), Buffer.from(VAULT_KEY_INFO));
-    const mark = highWaterMarkOf(node.vault, node.keys, dataVersionOf(node.dbPath), Date.now());
-    const [blob, ...more] = await buildBeacon(beaconKeyFromRoot(root), 1n, {
-      nodeId: Buffer.from(node.nodeId as string, 'hex'),
-      createdMs: Date.now(),
-      servers: [{ url: server.url, pinnedKey: parseRemoteUrl(server.url).publicKey, vaultId: vaultIdBytes(openIdentity(node.vault, node.keys)) }],
-      highWater: mark,
-      channelBackup: scbRecords,
-    });
-    assert.equal(more.length, 0);
-    // The check itself, on the node's own vault: the mark is reached; a later record, a newer
-    // generation or another hash at the mark is not.
-    assert.deepEqual(checkReachesHighWater(node.vault, node.keys, mark), { ok: true, copy: { generation: mark.generation, sequence: mark.sequence } });
-    assert.equal(checkReachesHighWater(node.vault, node.keys, { ...mark, sequence: mark.sequence + 1n }).ok, false);
-    assert.equal(checkReachesHighWater(node.vault, node.keys, { ...mark, generation: mark.generation + 1 }).ok, false);
-    const otherHash = Buffer.from(mark.recordHash);
-    otherHash[0] ^= 1;
-    assert.deepEqual(checkReachesHighWater(node.vault, node.keys, { ...mark, recordHash: otherHash }), { ok: false, copy: { generation: mark.generation, sequence: mark.sequence }, reason: 'diverged' });
-    await leaveWith(node.hsmSecretPath, peers, [blob]);
+      // The beacon, as the consumer makes it, left with the three peers.
+      const root = makesecret(parseHsmSecret(fs.readFileSync(node.hsmSecretPath)), Buffer.from(VAULT_KEY_INFO));
+      const mark = highWaterMarkOf(node.vault, node.keys, dataVersionOf(node.dbPath), Date.now());
+      const [blob, ...more] = await buildBeacon(beaconKeyFromRoot(root), 1n, {
+        nodeId: Buffer.from(node.nodeId as string, 'hex'),
+        createdMs: Date.now(),
+        servers: [{ url: server.url, pinnedKey: parseRemoteUrl(server.url).publicKey, vaultId: vaultIdBytes(openIdentity(node.vault, node.keys)) }],
+        highWater: mark,
+        channelBackup: scbRecords,
+      });
+      assert.equal(more.length, 0);
+      // The check itself, on the node's own vault: the mark is reached; a later record, a newer
+      // generation or another hash at the mark is not.
+      assert.deepEqual(checkReachesHighWater(node.vault, node.keys, mark), { ok: true, copy: { generation: mark.generation, sequence: mark.sequence } });
+      assert.equal(checkReachesHighWater(node.vault, node.keys, { ...mark, sequence: mark.sequence + 1n }).ok, false);
+      assert.equal(checkReachesHighWater(node.vault, node.keys, { ...mark, generation: mark.generation + 1 }).ok, false);
+      const otherHash = Buffer.from(mark.recordHash);
+      otherHash[0] ^= 1;
+      assert.deepEqual(checkReachesHighWater(node.vault, node.keys, { ...mark, recordHash: otherHash }), {
+        ok: false,
+        copy: { generation: mark.generation, sequence: mark.sequence },
+        reason: 'diverged',
+      });
+      await leaveWith(node.hsmSecretPath, peers, [blob]);
 
-    // The machine is lost: only the hsm_secret and the peers' addresses are left.
-    const nodeDump = dumpFile(node.dbPath);
-    fs.rmSync(node.dbPath);
-    fs.rmSync(node.vault, { recursive: true });
-    const peerArgs = peers.flatMap((p) => ['--peer', p.address]);
-    const started = Date.now();
-    const to = path.join(node.dir, 'recovered.sqlite3');
-    const ok = await cli(['recover', '--hsm-secret', node.hsmSecretPath, ...peerArgs, '--to', to, '--json']);
-    const recoverMs = Date.now() - started;
-    assert.equal(ok.code, 0, ok.stderr + ok.stdout);
-    assert.equal(ok.json?.mode, 'lnbackup');
-    assert.deepEqual((ok.json?.peers as { held: string }[]).map((p) => p.held), ['beacon', 'beacon', 'beacon']);
-    assert.equal((ok.json?.channels as unknown[]).length, scbRecords.length);
-    assert.ok(dumpFile(to) === nodeDump, "the recovered database differs from the node's");
-    const plainStarted = Date.now();
-    const plain = await cli(['restore', '--from', server.url, '--hsm-secret', node.hsmSecretPath, '--to', path.join(node.dir, 'plain.sqlite3'), '--json']);
-    assert.equal(plain.code, 0, plain.stderr);
-    process.stdout.write(`# lnbackup recover (3 peers + download + restore, ${endSeq} records): ${recoverMs} ms; lnbackup restore --from: ${Date.now() - plainStarted} ms\n`);
+      // The machine is lost: only the hsm_secret and the peers' addresses are left.
+      const nodeDump = dumpFile(node.dbPath);
+      fs.rmSync(node.dbPath);
+      fs.rmSync(node.vault, { recursive: true });
+      const peerArgs = peers.flatMap((p) => ['--peer', p.address]);
+      const started = Date.now();
+      const to = path.join(node.dir, 'recovered.sqlite3');
+      const ok = await cli(['recover', '--hsm-secret', node.hsmSecretPath, ...peerArgs, '--to', to, '--json']);
+      const recoverMs = Date.now() - started;
+      assert.equal(ok.code, 0, ok.stderr + ok.stdout);
+      assert.equal(ok.json?.mode, 'lnbackup');
+      assert.deepEqual(
+        (ok.json?.peers as { held: string }[]).map((p) => p.held),
+        ['beacon', 'beacon', 'beacon'],
+      );
+      assert.equal((ok.json?.channels as unknown[]).length, scbRecords.length);
+      assert.ok(dumpFile(to) === nodeDump, "the recovered database differs from the node's");
+      const plainStarted = Date.now();
+      const plain = await cli(['restore', '--from', server.url, '--hsm-secret', node.hsmSecretPath, '--to', path.join(node.dir, 'plain.sqlite3'), '--json']);
+      assert.equal(plain.code, 0, plain.stderr);
+      process.stdout.write(
+        `# lnbackup recover (3 peers + download + restore, ${endSeq} records): ${recoverMs} ms; lnbackup restore --from: ${Date.now() - plainStarted} ms\n`,
+      );
 
-    // The server is rolled back to its older copy: refused by name, both points given.
-    assert.equal(await server.stop(), 0);
-    fs.rmSync(server.dataDir, { recursive: true });
-    fs.cpSync(oldData, server.dataDir, { recursive: true });
-    server = await server.restart();
-    const rolledBack = await cli(['recover', '--hsm-secret', node.hsmSecretPath, ...peerArgs, '--to', path.join(node.dir, 'rolled-back.sqlite3'), '--json']);
-    assert.equal(rolledBack.code, 3, rolledBack.stderr + rolledBack.stdout);
-    const [refusal] = rolledBack.json?.servers as { outcome: string; reason: string; message: string }[];
-    assert.equal(refusal.outcome, 'refused');
-    assert.equal(refusal.reason, 'behind');
-    assert.ok(refusal.message.includes(server.url), refusal.message);
-    assert.ok(refusal.message.includes(`record ${oldSeq},`) && refusal.message.includes(`record ${mark.sequence} (data_version ${mark.dataVersion}`), refusal.message);
-    assert.ok(!fs.existsSync(path.join(node.dir, 'rolled-back.sqlite3')), 'a database was written from the refused copy');
+      // The server is rolled back to its older copy: refused by name, both points given.
+      assert.equal(await server.stop(), 0);
+      fs.rmSync(server.dataDir, { recursive: true });
+      fs.cpSync(oldData, server.dataDir, { recursive: true });
+      server = await server.restart();
+      const rolledBack = await cli(['recover', '--hsm-secret', node.hsmSecretPath, ...peerArgs, '--to', path.join(node.dir, 'rolled-back.sqlite3'), '--json']);
+      assert.equal(rolledBack.code, 3, rolledBack.stderr + rolledBack.stdout);
+      const [refusal] = rolledBack.json?.servers as { outcome: string; reason: string; message: string }[];
+      assert.equal(refusal.outcome, 'refused');
+      assert.equal(refusal.reason, 'behind');
+      assert.ok(refusal.message.includes(server.url), refusal.message);
+      assert.ok(
+        refusal.message.includes(`record ${oldSeq},`) && refusal.message.includes(`record ${mark.sequence} (data_version ${mark.dataVersion}`),
+        refusal.message,
+      );
+      assert.ok(!fs.existsSync(path.join(node.dir, 'rolled-back.sqlite3')), 'a database was written from the refused copy');
 
-    // Every server gone: the channel backup is still there, as Core Lightning's file.
-    assert.equal(await server.stop(), 0);
-    const emergency = path.join(node.dir, 'emergency.recover');
-    const gone = await cli(['recover', '--hsm-secret', node.hsmSecretPath, ...peerArgs, '--to', path.join(node.dir, 'gone.sqlite3'), '--emergency-recover', emergency, '--json']);
-    assert.equal(gone.code, 1, gone.stderr + gone.stdout);
-    assert.equal((gone.json?.servers as { outcome: string }[])[0].outcome, 'failed');
-    const backup = openChannelBackup(channelBackupKey(parseHsmSecret(fs.readFileSync(node.hsmSecretPath))), fs.readFileSync(emergency));
-    assert.deepEqual(backup.channels.map((c) => c.raw.toString('hex')), scbRecords.map((r) => r.toString('hex')));
-  } finally {
-    for (const p of peers) assert.equal(await p.stop(), 0, p.stderr());
-    await server.stop();
-  }
-});
+      // Every server gone: the channel backup is still there, as Core Lightning's file.
+      assert.equal(await server.stop(), 0);
+      const emergency = path.join(node.dir, 'emergency.recover');
+      const gone = await cli([
+        'recover',
+        '--hsm-secret',
+        node.hsmSecretPath,
+        ...peerArgs,
+        '--to',
+        path.join(node.dir, 'gone.sqlite3'),
+        '--emergency-recover',
+        emergency,
+        '--json',
+      ]);
+      assert.equal(gone.code, 1, gone.stderr + gone.stdout);
+      assert.equal((gone.json?.servers as { outcome: string }[])[0].outcome, 'failed');
+      const backup = openChannelBackup(channelBackupKey(parseHsmSecret(fs.readFileSync(node.hsmSecretPath))), fs.readFileSync(emergency));
+      assert.deepEqual(
+        backup.channels.map((c) => c.raw.toString('hex')),
+        scbRecords.map((r) => r.toString('hex')),
+      );
+    } finally {
+      for (const p of peers) assert.equal(await p.stop(), 0, p.stderr());
+      await server.stop();
+    }
+  },
+);
 
 test("alongside mode: peers holding Core Lightning's recorded channel backup give its channels and its emergency.recover", { timeout: 60_000 }, async () => {
   const node = makeTestNode('recover-alongside', Buffer.from(fs.readFileSync(path.join(fixtures, 'nodeA.hsm_secret.hex'), 'utf8').trim(), 'hex'));
@@ -159,16 +194,36 @@ test("alongside mode: peers holding Core Lightning's recorded channel backup giv
     const garbage = net.createServer((socket) => socket.end(crypto.randomBytes(50)));
     await new Promise<void>((resolve) => garbage.listen(0, '127.0.0.1', resolve));
     const garbageAddress = `${peers[0].nodeId}@127.0.0.1:${(garbage.address() as net.AddressInfo).port}`;
-    const r = await cli(['recover', '--hsm-secret', node.hsmSecretPath, ...peers.flatMap((p) => ['--peer', p.address]), '--peer', garbageAddress, '--emergency-recover', emergency, '--json']);
+    const r = await cli([
+      'recover',
+      '--hsm-secret',
+      node.hsmSecretPath,
+      ...peers.flatMap((p) => ['--peer', p.address]),
+      '--peer',
+      garbageAddress,
+      '--emergency-recover',
+      emergency,
+      '--json',
+    ]);
     garbage.close();
     assert.equal(r.code, 0, r.stderr + r.stdout);
     assert.equal(r.json?.mode, 'alongside');
     const held = r.json?.peers as { held: string; detail: string }[];
-    assert.deepEqual(held.map((p) => p.held), ['channel-backup', 'channel-backup', 'channel-backup', 'unreachable']);
+    assert.deepEqual(
+      held.map((p) => p.held),
+      ['channel-backup', 'channel-backup', 'channel-backup', 'unreachable'],
+    );
     assert.match(held[3].detail, /BOLT #8 handshake failed: act two/);
     assert.equal((r.json?.channels as unknown[]).length, scbRecords.length);
     assert.ok(fs.readFileSync(emergency).equals(recorded), 'the emergency.recover written is not the recorded one');
-    const withTo = await cli(['recover', '--hsm-secret', node.hsmSecretPath, ...peers.flatMap((p) => ['--peer', p.address]), '--to', path.join(node.dir, 'db.sqlite3')]);
+    const withTo = await cli([
+      'recover',
+      '--hsm-secret',
+      node.hsmSecretPath,
+      ...peers.flatMap((p) => ['--peer', p.address]),
+      '--to',
+      path.join(node.dir, 'db.sqlite3'),
+    ]);
     assert.equal(withTo.code, 1, 'a database was asked for and none can be found in alongside mode');
     assert.match(withTo.stdout, /alongside/);
   } finally {
@@ -207,7 +262,10 @@ test('a beacon striped 2 of 3 over the peers is rebuilt with one peer gone, and 
     assert.deepEqual((oneGone.json?.beacon as { from: number[]; counter: string }).from, [1, 2]);
     assert.equal((oneGone.json?.beacon as { counter: string }).counter, '7');
     assert.equal((oneGone.json?.channels as unknown[]).length, 200);
-    assert.deepEqual((oneGone.json?.peers as { held: string }[]).map((p) => p.held), ['unreachable', 'shard', 'shard']);
+    assert.deepEqual(
+      (oneGone.json?.peers as { held: string }[]).map((p) => p.held),
+      ['unreachable', 'shard', 'shard'],
+    );
 
     assert.equal(await peers[1].stop(), 0);
     stopped.add(peers[1]);

@@ -24,7 +24,11 @@ test('no send to a reconnected peer before its retrieval arrived, even when the 
   clock.advance(9_999);
   assert.equal(sent.length, 0, 'nothing while the retrieval is awaited');
   gate.retrieved(A, 4n);
-  assert.deepEqual(sent.map((s) => [s.peer, s.version]), [[A, 6n]], 'the current beacon, right after the retrieval');
+  assert.deepEqual(
+    sent.map((s) => [s.peer, s.version]),
+    [[A, 6n]],
+    'the current beacon, right after the retrieval',
+  );
   clock.advance(100_000);
   assert.equal(sent.length, 1, 'the timeout of an answered wait sends nothing more');
 });
@@ -36,7 +40,10 @@ test('a peer that hands nothing back gets the beacon when the timeout passes', (
   clock.advance(9_999);
   assert.equal(sent.length, 0);
   clock.advance(1);
-  assert.deepEqual(sent.map((s) => [s.peer, s.version, s.at]), [[A, 1n, clock.now()]]);
+  assert.deepEqual(
+    sent.map((s) => [s.peer, s.version, s.at]),
+    [[A, 1n, clock.now()]],
+  );
 });
 
 test('never over a copy that is as new or newer; a late retrieval changes nothing', () => {
@@ -49,9 +56,19 @@ test('never over a copy that is as new or newer; a late retrieval changes nothin
   gate.retrieved(B, 9n);
   assert.equal(sent.length, 0, 'B holds a newer beacon (we were restored from an old copy): never overwrite it');
   gate.beaconChanged(8n, true);
-  assert.deepEqual(sent.map((s) => [s.peer, s.version]), [[A, 8n]]);
+  assert.deepEqual(
+    sent.map((s) => [s.peer, s.version]),
+    [[A, 8n]],
+  );
   gate.beaconChanged(10n, true);
-  assert.deepEqual(sent.map((s) => [s.peer, s.version]), [[A, 8n], [A, 10n], [B, 10n]]);
+  assert.deepEqual(
+    sent.map((s) => [s.peer, s.version]),
+    [
+      [A, 8n],
+      [A, 10n],
+      [B, 10n],
+    ],
+  );
   gate.retrieved(A, 1n);
   clock.advance(1_000_000);
   assert.equal(sent.length, 3);
@@ -67,9 +84,17 @@ test('channel changes are sent at once; other changes at most once per refresh i
     gate.beaconChanged(v, false);
     clock.advance(10_000);
   }
-  assert.deepEqual(sent.map((s) => s.version), [1n, 61n], 'one refresh after 600 s, with the version current then');
+  assert.deepEqual(
+    sent.map((s) => s.version),
+    [1n, 61n],
+    'one refresh after 600 s, with the version current then',
+  );
   gate.beaconChanged(100n, true);
-  assert.deepEqual(sent.map((s) => s.version), [1n, 61n, 100n], 'a channel change is not held back');
+  assert.deepEqual(
+    sent.map((s) => s.version),
+    [1n, 61n, 100n],
+    'a channel change is not held back',
+  );
   clock.advance(600_000);
   assert.equal(sent.length, 3, 'nothing new to refresh');
 });
@@ -86,7 +111,10 @@ test('a disconnected peer gets nothing; reconnecting waits again', () => {
   gate.beaconChanged(3n, true);
   assert.equal(sent.length, 0);
   gate.retrieved(A, null);
-  assert.deepEqual(sent.map((s) => s.version), [3n]);
+  assert.deepEqual(
+    sent.map((s) => s.version),
+    [3n],
+  );
   gate.stop();
   assert.equal(clock.pendingTimers, 0);
 });

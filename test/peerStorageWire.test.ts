@@ -8,7 +8,13 @@ import { DecodeError } from '../src/util/bytes.js';
 import { decodeMessage, encodeMessage, type LightningMessage } from '../src/peerstorage/wire/message.js';
 import { initFeatures, REGTEST_CHAIN_HASH } from '../src/peerstorage/wire/init.js';
 import {
-  CORE_LIGHTNING_REQUIRED_BITS, OPTION_PROVIDE_STORAGE, checkRequired, featureField, offers, requiredBits, setBits,
+  CORE_LIGHTNING_REQUIRED_BITS,
+  OPTION_PROVIDE_STORAGE,
+  checkRequired,
+  featureField,
+  offers,
+  requiredBits,
+  setBits,
 } from '../src/peerstorage/wire/features.js';
 import { pongFor } from '../src/peerstorage/wire/ping.js';
 import { MAX_BLOB_BYTES } from '../src/peerstorage/wire/peerStorage.js';
@@ -75,7 +81,14 @@ test('feature fields: bits round trip, union of globalfeatures and features', ()
 
 const samples: LightningMessage[] = [
   { kind: 'init', globalFeatures: Buffer.alloc(0), features: featureField([43]), networks: [REGTEST_CHAIN_HASH], remoteAddress: null, otherRecords: [] },
-  { kind: 'init', globalFeatures: Buffer.from('1100', 'hex'), features: Buffer.from('800898880a8a59a1', 'hex'), networks: null, remoteAddress: Buffer.from('017f000001a720', 'hex'), otherRecords: [{ type: 101n, value: Buffer.from('ab', 'hex') }] },
+  {
+    kind: 'init',
+    globalFeatures: Buffer.from('1100', 'hex'),
+    features: Buffer.from('800898880a8a59a1', 'hex'),
+    networks: null,
+    remoteAddress: Buffer.from('017f000001a720', 'hex'),
+    otherRecords: [{ type: 101n, value: Buffer.from('ab', 'hex') }],
+  },
   { kind: 'ping', numPongBytes: 12, ignored: Buffer.alloc(30) },
   { kind: 'pong', ignored: Buffer.alloc(12) },
   { kind: 'warning', channelId: Buffer.alloc(32), data: Buffer.from('Unsupported feature 44') },
@@ -97,7 +110,10 @@ test('ping: a pong of the asked size, none from 65532 up', () => {
 
 test('bounds: oversize, truncated and malformed messages are refused by name', () => {
   const refuse = (hex: string | Buffer, pattern: RegExp) =>
-    assert.throws(() => decodeMessage(typeof hex === 'string' ? Buffer.from(hex, 'hex') : hex), (e: unknown) => e instanceof DecodeError && pattern.test(e.message));
+    assert.throws(
+      () => decodeMessage(typeof hex === 'string' ? Buffer.from(hex, 'hex') : hex),
+      (e: unknown) => e instanceof DecodeError && pattern.test(e.message),
+    );
   refuse('00', /at least its 2-byte type/);
   refuse(Buffer.alloc(65536), /at most 65535 bytes/);
   refuse('0007fffc' + '00'.repeat(10), /65532 bytes, more than the 65531/);

@@ -31,7 +31,12 @@ function restoreAndCompare(node: TestNode, expectVersion: number): ReturnType<ty
 
 test('node1 trace through the plugin: restore equals the node database', async () => {
   const node = makeNode('node1');
-  const run = await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: [tracePath('cln-v26.06-node1.jsonl.gz')], plugin: PLUGIN_PATH, progressEvery: 2000 });
+  const run = await runSimulatorUntilDone({
+    lightningDir: node.lightningDir,
+    traces: [tracePath('cln-v26.06-node1.jsonl.gz')],
+    plugin: PLUGIN_PATH,
+    progressEvery: 2000,
+  });
   assert.equal(run.dataVersion, 8176);
   const r = restoreAndCompare(node, 8176);
   assert.equal(r.inFlight, true, 'the last transaction is never confirmed by a later call');
@@ -55,7 +60,7 @@ test('fail trace: every acked-but-uncommitted transaction is superseded, restore
   assert.equal(logs.filter((m) => /acknowledged but never committed, and is superseded/.test(m)).length, 5);
 });
 
-test('pre-init trace: the aborted first migration is superseded, the migrations\' PRAGMA repeats are kept', async () => {
+test("pre-init trace: the aborted first migration is superseded, the migrations' PRAGMA repeats are kept", async () => {
   const node = makeNode('preinit');
   const run = await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: [tracePath('cln-v26.06-node4-preinit.jsonl.gz')], plugin: PLUGIN_PATH });
   assert.equal(run.dataVersion, 42);
@@ -100,16 +105,16 @@ test('a stale database is refused before anything commits; the vault is untouche
 
   // The operator starts the node on the old copy.
   fs.copyFileSync(oldCopy, node.dbPath);
-  await assert.rejects(
-    runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH }),
-    (err: unknown) => {
-      assert.ok(err instanceof SimulatorAbortedError);
-      assert.equal(err.event.lastCommitted, 300, 'nothing was committed on the stale database');
-      const logs = pluginLogs(err.lifetimes);
-      assert.ok(logs.some((m) => /older than the backup/.test(m) && /lnbackup restore/.test(m)), logs.join('\n'));
-      return true;
-    },
-  );
+  await assert.rejects(runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH }), (err: unknown) => {
+    assert.ok(err instanceof SimulatorAbortedError);
+    assert.equal(err.event.lastCommitted, 300, 'nothing was committed on the stale database');
+    const logs = pluginLogs(err.lifetimes);
+    assert.ok(
+      logs.some((m) => /older than the backup/.test(m) && /lnbackup restore/.test(m)),
+      logs.join('\n'),
+    );
+    return true;
+  });
   assert.equal(dataVersionOf(node.dbPath), 300);
   const after = vaultStatus(node.vault, keys);
   assert.equal(after.latest?.lastSeq, before.latest?.lastSeq, 'the vault gained no record');

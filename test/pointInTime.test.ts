@@ -74,7 +74,11 @@ test('restore at 20 random versions over 8176 versions and hundreds of generatio
   console.log(`[pit] ${line}`);
   t.diagnostic(line);
   assert.ok(gens.length > 100, `only ${gens.length} generations`);
-  assert.deepEqual(numbers, Array.from({ length: last }, (_, i) => i + 1), 'keepGenerations 1000: no generation was removed');
+  assert.deepEqual(
+    numbers,
+    Array.from({ length: last }, (_, i) => i + 1),
+    'keepGenerations 1000: no generation was removed',
+  );
   assert.ok(gens.every((g) => g.baseVersion !== null && g.snapshotTakenAt !== null));
 
   const rng = new Prng(SEED);
@@ -107,48 +111,52 @@ test('restore at 20 random versions over 8176 versions and hundreds of generatio
   );
 });
 
-test('restore at a moment: the time a transaction was recorded gives that version; before the oldest generation is a clear error', { timeout: 10 * 60_000 }, async (t) => {
-  const { node, gens, callAt } = await node1History();
-  const rng = new Prng(SEED ^ 0x5eed);
-  // Moments that name one version: the transaction's time, with the next one recorded strictly later.
-  const usable: number[] = [];
-  for (let v = 2; v < NODE1_LAST; v++) {
-    const at = callAt.get(v);
-    const next = callAt.get(v + 1);
-    if (at !== undefined && next !== undefined && next > at) usable.push(v);
-  }
-  assert.ok(usable.length > NODE1_LAST / 2, `only ${usable.length} versions have a moment of their own`);
-  const picked = new Set<number>();
-  while (picked.size < Math.min(TIMES, usable.length)) picked.add(rng.pick(usable));
-  const versions = [...picked].sort((a, b) => a - b);
-  const ref = new IncrementalReplay(loadChain([NODE1]));
-  try {
-    for (const v of versions) {
-      const time = callAt.get(v)!;
-      const to = path.join(node.dir, `time-${v}.sqlite3`);
-      const r = restoreDatabase({ vaultDir: node.vault, keys: node.keys, to, time });
-      ref.advanceTo(v);
-      const gave = `restore at ${new Date(time).toISOString()} (when version ${v} was recorded) gave ${r.version}${r.inFlight ? ' (in flight)' : ''} from generation ${r.generation}, lastCallAt ${r.lastCallAt}`;
-      t.diagnostic(gave);
-      assert.equal(r.version, v, gave);
-      assert.equal(r.inFlight, false, `${gave}: a later call confirms it`);
-      assert.ok(r.snapshotTakenAt <= time, `${gave}: its generation's snapshot was taken after the moment`);
-      assert.equal(dumpFile(to), ref.dumpAt(v), `${gave}: differs from the plain replay at ${v}`);
+test(
+  'restore at a moment: the time a transaction was recorded gives that version; before the oldest generation is a clear error',
+  { timeout: 10 * 60_000 },
+  async (t) => {
+    const { node, gens, callAt } = await node1History();
+    const rng = new Prng(SEED ^ 0x5eed);
+    // Moments that name one version: the transaction's time, with the next one recorded strictly later.
+    const usable: number[] = [];
+    for (let v = 2; v < NODE1_LAST; v++) {
+      const at = callAt.get(v);
+      const next = callAt.get(v + 1);
+      if (at !== undefined && next !== undefined && next > at) usable.push(v);
     }
-  } finally {
-    ref.close();
-  }
-  const newest = restoreDatabase({ vaultDir: node.vault, keys: node.keys, to: path.join(node.dir, 'now.sqlite3'), time: Date.now() });
-  assert.equal(newest.version, NODE1_LAST);
-  assert.equal(newest.inFlight, true);
-  assert.equal(dumpFile(newest.to), dumpFile(node.dbPath));
+    assert.ok(usable.length > NODE1_LAST / 2, `only ${usable.length} versions have a moment of their own`);
+    const picked = new Set<number>();
+    while (picked.size < Math.min(TIMES, usable.length)) picked.add(rng.pick(usable));
+    const versions = [...picked].sort((a, b) => a - b);
+    const ref = new IncrementalReplay(loadChain([NODE1]));
+    try {
+      for (const v of versions) {
+        const time = callAt.get(v)!;
+        const to = path.join(node.dir, `time-${v}.sqlite3`);
+        const r = restoreDatabase({ vaultDir: node.vault, keys: node.keys, to, time });
+        ref.advanceTo(v);
+        const gave = `restore at ${new Date(time).toISOString()} (when version ${v} was recorded) gave ${r.version}${r.inFlight ? ' (in flight)' : ''} from generation ${r.generation}, lastCallAt ${r.lastCallAt}`;
+        t.diagnostic(gave);
+        assert.equal(r.version, v, gave);
+        assert.equal(r.inFlight, false, `${gave}: a later call confirms it`);
+        assert.ok(r.snapshotTakenAt <= time, `${gave}: its generation's snapshot was taken after the moment`);
+        assert.equal(dumpFile(to), ref.dumpAt(v), `${gave}: differs from the plain replay at ${v}`);
+      }
+    } finally {
+      ref.close();
+    }
+    const newest = restoreDatabase({ vaultDir: node.vault, keys: node.keys, to: path.join(node.dir, 'now.sqlite3'), time: Date.now() });
+    assert.equal(newest.version, NODE1_LAST);
+    assert.equal(newest.inFlight, true);
+    assert.equal(dumpFile(newest.to), dumpFile(node.dbPath));
 
-  const oldest = Math.min(...gens.map((g) => g.snapshotTakenAt!));
-  assert.throws(
-    () => restoreDatabase({ vaultDir: node.vault, keys: node.keys, to: path.join(node.dir, 'too-old.sqlite3'), time: oldest - 60_000 }),
-    /holds nothing as old as .*oldest generation starts at/,
-  );
-});
+    const oldest = Math.min(...gens.map((g) => g.snapshotTakenAt!));
+    assert.throws(
+      () => restoreDatabase({ vaultDir: node.vault, keys: node.keys, to: path.join(node.dir, 'too-old.sqlite3'), time: oldest - 60_000 }),
+      /holds nothing as old as .*oldest generation starts at/,
+    );
+  },
+);
 
 test('restore at a version reports when that version was recorded (lastCallAt)', { timeout: 10 * 60_000 }, async (t) => {
   const { node, gens, callAt } = await node1History();
@@ -175,7 +183,10 @@ test('lnbackup generations lists every kept generation: its span of versions and
   const report = JSON.parse(r.stdout) as GenerationsReport & { ok: boolean };
   assert.equal(report.ok, true);
   assert.equal(report.damage, null);
-  assert.deepEqual(report.generations.map((g) => [g.generation, g.baseVersion]), gens.map((g) => [g.generation, g.baseVersion]));
+  assert.deepEqual(
+    report.generations.map((g) => [g.generation, g.baseVersion]),
+    gens.map((g) => [g.generation, g.baseVersion]),
+  );
   report.generations.forEach((g, i) => {
     const next = report.generations[i + 1];
     const what = `generation ${g.generation}`;
@@ -187,12 +198,18 @@ test('lnbackup generations lists every kept generation: its span of versions and
     assert.ok(next === undefined ? g.lastVersion === NODE1_LAST : g.lastVersion >= next.baseVersion, `${what} ends at ${g.lastVersion}`);
     const lastTransactionAt = callAt.get(g.lastVersion);
     if (g.lastVersion > g.baseVersion && lastTransactionAt !== undefined) {
-      assert.ok(g.lastCallAt !== null && Date.parse(g.lastCallAt) >= lastTransactionAt, `${what}: its last call at ${g.lastCallAt}, its last transaction at ${lastTransactionAt}`);
+      assert.ok(
+        g.lastCallAt !== null && Date.parse(g.lastCallAt) >= lastTransactionAt,
+        `${what}: its last call at ${g.lastCallAt}, its last transaction at ${lastTransactionAt}`,
+      );
     }
   });
   const usage = vaultDiskUsage(node.vault);
   assert.deepEqual([report.recordBytes, report.packBytes, report.redundancyBytes], [usage.segmentBytes, usage.packBytes, usage.sidecarBytes]);
-  assert.equal(report.generations.reduce((n, g) => n + g.recordBytes, 0), report.recordBytes);
+  assert.equal(
+    report.generations.reduce((n, g) => n + g.recordBytes, 0),
+    report.recordBytes,
+  );
   const text = runCli(['generations', '--vault', node.vault, '--hsm-secret', node.hsmSecretPath]);
   assert.match(text.stdout, new RegExp(`generation ${gens.length}: versions \\d+\\.\\.${NODE1_LAST}, `));
   assert.match(text.stdout, /^total: +[\d.]+ \w+ of records \+ [\d.]+ \w+ of page packs, \+ [\d.]+ \w+ of parity and mirrors$/m);

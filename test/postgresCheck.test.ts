@@ -11,7 +11,17 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { checkPostgres, type CheckResult } from '../src/postgres/check.js';
 import { freePort } from './helpers/postgres.js';
-import { lnbackupAsync, NODE_PASSWORD, pairForFile, prependHba, runSql, setSystem, STANDBY_NAME, type CliResult, type PostgresPair } from './helpers/postgresPair.js';
+import {
+  lnbackupAsync,
+  NODE_PASSWORD,
+  pairForFile,
+  prependHba,
+  runSql,
+  setSystem,
+  STANDBY_NAME,
+  type CliResult,
+  type PostgresPair,
+} from './helpers/postgresPair.js';
 import { until } from './helpers/waiting.js';
 
 process.setMaxListeners(50);
@@ -44,7 +54,10 @@ test('a correct synchronous pair is zero-loss, with its standby, lags, slot and 
   assert.equal(r.standbys.length, 1);
   assert.equal(r.standbys[0].name, STANDBY_NAME);
   assert.equal(r.standbys[0].syncState, 'sync');
-  assert.deepEqual(r.slots.map((s) => [s.name, s.active]), [[STANDBY_NAME, true]]);
+  assert.deepEqual(
+    r.slots.map((s) => [s.name, s.active]),
+    [[STANDBY_NAME, true]],
+  );
   assert.ok(!r.dsn.includes(NODE_PASSWORD) && r.dsn.includes('node:***@'));
   t.diagnostic(`check duration: ${r.durationMs} ms (library call)`);
 
@@ -66,10 +79,15 @@ test('remote_apply, ANY 1 (quorum) and FIRST 1 lists are zero-loss too', async (
   try {
     await setSystem(p, 'synchronous_commit', 'remote_apply');
     await setSystem(p, 'synchronous_standby_names', `ANY 1 (other, ${STANDBY_NAME})`);
-    const quorum = await until('quorum', async () => {
-      const r = await checkPostgres(p.nodeDsn);
-      return r.standbys[0]?.syncState === 'quorum' ? r : null;
-    }, 30_000, 50);
+    const quorum = await until(
+      'quorum',
+      async () => {
+        const r = await checkPostgres(p.nodeDsn);
+        return r.standbys[0]?.syncState === 'quorum' ? r : null;
+      },
+      30_000,
+      50,
+    );
     assert.equal(quorum.verdict, 'zero-loss', JSON.stringify(quorum.reasons));
     await setSystem(p, 'synchronous_standby_names', `other, "${STANDBY_NAME}"`);
     await p.waitSync();
@@ -82,7 +100,12 @@ test('remote_apply, ANY 1 (quorum) and FIRST 1 lists are zero-loss too', async (
 });
 
 /** Breaks the setup with `breakIt`, checks (library and CLI), then repairs it with `repair` and waits until zero-loss again. */
-async function broken(p: PostgresPair, breakIt: () => Promise<void>, repair: () => Promise<void>, dsn = p.nodeDsn): Promise<{ lib: CheckResult; cli: CliResult }> {
+async function broken(
+  p: PostgresPair,
+  breakIt: () => Promise<void>,
+  repair: () => Promise<void>,
+  dsn = p.nodeDsn,
+): Promise<{ lib: CheckResult; cli: CliResult }> {
   await breakIt();
   try {
     const lib = await checkPostgres(dsn);
@@ -110,9 +133,16 @@ function reasonIn(r: { lib: CheckResult; cli: CliResult }, code: string): { prob
 test('empty synchronous_standby_names: every commit asynchronous', async (t) => {
   const p = need(t);
   if (!p) return;
-  const r = await broken(p, () => setSystem(p, 'synchronous_standby_names', ''), () => setSystem(p, 'synchronous_standby_names', STANDBY_NAME));
+  const r = await broken(
+    p,
+    () => setSystem(p, 'synchronous_standby_names', ''),
+    () => setSystem(p, 'synchronous_standby_names', STANDBY_NAME),
+  );
   const reason = reasonIn(r, 'no-synchronous-standby-names');
-  assert.equal(reason.fix, `ALTER SYSTEM SET synchronous_standby_names = '${STANDBY_NAME}'; SELECT pg_reload_conf(); (\`lnbackup postgres primary --apply\` does it)`);
+  assert.equal(
+    reason.fix,
+    `ALTER SYSTEM SET synchronous_standby_names = '${STANDBY_NAME}'; SELECT pg_reload_conf(); (\`lnbackup postgres primary --apply\` does it)`,
+  );
   assert.equal(r.lib.effect, 'unprotected');
   // The standby is still connected, now async: named as such in the standby list.
   assert.equal(r.lib.standbys[0].syncState, 'async');
@@ -131,31 +161,52 @@ test('synchronous_commit = remote_write and = local on the server', async (t) =>
   assert.equal(reasonIn(local, 'commit-local').fix, 'ALTER SYSTEM SET synchronous_commit = on; SELECT pg_reload_conf();');
 });
 
-test('per-role, per-database and per-role-in-database overrides of synchronous_commit count (the node\'s own session)', async (t) => {
+test("per-role, per-database and per-role-in-database overrides of synchronous_commit count (the node's own session)", async (t) => {
   const p = need(t);
   if (!p) return;
-  const role = await broken(p, () => p.sql('ALTER ROLE node SET synchronous_commit = local').then(() => undefined), () => p.sql('ALTER ROLE node RESET synchronous_commit').then(() => undefined));
+  const role = await broken(
+    p,
+    () => p.sql('ALTER ROLE node SET synchronous_commit = local').then(() => undefined),
+    () => p.sql('ALTER ROLE node RESET synchronous_commit').then(() => undefined),
+  );
   assert.deepEqual(codes(role.lib), ['role-override']);
   assert.equal(reasonIn(role, 'role-override').fix, 'ALTER ROLE "node" RESET synchronous_commit;');
   // A superuser's session does not see the node role's override: the check must use the node's DSN.
   assert.equal((await runSql(p.primary.urlFor('lightningdb'), 'SHOW synchronous_commit')).rows[0].synchronous_commit, 'on');
 
-  const db = await broken(p, () => p.sql('ALTER DATABASE lightningdb SET synchronous_commit = remote_write').then(() => undefined), () => p.sql('ALTER DATABASE lightningdb RESET synchronous_commit').then(() => undefined));
+  const db = await broken(
+    p,
+    () => p.sql('ALTER DATABASE lightningdb SET synchronous_commit = remote_write').then(() => undefined),
+    () => p.sql('ALTER DATABASE lightningdb RESET synchronous_commit').then(() => undefined),
+  );
   assert.deepEqual(codes(db.lib), ['database-override']);
   assert.equal(reasonIn(db, 'database-override').fix, 'ALTER DATABASE "lightningdb" RESET synchronous_commit;');
 
-  const both = await broken(p, () => p.sql('ALTER ROLE node IN DATABASE lightningdb SET synchronous_commit = off').then(() => undefined), () => p.sql('ALTER ROLE node IN DATABASE lightningdb RESET synchronous_commit').then(() => undefined));
+  const both = await broken(
+    p,
+    () => p.sql('ALTER ROLE node IN DATABASE lightningdb SET synchronous_commit = off').then(() => undefined),
+    () => p.sql('ALTER ROLE node IN DATABASE lightningdb RESET synchronous_commit').then(() => undefined),
+  );
   assert.deepEqual(codes(both.lib), ['role-database-override']);
 
   const inDsn = `${p.nodeDsn}?options=${encodeURIComponent('-c synchronous_commit=local')}`;
-  const client = await broken(p, async () => undefined, async () => undefined, inDsn);
+  const client = await broken(
+    p,
+    async () => undefined,
+    async () => undefined,
+    inDsn,
+  );
   assert.deepEqual(codes(client.lib), ['client-override']);
 });
 
 test('a standby connected but async (its name not in synchronous_standby_names): named, and commits wait', async (t) => {
   const p = need(t);
   if (!p) return;
-  const r = await broken(p, () => setSystem(p, 'synchronous_standby_names', 'other_standby'), () => setSystem(p, 'synchronous_standby_names', STANDBY_NAME));
+  const r = await broken(
+    p,
+    () => setSystem(p, 'synchronous_standby_names', 'other_standby'),
+    () => setSystem(p, 'synchronous_standby_names', STANDBY_NAME),
+  );
   const reason = reasonIn(r, 'standby-async');
   assert.match(reason.problem, new RegExp(`standby ${STANDBY_NAME} is connected but async`));
   assert.match(reason.fix, new RegExp(`synchronous_standby_names = '${STANDBY_NAME}'`));
@@ -166,22 +217,33 @@ test('a standby connected but async (its name not in synchronous_standby_names):
 test('a disconnected standby: commits wait (named), its slot is inactive (warned)', async (t) => {
   const p = need(t);
   if (!p) return;
-  const r = await broken(p, () => p.standby.stop(), async () => {
-    await p.standby.restart();
-    await p.waitSync();
-  });
+  const r = await broken(
+    p,
+    () => p.standby.stop(),
+    async () => {
+      await p.standby.restart();
+      await p.waitSync();
+    },
+  );
   assert.deepEqual(codes(r.lib), ['standby-disconnected']);
   reasonIn(r, 'standby-disconnected');
   assert.equal(r.lib.effect, 'commits-wait');
   assert.deepEqual(r.lib.standbys, []);
-  assert.deepEqual(r.lib.warnings.map((w) => w.code), ['inactive-slot']);
+  assert.deepEqual(
+    r.lib.warnings.map((w) => w.code),
+    ['inactive-slot'],
+  );
   assert.match(r.cli.stdout, /warning \[inactive-slot\]: replication slot lightningd is inactive/);
 });
 
 test('FIRST 2 with one standby: too few sync standbys, commits wait; local with the standby gone: unprotected, not stalled', async (t) => {
   const p = need(t);
   if (!p) return;
-  const two = await broken(p, () => setSystem(p, 'synchronous_standby_names', `FIRST 2 (${STANDBY_NAME}, other)`), () => setSystem(p, 'synchronous_standby_names', STANDBY_NAME));
+  const two = await broken(
+    p,
+    () => setSystem(p, 'synchronous_standby_names', `FIRST 2 (${STANDBY_NAME}, other)`),
+    () => setSystem(p, 'synchronous_standby_names', STANDBY_NAME),
+  );
   assert.deepEqual(codes(two.lib), ['too-few-sync-standbys']);
   assert.match(reasonIn(two, 'too-few-sync-standbys').fix, new RegExp(`synchronous_standby_names = 'FIRST 1 \\(${STANDBY_NAME}, other\\)'`));
   assert.equal(two.lib.effect, 'commits-wait');
@@ -211,7 +273,10 @@ test('an inactive slot left over from a gone standby is warned about, and the ve
   try {
     const r = await checkPostgres(p.nodeDsn);
     assert.equal(r.verdict, 'zero-loss');
-    assert.deepEqual(r.warnings.map((w) => w.code), ['inactive-slot']);
+    assert.deepEqual(
+      r.warnings.map((w) => w.code),
+      ['inactive-slot'],
+    );
     assert.match(r.warnings[0].problem, /old_standby is inactive and keeps [\d.]+ MiB of WAL/);
     assert.equal(r.warnings[0].fix, "start the standby that uses slot old_standby, or if it is gone for good: SELECT pg_drop_replication_slot('old_standby');");
     const cli = await lnbackupAsync(['postgres', 'check', '--dsn', p.nodeDsn]);

@@ -86,7 +86,10 @@ test('synchronous_commit = local (per-role override): the check says not zero-lo
   try {
     const r = await checkPostgres(p.nodeDsn);
     assert.equal(r.verdict, 'not-zero-loss');
-    assert.deepEqual(r.reasons.map((x) => x.code), ['role-override']);
+    assert.deepEqual(
+      r.reasons.map((x) => x.code),
+      ['role-override'],
+    );
     const prng = new Prng(SEED ^ 0x5a5a);
     let acked = 0;
     let missing = 0;
@@ -124,7 +127,10 @@ test(`synchronous_commit = on, one sync standby: ${ROUNDS} SIGKILLs of the prima
   assert.equal(promoted.rows[0].ok, true);
   const { rows } = await runSql(p.standby.urlFor('lightningdb'), 'SELECT id FROM acked');
   const have = new Set(rows.map((r: { id: string }) => Number(r.id)));
-  assert.deepEqual(allAcked.filter((id) => !have.has(id)), []);
+  assert.deepEqual(
+    allAcked.filter((id) => !have.has(id)),
+    [],
+  );
   await runSql(p.standby.urlFor('lightningdb'), 'INSERT INTO acked (id, round) VALUES (-1, 0)');
   t.diagnostic(`${allAcked.length} acknowledged commits over ${ROUNDS} kills, all on the promoted standby`);
 });

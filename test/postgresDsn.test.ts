@@ -33,7 +33,10 @@ test('scrubSecret removes the DSN and its password, raw or encoded, from any tex
 
 test('parseDsn refuses what is not a postgres:// URL, saying what to give instead, without the password', () => {
   const refuse = (dsn: string, re: RegExp): void => {
-    assert.throws(() => parseDsn(dsn), (err: unknown) => err instanceof DsnError && re.test(err.message) && !err.message.includes('s3cret'));
+    assert.throws(
+      () => parseDsn(dsn),
+      (err: unknown) => err instanceof DsnError && re.test(err.message) && !err.message.includes('s3cret'),
+    );
   };
   refuse('', /the DSN is empty/);
   refuse('host=127.0.0.1 password=s3cret', /is not a PostgreSQL DSN: give it as lightningd's --wallet takes it/);
@@ -61,6 +64,7 @@ test('walletDsnFromListconfigs: the postgres wallet in both answer formats; sqli
   assert.equal(walletDsnFromListconfigs({ configs: { wallet: { value_str: dsn, source: '/home/ln/.lightning/config:3' } } }), dsn);
   assert.equal(walletDsnFromListconfigs({ wallet: dsn }), dsn);
   assert.equal(walletDsnFromListconfigs({ configs: { wallet: { value_str: 'sqlite3:///home/ln/.lightning/bitcoin/lightningd.sqlite3' } } }), null);
-  for (const junk of [null, 7, 'x', {}, { configs: {} }, { configs: { wallet: { value_str: 42 } } }, { wallet: ['postgres://x'] }]) assert.equal(walletDsnFromListconfigs(junk), null);
+  for (const junk of [null, 7, 'x', {}, { configs: {} }, { configs: { wallet: { value_str: 42 } } }, { wallet: ['postgres://x'] }])
+    assert.equal(walletDsnFromListconfigs(junk), null);
   assert.throws(() => walletDsnFromListconfigs({ wallet: `postgres://u:pw@h/${'x'.repeat(5000)}` }), DsnError);
 });

@@ -29,7 +29,9 @@ interface WatchJson {
 
 function watchOf(node: TestNode): WatchJson | null {
   try {
-    const s = JSON.parse(fs.readFileSync(path.join(node.networkDir, 'lnbackup-status.json'), 'utf8')) as { postgres?: { wallet: string; watch: WatchJson | null } };
+    const s = JSON.parse(fs.readFileSync(path.join(node.networkDir, 'lnbackup-status.json'), 'utf8')) as {
+      postgres?: { wallet: string; watch: WatchJson | null };
+    };
     return s.postgres?.watch ?? null;
   } catch {
     return null;
@@ -56,19 +58,37 @@ test('a PostgreSQL node: zero-loss in lnbackup-status, broken (commits waiting) 
   assert.equal(init.code, 0, init.stderr);
   const configFile = path.join(node.networkDir, 'lnbackup.json');
   fs.writeFileSync(configFile, JSON.stringify({ ...JSON.parse(fs.readFileSync(configFile, 'utf8')), pgCheckIntervalSeconds: 1 }));
-  const sim = spawnSimulator({ lightningDir: node.lightningDir, traces: [emptyTrace(node.dir, 5)], plugin: PLUGIN_PATH, walletDsn: p.nodeDsn, lingerMs: 120_000 });
+  const sim = spawnSimulator({
+    lightningDir: node.lightningDir,
+    traces: [emptyTrace(node.dir, 5)],
+    plugin: PLUGIN_PATH,
+    walletDsn: p.nodeDsn,
+    lingerMs: 120_000,
+  });
   try {
     const first = await until('zero-loss in the status file', () => (watchOf(node)?.state === 'zero-loss' ? watchOf(node) : null), 30_000, 50);
-    assert.deepEqual(first.standbys.map((s) => [s.name, s.syncState]), [['lightningd', 'sync']]);
-    assert.ok(logs(sim).some((l) => /PostgreSQL wallet postgres:\/\/node:\*\*\*@/.test(l)), logs(sim).join('\n'));
+    assert.deepEqual(
+      first.standbys.map((s) => [s.name, s.syncState]),
+      [['lightningd', 'sync']],
+    );
+    assert.ok(
+      logs(sim).some((l) => /PostgreSQL wallet postgres:\/\/node:\*\*\*@/.test(l)),
+      logs(sim).join('\n'),
+    );
 
     await p.standby.stop();
     const stoppedAt = Date.now();
     const broken = await until('broken in the status file', () => (watchOf(node)?.state === 'broken' ? watchOf(node) : null), 20_000, 50);
     assert.ok(Date.now() - stoppedAt < 1000 + 5000, `broken only after ${Date.now() - stoppedAt} ms`);
     assert.equal(broken.effect, 'commits-wait');
-    assert.deepEqual(broken.reasons.map((r) => r.code), ['standby-disconnected']);
-    assert.ok(logs(sim).some((l) => /PostgreSQL replication broken: no standby is connected.*every commit of the node waits/.test(l)), logs(sim).join('\n'));
+    assert.deepEqual(
+      broken.reasons.map((r) => r.code),
+      ['standby-disconnected'],
+    );
+    assert.ok(
+      logs(sim).some((l) => /PostgreSQL replication broken: no standby is connected.*every commit of the node waits/.test(l)),
+      logs(sim).join('\n'),
+    );
 
     await p.standby.restart();
     await until('zero-loss again', () => watchOf(node)?.state === 'zero-loss', 30_000, 50);
@@ -90,16 +110,28 @@ test('a PostgreSQL node with pgUnprotectedLimitSeconds: a lapse that lasts stops
   assert.equal(init.code, 0, init.stderr);
   const configFile = path.join(node.networkDir, 'lnbackup.json');
   fs.writeFileSync(configFile, JSON.stringify({ ...JSON.parse(fs.readFileSync(configFile, 'utf8')), pgCheckIntervalSeconds: 1, pgUnprotectedLimitSeconds: 2 }));
-  const sim = spawnSimulator({ lightningDir: node.lightningDir, traces: [emptyTrace(tempDir('pg-trace'), 5)], plugin: PLUGIN_PATH, walletDsn: p.nodeDsn, lingerMs: 120_000 });
+  const sim = spawnSimulator({
+    lightningDir: node.lightningDir,
+    traces: [emptyTrace(tempDir('pg-trace'), 5)],
+    plugin: PLUGIN_PATH,
+    walletDsn: p.nodeDsn,
+    lingerMs: 120_000,
+  });
   try {
     await until('zero-loss', () => watchOf(node)?.state === 'zero-loss', 30_000, 50);
     await p.standby.stop();
     const stoppedAt = Date.now();
     const exit = await sim.exit;
     assert.equal(exit.code, 0, exit.stderr);
-    assert.ok(exit.events.some((e) => e.event === 'rpc-stop'), 'the plugin did not call stop');
+    assert.ok(
+      exit.events.some((e) => e.event === 'rpc-stop'),
+      'the plugin did not call stop',
+    );
     assert.ok(Date.now() - stoppedAt >= 2000, 'stopped before the limit');
-    assert.ok(logs(sim).some((l) => /past pgUnprotectedLimitSeconds: stopping lightningd/.test(l)), logs(sim).join('\n'));
+    assert.ok(
+      logs(sim).some((l) => /past pgUnprotectedLimitSeconds: stopping lightningd/.test(l)),
+      logs(sim).join('\n'),
+    );
   } finally {
     sim.child.kill('SIGKILL');
     await p.standby.restart();

@@ -59,11 +59,21 @@ test('standby + primary --apply build a working synchronous pair from two empty 
     assert.equal(before.code, 3);
     const refused = await lnbackupAsync(['postgres', 'primary', '--dsn', superDsn, '--apply']);
     assert.equal(refused.code, 3, refused.stderr);
-    assert.match(refused.stderr, /refusing to apply: standby lightningd is not connected, and with synchronous_standby_names naming it every commit of the node would wait/);
-    assert.equal((await runSql(superDsn, 'SHOW synchronous_standby_names')).rows[0].synchronous_standby_names, '', '--apply changed something though it refused');
+    assert.match(
+      refused.stderr,
+      /refusing to apply: standby lightningd is not connected, and with synchronous_standby_names naming it every commit of the node would wait/,
+    );
+    assert.equal(
+      (await runSql(superDsn, 'SHOW synchronous_standby_names')).rows[0].synchronous_standby_names,
+      '',
+      '--apply changed something though it refused',
+    );
 
     const port = await freePort();
-    const standby = await lnbackupAsync(['postgres', 'standby', '--primary', `postgres://replicator:repl-pw@127.0.0.1:${primary.port}/postgres`, '--data-dir', dataDir, '--port', String(port)], owner);
+    const standby = await lnbackupAsync(
+      ['postgres', 'standby', '--primary', `postgres://replicator:repl-pw@127.0.0.1:${primary.port}/postgres`, '--data-dir', dataDir, '--port', String(port)],
+      owner,
+    );
     assert.equal(standby.code, 0, standby.stdout + standby.stderr);
     assert.match(standby.stderr, /creating the physical replication slot lightningd on the primary/);
     assert.match(standby.stderr, /starting the standby on port \d+/);
@@ -93,7 +103,12 @@ test('standby + primary --apply build a working synchronous pair from two empty 
     // A commit on the primary is on the standby (which runs as its own server on its own port).
     await runSql(nodeDsn, 'CREATE TABLE t (v text); INSERT INTO t VALUES ($$through the pair$$)');
     const standbyUrl = `postgres://postgres@127.0.0.1:${port}/lightningdb`;
-    await until('the row on the standby', async () => (await runSql(standbyUrl, 'SELECT v FROM t').catch(() => ({ rows: [] }))).rows[0]?.v === 'through the pair', 30_000, 100);
+    await until(
+      'the row on the standby',
+      async () => (await runSql(standbyUrl, 'SELECT v FROM t').catch(() => ({ rows: [] }))).rows[0]?.v === 'through the pair',
+      30_000,
+      100,
+    );
     assert.equal((await runSql(standbyUrl, 'SELECT pg_is_in_recovery() AS r')).rows[0].r, true);
 
     // The standby command refuses a folder that is not empty, and to run as root.

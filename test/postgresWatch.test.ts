@@ -47,7 +47,10 @@ test('real clock: standby stopped -> broken (commits waiting) within the interva
   try {
     const first = await watch.start(p.nodeDsn);
     assert.equal(first.state, 'zero-loss');
-    assert.deepEqual(first.standbys.map((s) => [s.name, s.syncState]), [[STANDBY_NAME, 'sync']]);
+    assert.deepEqual(
+      first.standbys.map((s) => [s.name, s.syncState]),
+      [[STANDBY_NAME, 'sync']],
+    );
     assert.match(lines[0].line, new RegExp(`^PostgreSQL replication: zero-loss \\(standby ${STANDBY_NAME} sync`));
     assert.ok(first.dsn?.includes('node:***@'));
 
@@ -57,7 +60,10 @@ test('real clock: standby stopped -> broken (commits waiting) within the interva
     // Within one interval plus one check's time (generous on a loaded machine).
     assert.ok(Date.now() - stoppedAt < intervalMs + 1500, `broken only after ${Date.now() - stoppedAt} ms`);
     assert.equal(broken.effect, 'commits-wait');
-    assert.deepEqual(broken.reasons.map((r) => r.code), ['standby-disconnected']);
+    assert.deepEqual(
+      broken.reasons.map((r) => r.code),
+      ['standby-disconnected'],
+    );
     const lapse = lines.find((l) => l.level === 'warn');
     assert.ok(lapse, 'no warning logged');
     assert.match(lapse.line, /^PostgreSQL replication broken: no standby is connected.*Meanwhile every commit of the node waits on the primary/);
@@ -94,7 +100,10 @@ test('hand clock: a lapse is logged at once and every minute while it lasts; the
     assert.equal(broken.effect, 'unprotected');
     const warns = (): Logged[] => lines.filter((l) => l.level === 'warn');
     assert.equal(warns().length, 1);
-    assert.match(warns()[0].line, /^PostgreSQL replication broken: synchronous_standby_names is empty.*Meanwhile the node's commits go through without a standby/);
+    assert.match(
+      warns()[0].line,
+      /^PostgreSQL replication broken: synchronous_standby_names is empty.*Meanwhile the node's commits go through without a standby/,
+    );
     for (let i = 0; i < 5; i++) {
       clock.advance(10_000);
       await watch.checkNow();
@@ -133,7 +142,10 @@ test('never zero-loss since start is not-zero-loss; an unreachable server is unr
   try {
     const s = await watch.start(p.nodeDsn);
     assert.equal(s.state, 'not-zero-loss');
-    assert.deepEqual(s.reasons.map((r) => r.code), ['role-override']);
+    assert.deepEqual(
+      s.reasons.map((r) => r.code),
+      ['role-override'],
+    );
     assert.match(lines[0].line, /^PostgreSQL replication NOT zero-loss: synchronous_commit = remote_write/);
   } finally {
     watch.stop();

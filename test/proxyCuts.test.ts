@@ -65,7 +65,12 @@ interface Stats {
 
 /** A log line with its variable parts (paths, keys, numbers) blanked, for counting lines of one kind. */
 const shape = (line: string): string =>
-  line.replace(/lnbackup:\/\/\S+/g, '<url>').replace(/\/\S+/g, '<path>').replace(/[0-9a-f]{16,}/g, '<hex>').replace(/\d+/g, 'N').slice(0, 140);
+  line
+    .replace(/lnbackup:\/\/\S+/g, '<url>')
+    .replace(/\/\S+/g, '<path>')
+    .replace(/[0-9a-f]{16,}/g, '<hex>')
+    .replace(/\d+/g, 'N')
+    .slice(0, 140);
 
 const show = (m: Map<string, number>): string => [...m.entries()].map(([k, v]) => `${k}: ${v}`).join(', ');
 
@@ -93,12 +98,15 @@ async function runFaults(label: string, replay: LiveReplay, proxy: TcpProxy, que
     if (pending !== null) {
       const took = c.at - pending.from;
       stats.worst.set(pending.kind, Math.max(stats.worst.get(pending.kind) ?? 0, took));
-      assert.ok(took < RECOVERY_BOUND_MS[pending.kind], `seed ${SEED}, ${label}: the node committed again ${took} ms after a ${pending.kind} (bound ${RECOVERY_BOUND_MS[pending.kind]} ms)`);
+      assert.ok(
+        took < RECOVERY_BOUND_MS[pending.kind],
+        `seed ${SEED}, ${label}: the node committed again ${took} ms after a ${pending.kind} (bound ${RECOVERY_BOUND_MS[pending.kind]} ms)`,
+      );
       pending = null;
     }
     return true;
   };
-  for (let n = 0; n < max && queue.length > 0; ) {
+  for (let n = 0; n < max && queue.length > 0;) {
     if (!(await settle())) return;
     await sleep(rng.int(20, 400));
     if (replay.finished) return;
@@ -139,7 +147,10 @@ async function runFaults(label: string, replay: LiveReplay, proxy: TcpProxy, que
         proxy.blackhole(false);
         assert.equal(replay.commits, committed, `seed ${SEED}, ${label}: the node committed during a black hole, without the server's ack (policy all)`);
         if (kind === 'blackhole-20s' && !replay.finished) {
-          assert.ok(reconnected, `seed ${SEED}, ${label}: 20 s of silence from the server, and the client never cut the connection and reconnected (watchdog 15 s)`);
+          assert.ok(
+            reconnected,
+            `seed ${SEED}, ${label}: 20 s of silence from the server, and the client never cut the connection and reconnected (watchdog 15 s)`,
+          );
         }
         happened = !replay.finished;
         break;
@@ -162,15 +173,7 @@ async function runFaults(label: string, replay: LiveReplay, proxy: TcpProxy, que
   await settle();
 }
 
-async function episode(
-  server: ServerHandle,
-  name: string,
-  traces: readonly string[],
-  queue: FaultKind[],
-  max: number,
-  rng: Prng,
-  stats: Stats,
-): Promise<void> {
+async function episode(server: ServerHandle, name: string, traces: readonly string[], queue: FaultKind[], max: number, rng: Prng, stats: Stats): Promise<void> {
   const started = Date.now();
   const proxy = await TcpProxy.start(server.port);
   const url = formatRemoteUrl(Buffer.from(server.publicKey, 'hex'), '127.0.0.1', proxy.port);
@@ -215,59 +218,63 @@ async function episode(
   }
 }
 
-test('proxy faults between the plugin and the server (drops, mid-frame cuts, delays, 3 s and 20 s black holes): every replay completes, exact copy, bounded recovery', { timeout: 15 * 60_000 }, async (t) => {
-  log(`seed ${SEED} (rerun with PROXY_CUTS_SEED=${SEED})`);
-  t.diagnostic(`seed ${SEED}`);
-  const rng = new Prng(SEED);
-  const root = tempDir('proxy-cuts');
-  const stats: Stats = { done: new Map(), worst: new Map(), connections: 0, slowCommits: 0, watchdogLogged: 0, pluginLogs: new Map(), episodes: [] };
-  let serverProblems = '';
-  const started = Date.now();
-  const server = await startServerAt({ port: await fixedPort() });
-  try {
-    // node3's history first (five drops and cuts across its lifetimes), then node1 with the rest in
-    // a random order; whatever a node's replay leaves undone goes to another node3.
-    const early: FaultKind[] = ['drop', 'drop', 'drop', 'cut', 'cut'];
-    const rest: FaultKind[] = [
-      ...Array<FaultKind>(7).fill('drop'),
-      ...Array<FaultKind>(3).fill('cut'),
-      ...Array<FaultKind>(4).fill('delay'),
-      'blackhole-3s',
-      'blackhole-20s',
+test(
+  'proxy faults between the plugin and the server (drops, mid-frame cuts, delays, 3 s and 20 s black holes): every replay completes, exact copy, bounded recovery',
+  { timeout: 15 * 60_000 },
+  async (t) => {
+    log(`seed ${SEED} (rerun with PROXY_CUTS_SEED=${SEED})`);
+    t.diagnostic(`seed ${SEED}`);
+    const rng = new Prng(SEED);
+    const root = tempDir('proxy-cuts');
+    const stats: Stats = { done: new Map(), worst: new Map(), connections: 0, slowCommits: 0, watchdogLogged: 0, pluginLogs: new Map(), episodes: [] };
+    let serverProblems = '';
+    const started = Date.now();
+    const server = await startServerAt({ port: await fixedPort() });
+    try {
+      // node3's history first (five drops and cuts across its lifetimes), then node1 with the rest in
+      // a random order; whatever a node's replay leaves undone goes to another node3.
+      const early: FaultKind[] = ['drop', 'drop', 'drop', 'cut', 'cut'];
+      const rest: FaultKind[] = [
+        ...Array<FaultKind>(7).fill('drop'),
+        ...Array<FaultKind>(3).fill('cut'),
+        ...Array<FaultKind>(4).fill('delay'),
+        'blackhole-3s',
+        'blackhole-20s',
+      ];
+      for (let i = rest.length - 1; i > 0; i--) {
+        const j = rng.int(0, i);
+        [rest[i], rest[j]] = [rest[j], rest[i]];
+      }
+      const queue = [...early, ...rest];
+      await episode(server, 'node3 #1', NODE3_CHAIN, queue, early.length, rng, stats);
+      await episode(server, 'node1', [traceHead(root, 'cln-v26.06-node1.jsonl.gz', NODE1_VERSIONS)], queue, Infinity, rng, stats);
+      for (let n = 2; queue.length > 0; n++) {
+        assert.ok(n <= 8, `seed ${SEED}: faults still left after ${n - 1} node3 nodes: ${queue.join(', ')}`);
+        await episode(server, `node3 #${n}`, NODE3_CHAIN, queue, Infinity, rng, stats);
+      }
+      assert.equal(await server.stop(), 0, `the server did not stop cleanly: ${server.stderr().slice(-2000)}`);
+      const problems = new Map<string, number>();
+      for (const line of server.stderr().split('\n')) {
+        if (/error|fail|internal|refus|lost|corrupt/i.test(line)) problems.set(shape(line), (problems.get(shape(line)) ?? 0) + 1);
+      }
+      serverProblems = show(problems);
+    } finally {
+      server.kill9();
+    }
+    const count = (k: FaultKind): number => stats.done.get(k) ?? 0;
+    const summary = [
+      `seed ${SEED}: ${count('drop')} drops, ${count('cut')} mid-frame cuts, ${count('delay')} delay stretches (${stats.slowCommits} commits during them), ` +
+        `${count('blackhole-3s')} + ${count('blackhole-20s')} black holes of 3 s and 20 s; ${stats.connections} connections; ${((Date.now() - started) / 1000).toFixed(1)} s`,
+      `worst time from a fault to the next commit: ${[...stats.worst.entries()].map(([k, v]) => `${k} ${v} ms`).join(', ')}`,
+      `watchdog cuts the plugin logged: ${stats.watchdogLogged}`,
+      `plugin logs (not info): ${show(stats.pluginLogs) || 'none'}`,
+      `server logs of problems: ${serverProblems || 'none'}`,
+      ...stats.episodes,
     ];
-    for (let i = rest.length - 1; i > 0; i--) {
-      const j = rng.int(0, i);
-      [rest[i], rest[j]] = [rest[j], rest[i]];
+    for (const line of summary) {
+      log(line);
+      t.diagnostic(line);
     }
-    const queue = [...early, ...rest];
-    await episode(server, 'node3 #1', NODE3_CHAIN, queue, early.length, rng, stats);
-    await episode(server, 'node1', [traceHead(root, 'cln-v26.06-node1.jsonl.gz', NODE1_VERSIONS)], queue, Infinity, rng, stats);
-    for (let n = 2; queue.length > 0; n++) {
-      assert.ok(n <= 8, `seed ${SEED}: faults still left after ${n - 1} node3 nodes: ${queue.join(', ')}`);
-      await episode(server, `node3 #${n}`, NODE3_CHAIN, queue, Infinity, rng, stats);
-    }
-    assert.equal(await server.stop(), 0, `the server did not stop cleanly: ${server.stderr().slice(-2000)}`);
-    const problems = new Map<string, number>();
-    for (const line of server.stderr().split('\n')) {
-      if (/error|fail|internal|refus|lost|corrupt/i.test(line)) problems.set(shape(line), (problems.get(shape(line)) ?? 0) + 1);
-    }
-    serverProblems = show(problems);
-  } finally {
-    server.kill9();
-  }
-  const count = (k: FaultKind): number => stats.done.get(k) ?? 0;
-  const summary = [
-    `seed ${SEED}: ${count('drop')} drops, ${count('cut')} mid-frame cuts, ${count('delay')} delay stretches (${stats.slowCommits} commits during them), ` +
-      `${count('blackhole-3s')} + ${count('blackhole-20s')} black holes of 3 s and 20 s; ${stats.connections} connections; ${((Date.now() - started) / 1000).toFixed(1)} s`,
-    `worst time from a fault to the next commit: ${[...stats.worst.entries()].map(([k, v]) => `${k} ${v} ms`).join(', ')}`,
-    `watchdog cuts the plugin logged: ${stats.watchdogLogged}`,
-    `plugin logs (not info): ${show(stats.pluginLogs) || 'none'}`,
-    `server logs of problems: ${serverProblems || 'none'}`,
-    ...stats.episodes,
-  ];
-  for (const line of summary) {
-    log(line);
-    t.diagnostic(line);
-  }
-  assert.ok(count('drop') >= 10 && count('cut') >= 5 && count('delay') >= 4 && count('blackhole-3s') === 1 && count('blackhole-20s') === 1);
-});
+    assert.ok(count('drop') >= 10 && count('cut') >= 5 && count('delay') >= 4 && count('blackhole-3s') === 1 && count('blackhole-20s') === 1);
+  },
+);

@@ -97,7 +97,11 @@ test('parity file: geometry, size, both header copies, and bounds on what it say
   const fh = headerBytes(geometry(64));
   for (const at of [0, forged.length - fh]) {
     forged.writeBigUInt64BE(0x7fffffffffffffffn, at + 16);
-    crypto.createHash('sha256').update(forged.subarray(at, at + fh - 32)).digest().copy(forged, at + fh - 32);
+    crypto
+      .createHash('sha256')
+      .update(forged.subarray(at, at + fh - 32))
+      .digest()
+      .copy(forged, at + fh - 32);
   }
   assert.equal(parseParityFile(forged, 64 * 1024 * 1024), null);
   assert.equal(parseParityFile(Buffer.alloc(0), 1000), null);
@@ -140,7 +144,10 @@ test('tolerance at its exact edge: a contiguous region of 3S-4095 bytes anywhere
   const shards = [2, 7, 11, 20];
   for (const s of shards) four.fill(0, s * g.shardBytes + 5 * BLOCK_BYTES, s * g.shardBytes + 6 * BLOCK_BYTES);
   const f = await checkWithParity(four, parsed);
-  assert.deepEqual(f.lost, shards.map((s) => ({ start: s * g.shardBytes + 5 * BLOCK_BYTES, end: s * g.shardBytes + 6 * BLOCK_BYTES })));
+  assert.deepEqual(
+    f.lost,
+    shards.map((s) => ({ start: s * g.shardBytes + 5 * BLOCK_BYTES, end: s * g.shardBytes + 6 * BLOCK_BYTES })),
+  );
   assert.equal(f.badStripes, 1);
 });
 
@@ -165,13 +172,26 @@ test('mirror frames: intact frames repair the segment, damaged frames are skippe
   bad[1003] ^= 0x80;
   const r = checkWithMirror(bad, mirror, owner, 1 << 20);
   assert.ok(r.data.equals(segment));
-  assert.deepEqual(r.repaired, [{ start: 1000, end: 1001 }, { start: 1003, end: 1004 }]);
+  assert.deepEqual(r.repaired, [
+    { start: 1000, end: 1001 },
+    { start: 1003, end: 1004 },
+  ]);
   // A mirror whose header names another segment, or that has none, does not vouch for its frames:
   // without records to judge by (these bytes are not records) nothing is replaced, the difference is a conflict.
   for (const untrusted of [mirror.subarray(24), Buffer.concat([mirrorHeader({ generation: 2, firstSeq: 1n }), mirror.subarray(24)])]) {
     const u = checkWithMirror(bad, untrusted, owner, 1 << 20);
     assert.ok(u.data.equals(bad));
-    assert.deepEqual([u.repaired, u.conflicts, u.mirrorDamaged], [[], [{ start: 1000, end: 1001 }, { start: 1003, end: 1004 }], true]);
+    assert.deepEqual(
+      [u.repaired, u.conflicts, u.mirrorDamaged],
+      [
+        [],
+        [
+          { start: 1000, end: 1001 },
+          { start: 1003, end: 1004 },
+        ],
+        true,
+      ],
+    );
   }
   // Bitrot in the mirror: that frame is not used, the others still are; a torn end is told.
   const m2 = Buffer.from(mirror);

@@ -139,7 +139,10 @@ async function node3ThroughServer(server: ServerHandle, prefix: string): Promise
   const node = await makeRemoteNode(prefix, { remotes: [server.url] });
   // The five rewinds must all be in the one generation restored: no compaction in this test.
   setRetention(node, { compactMinBytes: Number.MAX_SAFE_INTEGER });
-  assert.deepEqual((node.init.pushed as { url: string }[]).map((p) => p.url), [server.url]);
+  assert.deepEqual(
+    (node.init.pushed as { url: string }[]).map((p) => p.url),
+    [server.url],
+  );
   const run = await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH, progressEvery: 100 });
   assert.equal(run.dataVersion, NODE3_END);
   assert.equal(run.lifetimes.length, 6, 'five real rewinds, each a restart');
@@ -212,7 +215,13 @@ test('remote only (--local-vault cache), node1 up to version 1000: restore --fro
   const server = await startServer();
   try {
     const node = await makeRemoteNode('remote-cache', { remotes: [server.url], localVault: 'cache' });
-    const run = await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: [tracePath('cln-v26.06-node1.jsonl.gz')], plugin: PLUGIN_PATH, untilVersion: 1000, progressEvery: 500 });
+    const run = await runSimulatorUntilDone({
+      lightningDir: node.lightningDir,
+      traces: [tracePath('cln-v26.06-node1.jsonl.gz')],
+      plugin: PLUGIN_PATH,
+      untilVersion: 1000,
+      progressEvery: 500,
+    });
     assert.equal(run.dataVersion, 1000);
     const st = pluginStatus(node);
     assert.equal(st?.localVault, 'cache');
@@ -230,7 +239,13 @@ test('quorum=2 (vault, server, replica): the server is killed mid-replay, the no
   const node = await makeRemoteNode('remote-quorum', { remotes: [server.url], replicas: [replica], policy: 'quorum=2' });
   try {
     // Through the five rewinds with everything up.
-    const first = await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH, untilVersion: 150, progressEvery: 50 });
+    const first = await runSimulatorUntilDone({
+      lightningDir: node.lightningDir,
+      traces: NODE3_CHAIN,
+      plugin: PLUGIN_PATH,
+      untilVersion: 150,
+      progressEvery: 50,
+    });
     assert.equal(first.dataVersion, 150);
 
     const sim = spawnPausing({ lightningDir: node.lightningDir, traces: NODE3_CHAIN, plugin: PLUGIN_PATH }, [200, 260]);
@@ -250,13 +265,17 @@ test('quorum=2 (vault, server, replica): the server is killed mid-replay, the no
       // (A status written in the middle of a call may show the vault or the replica catching up; the
       // one written after the last call before the pause shows them durable.)
       let last: unknown = null;
-      const lagging = await until('lnbackup-status.json to show the server stalled with a lag, the vault and the replica ok', () => {
-        const st = pluginStatus(node);
-        last = st;
-        const d = st?.destinations?.find((x) => x.kind === 'server');
-        const others = st?.destinations?.filter((x) => x.kind !== 'server') ?? [];
-        return d && d.state === 'stalled' && d.lagRecords > 0 && others.length === 2 && others.every((x) => x.state === 'ok') && st ? { st, d } : null;
-      }, 30_000).catch((err: Error) => {
+      const lagging = await until(
+        'lnbackup-status.json to show the server stalled with a lag, the vault and the replica ok',
+        () => {
+          const st = pluginStatus(node);
+          last = st;
+          const d = st?.destinations?.find((x) => x.kind === 'server');
+          const others = st?.destinations?.filter((x) => x.kind !== 'server') ?? [];
+          return d && d.state === 'stalled' && d.lagRecords > 0 && others.length === 2 && others.every((x) => x.state === 'ok') && st ? { st, d } : null;
+        },
+        30_000,
+      ).catch((err: Error) => {
         throw new Error(`${err.message}; last status: ${JSON.stringify(last)}`);
       });
       assert.equal(lagging.st.policy, 'quorum=2');
@@ -273,7 +292,10 @@ test('quorum=2 (vault, server, replica): the server is killed mid-replay, the no
     const exit = await sim.exit;
     assert.equal(exit.code, 0, exit.stderr);
     assert.equal(ofKind(exit.events, 'done')[0]?.dataVersion, NODE3_END);
-    assert.ok(pluginLogs([exit]).some((m) => /reachable again/.test(m)), pluginLogs([exit]).join('\n'));
+    assert.ok(
+      pluginLogs([exit]).some((m) => /reachable again/.test(m)),
+      pluginLogs([exit]).join('\n'),
+    );
 
     await serverHolds(server, node, localLastSeq(node));
     await restoreFromEqualsNode(node, server.url, 'quorum-from-server');
@@ -283,7 +305,7 @@ test('quorum=2 (vault, server, replica): the server is killed mid-replay, the no
   }
 });
 
-test('a stale node (old database and old local vault) is refused after the server\'s newer records are adopted; the server copy is unchanged', async () => {
+test("a stale node (old database and old local vault) is refused after the server's newer records are adopted; the server copy is unchanged", async () => {
   const server = await startServer();
   try {
     const node = await makeRemoteNode('remote-stale', { remotes: [server.url] });
@@ -307,8 +329,14 @@ test('a stale node (old database and old local vault) is refused after the serve
       assert.ok(err instanceof SimulatorAbortedError, String(err));
       assert.equal(err.event.lastCommitted, 300, 'nothing was committed on the stale database');
       const logs = pluginLogs(err.lifetimes);
-      assert.ok(logs.some((m) => /beyond the local vault/.test(m) && /adopted/.test(m)), `no adoption in the log:\n${logs.join('\n')}`);
-      assert.ok(logs.some((m) => /older than the backup/.test(m) && /lnbackup restore/.test(m)), `no refusal with the way out:\n${logs.join('\n')}`);
+      assert.ok(
+        logs.some((m) => /beyond the local vault/.test(m) && /adopted/.test(m)),
+        `no adoption in the log:\n${logs.join('\n')}`,
+      );
+      assert.ok(
+        logs.some((m) => /older than the backup/.test(m) && /lnbackup restore/.test(m)),
+        `no refusal with the way out:\n${logs.join('\n')}`,
+      );
       return true;
     });
     assert.equal(dataVersionOf(node.dbPath), 300);
@@ -392,7 +420,10 @@ test('policy all, server unreachable at start, --stall-limit 2: lightningd is st
     assert.equal(dataVersionOf(node.dbPath), 150);
     const logs = pluginLogs([exit]);
     // Why (which destination, past which limit) and what to do.
-    assert.ok(logs.some((m) => /past the stall limit of 2 s/.test(m) && m.includes(server.url) && /Bring the destinations back/.test(m)), logs.join('\n'));
+    assert.ok(
+      logs.some((m) => /past the stall limit of 2 s/.test(m) && m.includes(server.url) && /Bring the destinations back/.test(m)),
+      logs.join('\n'),
+    );
     const st = pluginStatus(node);
     assert.match(String(st?.lastError), /past the stall limit/);
     process.stdout.write(`# stall limit 2 s: lightningd stopped after ${seconds.toFixed(1)} s\n`);
@@ -429,13 +460,21 @@ test('policy all, server killed mid-replay, no stall limit: the node waits (no c
       assert.equal(sim.child.exitCode, null, 'lightningd waits, it is not stopped');
       assert.equal(dataVersionOf(node.dbPath), held);
       // The stall is reported (every 10 s) in the log and in lnbackup-status.json, while lightningd waits.
-      const stalled = await until('lnbackup-status.json to report the stall', () => {
-        const st = pluginStatus(node);
-        const d = st?.destinations?.find((x) => x.kind === 'server');
-        return st && typeof st.stalledForMs === 'number' && d?.state === 'stalled' ? { st, d } : null;
-      }, 45_000);
+      const stalled = await until(
+        'lnbackup-status.json to report the stall',
+        () => {
+          const st = pluginStatus(node);
+          const d = st?.destinations?.find((x) => x.kind === 'server');
+          return st && typeof st.stalledForMs === 'number' && d?.state === 'stalled' ? { st, d } : null;
+        },
+        45_000,
+      );
       assert.ok(stalled.d.lagRecords > 0);
-      await until('a STALLED line in the log', () => pluginLogs([{ events: sim.events }]).some((m) => /STALLED for \d+ s/.test(m) && m.includes(server.url)), 45_000);
+      await until(
+        'a STALLED line in the log',
+        () => pluginLogs([{ events: sim.events }]).some((m) => /STALLED for \d+ s/.test(m) && m.includes(server.url)),
+        45_000,
+      );
       assert.equal(lastCommitted(sim.events), held, 'the node committed while the server (policy all) was down');
 
       server = await server.restart();
@@ -443,8 +482,14 @@ test('policy all, server killed mid-replay, no stall limit: the node waits (no c
       assert.equal(exit.code, 0, exit.stderr);
       assert.equal(ofKind(exit.events, 'done')[0]?.dataVersion, NODE3_END);
       const logs = pluginLogs([exit]);
-      assert.ok(logs.some((m) => /reachable again/.test(m)), logs.join('\n'));
-      assert.ok(logs.some((m) => /the stall is over/.test(m)), logs.join('\n'));
+      assert.ok(
+        logs.some((m) => /reachable again/.test(m)),
+        logs.join('\n'),
+      );
+      assert.ok(
+        logs.some((m) => /the stall is over/.test(m)),
+        logs.join('\n'),
+      );
       process.stdout.write(`# policy all: the node waited at ${held} while the server was down, then finished\n`);
     } finally {
       if (sim.child.exitCode === null) sim.child.kill('SIGKILL');
@@ -515,11 +560,15 @@ test('policy all, server down when lightningd starts: the stall shows in lnbacku
     await sim.waitFor((e) => e.event === 'plugin-log' && e.message.includes(server.url) && /reconnecting/.test(e.message));
     // The README: while the node stalls, lnbackup-status.json is kept current (a stall is reported within 10 s).
     let shown: unknown = null;
-    await until('lnbackup-status.json of this run to show the stalled server', () => {
-      const st = pluginStatus(node);
-      shown = st;
-      return st && Date.parse(st.updatedAt) >= startedAt && st.destinations?.find((d) => d.kind === 'server')?.state === 'stalled';
-    }, 20_000).catch((err: Error) => problems.push(`${err.message}; it says: ${JSON.stringify(shown)}`));
+    await until(
+      'lnbackup-status.json of this run to show the stalled server',
+      () => {
+        const st = pluginStatus(node);
+        shown = st;
+        return st && Date.parse(st.updatedAt) >= startedAt && st.destinations?.find((d) => d.kind === 'server')?.state === 'stalled';
+      },
+      20_000,
+    ).catch((err: Error) => problems.push(`${err.message}; it says: ${JSON.stringify(shown)}`));
     assert.equal(lastCommitted(sim.events), 0, 'nothing commits while the server is down');
     // lightningd dies (kill -9) while its transaction waits: the plugin sees its stdin close.
     const simGone = new Promise((resolve) => (sim.child.exitCode !== null || sim.child.signalCode !== null ? resolve(null) : sim.child.once('exit', resolve)));

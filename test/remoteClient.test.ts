@@ -142,7 +142,11 @@ test('remote: 500 pipelined calls are all acknowledged, and the server copy equa
     await Promise.all(stores);
     const ms = performance.now() - t0;
     console.log(`500 pipelined stores: ${ms.toFixed(0)} ms (${((500 * 1000) / ms).toFixed(0)} calls/s)`);
-    assert.deepEqual(order, [...order].sort((a, b) => a - b), 'calls resolve in chain order');
+    assert.deepEqual(
+      order,
+      [...order].sort((a, b) => a - b),
+      'calls resolve in chain order',
+    );
     const s = remote.status();
     assert.equal(s.state, 'ok');
     assert.equal(s.durableSeq, v.tail.lastSeq.toString());
@@ -150,7 +154,10 @@ test('remote: 500 pipelined calls are all acknowledged, and the server copy equa
     assert.ok(s.lastDurableAt !== null);
     await remote.caughtUp();
     assertSameRecords(v.dir, serverVaultDir(dataDir, v.vaultId));
-    assert.deepEqual(notices.filter((n) => n.level !== 'info'), []);
+    assert.deepEqual(
+      notices.filter((n) => n.level !== 'info'),
+      [],
+    );
   } finally {
     await remote.close(1000);
     await server.stop();
@@ -186,7 +193,10 @@ test('remote: drops and mid-frame cuts during 1000 calls: every call resolves, r
     assert.ok(proxy.accepted >= 8);
     // Every reconnection resumed at the server's own last record: had the client resumed from its
     // own idea (what it sent, or what was acked), the server would have refused appends out of order.
-    assert.deepEqual(notices.filter((n) => /does not follow|out of order/i.test(n.message)), []);
+    assert.deepEqual(
+      notices.filter((n) => /does not follow|out of order/i.test(n.message)),
+      [],
+    );
     const ackLost = syncs.filter((e) => e.serverLastSeq > e.acked).length;
     console.log(`${syncs.length} agreements, ${proxy.accepted} connections; the server was ahead of the acks received ${ackLost} time(s)`);
     assert.ok(ackLost >= 1, 'some disruption lost acks of records the server had stored: resuming from them would have sent duplicates');
@@ -218,7 +228,12 @@ test('remote: a server that lost acknowledged records is seen from its VaultStat
     await until('the LOST RECORDS notice', () => notices.some((n) => n.level === 'broken'));
     const lost = notices.filter((n) => n.level === 'broken');
     assert.equal(lost.length, 1);
-    assert.match(lost[0].message, new RegExp(`^lnbackup://[0-9a-f]{66}@127\\.0\\.0\\.1:${port} LOST RECORDS IT HAD ACKNOWLEDGED \\(acked up to ${acked}, now holds ${acked - 3n}\\); resending them from the local vault$`));
+    assert.match(
+      lost[0].message,
+      new RegExp(
+        `^lnbackup://[0-9a-f]{66}@127\\.0\\.0\\.1:${port} LOST RECORDS IT HAD ACKNOWLEDGED \\(acked up to ${acked}, now holds ${acked - 3n}\\); resending them from the local vault$`,
+      ),
+    );
     await Promise.all(Array.from({ length: 10 }, () => remote.store(v.call())));
     await remote.caughtUp();
     assertSameRecords(v.dir, serverVaultDir(dataDir, v.vaultId));
@@ -244,7 +259,14 @@ test('remote: a server ahead of the node is reported by start(); its records are
   const serverLast = pushed.lastSeq;
   const identity = fs.readFileSync(identityPath(behind.dir));
   const notices: Notice[] = [];
-  const remote = new RemoteDestination({ url: server.url, vaultDir: behind.dir, identity, vaultId: v.vaultId, keys: v.keys, onNotice: (level, message) => notices.push({ level, message }) });
+  const remote = new RemoteDestination({
+    url: server.url,
+    vaultDir: behind.dir,
+    identity,
+    vaultId: v.vaultId,
+    keys: v.keys,
+    onNotice: (level, message) => notices.push({ level, message }),
+  });
   try {
     const started = await remote.start(behindTail, Date.now() + 10_000);
     assert.ok(started.ahead, 'the server is ahead');
@@ -255,21 +277,28 @@ test('remote: a server ahead of the node is reported by start(); its records are
     // A tampered copy of what the server returned is refused, naming the record, and nothing is written.
     const sizeBefore = listSegments(behind.dir).map((s) => fs.statSync(s.path).size);
     const tampered = started.records.map((r, i) => (i === 7 ? { ...r, bytes: flipByte(r.bytes, r.bytes.length - 20) } : r));
-    await assert.rejects(
-      adoptRecords({ vaultDir: behind.dir, keys: v.keys, tail: behindTail, records: tampered, source: server.url }),
-      (err: Error) => {
-        assert.match(err.message, new RegExp(`^record ${behindTail.lastSeq + 8n} from lnbackup://.* fails authentication: the server altered it, or it belongs to another vault`));
-        return true;
-      },
-    );
+    await assert.rejects(adoptRecords({ vaultDir: behind.dir, keys: v.keys, tail: behindTail, records: tampered, source: server.url }), (err: Error) => {
+      assert.match(
+        err.message,
+        new RegExp(`^record ${behindTail.lastSeq + 8n} from lnbackup://.* fails authentication: the server altered it, or it belongs to another vault`),
+      );
+      return true;
+    });
     const missing = started.records.filter((_, i) => i !== 3);
     await assert.rejects(
       adoptRecords({ vaultDir: behind.dir, keys: v.keys, tail: behindTail, records: missing, source: server.url }),
       new RegExp(`^AdoptError: record ${behindTail.lastSeq + 5n} from .* is out of place: record ${behindTail.lastSeq + 4n} comes next`),
     );
     const otherKeys = vaultKeysFromRoot(crypto.randomBytes(32));
-    await assert.rejects(adoptRecords({ vaultDir: behind.dir, keys: { ...v.keys, record: otherKeys.record }, tail: behindTail, records: started.records, source: server.url }), /fails authentication/);
-    assert.deepEqual(listSegments(behind.dir).map((s) => fs.statSync(s.path).size), sizeBefore, 'nothing was written');
+    await assert.rejects(
+      adoptRecords({ vaultDir: behind.dir, keys: { ...v.keys, record: otherKeys.record }, tail: behindTail, records: started.records, source: server.url }),
+      /fails authentication/,
+    );
+    assert.deepEqual(
+      listSegments(behind.dir).map((s) => fs.statSync(s.path).size),
+      sizeBefore,
+      'nothing was written',
+    );
 
     const adopted = await adoptRecords({ vaultDir: behind.dir, keys: v.keys, tail: behindTail, records: started.records, source: server.url });
     assert.equal(adopted.records, 30);
@@ -318,7 +347,11 @@ test('remote: a server holding a different record N than the node is diverged: s
     await assert.rejects(remote.store(mine.call()), DestinationFailedError);
     await sleep(200);
     const after = readRawRecords(serverVaultDir(dataDir, mine.vaultId), 1n, ALL);
-    assert.deepEqual(after.map((r) => r.bytes.toString('hex')), before.map((r) => r.bytes.toString('hex')), 'the server copy is untouched');
+    assert.deepEqual(
+      after.map((r) => r.bytes.toString('hex')),
+      before.map((r) => r.bytes.toString('hex')),
+      'the server copy is untouched',
+    );
     assert.ok(notices.some((n) => n.level === 'broken' && /different record 12/.test(n.message)));
   } finally {
     await remote.close(0);
@@ -360,7 +393,10 @@ test('remote: a refusing server (key not allowed) and a full quota stall with a 
     assert.equal(quotaNotices.filter((n) => /quota/.test(n.message)).length, 1, 'logged once, not once per record');
     await remote.close(0);
     const settled = await outcomes;
-    assert.ok(settled.some((o) => o.status === 'rejected' && o.reason instanceof DestinationFailedError), 'close() rejects the calls still waiting');
+    assert.ok(
+      settled.some((o) => o.status === 'rejected' && o.reason instanceof DestinationFailedError),
+      'close() rejects the calls still waiting',
+    );
   } finally {
     await remote.close(0);
     await server.stop();
@@ -421,17 +457,20 @@ async function fakeServer(then: (conn: SecureConnection, message: Buffer) => voi
   const key = generatePrivateKey();
   const conns = new Set<SecureConnection>();
   const server = net.createServer((socket) => {
-    void SecureConnection.accept(socket, key).then((conn) => {
-      conns.add(conn);
-      let hello = true;
-      conn.onClose(() => conns.delete(conn));
-      conn.onMessage((message) => {
-        if (!hello) return then(conn, message);
-        hello = false;
-        assert.equal(decodeMessage(message).type, MessageType.Hello);
-        conn.send(encodeMessage({ type: MessageType.Welcome, version: 1, agent: 'fake', maxMessageBytes: 1 << 20, maxPendingAppends: 16 }));
-      });
-    }, () => undefined);
+    void SecureConnection.accept(socket, key).then(
+      (conn) => {
+        conns.add(conn);
+        let hello = true;
+        conn.onClose(() => conns.delete(conn));
+        conn.onMessage((message) => {
+          if (!hello) return then(conn, message);
+          hello = false;
+          assert.equal(decodeMessage(message).type, MessageType.Hello);
+          conn.send(encodeMessage({ type: MessageType.Welcome, version: 1, agent: 'fake', maxMessageBytes: 1 << 20, maxPendingAppends: 16 }));
+        });
+      },
+      () => undefined,
+    );
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   const port = (server.address() as net.AddressInfo).port;
@@ -540,15 +579,24 @@ test('transfer: pushVault, then downloadVault, then the real restore on the down
 
     // The wrong identity key: the download stops at VAULT.json.
     const wrongKeys = { ...node.keys, identity: crypto.randomBytes(32) };
-    await assert.rejects(downloadVault({ url: server.url, keys: wrongKeys, toDir: path.join(freshDir('remote-dl-wrong'), 'v') }), /vault [0-9a-f]{32} belongs to another key/);
+    await assert.rejects(
+      downloadVault({ url: server.url, keys: wrongKeys, toDir: path.join(freshDir('remote-dl-wrong'), 'v') }),
+      /vault [0-9a-f]{32} belongs to another key/,
+    );
     // Another node's key sees no vault.
     const stranger = vaultKeysFromRoot(crypto.randomBytes(32));
-    await assert.rejects(downloadVault({ url: server.url, keys: stranger, toDir: path.join(freshDir('remote-dl-none'), 'v') }), /holds no vault for this node's key/);
+    await assert.rejects(
+      downloadVault({ url: server.url, keys: stranger, toDir: path.join(freshDir('remote-dl-none'), 'v') }),
+      /holds no vault for this node's key/,
+    );
     // Two vaults of the same node: the user must choose.
     const twin = freshDir('remote-restore-twin');
     createIdentity(twin, node.keys, node.nodeId);
     await pushVault({ vaultDir: twin, url: server.url, keys: node.keys });
-    await assert.rejects(downloadVault({ url: server.url, keys: node.keys, toDir: path.join(freshDir('remote-dl-two'), 'v') }), /holds 2 vaults for this node's key: .*--vault-id/);
+    await assert.rejects(
+      downloadVault({ url: server.url, keys: node.keys, toDir: path.join(freshDir('remote-dl-two'), 'v') }),
+      /holds 2 vaults for this node's key: .*--vault-id/,
+    );
     const chosen = await downloadVault({ url: server.url, keys: node.keys, vaultId: node.vaultId, toDir: path.join(freshDir('remote-dl-chosen'), 'v') });
     assert.equal(chosen.records, got.records);
   } finally {
@@ -566,13 +614,16 @@ test('transfer: pushVault refuses a server that is ahead of the vault', async ()
   const server = await startServer(freshDir('srv'));
   try {
     await pushVault({ vaultDir: v.dir, url: server.url, keys: v.keys });
-    await assert.rejects(pushVault({ vaultDir: old.dir, url: server.url, keys: v.keys }), /holds records up to 12, more than the vault .* \(up to 7\): restore from that server first/);
+    await assert.rejects(
+      pushVault({ vaultDir: old.dir, url: server.url, keys: v.keys }),
+      /holds records up to 12, more than the vault .* \(up to 7\): restore from that server first/,
+    );
   } finally {
     await server.stop();
   }
 });
 
-test('ack ledger: what a server acknowledged survives a restart; another vault\'s ledger, a garbled or oversized file count as nothing', async () => {
+test("ack ledger: what a server acknowledged survives a restart; another vault's ledger, a garbled or oversized file count as nothing", async () => {
   const dir = freshDir('ack-ledger');
   const server = generatePrivateKey();
   const key = publicKeyOf(server);
@@ -585,7 +636,12 @@ test('ack ledger: what a server acknowledged survives a restart; another vault\'
   assert.equal(new AckLedger(dir, 'bb'.repeat(16), key).ackedSeq, 0n, 'another vault at this folder');
   assert.equal(new AckLedger(dir, 'aa'.repeat(16), publicKeyOf(generatePrivateKey())).ackedSeq, 0n, 'another server');
   const file = path.join(dir, ACKS_DIR, `${key.toString('hex')}.json`);
-  for (const bad of ['{"vaultId":"' + 'aa'.repeat(16) + '","ackedSeq":"-3"}', '{"vaultId":"' + 'aa'.repeat(16) + '","ackedSeq":41}', 'not json', ' '.repeat(5000)]) {
+  for (const bad of [
+    '{"vaultId":"' + 'aa'.repeat(16) + '","ackedSeq":"-3"}',
+    '{"vaultId":"' + 'aa'.repeat(16) + '","ackedSeq":41}',
+    'not json',
+    ' '.repeat(5000),
+  ]) {
     fs.writeFileSync(file, bad);
     assert.equal(new AckLedger(dir, 'aa'.repeat(16), key).ackedSeq, 0n, `file ${JSON.stringify(bad.slice(0, 40))}`);
   }

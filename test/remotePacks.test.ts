@@ -73,7 +73,15 @@ class PackVault {
     const records = [];
     if (newGeneration || this.generation === 0) {
       this.generation++;
-      records.push(this.sealer.seal({ type: RecordType.SnapshotBegin, generation: this.generation, dataVersion: this.dataVersion, supersedes: 0n, payload: encodeSnapshotBegin({ dbBytes: 0, takenAt: Date.now() }) }));
+      records.push(
+        this.sealer.seal({
+          type: RecordType.SnapshotBegin,
+          generation: this.generation,
+          dataVersion: this.dataVersion,
+          supersedes: 0n,
+          payload: encodeSnapshotBegin({ dbBytes: 0, takenAt: Date.now() }),
+        }),
+      );
     }
     const dataVersion = ++this.dataVersion;
     const writes = [`INSERT INTO t VALUES (${dataVersion}, '${crypto.randomBytes(100).toString('hex')}');`];
@@ -135,7 +143,10 @@ test('storePack: an upload cut in the middle (black hole, then dropped) is retri
     assert.ok(!started.ahead && started.connected);
     for (let i = 0; i < 20; i++) await remote.store(v.call());
     proxy.blackhole(true);
-    const packs = [{ name: packName(), bytes: crypto.randomBytes(5 * 1024 * 1024 + 3) }, { name: packName(), bytes: crypto.randomBytes(3 * 1024 * 1024) }];
+    const packs = [
+      { name: packName(), bytes: crypto.randomBytes(5 * 1024 * 1024 + 3) },
+      { name: packName(), bytes: crypto.randomBytes(3 * 1024 * 1024) },
+    ];
     let settled = 0;
     const stores = packs.map((p) => remote.storePack(p.name, p.bytes).then(() => void settled++));
     const calls = [remote.store(v.call()), remote.store(v.call())];
@@ -152,7 +163,10 @@ test('storePack: an upload cut in the middle (black hole, then dropped) is retri
     assertSameRecords(v.dir, serverVaultDir(dataDir, v.vaultId));
     // The same pack again: resolved without a second upload.
     await remote.storePack(packs[0].name, packs[0].bytes);
-    assert.deepEqual(notices.filter((n) => n.level === 'broken'), []);
+    assert.deepEqual(
+      notices.filter((n) => n.level === 'broken'),
+      [],
+    );
   } finally {
     await remote.close(1000);
     await proxy.close();
@@ -213,7 +227,10 @@ test('transfer: pushVault uploads the packs the server lacks, then the records; 
     const progress: [number, number][] = [];
     const pushed = await pushVault({ vaultDir: v.dir, url: server.url, keys: v.keys, onProgress: (d, t) => progress.push([d, t]) });
     assert.equal(pushed.packs, 3);
-    assert.equal(pushed.packBytes, packs.reduce((n, p) => n + p.bytes.length, 0));
+    assert.equal(
+      pushed.packBytes,
+      packs.reduce((n, p) => n + p.bytes.length, 0),
+    );
     assert.equal(pushed.lastSeq, v.tail.lastSeq);
     const [doneBytes, totalBytes] = progress[progress.length - 1];
     assert.equal(doneBytes, totalBytes, 'the progress ends at the whole vault, packs included');
@@ -293,7 +310,11 @@ test('prune over the wire: old generations go at once, dead packs once the serve
     for (let i = 0; i < 30; i++) await remote.store(v.call());
     await remote.caughtUp();
     assertSameRecords(v.dir, serverDir);
-    assert.deepEqual(restartNotices.filter((n) => n.level !== 'info' || /LOST|lost/.test(n.message)), [], 'no LOST RECORDS, nothing unusual');
+    assert.deepEqual(
+      restartNotices.filter((n) => n.level !== 'info' || /LOST|lost/.test(n.message)),
+      [],
+      'no LOST RECORDS, nothing unusual',
+    );
 
     // A new server gets the pruned vault from its first kept record, with its packs.
     const dataDir2 = freshDir('prune-srv2');

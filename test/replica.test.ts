@@ -59,7 +59,11 @@ function openReplica(node: VaultNode, file: string): Opened {
 }
 
 /** Records each call in the journal and stores it in the replica; returns the StoredCalls. */
-async function recordAndStore(journal: Journal, replica: ReplicaDestination, calls: readonly { dataVersion: number; writes: readonly string[] }[]): Promise<StoredCall[]> {
+async function recordAndStore(
+  journal: Journal,
+  replica: ReplicaDestination,
+  calls: readonly { dataVersion: number; writes: readonly string[] }[],
+): Promise<StoredCall[]> {
   const out: StoredCall[] = [];
   for (const c of calls) {
     const sc = recordCall(journal, c.dataVersion, c.writes);
@@ -129,7 +133,13 @@ test('replica: node3 applied live (with its real rewinds) equals the reference r
   assert.deepEqual([st.state, st.durableSeq, st.lagRecords, st.lastError], ['ok', lastSeq.toString(), 0, null]);
   assert.ok(st.lastDurableAt !== null);
   await replica.close(1000);
-  assert.deepEqual(await replica.store(stored[0]).then(() => 'resolved', (e: unknown) => e instanceof DestinationFailedError), true);
+  assert.deepEqual(
+    await replica.store(stored[0]).then(
+      () => 'resolved',
+      (e: unknown) => e instanceof DestinationFailedError,
+    ),
+    true,
+  );
 
   assert.deepEqual(header(file), { mode: 'wal', mark: replicaMark(lastSeq) });
   assert.ok(checkedDump(file) === expectedDump(calls), 'the replica differs from the reference replay of node3');
@@ -194,8 +204,14 @@ test('replica: an older replica is rebuilt from the vault with progress; a missi
   plainReplay(effectiveWrites(calls, 150), older).close();
   const o = openReplica(node, older);
   assert.equal(o.replica.status().state, 'ok', o.replica.status().lastError ?? '');
-  assert.ok(o.notices.some((n) => /is at data_version 150, older than the vault \(431\): rebuilding it from the vault/.test(n)), o.notices.join('\n'));
-  assert.ok(o.notices.some((n) => /rebuilt from version 150 to version 431/.test(n)), o.notices.join('\n'));
+  assert.ok(
+    o.notices.some((n) => /is at data_version 150, older than the vault \(431\): rebuilding it from the vault/.test(n)),
+    o.notices.join('\n'),
+  );
+  assert.ok(
+    o.notices.some((n) => /rebuilt from version 150 to version 431/.test(n)),
+    o.notices.join('\n'),
+  );
   assert.ok(o.progress.length >= 2, `progress reported ${o.progress.length} times`);
   for (let i = 1; i < o.progress.length; i++) assert.ok(o.progress[i][0] >= o.progress[i - 1][0], 'progress goes forward');
   const [done, total] = o.progress[o.progress.length - 1];
@@ -210,7 +226,10 @@ test('replica: an older replica is rebuilt from the vault with progress; a missi
   const missing = path.join(node.dir, 'missing.sqlite3');
   const m = openReplica(node, missing);
   assert.equal(m.replica.status().state, 'ok');
-  assert.ok(m.notices.some((n) => /is missing: rebuilding it from the vault \(generation 1, version 431\)/.test(n)), m.notices.join('\n'));
+  assert.ok(
+    m.notices.some((n) => /is missing: rebuilding it from the vault \(generation 1, version 431\)/.test(n)),
+    m.notices.join('\n'),
+  );
   assert.ok(m.notices.some((n) => /rebuilt from no database to version 431/.test(n)));
   await m.replica.close(0);
   assert.ok(checkedDump(missing) === expected, 'the created replica differs from the reference');
@@ -247,7 +266,10 @@ test('replica: a replica behind by whole calls is brought forward from its mark 
   const { replica, notices } = openReplica(node, file);
   assert.equal(replica.status().state, 'ok');
   assert.deepEqual(rebuildNotices(notices), [], notices.join('\n'));
-  assert.ok(notices.some((n) => /brought forward from version 50 to 431/.test(n)), notices.join('\n'));
+  assert.ok(
+    notices.some((n) => /brought forward from version 50 to 431/.test(n)),
+    notices.join('\n'),
+  );
   await replica.close(0);
   assert.ok(checkedDump(file) === expectedDump(calls), 'the replica brought forward differs from the reference');
 });
@@ -306,7 +328,11 @@ test('replica: a superseded transaction is undone: live (store with supersedes) 
     const { replica, notices } = openReplica(node, file);
     assert.equal(replica.status().state, 'ok');
     assert.ok(
-      notices.some((n) => new RegExp(`is at the vault's version ${N} but did not apply the vault's last record \\(\\d+\\): it may hold a transaction the node never committed`).test(n)),
+      notices.some((n) =>
+        new RegExp(
+          `is at the vault's version ${N} but did not apply the vault's last record \\(\\d+\\): it may hold a transaction the node never committed`,
+        ).test(n),
+      ),
       notices.join('\n'),
     );
     await replica.close(0);
@@ -337,7 +363,7 @@ test('replica: a superseded transaction is undone: live (store with supersedes) 
   }
 });
 
-test('replica: a new generation in the middle of the stream (the vault was behind the node) rebuilds it from the call\'s snapshot', async () => {
+test("replica: a new generation in the middle of the stream (the vault was behind the node) rebuilds it from the call's snapshot", async () => {
   const calls = node3Calls();
   const node = makeNode('replica-gen2');
   const file = path.join(node.dir, 'replica.sqlite3');
@@ -351,7 +377,10 @@ test('replica: a new generation in the middle of the stream (the vault was behin
     assert.equal(c311.snapshot, true);
     assert.ok(c311.records.length > 3);
     await replica.store(c311);
-    assert.ok(notices.some((n) => /a new generation starts from a snapshot of the node at another version than the replica's 300/.test(n)), notices.join('\n'));
+    assert.ok(
+      notices.some((n) => /a new generation starts from a snapshot of the node at another version than the replica's 300/.test(n)),
+      notices.join('\n'),
+    );
     assert.equal(dataVersionOf(file), 311);
     await recordAndStore(journal, replica, calls.slice(indexOf(calls, 311) + 1));
   } finally {
@@ -402,7 +431,10 @@ test('replica: a sqlite error fails the destination with the statement and how t
   // At the next start the replica is behind and cannot be brought forward (same clash): rebuilt.
   const again = openReplica(node, file);
   assert.equal(again.replica.status().state, 'ok');
-  assert.ok(again.notices.some((n) => /bringing it forward from version 100 failed/.test(n)), again.notices.join('\n'));
+  assert.ok(
+    again.notices.some((n) => /bringing it forward from version 100 failed/.test(n)),
+    again.notices.join('\n'),
+  );
   assert.equal(rebuildNotices(again.notices).length, 1);
   await again.replica.close(0);
   const expected = dumpOf(plainReplay([...effectiveWrites(calls.slice(0, i101)), writes, calls[indexOf(calls, 102)].writes]));
@@ -437,7 +469,7 @@ test('replica: files that are not a Core Lightning database are never overwritte
   assert.deepEqual(inspectReplica(path.join(node.dir, 'none')), { kind: 'missing' });
 });
 
-test('replica: reopening after a crash (the files as a dead process left them) works; the vault\'s newer calls are brought forward', async () => {
+test("replica: reopening after a crash (the files as a dead process left them) works; the vault's newer calls are brought forward", async () => {
   const calls = node3Calls();
   const node = makeNode('replica-crash-image');
   const file = path.join(node.dir, 'replica.sqlite3');
@@ -460,12 +492,15 @@ test('replica: reopening after a crash (the files as a dead process left them) w
   const { replica: reopened, notices } = openReplica(node, image);
   assert.equal(reopened.status().state, 'ok', reopened.status().lastError ?? '');
   assert.deepEqual(rebuildNotices(notices), []);
-  assert.ok(notices.some((n) => /brought forward from version 250 to 260/.test(n)), notices.join('\n'));
+  assert.ok(
+    notices.some((n) => /brought forward from version 250 to 260/.test(n)),
+    notices.join('\n'),
+  );
   await reopened.close(0);
   assert.ok(checkedDump(image) === expectedDump(calls, 260));
 });
 
-test('replica: SIGKILL of a real process storing into the replica, at random points: the next open gives exactly the vault\'s state', async () => {
+test("replica: SIGKILL of a real process storing into the replica, at random points: the next open gives exactly the vault's state", async () => {
   const calls = node3Calls();
   const seed = Date.now() >>> 0;
   const rng = new Prng(seed);
@@ -493,7 +528,9 @@ test('replica: SIGKILL of a real process storing into the replica, at random poi
     const killAfter = rng.int(20, calls.length - 20);
     const acked: number[] = [];
     await new Promise<void>((resolve, reject) => {
-      const p = spawn(process.execPath, ['--input-type=module', '-e', child, node.vault, node.dbPath, file, node.hsmSecretPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const p = spawn(process.execPath, ['--input-type=module', '-e', child, node.vault, node.dbPath, file, node.hsmSecretPath], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       let buf = '';
       let stderr = '';
       p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -509,7 +546,9 @@ test('replica: SIGKILL of a real process storing into the replica, at random poi
     });
     const { replica, notices } = openReplica(node, file);
     assert.equal(replica.status().state, 'ok', `round ${round} (seed ${seed}): ${replica.status().lastError ?? ''}`);
-    console.log(`# round ${round}: killed after ${acked.length} acked calls (version ${acked[acked.length - 1]}); reopened: ${notices.join(' / ') || 'in sync'}`);
+    console.log(
+      `# round ${round}: killed after ${acked.length} acked calls (version ${acked[acked.length - 1]}); reopened: ${notices.join(' / ') || 'in sync'}`,
+    );
     await replica.close(0);
     const restored = path.join(node.dir, 'restored.sqlite3');
     const r = restoreDatabase({ vaultDir: node.vault, keys: node.keys, to: restored });

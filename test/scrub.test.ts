@@ -50,7 +50,9 @@ async function sealedVault(prefix: string): Promise<{ vault: string; sealed: str
   const node = makeNode(prefix, { segmentBytes: 32 * 1024 });
   feedNode(node, node3Calls());
   const segs = listSegments(node.vault);
-  await until('every sealed segment has its parity', () => segs.slice(0, -1).every((s) => fs.existsSync(s.path + '.parity') && !fs.existsSync(s.path + '.mirror')));
+  await until('every sealed segment has its parity', () =>
+    segs.slice(0, -1).every((s) => fs.existsSync(s.path + '.parity') && !fs.existsSync(s.path + '.mirror')),
+  );
   return { vault: node.vault, sealed: segs.slice(0, -1).map((s) => s.path), node };
 }
 
@@ -99,11 +101,14 @@ test('scrub --vault: clean, damage found (exit 1), repaired (exit 0, byte for by
   const fj = found.json as unknown as ScrubJson;
   assert.equal(fj.ok, false);
   const rel = (p: string): string => path.relative(vault, p);
-  assert.deepEqual(fj.files.map((f) => [f.file, f.status]).sort(), [
-    [IDENTITY_FILE, 'damaged'],
-    [rel(sealed[0]), 'unprotected'],
-    [rel(target), 'damaged'],
-  ].sort());
+  assert.deepEqual(
+    fj.files.map((f) => [f.file, f.status]).sort(),
+    [
+      [IDENTITY_FILE, 'damaged'],
+      [rel(sealed[0]), 'unprotected'],
+      [rel(target), 'damaged'],
+    ].sort(),
+  );
   assert.ok(fs.readFileSync(target).subarray(2048, 3072).equals(Buffer.alloc(1024)), 'nothing was changed without --repair');
 
   const fixed = await cli(['scrub', '--vault', vault, '--repair', '--json']);
@@ -131,7 +136,10 @@ test('scrub --vault: clean, damage found (exit 1), repaired (exit 0, byte for by
   const entry = lj.files.find((f) => f.file === rel(big));
   assert.equal(entry?.status, 'damaged');
   const len = Math.min(4096, S);
-  assert.deepEqual(entry?.lost, [1, 5, 9, 13].map((s) => ({ start: s * S, end: s * S + len })));
+  assert.deepEqual(
+    entry?.lost,
+    [1, 5, 9, 13].map((s) => ({ start: s * S, end: s * S + len })),
+  );
   assert.ok(fs.readFileSync(big).equals(b), 'damage beyond repair is left as it is');
   const text = await cli(['scrub', '--vault', vault]);
   assert.equal(text.code, 1);
@@ -171,7 +179,9 @@ async function serverData(): Promise<{ dataDir: string; vaultDir: string; sealed
   const vaultDir = path.join(dataDir, 'vaults', id.vaultId);
   const segs = listSegments(vaultDir);
   assert.equal(segs.length, 3);
-  await until('the server vault\'s sealed segments have parity', () => segs.slice(0, 2).every((s) => fs.existsSync(s.path + '.parity') && !fs.existsSync(s.path + '.mirror')));
+  await until("the server vault's sealed segments have parity", () =>
+    segs.slice(0, 2).every((s) => fs.existsSync(s.path + '.parity') && !fs.existsSync(s.path + '.mirror')),
+  );
   const pack = Buffer.alloc(300_000, 7);
   await writeProtectedPack(vaultDir, `p-${'cd'.repeat(16)}.pack`, pack);
   return { dataDir, vaultDir, sealed: segs.slice(0, 2).map((s) => s.path), records, vaultId: id.vaultId };
@@ -193,13 +203,21 @@ test('scrub --data on a server data folder, and the file store serving records r
     const got = await store.readRecords(s.vaultId, 1n, 1 << 30);
     assert.equal(got.length, s.records.length);
     for (let i = 0; i < got.length; i++) assert.ok(got[i].bytes.equals(s.records[i].bytes), `record ${i + 1} served repaired`);
-    assert.ok(notices.some((n) => /served repaired from its parity/.test(n)), JSON.stringify(notices));
+    assert.ok(
+      notices.some((n) => /served repaired from its parity/.test(n)),
+      JSON.stringify(notices),
+    );
     // ...and repairs the file in place in the background.
-    await until('the store repaired the segment in place', () => fs.readFileSync(s.sealed[0]).equals(pristine.get(path.relative(s.vaultDir, s.sealed[0])) as Buffer));
+    await until('the store repaired the segment in place', () =>
+      fs.readFileSync(s.sealed[0]).equals(pristine.get(path.relative(s.vaultDir, s.sealed[0])) as Buffer),
+    );
   } finally {
     await store.close();
   }
-  assert.deepEqual(readRawRecords(s.vaultDir, 1n, 1 << 30).map((r) => r.bytes.length), s.records.map((r) => r.bytes.length));
+  assert.deepEqual(
+    readRawRecords(s.vaultDir, 1n, 1 << 30).map((r) => r.bytes.length),
+    s.records.map((r) => r.bytes.length),
+  );
 
   zeroBlock(s.sealed[1], 0);
   const packFile = path.join(s.vaultDir, 'pages', `p-${'cd'.repeat(16)}.pack`);
@@ -257,7 +275,10 @@ test('writers repair the active segment from its mirror at open (node writer and
   const notices: string[] = [];
   RawVaultAppender.open(vault, 32 * 1024, { onNotice: (m) => notices.push(m) }).close();
   assert.ok(fs.readFileSync(active).equals(original), 'the keyless appender repaired it from the mirror');
-  assert.ok(notices.some((n) => new RegExp(`repaired bytes 100\\.\\.100 and bytes ${original.length - 10}\\.\\.${original.length - 10} of .* from its mirror`).test(n)), JSON.stringify(notices));
+  assert.ok(
+    notices.some((n) => new RegExp(`repaired bytes 100\\.\\.100 and bytes ${original.length - 10}\\.\\.${original.length - 10} of .* from its mirror`).test(n)),
+    JSON.stringify(notices),
+  );
   damage();
   const seen: string[] = [];
   const w = VaultWriter.open(vault, node.keys, { onNotice: (m) => seen.push(m) });
@@ -328,7 +349,8 @@ test('kill -9 in the middle of scrub --repair: every file is either as it was or
     // Temp files of the killed scrub may be left; the next scrub removes them and finishes the job.
     const after = await cli(['scrub', '--vault', dir, '--repair', '--json']);
     assert.equal(after.code, 0, after.stdout);
-    for (const [f, want] of pristine) if (!f.endsWith('.mirror') && f !== 'writer.lock') assert.ok(fs.readFileSync(path.join(dir, f)).equals(want), `kill ${k}: ${f} after the next scrub`);
+    for (const [f, want] of pristine)
+      if (!f.endsWith('.mirror') && f !== 'writer.lock') assert.ok(fs.readFileSync(path.join(dir, f)).equals(want), `kill ${k}: ${f} after the next scrub`);
     const leftovers = [...filesOf(dir).keys()].filter((f) => /\.tmp-\d+-\d+$/.test(f));
     assert.deepEqual(leftovers, [], `kill ${k}: temp files removed`);
     fs.rmSync(dir, { recursive: true, force: true });

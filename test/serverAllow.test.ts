@@ -47,7 +47,12 @@ test('server allow: a key admitted while the server runs, then removed; the file
     const removed = await cli(['server', 'allow', '--remove', key, '--data', server.dataDir, '--json']);
     assert.equal(removed.code, 0, removed.stderr);
     assert.deepEqual(removed.json?.keys, []);
-    await until('the key to be refused again', async () => (await cli(['verify', '--from', server.url, '--hsm-secret', node.hsmSecretPath, '--json'])).code !== 0, 15_000, 300);
+    await until(
+      'the key to be refused again',
+      async () => (await cli(['verify', '--from', server.url, '--hsm-secret', node.hsmSecretPath, '--json'])).code !== 0,
+      15_000,
+      300,
+    );
 
     // Usage errors write nothing.
     const before = fs.readFileSync(path.join(server.dataDir, 'allowed-keys'), 'utf8');

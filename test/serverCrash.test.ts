@@ -99,7 +99,12 @@ const tally = (map: Map<string, number>, key: string): void => {
 
 /** A log line with its variable parts (paths, keys, numbers) blanked, for counting lines of one kind. */
 const shape = (line: string): string =>
-  line.replace(/lnbackup:\/\/\S+/g, '<url>').replace(/\/\S+/g, '<path>').replace(/[0-9a-f]{16,}/g, '<hex>').replace(/\d+/g, 'N').slice(0, 140);
+  line
+    .replace(/lnbackup:\/\/\S+/g, '<url>')
+    .replace(/\/\S+/g, '<path>')
+    .replace(/[0-9a-f]{16,}/g, '<hex>')
+    .replace(/\d+/g, 'N')
+    .slice(0, 140);
 
 function tallyServerLog(stats: Stats, server: ServerHandle): void {
   for (const line of server.stderr().split('\n')) {
@@ -163,7 +168,15 @@ async function episode(setup: Setup, n: number, wanted: number, rng: Prng, stats
   const scratch = path.join(node.dir, 'scratch');
   fs.mkdirSync(scratch);
   const entries = loadChain(setup.traces);
-  const ep: Episode = { label: `${setup.name} node #${n}`, node, vaultId, entries, ref: new IncrementalReplay(entries), scratch, serverDir: serverVaultDir(server.dataDir, vaultId) };
+  const ep: Episode = {
+    label: `${setup.name} node #${n}`,
+    node,
+    vaultId,
+    entries,
+    ref: new IncrementalReplay(entries),
+    scratch,
+    serverDir: serverVaultDir(server.dataDir, vaultId),
+  };
   const replay = new LiveReplay({ lightningDir: node.lightningDir, networkDir: node.networkDir, traces: setup.traces });
   let kills = 0;
   let restartedAt = Date.now();
@@ -238,136 +251,156 @@ async function episode(setup: Setup, n: number, wanted: number, rng: Prng, stats
   }
 }
 
-test('server kill -9 at random moments during replays: no acknowledged record lost, bounded stall, exact copy and restore', { timeout: 15 * 60_000 }, async (t) => {
-  log(`seed ${SEED} (rerun with SERVER_CRASH_SEED=${SEED}), target ${TARGET_KILLS} kills`);
-  t.diagnostic(`seed ${SEED}`);
-  const rng = new Prng(SEED);
-  const root = tempDir('server-crash');
-  const stats: Stats = { kills: 0, checks: 0, stalls: [], byResult: new Map(), tornTails: 0, pluginLogs: new Map(), serverLogs: new Map(), episodes: [] };
-  const started = Date.now();
-  const node1: Setup = { name: 'node1', traces: [traceHead(root, 'cln-v26.06-node1.jsonl.gz', NODE1_VERSIONS)] };
-  const node3: Setup = { name: 'node3', traces: NODE3_CHAIN };
-  await episode(node1, 1, Math.round(TARGET_KILLS * NODE1_SHARE), rng, stats);
-  for (let n = 1; stats.kills < TARGET_KILLS; n++) {
-    assert.ok(n <= 30, `seed ${SEED}: only ${stats.kills} kills after ${n - 1} node3 nodes`);
-    await episode(node3, n, TARGET_KILLS - stats.kills, rng, stats);
-  }
-  const sorted = [...stats.stalls].sort((a, b) => a - b);
-  const pct = (q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
-  const show = (m: Map<string, number>): string => [...m.entries()].map(([k, v]) => `${k}: ${v}`).join(', ');
-  const summary = [
-    `seed ${SEED}: ${stats.kills} kills of the server, ${stats.checks} dead copies checked, ${((Date.now() - started) / 1000).toFixed(1)} s`,
-    `stall from restart to the next commit: median ${pct(0.5)} ms, p90 ${pct(0.9)} ms, worst ${sorted.at(-1) ?? 0} ms (limit ${STALL_LIMIT_MS} ms)`,
-    `the dead server's copy restored to (C = the node's last commit): ${show(stats.byResult)}; torn records at its tail: ${stats.tornTails}`,
-    `plugin logs (not info): ${show(stats.pluginLogs) || 'none'}`,
-    `server logs of problems: ${show(stats.serverLogs) || 'none'}`,
-    ...stats.episodes,
-  ];
-  for (const line of summary) {
-    log(line);
-    t.diagnostic(line);
-  }
-  assert.ok(stats.kills >= TARGET_KILLS, `seed ${SEED}: only ${stats.kills} kills`);
-});
+test(
+  'server kill -9 at random moments during replays: no acknowledged record lost, bounded stall, exact copy and restore',
+  { timeout: 15 * 60_000 },
+  async (t) => {
+    log(`seed ${SEED} (rerun with SERVER_CRASH_SEED=${SEED}), target ${TARGET_KILLS} kills`);
+    t.diagnostic(`seed ${SEED}`);
+    const rng = new Prng(SEED);
+    const root = tempDir('server-crash');
+    const stats: Stats = { kills: 0, checks: 0, stalls: [], byResult: new Map(), tornTails: 0, pluginLogs: new Map(), serverLogs: new Map(), episodes: [] };
+    const started = Date.now();
+    const node1: Setup = { name: 'node1', traces: [traceHead(root, 'cln-v26.06-node1.jsonl.gz', NODE1_VERSIONS)] };
+    const node3: Setup = { name: 'node3', traces: NODE3_CHAIN };
+    await episode(node1, 1, Math.round(TARGET_KILLS * NODE1_SHARE), rng, stats);
+    for (let n = 1; stats.kills < TARGET_KILLS; n++) {
+      assert.ok(n <= 30, `seed ${SEED}: only ${stats.kills} kills after ${n - 1} node3 nodes`);
+      await episode(node3, n, TARGET_KILLS - stats.kills, rng, stats);
+    }
+    const sorted = [...stats.stalls].sort((a, b) => a - b);
+    const pct = (q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
+    const show = (m: Map<string, number>): string => [...m.entries()].map(([k, v]) => `${k}: ${v}`).join(', ');
+    const summary = [
+      `seed ${SEED}: ${stats.kills} kills of the server, ${stats.checks} dead copies checked, ${((Date.now() - started) / 1000).toFixed(1)} s`,
+      `stall from restart to the next commit: median ${pct(0.5)} ms, p90 ${pct(0.9)} ms, worst ${sorted.at(-1) ?? 0} ms (limit ${STALL_LIMIT_MS} ms)`,
+      `the dead server's copy restored to (C = the node's last commit): ${show(stats.byResult)}; torn records at its tail: ${stats.tornTails}`,
+      `plugin logs (not info): ${show(stats.pluginLogs) || 'none'}`,
+      `server logs of problems: ${show(stats.serverLogs) || 'none'}`,
+      ...stats.episodes,
+    ];
+    for (const line of summary) {
+      log(line);
+      t.diagnostic(line);
+    }
+    assert.ok(stats.kills >= TARGET_KILLS, `seed ${SEED}: only ${stats.kills} kills`);
+  },
+);
 
-test('server kill -9 during the upload of a large vault: the push resumes and completes, or fails clearly; a re-run completes; the copy is exact', { timeout: 10 * 60_000 }, async (t) => {
-  const rng = new Prng(SEED ^ 0x5eed);
-  const root = tempDir('server-crash-upload');
-  // A node that ran node1's first versions with only its local vault: the vault to upload.
-  const node = makeNode('server-crash-upload', { segmentBytes: 1024 * 1024 });
-  const t0 = Date.now();
-  const run = await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: [traceHead(root, 'cln-v26.06-node1.jsonl.gz', 3000)], plugin: PLUGIN_PATH, progressEvery: 1000 });
-  const records = allRecords(node.vault);
-  const total = records.reduce((n, r) => n + r.bytes.length, 0);
-  log(`upload: node1 replayed to ${run.dataVersion} in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${records.length} records, ${(total / 1e6).toFixed(1)} MB in ${listSegments(node.vault).length} segment files`);
-
-  // 1. Three kills while the upload runs, each at a random share of the bytes; restarts after a short delay.
-  const port = await fixedPort();
-  let server = await serverOnPort(port);
-  const serverDir = serverVaultDir(server.dataDir, node.vaultId, ownerOf(node.keys));
-  try {
-    let acked = 0;
-    const notices: string[] = [];
-    const t1 = Date.now();
-    const push = pushVault({
-      vaultDir: node.vault,
-      url: server.url,
-      keys: node.keys,
-      onProgress: (done) => (acked = done),
-      onNotice: (level, m) => notices.push(`${level}: ${m}`),
+test(
+  'server kill -9 during the upload of a large vault: the push resumes and completes, or fails clearly; a re-run completes; the copy is exact',
+  { timeout: 10 * 60_000 },
+  async (t) => {
+    const rng = new Prng(SEED ^ 0x5eed);
+    const root = tempDir('server-crash-upload');
+    // A node that ran node1's first versions with only its local vault: the vault to upload.
+    const node = makeNode('server-crash-upload', { segmentBytes: 1024 * 1024 });
+    const t0 = Date.now();
+    const run = await runSimulatorUntilDone({
+      lightningDir: node.lightningDir,
+      traces: [traceHead(root, 'cln-v26.06-node1.jsonl.gz', 3000)],
+      plugin: PLUGIN_PATH,
+      progressEvery: 1000,
     });
-    push.catch(() => undefined);
-    let settled = false;
-    void push.finally(() => (settled = true)).catch(() => undefined);
-    const marks = [rng.int(10, 30), rng.int(35, 60), rng.int(65, 90)].map((p) => Math.floor((total * p) / 100));
-    let kills = 0;
-    for (const mark of marks) {
-      while (acked < mark && !settled) await sleep(2);
-      if (settled) break;
-      const ackedAtKill = acked;
+    const records = allRecords(node.vault);
+    const total = records.reduce((n, r) => n + r.bytes.length, 0);
+    log(
+      `upload: node1 replayed to ${run.dataVersion} in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${records.length} records, ${(total / 1e6).toFixed(1)} MB in ${listSegments(node.vault).length} segment files`,
+    );
+
+    // 1. Three kills while the upload runs, each at a random share of the bytes; restarts after a short delay.
+    const port = await fixedPort();
+    let server = await serverOnPort(port);
+    const serverDir = serverVaultDir(server.dataDir, node.vaultId, ownerOf(node.keys));
+    try {
+      let acked = 0;
+      const notices: string[] = [];
+      const t1 = Date.now();
+      const push = pushVault({
+        vaultDir: node.vault,
+        url: server.url,
+        keys: node.keys,
+        onProgress: (done) => (acked = done),
+        onNotice: (level, m) => notices.push(`${level}: ${m}`),
+      });
+      push.catch(() => undefined);
+      let settled = false;
+      void push.finally(() => (settled = true)).catch(() => undefined);
+      const marks = [rng.int(10, 30), rng.int(35, 60), rng.int(65, 90)].map((p) => Math.floor((total * p) / 100));
+      let kills = 0;
+      for (const mark of marks) {
+        while (acked < mark && !settled) await sleep(2);
+        if (settled) break;
+        const ackedAtKill = acked;
+        server.kill9();
+        await server.exited;
+        kills++;
+        const held = assertServerHoldsPrefix(node.vault, serverDir, false, `upload kill #${kills}`);
+        assert.ok(held.bytes >= ackedAtKill, `upload kill #${kills}: the server acknowledged ${ackedAtKill} bytes but holds ${held.bytes}`);
+        log(
+          `upload kill #${kills} at ${((100 * ackedAtKill) / total).toFixed(0)}% acknowledged: the dead server holds ${held.records} records (${held.bytes} bytes)`,
+        );
+        await sleep(rng.int(50, 500));
+        server = await restartOnPort(server, port);
+      }
+      let outcome: string;
+      try {
+        const r = await within(push, 120_000, 'the upload');
+        outcome = `completed after ${kills} kills in ${((Date.now() - t1) / 1000).toFixed(1)} s (${r.records} records)`;
+      } catch (err) {
+        // The other allowed outcome: a clear failure, then a re-run completes.
+        const message = (err as Error).message;
+        assert.match(message, /lnbackup:\/\/|server/, `the failed upload says nothing useful: ${message}`);
+        const again = await pushVault({ vaultDir: node.vault, url: server.url, keys: node.keys });
+        outcome = `failed clearly (${message}), a re-run uploaded ${again.records} records`;
+      }
+      assert.equal(kills, 3, `the upload finished before the 3 kills (${kills}): the vault is too small to kill the server during it`);
+      assertServerHoldsPrefix(node.vault, serverDir, true, 'after the upload');
+      log(`upload: ${outcome}; notices: ${notices.length}`);
+      t.diagnostic(`upload with 3 kills: ${outcome}`);
+    } finally {
       server.kill9();
       await server.exited;
-      kills++;
-      const held = assertServerHoldsPrefix(node.vault, serverDir, false, `upload kill #${kills}`);
-      assert.ok(held.bytes >= ackedAtKill, `upload kill #${kills}: the server acknowledged ${ackedAtKill} bytes but holds ${held.bytes}`);
-      log(`upload kill #${kills} at ${((100 * ackedAtKill) / total).toFixed(0)}% acknowledged: the dead server holds ${held.records} records (${held.bytes} bytes)`);
-      await sleep(rng.int(50, 500));
-      server = await restartOnPort(server, port);
     }
-    let outcome: string;
-    try {
-      const r = await within(push, 120_000, 'the upload');
-      outcome = `completed after ${kills} kills in ${((Date.now() - t1) / 1000).toFixed(1)} s (${r.records} records)`;
-    } catch (err) {
-      // The other allowed outcome: a clear failure, then a re-run completes.
-      const message = (err as Error).message;
-      assert.match(message, /lnbackup:\/\/|server/, `the failed upload says nothing useful: ${message}`);
-      const again = await pushVault({ vaultDir: node.vault, url: server.url, keys: node.keys });
-      outcome = `failed clearly (${message}), a re-run uploaded ${again.records} records`;
-    }
-    assert.equal(kills, 3, `the upload finished before the 3 kills (${kills}): the vault is too small to kill the server during it`);
-    assertServerHoldsPrefix(node.vault, serverDir, true, 'after the upload');
-    log(`upload: ${outcome}; notices: ${notices.length}`);
-    t.diagnostic(`upload with 3 kills: ${outcome}`);
-  } finally {
-    server.kill9();
-    await server.exited;
-  }
 
-  // 2. A server killed for good during an upload with a short stall limit: the upload fails with a
-  //    clear error; the server comes back; `lnbackup destination add --remote` uploads the rest.
-  const port2 = await fixedPort();
-  let server2 = await serverOnPort(port2);
-  const serverDir2 = serverVaultDir(server2.dataDir, node.vaultId, ownerOf(node.keys));
-  try {
-    let acked = 0;
-    const push = pushVault({ vaultDir: node.vault, url: server2.url, keys: node.keys, stallTimeoutMs: 2000, onProgress: (done) => (acked = done) });
-    push.catch(() => undefined);
-    const mark = Math.floor((total * rng.int(20, 70)) / 100);
-    let finished = false;
-    void push.then(() => (finished = true), () => (finished = true));
-    while (acked < mark && !finished) await sleep(2);
-    assert.ok(!finished, 'the upload finished before the kill');
-    server2.kill9();
-    await server2.exited;
-    const failedAt = Date.now();
-    await assert.rejects(within(push, 30_000, 'the upload to a dead server'), (err: Error) => {
-      assert.match(err.message, /made no progress for 2 s|cannot upload/, `not a clear error: ${err.message}`);
-      assert.ok(err.message.includes(`127.0.0.1:${port2}`), `the error does not name the server: ${err.message}`);
-      return true;
-    });
-    const held = assertServerHoldsPrefix(node.vault, serverDir2, false, 'the dead server after a failed upload');
-    log(`upload to a server killed for good: failed after ${Date.now() - failedAt} ms, the server holds ${held.records} of ${records.length} records`);
-    server2 = await restartOnPort(server2, port2);
-    const add = await cli(['destination', 'add', '--remote', server2.url, ...nodeArgs(node), '--json']);
-    assert.equal(add.code, 0, `destination add failed: ${add.stdout} ${add.stderr}`);
-    const pushed = add.json?.pushed as { records: number } | null | undefined;
-    assert.equal(pushed?.records, records.length - held.records, 'the re-run uploads exactly the records the server lacked');
-    assert.deepEqual(readConfig(node.networkDir).remotes, [server2.url]);
-    assertServerHoldsPrefix(node.vault, serverDir2, true, 'after destination add');
-    assert.equal(await server2.stop(), 0);
-    t.diagnostic(`upload killed for good: a clear error; destination add then uploaded ${pushed?.records} records`);
-  } finally {
-    server2.kill9();
-  }
-});
+    // 2. A server killed for good during an upload with a short stall limit: the upload fails with a
+    //    clear error; the server comes back; `lnbackup destination add --remote` uploads the rest.
+    const port2 = await fixedPort();
+    let server2 = await serverOnPort(port2);
+    const serverDir2 = serverVaultDir(server2.dataDir, node.vaultId, ownerOf(node.keys));
+    try {
+      let acked = 0;
+      const push = pushVault({ vaultDir: node.vault, url: server2.url, keys: node.keys, stallTimeoutMs: 2000, onProgress: (done) => (acked = done) });
+      push.catch(() => undefined);
+      const mark = Math.floor((total * rng.int(20, 70)) / 100);
+      let finished = false;
+      void push.then(
+        () => (finished = true),
+        () => (finished = true),
+      );
+      while (acked < mark && !finished) await sleep(2);
+      assert.ok(!finished, 'the upload finished before the kill');
+      server2.kill9();
+      await server2.exited;
+      const failedAt = Date.now();
+      await assert.rejects(within(push, 30_000, 'the upload to a dead server'), (err: Error) => {
+        assert.match(err.message, /made no progress for 2 s|cannot upload/, `not a clear error: ${err.message}`);
+        assert.ok(err.message.includes(`127.0.0.1:${port2}`), `the error does not name the server: ${err.message}`);
+        return true;
+      });
+      const held = assertServerHoldsPrefix(node.vault, serverDir2, false, 'the dead server after a failed upload');
+      log(`upload to a server killed for good: failed after ${Date.now() - failedAt} ms, the server holds ${held.records} of ${records.length} records`);
+      server2 = await restartOnPort(server2, port2);
+      const add = await cli(['destination', 'add', '--remote', server2.url, ...nodeArgs(node), '--json']);
+      assert.equal(add.code, 0, `destination add failed: ${add.stdout} ${add.stderr}`);
+      const pushed = add.json?.pushed as { records: number } | null | undefined;
+      assert.equal(pushed?.records, records.length - held.records, 'the re-run uploads exactly the records the server lacked');
+      assert.deepEqual(readConfig(node.networkDir).remotes, [server2.url]);
+      assertServerHoldsPrefix(node.vault, serverDir2, true, 'after destination add');
+      assert.equal(await server2.stop(), 0);
+      t.diagnostic(`upload killed for good: a clear error; destination add then uploaded ${pushed?.records} records`);
+    } finally {
+      server2.kill9();
+    }
+  },
+);

@@ -37,7 +37,15 @@ test('an empty pack, the zero vault id and a first seq with no room after it are
   try {
     let c = await RawClient.ready(server.url, v.transportKey);
     assert.equal((await c.openVault(v.vaultId, v.identity)).type, MessageType.VaultState);
-    c.send({ type: MessageType.PutPack, requestId: 5, vaultId: v.vaultId, name: `p-${'ab'.repeat(16)}.pack`, totalBytes: 0, offset: 0, bytes: Buffer.alloc(0) });
+    c.send({
+      type: MessageType.PutPack,
+      requestId: 5,
+      vaultId: v.vaultId,
+      name: `p-${'ab'.repeat(16)}.pack`,
+      totalBytes: 0,
+      offset: 0,
+      bytes: Buffer.alloc(0),
+    });
     assert.match((await refusedAndClosed(c, 'empty pack')).message, /pack size 0/);
 
     c = await RawClient.ready(server.url, v.transportKey);

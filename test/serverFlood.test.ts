@@ -92,106 +92,116 @@ async function measure(t: TestContext, srv: ServerHandle, good: TestVault, flood
   return { most, before };
 }
 
-test('150 strangers sending 16 MiB of fragments each: refused at act three, the server stays small, the good client keeps its acks', { timeout: 240_000 }, async (t) => {
-  const good = testVault(tmp, 'good-1');
-  const srv = await startServer({ open: false, args: ['--allow', good.clientPublicKey.toString('hex'), '--max-connections-per-ip', '1024'] });
-  const serverKey = parseRemoteUrl(srv.url).publicKey;
-  try {
-    const { most, before } = await measure(t, srv, good, async () => {
-      const floods: Promise<void>[] = [];
-      for (let i = 0; i < 150; i++) {
-        // In waves of 10, as many machines would come; a handshake costs both sides two ECDHs.
-        if (i % 10 === 0) await sleep(20);
-        floods.push(
-          FloodClient.connect(srv.port, generatePrivateKey(), serverKey).then(
-            (f) => f.fragments(255),
-            () => undefined,
-          ),
-        );
-      }
-      await Promise.all(floods);
-    });
-    assert.ok(most < before + 64 * MiB, `the server grew from ${(before / MiB).toFixed(0)} MiB to ${(most / MiB).toFixed(0)} MiB (bound: +64 MiB)`);
-  } finally {
-    assert.equal(await srv.stop(), 0);
-  }
-});
-
-test('an --open server with a 128 MiB budget: unfinished messages, held pack uploads and pre-Hello fragments stay inside it', { timeout: 240_000 }, async (t) => {
-  const good = testVault(tmp, 'good-2');
-  const budget = 128 * MiB;
-  const srv = await startServer({ args: ['--memory-budget', '128MiB', '--max-connections-per-ip', '1024'] });
-  const serverKey = parseRemoteUrl(srv.url).publicKey;
-  const held: RawClient[] = [];
-  const floods: FloodClient[] = [];
-  try {
-    // 5 vaults of about 3 MiB each, for readers that ask for them again and again and never read.
-    const readVaults: TestVault[] = [];
-    for (let i = 0; i < 5; i++) {
-      const v = testVault(tmp, `read-${i}`);
-      const c = await RawClient.ready(srv.url, v.transportKey);
-      assert.equal((await c.openVault(v.vaultId, v.identity)).type, MessageType.VaultState);
-      for (let k = 0; k < 50; k++) assert.equal((await c.append(v.vaultId, v.next(60_000))).type, MessageType.Ack);
-      c.close();
-      readVaults.push(v);
+test(
+  '150 strangers sending 16 MiB of fragments each: refused at act three, the server stays small, the good client keeps its acks',
+  { timeout: 240_000 },
+  async (t) => {
+    const good = testVault(tmp, 'good-1');
+    const srv = await startServer({ open: false, args: ['--allow', good.clientPublicKey.toString('hex'), '--max-connections-per-ip', '1024'] });
+    const serverKey = parseRemoteUrl(srv.url).publicKey;
+    try {
+      const { most, before } = await measure(t, srv, good, async () => {
+        const floods: Promise<void>[] = [];
+        for (let i = 0; i < 150; i++) {
+          // In waves of 10, as many machines would come; a handshake costs both sides two ECDHs.
+          if (i % 10 === 0) await sleep(20);
+          floods.push(
+            FloodClient.connect(srv.port, generatePrivateKey(), serverKey).then(
+              (f) => f.fragments(255),
+              () => undefined,
+            ),
+          );
+        }
+        await Promise.all(floods);
+      });
+      assert.ok(most < before + 64 * MiB, `the server grew from ${(before / MiB).toFixed(0)} MiB to ${(most / MiB).toFixed(0)} MiB (bound: +64 MiB)`);
+    } finally {
+      assert.equal(await srv.stop(), 0);
     }
-    const { most, before } = await measure(t, srv, good, async () => {
-      const work: Promise<unknown>[] = [];
-      // 40 admitted connections, each a 16 MiB message that never ends.
-      for (let i = 0; i < 40; i++) {
-        if (i % 10 === 0) await sleep(20);
-        work.push(
-          FloodClient.connect(srv.port, generatePrivateKey(), serverKey).then(async (f) => {
-            floods.push(f);
-            f.send({ type: MessageType.Hello, versions: [1], agent: 'flood' });
-            await sleep(50);
-            await f.fragments(255);
-          }),
-        );
-      }
-      // 5 readers asking 20 times for 3 MiB of records, reading nothing.
-      for (const v of readVaults) {
-        work.push(
-          FloodClient.connect(srv.port, v.transportKey, serverKey).then(async (f) => {
-            floods.push(f);
-            f.send({ type: MessageType.Hello, versions: [1], agent: 'flood' });
-            f.send({ type: MessageType.OpenVault, requestId: 1, vaultId: v.vaultId, identity: Buffer.alloc(0) });
-            await sleep(100);
-            for (let r = 0; r < 20; r++) f.send({ type: MessageType.ReadRecords, requestId: 2 + r, vaultId: v.vaultId, fromSeq: 1n, maxBytes: 16 * MiB });
-          }),
-        );
-      }
-      // 20 strangers sending fragments before Hello.
-      for (let i = 0; i < 20; i++) work.push(FloodClient.connect(srv.port, generatePrivateKey(), serverKey).then((f) => (floods.push(f), f.fragments(255))));
-      // 10 clients holding 56 MiB of a 64 MiB pack open.
-      for (let i = 0; i < 10; i++) {
-        work.push(
-          (async () => {
-            const v = testVault(tmp, `packer-${i}`);
-            const c = await RawClient.ready(srv.url, v.transportKey);
-            held.push(c);
-            assert.equal((await c.openVault(v.vaultId, v.identity)).type, MessageType.VaultState);
-            const name = `p-${crypto.randomBytes(16).toString('hex')}.pack`;
-            const piece = crypto.randomBytes(8 * MiB);
-            for (let k = 0; k < 7; k++) {
-              const r = await c.putPackPiece(v.vaultId, name, 64 * MiB, k * 8 * MiB, piece);
-              if (r.type === MessageType.Error) return;
-            }
-            await c.ping();
-          })().catch(() => undefined),
-        );
-      }
-      await Promise.all(work);
-    });
-    const status = JSON.parse(fs.readFileSync(`${srv.dataDir}/server-status.json`, 'utf8')) as { memory: { mostHeldBytes: number; refusals: number } };
-    t.diagnostic(`budget: at most ${(status.memory.mostHeldBytes / MiB).toFixed(1)} MiB held, ${status.memory.refusals} refusals`);
-    assert.ok(status.memory.mostHeldBytes <= budget + budget / 8, 'the budget held (its limit, and the eighth beyond it kept for small messages)');
-    assert.ok(status.memory.refusals > 0, 'the flood reached the budget');
-    assert.ok(most < before + budget + 128 * MiB, `the server grew from ${(before / MiB).toFixed(0)} MiB to ${(most / MiB).toFixed(0)} MiB (bound: the budget + 128 MiB)`);
-  } finally {
-    for (const c of held) c.close();
-    for (const f of floods) f.destroy();
-    assert.equal(await srv.stop(), 0);
-  }
-});
+  },
+);
 
+test(
+  'an --open server with a 128 MiB budget: unfinished messages, held pack uploads and pre-Hello fragments stay inside it',
+  { timeout: 240_000 },
+  async (t) => {
+    const good = testVault(tmp, 'good-2');
+    const budget = 128 * MiB;
+    const srv = await startServer({ args: ['--memory-budget', '128MiB', '--max-connections-per-ip', '1024'] });
+    const serverKey = parseRemoteUrl(srv.url).publicKey;
+    const held: RawClient[] = [];
+    const floods: FloodClient[] = [];
+    try {
+      // 5 vaults of about 3 MiB each, for readers that ask for them again and again and never read.
+      const readVaults: TestVault[] = [];
+      for (let i = 0; i < 5; i++) {
+        const v = testVault(tmp, `read-${i}`);
+        const c = await RawClient.ready(srv.url, v.transportKey);
+        assert.equal((await c.openVault(v.vaultId, v.identity)).type, MessageType.VaultState);
+        for (let k = 0; k < 50; k++) assert.equal((await c.append(v.vaultId, v.next(60_000))).type, MessageType.Ack);
+        c.close();
+        readVaults.push(v);
+      }
+      const { most, before } = await measure(t, srv, good, async () => {
+        const work: Promise<unknown>[] = [];
+        // 40 admitted connections, each a 16 MiB message that never ends.
+        for (let i = 0; i < 40; i++) {
+          if (i % 10 === 0) await sleep(20);
+          work.push(
+            FloodClient.connect(srv.port, generatePrivateKey(), serverKey).then(async (f) => {
+              floods.push(f);
+              f.send({ type: MessageType.Hello, versions: [1], agent: 'flood' });
+              await sleep(50);
+              await f.fragments(255);
+            }),
+          );
+        }
+        // 5 readers asking 20 times for 3 MiB of records, reading nothing.
+        for (const v of readVaults) {
+          work.push(
+            FloodClient.connect(srv.port, v.transportKey, serverKey).then(async (f) => {
+              floods.push(f);
+              f.send({ type: MessageType.Hello, versions: [1], agent: 'flood' });
+              f.send({ type: MessageType.OpenVault, requestId: 1, vaultId: v.vaultId, identity: Buffer.alloc(0) });
+              await sleep(100);
+              for (let r = 0; r < 20; r++) f.send({ type: MessageType.ReadRecords, requestId: 2 + r, vaultId: v.vaultId, fromSeq: 1n, maxBytes: 16 * MiB });
+            }),
+          );
+        }
+        // 20 strangers sending fragments before Hello.
+        for (let i = 0; i < 20; i++) work.push(FloodClient.connect(srv.port, generatePrivateKey(), serverKey).then((f) => (floods.push(f), f.fragments(255))));
+        // 10 clients holding 56 MiB of a 64 MiB pack open.
+        for (let i = 0; i < 10; i++) {
+          work.push(
+            (async () => {
+              const v = testVault(tmp, `packer-${i}`);
+              const c = await RawClient.ready(srv.url, v.transportKey);
+              held.push(c);
+              assert.equal((await c.openVault(v.vaultId, v.identity)).type, MessageType.VaultState);
+              const name = `p-${crypto.randomBytes(16).toString('hex')}.pack`;
+              const piece = crypto.randomBytes(8 * MiB);
+              for (let k = 0; k < 7; k++) {
+                const r = await c.putPackPiece(v.vaultId, name, 64 * MiB, k * 8 * MiB, piece);
+                if (r.type === MessageType.Error) return;
+              }
+              await c.ping();
+            })().catch(() => undefined),
+          );
+        }
+        await Promise.all(work);
+      });
+      const status = JSON.parse(fs.readFileSync(`${srv.dataDir}/server-status.json`, 'utf8')) as { memory: { mostHeldBytes: number; refusals: number } };
+      t.diagnostic(`budget: at most ${(status.memory.mostHeldBytes / MiB).toFixed(1)} MiB held, ${status.memory.refusals} refusals`);
+      assert.ok(status.memory.mostHeldBytes <= budget + budget / 8, 'the budget held (its limit, and the eighth beyond it kept for small messages)');
+      assert.ok(status.memory.refusals > 0, 'the flood reached the budget');
+      assert.ok(
+        most < before + budget + 128 * MiB,
+        `the server grew from ${(before / MiB).toFixed(0)} MiB to ${(most / MiB).toFixed(0)} MiB (bound: the budget + 128 MiB)`,
+      );
+    } finally {
+      for (const c of held) c.close();
+      for (const f of floods) f.destroy();
+      assert.equal(await srv.stop(), 0);
+    }
+  },
+);

@@ -88,7 +88,10 @@ test('the attack of issue 11: a pack under a held name, the name deleted before 
     assert.equal(charged, onDisk, 'the quota is charged with what is on disk');
     assert.ok(onDisk <= quota, `${onDisk} bytes stored against a quota of ${quota} (outcomes: ${outcomes.join(', ')})`);
     assert.equal(outcomes[0], 'stored', 'the first 900 KiB pack fits');
-    assert.ok(outcomes.slice(1).every((o) => o === 'QuotaExceeded'), `the others are refused: ${outcomes.join(', ')}`);
+    assert.ok(
+      outcomes.slice(1).every((o) => o === 'QuotaExceeded'),
+      `the others are refused: ${outcomes.join(', ')}`,
+    );
   } finally {
     c.close();
     await server.stop();
@@ -172,7 +175,10 @@ for (const h of [filesHarness, postgresHarness]) {
       // A few names per vault, each with two contents, a small and a large one (a name deleted and
       // sent again may come back larger), so most re-sends are the same pack and some conflict.
       const names = vaults.map(() =>
-        Array.from({ length: 4 }, () => ({ name: packName(), variants: [crypto.randomBytes(rng.int(1, 1024)), crypto.randomBytes(rng.int(quota / 8, quota / 2))] })),
+        Array.from({ length: 4 }, () => ({
+          name: packName(),
+          variants: [crypto.randomBytes(rng.int(1, 1024)), crypto.randomBytes(rng.int(quota / 8, quota / 2))],
+        })),
       );
       let server = await start(spec, quota);
       let conns: RawClient[] = [];
@@ -215,7 +221,8 @@ for (const h of [filesHarness, postgresHarness]) {
           }
           const between = async (): Promise<void> => {
             await look();
-            if (rng.next() < 0.3) count(`delete mid-upload ${(await conns[rng.int(0, 1)].deletePacks(v.vaultId, [p.name])).type === MessageType.PacksDeleted ? 'ok' : 'refused'}`);
+            if (rng.next() < 0.3)
+              count(`delete mid-upload ${(await conns[rng.int(0, 1)].deletePacks(v.vaultId, [p.name])).type === MessageType.PacksDeleted ? 'ok' : 'refused'}`);
           };
           const r = await putPack(c, v, p.name, p.bytes, piece, between);
           count(`pack ${r}`);

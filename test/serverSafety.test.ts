@@ -35,7 +35,12 @@ function codeName(e: ErrorMessage): string {
 
 /** The answer with the vault id taken out, to compare answers about two different vault ids. */
 function shape(e: ErrorMessage, vaultId: Buffer): string {
-  return JSON.stringify({ code: codeName(e), requestIdSet: e.requestId !== 0, seq: String(e.seq), message: e.message.replaceAll(vaultId.toString('hex'), '<vault>') });
+  return JSON.stringify({
+    code: codeName(e),
+    requestIdSet: e.requestId !== 0,
+    seq: String(e.seq),
+    message: e.message.replaceAll(vaultId.toString('hex'), '<vault>'),
+  });
 }
 
 /** Opens (creating) the vault and appends `n` records, each acknowledged. */
@@ -53,7 +58,10 @@ async function fill(c: RawClient, v: TestVault, n: number, payloadBytes = 200): 
 async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms)))]);
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms))),
+    ]);
   } finally {
     clearTimeout(timer);
   }
@@ -64,7 +72,13 @@ async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
  * one sent for every answer, until `limit` were sent or the connection closes. Collects every Ack
  * and Error until the connection closes.
  */
-function stream(c: RawClient, v: TestVault, window: number, limit: number, payloadBytes = 1000): { acked: bigint[]; errors: ErrorMessage[]; sent: () => number; done: Promise<void> } {
+function stream(
+  c: RawClient,
+  v: TestVault,
+  window: number,
+  limit: number,
+  payloadBytes = 1000,
+): { acked: bigint[]; errors: ErrorMessage[]; sent: () => number; done: Promise<void> } {
   const acked: bigint[] = [];
   const errors: ErrorMessage[] = [];
   let sent = 0;
@@ -137,7 +151,7 @@ test('remote URLs: format and parse, with clear errors', () => {
   assert.throws(() => parseRemoteUrl(`lnbackup://${'ab'.repeat(33)}@h:1`), /public key/);
 });
 
-test('two clients on one server cannot see or touch each other\'s vaults', async () => {
+test("two clients on one server cannot see or touch each other's vaults", async () => {
   const srv = await startServer();
   const a = testVault(tmp, 'iso-a');
   const b = testVault(tmp, 'iso-b');
@@ -177,14 +191,23 @@ test('two clients on one server cannot see or touch each other\'s vaults', async
     const la = await ca.list();
     const lb = await cb.list();
     assert.ok(la.type === MessageType.VaultList && lb.type === MessageType.VaultList);
-    assert.deepEqual(la.vaults.map((v) => v.vaultId.toString('hex')), [a.vaultId.toString('hex')]);
+    assert.deepEqual(
+      la.vaults.map((v) => v.vaultId.toString('hex')),
+      [a.vaultId.toString('hex')],
+    );
     assert.equal(la.vaults[0].lastSeq, 3n);
-    assert.deepEqual(lb.vaults.map((v) => v.vaultId.toString('hex')), [b.vaultId.toString('hex')]);
+    assert.deepEqual(
+      lb.vaults.map((v) => v.vaultId.toString('hex')),
+      [b.vaultId.toString('hex')],
+    );
 
     // A's vault is untouched: the record B tried to append is A's next one and is still accepted.
     assert.equal((await ca.append(a.vaultId, r4)).type, MessageType.Ack);
     const records = await ca.readAll(a.vaultId);
-    assert.deepEqual(records.map((r) => r.seq), [1n, 2n, 3n, 4n]);
+    assert.deepEqual(
+      records.map((r) => r.seq),
+      [1n, 2n, 3n, 4n],
+    );
     records.forEach((r, i) => assert.ok(r.bytes.equals(a.sealed[i].bytes)));
 
     // Vault ids are scoped by owner: B creating A's id (even with A's identity) makes a vault of
@@ -192,8 +215,13 @@ test('two clients on one server cannot see or touch each other\'s vaults', async
     const own = await cb.openVault(a.vaultId, a.identity);
     assert.ok(own.type === MessageType.VaultState && own.lastSeq === 0n, 'B holds its own, empty vault of that id');
     const lb2 = await cb.list();
-    assert.ok(lb2.type === MessageType.VaultList && lb2.vaults.length === 2 && lb2.vaults.every((v) => v.vaultId.equals(a.vaultId) || v.vaultId.equals(b.vaultId)));
-    assert.deepEqual((await ca.readAll(a.vaultId)).map((r) => r.seq), [1n, 2n, 3n, 4n]);
+    assert.ok(
+      lb2.type === MessageType.VaultList && lb2.vaults.length === 2 && lb2.vaults.every((v) => v.vaultId.equals(a.vaultId) || v.vaultId.equals(b.vaultId)),
+    );
+    assert.deepEqual(
+      (await ca.readAll(a.vaultId)).map((r) => r.seq),
+      [1n, 2n, 3n, 4n],
+    );
 
     // A's identity with B's vault id, and a JSON that is not a VAULT.json: BadMessage, then closed.
     const bad = await RawClient.ready(srv.url, b.transportKey);
@@ -280,7 +308,7 @@ test('over quota: QuotaExceeded, nothing stored; the vault count is limited too,
   }
 });
 
-test('out-of-order and replayed appends are refused with the server\'s last seq, nothing stored; a lying header is BadMessage', async () => {
+test("out-of-order and replayed appends are refused with the server's last seq, nothing stored; a lying header is BadMessage", async () => {
   const a = testVault(tmp, 'order-a');
   const srv = await startServer();
   try {
@@ -291,13 +319,19 @@ test('out-of-order and replayed appends are refused with the server\'s last seq,
     const skip = asError(await c.append(a.vaultId, r3), 'skip');
     assert.equal(skip.code, ErrorCode.OutOfOrder);
     assert.equal(skip.seq, 1n);
-    assert.deepEqual((await c.readAll(a.vaultId)).map((r) => r.seq), [1n]);
+    assert.deepEqual(
+      (await c.readAll(a.vaultId)).map((r) => r.seq),
+      [1n],
+    );
     assert.equal((await c.append(a.vaultId, r2)).type, MessageType.Ack);
     const replay = asError(await c.append(a.vaultId, r2), 'replay');
     assert.equal(replay.code, ErrorCode.OutOfOrder);
     assert.equal(replay.seq, 2n);
     assert.equal((await c.append(a.vaultId, r3)).type, MessageType.Ack);
-    assert.deepEqual((await c.readAll(a.vaultId)).map((r) => r.seq), [1n, 2n, 3n]);
+    assert.deepEqual(
+      (await c.readAll(a.vaultId)).map((r) => r.seq),
+      [1n, 2n, 3n],
+    );
 
     // Pipelined: every Append gets one answer, in Append order, refusals included.
     const batch = [a.next(), a.next(), a.next()];
@@ -380,7 +414,10 @@ test('garbage, 50 slow-loris connections and an oversized frame: the server keep
     // The slow-loris connections are cut by the handshake timeout (eventually; no timing asserted).
     await within(Promise.all(slowClosed), 60_000, 'the closing of the slow-loris connections');
     assert.equal(srv.child.exitCode, null, 'the server is still running');
-    assert.deepEqual((await c.readAll(good.vaultId)).map((r) => r.seq), good.sealed.map((r) => r.seq));
+    assert.deepEqual(
+      (await c.readAll(good.vaultId)).map((r) => r.seq),
+      good.sealed.map((r) => r.seq),
+    );
     c.close();
   } finally {
     for (const s of sockets) s.destroy();
@@ -421,7 +458,13 @@ test('server status --json shows the clients, their vaults and connections', asy
     const c = await RawClient.ready(srv.url, a.transportKey);
     await fill(c, a, 3);
     const key = a.clientPublicKey.toString('hex');
-    type Status = { ok: boolean; running: boolean; url: string; connections: number; clients: { publicKey: string; connected: boolean; records: number; vaults: { vaultId: string; lastSeq: string; bytes: number }[] }[] };
+    type Status = {
+      ok: boolean;
+      running: boolean;
+      url: string;
+      connections: number;
+      clients: { publicKey: string; connected: boolean; records: number; vaults: { vaultId: string; lastSeq: string; bytes: number }[] }[];
+    };
     const status = await until('the status to show the vault', () => {
       const r = runCli(['server', 'status', '--data', srv.dataDir, '--json']);
       if (r.code !== 0) return null;
@@ -435,7 +478,10 @@ test('server status --json shows the clients, their vaults and connections', asy
     const client = status.clients.find((x) => x.publicKey === key)!;
     assert.equal(client.connected, true);
     assert.equal(client.vaults[0].vaultId, a.vaultId.toString('hex'));
-    assert.equal(client.vaults[0].bytes, a.sealed.reduce((n, r) => n + r.bytes.length, 0));
+    assert.equal(
+      client.vaults[0].bytes,
+      a.sealed.reduce((n, r) => n + r.bytes.length, 0),
+    );
     const human = runCli(['server', 'status', '--data', srv.dataDir]);
     assert.equal(human.code, 0);
     assert.match(human.stdout, /running/);
@@ -487,7 +533,14 @@ test('storage failure: StorageUnavailable for the failed append and every later 
     for (const r of batch) c.appendNoWait(a.vaultId, r);
     const answers: ErrorMessage[] = [];
     for (let i = 0; i < 3; i++) answers.push(asError(await c.waitFor((m) => m.type === MessageType.Ack || m.type === MessageType.Error), `answer ${i}`));
-    assert.deepEqual(answers.map((e) => [codeName(e), e.seq]), [['StorageUnavailable', 4n], ['StorageUnavailable', 5n], ['StorageUnavailable', 6n]]);
+    assert.deepEqual(
+      answers.map((e) => [codeName(e), e.seq]),
+      [
+        ['StorageUnavailable', 4n],
+        ['StorageUnavailable', 5n],
+        ['StorageUnavailable', 6n],
+      ],
+    );
     assert.match(answers[0].message, /disk full \(simulated\)/);
     failing = false;
     // Still refused until the vault is reopened, even though the storage is back.
@@ -495,7 +548,10 @@ test('storage failure: StorageUnavailable for the failed append and every later 
     const st = await c.openVault(a.vaultId);
     assert.ok(st.type === MessageType.VaultState && st.lastSeq === 3n);
     for (const r of batch) assert.equal((await c.append(a.vaultId, r)).type, MessageType.Ack);
-    assert.deepEqual((await c.readAll(a.vaultId)).map((r) => r.seq), [1n, 2n, 3n, 4n, 5n, 6n]);
+    assert.deepEqual(
+      (await c.readAll(a.vaultId)).map((r) => r.seq),
+      [1n, 2n, 3n, 4n, 5n, 6n],
+    );
     c.close();
   } finally {
     await srv.stop();

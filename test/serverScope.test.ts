@@ -33,7 +33,9 @@ async function start(spec: StoreSpec): Promise<RunningServer> {
 function squatterOf(victim: TestVault): TestVault {
   const v = new TestVault(fresh('squatter'));
   Object.defineProperty(v, 'vaultId', { value: victim.vaultId });
-  Object.defineProperty(v, 'identity', { value: Buffer.from(JSON.stringify({ format: 'lnbackup-vault', vaultId: victim.vaultId.toString('hex'), forged: true })) });
+  Object.defineProperty(v, 'identity', {
+    value: Buffer.from(JSON.stringify({ format: 'lnbackup-vault', vaultId: victim.vaultId.toString('hex'), forged: true })),
+  });
   return v;
 }
 
@@ -53,7 +55,7 @@ for (const h of harnesses) {
   describe(`vault ids scoped by owner: ${h.kind}`, () => {
     const database: Database = h.kind === 'postgres' ? databasePerTest('lnbackup_s') : async () => null;
 
-    test('a squatter who creates a node\'s vault id first blocks nothing and learns nothing; a vault stored before is found where it was', async (t) => {
+    test("a squatter who creates a node's vault id first blocks nothing and learns nothing; a vault stored before is found where it was", async (t) => {
       const spec = await h.fresh(t, database);
       if (!spec) return;
       const victim = new TestVault(fresh('victim'));
@@ -77,12 +79,24 @@ for (const h of harnesses) {
         // The real node creates its vault: no "holds no vault for this node's key", no retry loop.
         const cv = await RawClient.ready(server.url, victim.transportKey);
         const created = await cv.openVault(victim.vaultId, victim.identity);
-        assert.ok(created.type === MessageType.VaultState && created.lastSeq === 0n, created.type === MessageType.Error ? created.message : 'an empty vault of its own');
+        assert.ok(
+          created.type === MessageType.VaultState && created.lastSeq === 0n,
+          created.type === MessageType.Error ? created.message : 'an empty vault of its own',
+        );
         for (let i = 0; i < 3; i++) assert.equal((await cv.append(victim.vaultId, victim.next())).type, MessageType.Ack);
         // The squatter still has its one record, the node its three; each lists only its own.
-        assert.deepEqual((await cs.readAll(squatter.vaultId)).map((r) => r.bytes.toString('hex')), [squatter.sealed[0].bytes.toString('hex')]);
-        assert.deepEqual((await cv.readAll(victim.vaultId)).map((r) => r.bytes.toString('hex')), victim.sealed.map((r) => r.bytes.toString('hex')));
-        for (const [c, n] of [[cs, 1n], [cv, 3n]] as const) {
+        assert.deepEqual(
+          (await cs.readAll(squatter.vaultId)).map((r) => r.bytes.toString('hex')),
+          [squatter.sealed[0].bytes.toString('hex')],
+        );
+        assert.deepEqual(
+          (await cv.readAll(victim.vaultId)).map((r) => r.bytes.toString('hex')),
+          victim.sealed.map((r) => r.bytes.toString('hex')),
+        );
+        for (const [c, n] of [
+          [cs, 1n],
+          [cv, 3n],
+        ] as const) {
           const l = await c.list();
           assert.ok(l.type === MessageType.VaultList && l.vaults.length === 1 && l.vaults[0].vaultId.equals(victim.vaultId) && l.vaults[0].lastSeq === n);
         }

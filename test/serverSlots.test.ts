@@ -72,9 +72,15 @@ test('a share of the slots is kept for allowed keys; stale handshakes are droppe
     // 6 handshakes in progress take every slot strangers may have (2 of 8 are kept for allowed keys).
     sockets.push(...(await idleSockets(server.port, 6)));
     await until('the server counted them', async () => (await server.status()).handshaking === 6);
-    await assert.rejects(connect(server.url, generatePrivateKey()), (e: unknown) => e instanceof ServerFullError && /every connection slot is taken/.test(e.message));
+    await assert.rejects(
+      connect(server.url, generatePrivateKey()),
+      (e: unknown) => e instanceof ServerFullError && /every connection slot is taken/.test(e.message),
+    );
     // The node's client says the same, not "the key does not match".
-    await assert.rejects(ServerClient.connect(server.url, seed), (e: unknown) => e instanceof Error && /is full/.test(e.message) && !/pinned key/.test(e.message));
+    await assert.rejects(
+      ServerClient.connect(server.url, seed),
+      (e: unknown) => e instanceof Error && /is full/.test(e.message) && !/pinned key/.test(e.message),
+    );
     // Once they had their time, handshakes that did not complete make room for new ones.
     await sleep(HANDSHAKE_GRACE_MS + 200);
     clients.push(await RawClient.ready(server.url, goodKey));

@@ -13,14 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { FileStore } from '../src/server/storage/fileStore.js';
-import {
-  advanceTail,
-  AppendRefusedError,
-  EMPTY_TAIL,
-  GroupCommit,
-  type RoundBackend,
-  type VaultTail,
-} from '../src/server/storage/groupCommit.js';
+import { advanceTail, AppendRefusedError, EMPTY_TAIL, GroupCommit, type RoundBackend, type VaultTail } from '../src/server/storage/groupCommit.js';
 import { openStore, type OpenedStore, type StoreSpec } from '../src/server/storage/openStore.js';
 import { describePostgresUrl } from '../src/server/storage/postgresStore.js';
 import { PackConflictError, StorageUnavailableError, type StoreRecord } from '../src/server/storage/store.js';
@@ -78,7 +71,11 @@ class NodeVault {
 
   /** Continues from the store's durable tail (after records were lost to a failure or crash). */
   resumeFrom(lastSeq: bigint, lastHash: Buffer | null): void {
-    this.sealer = new RecordSealer(this.keys.record, this.vaultIdBytes, { lastSeq, lastHash: lastHash ?? genesisHash(this.vaultIdBytes), generation: this.generation });
+    this.sealer = new RecordSealer(this.keys.record, this.vaultIdBytes, {
+      lastSeq,
+      lastHash: lastHash ?? genesisHash(this.vaultIdBytes),
+      generation: this.generation,
+    });
   }
 }
 
@@ -240,7 +237,10 @@ for (const h of [filesHarness, postgresHarness]) {
           assert.equal(created.lastWriteAt, null);
         }
         assert.deepEqual((await store.listVaults(alice)).map((v) => v.vaultId).sort(), [a1.vaultId, a2.vaultId].sort());
-        assert.deepEqual((await store.listVaults(bob)).map((v) => v.vaultId), [b1.vaultId]);
+        assert.deepEqual(
+          (await store.listVaults(bob)).map((v) => v.vaultId),
+          [b1.vaultId],
+        );
         assert.deepEqual(await store.listVaults(randomOwner()), []);
         assert.equal((await store.listVaults()).length, 3);
         const got = await store.getVault(a2.vaultId);
@@ -296,7 +296,11 @@ for (const h of [filesHarness, postgresHarness]) {
         const batches = Array.from({ length: 100 }, (_, i) => node.next(1 + (i % 3), 600));
         const settled: number[] = [];
         await Promise.all(batches.map((b, i) => store.append(node.vaultId, b).then(() => settled.push(i))));
-        assert.deepEqual(settled, [...settled].sort((a, b) => a - b), 'appends resolve in the order they were made');
+        assert.deepEqual(
+          settled,
+          [...settled].sort((a, b) => a - b),
+          'appends resolve in the order they were made',
+        );
         const all = batches.flat();
         assertSameRecords(await readAll(store, node.vaultId), all);
         assert.equal((await store.getVault(node.vaultId))?.lastSeq, all[all.length - 1].seq);
@@ -311,7 +315,10 @@ for (const h of [filesHarness, postgresHarness]) {
         await store.append(node.vaultId, first);
         const before = await store.getVault(node.vaultId);
         const more = node.next(3);
-        await assert.rejects(store.append(node.vaultId, more.slice(1)), (e: unknown) => e instanceof AppendRefusedError && /does not follow record 3/.test(e.message));
+        await assert.rejects(
+          store.append(node.vaultId, more.slice(1)),
+          (e: unknown) => e instanceof AppendRefusedError && /does not follow record 3/.test(e.message),
+        );
         await assert.rejects(store.append(node.vaultId, first.slice(2)), AppendRefusedError, 'a replayed record');
         await assert.rejects(store.append(node.vaultId, [more[0], more[2]]), AppendRefusedError, 'a gap inside one append');
         await assert.rejects(store.append(node.vaultId, [{ ...more[0], seq: 4n, bytes: more[1].bytes }]), /header says it is record 5/);
@@ -558,8 +565,13 @@ for (const h of [filesHarness, postgresHarness]) {
           stop = true;
           await writer;
           const refused = errors.filter((e) => e instanceof AppendRefusedError).length;
-          t.diagnostic(`${acked.size} acknowledged; ${errors.length} failed appends (${refused} refused after a lost commit answer); notices ${notices.length}`);
-          assert.ok(errors.every((e) => e instanceof StorageUnavailableError || e instanceof AppendRefusedError), errors.map((e) => e.message).join('\n'));
+          t.diagnostic(
+            `${acked.size} acknowledged; ${errors.length} failed appends (${refused} refused after a lost commit answer); notices ${notices.length}`,
+          );
+          assert.ok(
+            errors.every((e) => e instanceof StorageUnavailableError || e instanceof AppendRefusedError),
+            errors.map((e) => e.message).join('\n'),
+          );
           assert.ok(errors.some((e) => e instanceof StorageUnavailableError && /PostgreSQL database at postgres:\/\/postgres@127\.0\.0\.1/.test(e.message)));
           const check = async (s: OpenedStore): Promise<void> => {
             const records = await readAll(s, node.vaultId);
@@ -778,14 +790,17 @@ for (const h of [filesHarness, postgresHarness]) {
           assert.ok(notices.some((m) => m.includes(`skipped vault ${badOwner}`) && /does not hold an owner key/.test(m)));
           assert.ok(notices.some((m) => /README: not a vault folder/.test(m)));
           assert.ok(notices.some((m) => /creation was interrupted/.test(m)));
-          assert.deepEqual((await store.listVaults()).map((v) => v.vaultId), [good.vaultId]);
+          assert.deepEqual(
+            (await store.listVaults()).map((v) => v.vaultId),
+            [good.vaultId],
+          );
           assert.equal((await store.getVault(good.vaultId))?.lastSeq, 3n);
         } finally {
           await store.close();
         }
       });
 
-      test('the data folder is locked: a second server is refused; a dead server\'s lock is taken over', async (t) => {
+      test("the data folder is locked: a second server is refused; a dead server's lock is taken over", async (t) => {
         const spec = await h.fresh(t);
         if (!spec) return;
         const first = await FileStore.open(spec.dataDir);
@@ -820,7 +835,10 @@ for (const h of [filesHarness, postgresHarness]) {
         const sizes = [1, 3 * 1024 * 1024 + 17, 70_000];
         const packs = [randomPackName(), randomPackName(), randomPackName()].sort().map((name, i) => ({ name, bytes: crypto.randomBytes(sizes[i]) }));
         for (const p of packs) assert.equal(await store.putPack(node.vaultId, p.name, p.bytes), true, 'stored');
-        assert.deepEqual(await store.listPacks(node.vaultId), packs.map((p) => ({ name: p.name, bytes: p.bytes.length })));
+        assert.deepEqual(
+          await store.listPacks(node.vaultId),
+          packs.map((p) => ({ name: p.name, bytes: p.bytes.length })),
+        );
         for (const p of packs) assertSamePack(await readWholePack(store, node.vaultId, p.name, 1 << 20), p.bytes);
         const mid = await store.readPack(node.vaultId, packs[1].name, 1000, 10);
         assert.ok(mid?.bytes.equals(packs[1].bytes.subarray(1000, 1010)), 'a piece from the middle');
@@ -861,7 +879,10 @@ for (const h of [filesHarness, postgresHarness]) {
         assert.equal((await store.listPacks(node.vaultId)).length, 2);
         if (h.kind === 'files') {
           // Sidecars (parity) aside: only the whole packs, no temporary file.
-          const pages = fs.readdirSync(path.join(vaultDirOf(spec, node), 'pages')).filter((n) => !n.endsWith('.parity')).sort();
+          const pages = fs
+            .readdirSync(path.join(vaultDirOf(spec, node), 'pages'))
+            .filter((n) => !n.endsWith('.parity'))
+            .sort();
           assert.deepEqual(pages, [packs[2].name, dup.name].sort(), 'only whole packs in pages/, no temporary file');
         }
       });
@@ -926,8 +947,14 @@ for (const h of [filesHarness, postgresHarness]) {
         assertSameRecords(await readAll(store, node.vaultId), expected);
         if (h.kind === 'files') {
           const segments = listSegments(vaultDirOf(spec, node));
-          assert.ok(segments.every((s) => s.generation >= 4), 'no segment file of a removed generation is left');
-          assert.equal(segments.reduce((n, s) => n + fs.statSync(s.path).size, 0), totalBytes(expected));
+          assert.ok(
+            segments.every((s) => s.generation >= 4),
+            'no segment file of a removed generation is left',
+          );
+          assert.equal(
+            segments.reduce((n, s) => n + fs.statSync(s.path).size, 0),
+            totalBytes(expected),
+          );
           assert.equal(fs.existsSync(path.join(vaultDirOf(spec, node), 'segments', 'prune-below')), false);
         }
         const state = await store.getVault(node.vaultId);
@@ -970,7 +997,9 @@ for (const h of [filesHarness, postgresHarness]) {
         const child = spawn(process.execPath, [packWriterEntry, JSON.stringify(writerSpec)], { stdio: ['ignore', 'pipe', 'pipe'] });
         let stderr = '';
         child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-        const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+        const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+          child.on('exit', (code, signal) => resolve({ code, signal })),
+        );
         const lines = readline.createInterface({ input: child.stdout });
         const linesDone = new Promise<void>((r) => lines.once('close', () => r()));
         const killAfterMs = prng.int(5, 500);
@@ -1002,7 +1031,10 @@ for (const h of [filesHarness, postgresHarness]) {
             assert.equal(p.bytes, want.length, `round ${round}: pack ${p.name} is whole`);
             assertSamePack(await readWholePack(store, node.vaultId, p.name, 4 << 20), want);
           }
-          assert.equal((await store.getVault(node.vaultId))?.packBytes, listed.reduce((n, p) => n + p.bytes, 0));
+          assert.equal(
+            (await store.getVault(node.vaultId))?.packBytes,
+            listed.reduce((n, p) => n + p.bytes, 0),
+          );
           if (h.kind === 'files') {
             const pages = path.join(vaultDirOf(spec, node), 'pages');
             const sidecar = (n: string): boolean => n.endsWith('.parity') && names.has(n.slice(0, -'.parity'.length));

@@ -25,10 +25,7 @@ const nodeDbFile = (networkDir: string): string => path.join(networkDir, DB_FILE
 const versionOf = (networkDir: string): number => dataVersionOf(nodeDbFile(networkDir));
 
 test('traces: shapes are validated with line numbers; segment specs; supersede flags; continuity', () => {
-  assert.throws(
-    () => parseTraceText('{"data_version":1,"writes":[]}\n\n{"data_version":-1,"writes":[]}', 'x'),
-    /x:3: data_version must be a u32/,
-  );
+  assert.throws(() => parseTraceText('{"data_version":1,"writes":[]}\n\n{"data_version":-1,"writes":[]}', 'x'), /x:3: data_version must be a u32/);
   assert.throws(() => parseTraceText('{"MARK":"a","b":1}', 'x'), TraceFormatError);
   assert.throws(() => parseTraceText('{"data_version":5,"writes":[1]}', 'x'), /x:1: writes must be/);
   assert.throws(
@@ -41,11 +38,19 @@ test('traces: shapes are validated with line numbers; segment specs; supersede f
 
   const node3 = loadChain(NODE3_CHAIN);
   const superseded = callsOf(node3).filter((e) => e.superseded);
-  assert.deepEqual(superseded.map((e) => e.dataVersion), [60, 70, 85, 100, 115]);
+  assert.deepEqual(
+    superseded.map((e) => e.dataVersion),
+    [60, 70, 85, 100, 115],
+  );
   assert.ok(superseded.every((e) => e.bumps && e.source.endsWith('node3-fail.jsonl.gz')));
   assert.equal(node3.filter((e) => e.kind === 'mark').length, 6);
   const node4 = loadTraceChain([{ path: tracePath('cln-v26.06-node4-preinit.jsonl.gz') }]);
-  assert.deepEqual(callsOf(node4).filter((e) => e.superseded).map((e) => [e.line, e.dataVersion]), [[1, 1]]);
+  assert.deepEqual(
+    callsOf(node4)
+      .filter((e) => e.superseded)
+      .map((e) => [e.line, e.dataVersion]),
+    [[1, 1]],
+  );
   // node3.jsonl.gz alone jumps from 42 to 240: the fail trace is missing in between.
   assert.throws(() => loadTraceChain([{ path: tracePath('cln-v26.06-node3.jsonl.gz') }]), /history is at data_version 42 but this call bumps from 239/);
 });
@@ -64,7 +69,10 @@ test('node1 replayed with no plugin equals an independent plain replay', async (
   assert.equal(db.pragma('integrity_check', { simple: true }), 'ok');
   assert.equal(readDataVersion(db), 8176);
   const text = zlib.gunzipSync(fs.readFileSync(tracePath('cln-v26.06-node1.jsonl.gz'))).toString('utf8');
-  const writeSets = text.split('\n').filter((l) => l !== '').map((l) => (JSON.parse(l) as { writes: string[] }).writes);
+  const writeSets = text
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => (JSON.parse(l) as { writes: string[] }).writes);
   const expected = dumpOf(plainReplay(writeSets));
   const actual = dumpOf(db);
   assert.ok(actual.length > 100_000);
@@ -81,7 +89,10 @@ test('node3 chain with the baseline plugin: restarts at each superseded call, ac
     assert.equal(l.signal, 'SIGKILL');
     return ofKind(l.events, 'crash')[0];
   });
-  assert.deepEqual(crashes.map((c) => [c.cause, c.point, c.dataVersion]), [60, 70, 85, 100, 115].map((v) => ['superseded', 'after-ack', v]));
+  assert.deepEqual(
+    crashes.map((c) => [c.cause, c.point, c.dataVersion]),
+    [60, 70, 85, 100, 115].map((v) => ['superseded', 'after-ack', v]),
+  );
   // Every lifetime after a crash resumes right after the last committed call, past the superseded one.
   for (let i = 1; i < result.lifetimes.length; i++) {
     const resumed = ofKind(result.lifetimes[i].events, 'resumed')[0];
@@ -173,7 +184,7 @@ test('SIGKILL of the simulator (before the hook, after the ack, after COMMIT) an
   assert.ok(dumpFile(nodeDbFile(networkDir)) === dumpOf(plainReplay(effectiveWrites(entries))));
 });
 
-test("--wait spin: the simulator busy-polls for each answer as lightningd does (its CPU runs while it waits); the node ends the same, and a plugin killed mid-hook is seen", async () => {
+test('--wait spin: the simulator busy-polls for each answer as lightningd does (its CPU runs while it waits); the node ends the same, and a plugin killed mid-hook is seen', async () => {
   const dir = tempDir('sim-spin');
   const networkDir = path.join(dir, 'regtest');
   const traces = NODE3_CHAIN.slice(0, 2);
@@ -206,7 +217,15 @@ process.stdin.on('end', () => process.exit(0));
     const d = path.join(dir, wait);
     fs.mkdirSync(d);
     const cpu0 = process.cpuUsage();
-    const sim = new SimulatedLightningd({ networkDir: d, network: 'regtest', entries: node6, plugin: pluginCommandFor(slow), crashMode: 'simulate', pluginStderr: 'collect', wait });
+    const sim = new SimulatedLightningd({
+      networkDir: d,
+      network: 'regtest',
+      entries: node6,
+      plugin: pluginCommandFor(slow),
+      crashMode: 'simulate',
+      pluginStderr: 'collect',
+      wait,
+    });
     const outcome = await sim.run();
     const cpu = process.cpuUsage(cpu0);
     assert.equal(outcome.kind, 'done');
@@ -216,7 +235,9 @@ process.stdin.on('end', () => process.exit(0));
   const spun = await lifetime('spin');
   const idle = await lifetime('idle');
   assert.ok(spun.hookMs > 600 && idle.hookMs > 600, `hooks took ${spun.hookMs} and ${idle.hookMs} ms`);
-  console.log(`# wait spin: ${spun.cpuMs.toFixed(0)} ms of CPU over ${spun.hookMs.toFixed(0)} ms of hooks; idle: ${idle.cpuMs.toFixed(0)} ms over ${idle.hookMs.toFixed(0)} ms`);
+  console.log(
+    `# wait spin: ${spun.cpuMs.toFixed(0)} ms of CPU over ${spun.hookMs.toFixed(0)} ms of hooks; idle: ${idle.cpuMs.toFixed(0)} ms over ${idle.hookMs.toFixed(0)} ms`,
+  );
   // (Bounds with room for a loaded machine, where the spinning thread is preempted.)
   assert.ok(spun.cpuMs >= 0.5 * spun.hookMs, `spin: ${spun.cpuMs.toFixed(0)} ms of CPU over ${spun.hookMs.toFixed(0)} ms of waiting`);
   assert.ok(idle.cpuMs <= 0.25 * idle.hookMs, `idle: ${idle.cpuMs.toFixed(0)} ms of CPU over ${idle.hookMs.toFixed(0)} ms of waiting`);
@@ -261,7 +282,11 @@ process.stdin.on('end', () => setTimeout(() => process.exit(0), 200));
   const dsn = 'postgres://lightningd@127.0.0.1:5432/lightningd';
   const result = await runSimulatorUntilDone({ lightningDir: dir, traces: [tracePath('cln-v26.06-node6.jsonl.gz')], plugin, walletDsn: dsn, lingerMs: 300 });
   assert.equal(result.dataVersion, 63);
-  const lines = fs.readFileSync(path.join(dir, 'regtest', 'rpc.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, { result?: Record<string, unknown>; error?: { code: number; message: string } } | boolean>);
+  const lines = fs
+    .readFileSync(path.join(dir, 'regtest', 'rpc.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, { result?: Record<string, unknown>; error?: { code: number; message: string } } | boolean>);
   const atInit = lines.find((l) => 'listconfigs' in l) as Record<string, { result?: Record<string, unknown>; error?: { code: number; message: string } }>;
   const configs = atInit.listconfigs.result?.configs as Record<string, { value_str?: string }>;
   assert.equal(configs.wallet.value_str, dsn);
@@ -269,8 +294,14 @@ process.stdin.on('end', () => setTimeout(() => process.exit(0), 200));
   assert.equal(configs['rpc-file'].value_str, 'lightning-rpc');
   assert.equal(atInit.getinfo.result?.version, 'v26.06.6');
   assert.deepEqual(atInit.unknown.error, { code: -32601, message: "Unknown command 'no-such-command'" });
-  assert.deepEqual(lines.find((l) => 'answeredWhileHookPending' in l), { answeredWhileHookPending: false });
-  assert.deepEqual(lines.find((l) => 'inHookAnsweredAfterReply' in l), { inHookAnsweredAfterReply: true });
+  assert.deepEqual(
+    lines.find((l) => 'answeredWhileHookPending' in l),
+    { answeredWhileHookPending: false },
+  );
+  assert.deepEqual(
+    lines.find((l) => 'inHookAnsweredAfterReply' in l),
+    { inHookAnsweredAfterReply: true },
+  );
   assert.ok(!fs.existsSync(path.join(dir, 'regtest', 'lightning-rpc')), 'the socket is removed at the end');
 });
 
@@ -316,7 +347,11 @@ test('in-process lifetimes: protocol shape, pre-init counts, and aborts on every
   const plugin = pluginCommandFor(writeRecorderPlugin(dir));
   const entries = loadChain(NODE3_CHAIN.slice(0, 2));
   const record = (): Record<string, unknown>[] =>
-    fs.readFileSync(path.join(networkDir, 'record.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    fs
+      .readFileSync(path.join(networkDir, 'record.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
   const lifetime = async (mode: string, at: number, extra: Partial<SimulatorOptions> = {}) => {
     fs.writeFileSync(path.join(networkDir, 'mode.json'), JSON.stringify({ mode, at }));
     fs.rmSync(path.join(networkDir, 'record.jsonl'), { force: true });
@@ -368,7 +403,9 @@ test('in-process lifetimes: protocol shape, pre-init counts, and aborts on every
     assert.equal(outcome.dataVersion, at);
     assert.equal(versionOf(networkDir), at - 1, mode);
     // A restart: 4 db_write calls before init.
-    const seq = record().slice(1).map((r) => r.method);
+    const seq = record()
+      .slice(1)
+      .map((r) => r.method);
     assert.deepEqual(seq.slice(0, 6), ['getmanifest', 'db_write', 'db_write', 'db_write', 'db_write', 'init'], mode);
   }
 

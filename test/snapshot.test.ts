@@ -17,7 +17,10 @@ const calls = callsOf(readTraceFile(tracePath('cln-v26.06-node6.jsonl.gz')));
 test('a locked database: unprotected call, snapshot at the next call, lock never kept', () => {
   const node = makeNode('snaplock');
   // The node runs 30 calls without the plugin: the vault (version 0) is now behind.
-  const db = plainReplay(calls.slice(0, 30).map((c) => c.writes), node.dbPath);
+  const db = plainReplay(
+    calls.slice(0, 30).map((c) => c.writes),
+    node.dbPath,
+  );
   const { keys } = node;
   const journal = Journal.open(node.vault, keys, node.dbPath);
   try {

@@ -35,7 +35,10 @@ const ACKED_AFTER = 15;
 
 function calls(): CallEntry[] {
   const all = node3Calls().slice(0, COMMITTED + ACKED_AFTER + 1);
-  assert.ok(all.every((c) => !c.superseded), 'the calls used here all committed');
+  assert.ok(
+    all.every((c) => !c.superseded),
+    'the calls used here all committed',
+  );
   assert.ok(all[COMMITTED].bumps, 'the call cut in flight is a transaction');
   return all;
 }
@@ -98,12 +101,18 @@ for (const headerless of [true, false]) {
     const r = restoreDatabase({ vaultDir: node.vault, keys: node.keys, to, repair: await repairVaultInMemory(node.vault), onNotice: (m) => notices.push(m) });
     assert.equal(r.version, state.version, `restore reached ${r.version}, the node had committed ${state.version}`);
     assert.equal(dumpFile(to), referenceDump(COMMITTED + ACKED_AFTER), 'the restored database is the committed one');
-    assert.ok(notices.some((n) => /stale mirror/.test(n)), `restore says the mirror is stale: ${notices.join(' | ')}`);
+    assert.ok(
+      notices.some((n) => /stale mirror/.test(n)),
+      `restore says the mirror is stale: ${notices.join(' | ')}`,
+    );
 
     // verify passes and reports the stale mirror.
     const v = verifyVault(node.vault, node.keys, undefined, await repairVaultInMemory(node.vault));
     assert.equal(v.ok, true, `verify: ${JSON.stringify(v.firstBadRecord)}`);
-    assert.ok(v.notices.some((n) => /stale mirror/.test(n)), `verify reports the stale mirror: ${v.notices.join(' | ')}`);
+    assert.ok(
+      v.notices.some((n) => /stale mirror/.test(n)),
+      `verify reports the stale mirror: ${v.notices.join(' | ')}`,
+    );
     assert.ok(fs.readFileSync(state.segment).equals(state.acked), 'restore and verify change nothing on disk');
 
     // The plugin's open keeps the acknowledged records (and writes the mirror again), and the node goes on.
@@ -147,7 +156,10 @@ test('a mirror with frames past its segment is replaced by rename (durable befor
   assert.notEqual(after.ino, before, 'the mirror was written to a temp file, fsynced and renamed over the old one');
   const check = checkWithMirror(fs.readFileSync(segment), fs.readFileSync(segment + '.mirror'), ownerOf(segment), maxSegmentBytes());
   assert.equal(check.mirrorDamaged, false, check.problems.join('; '));
-  assert.ok(notices.some((n) => /torn record/.test(n)), notices.join(' | '));
+  assert.ok(
+    notices.some((n) => /torn record/.test(n)),
+    notices.join(' | '),
+  );
 });
 
 test('a new mirror over a left-over file of the same name (its segment lost in a crash) holds only its header', () => {

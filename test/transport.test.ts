@@ -22,9 +22,7 @@ const RESPONDER_STATIC_PUB = hex('028d7500dd4c12685d1f568b4c2b5048e8534b873319f3
 const RESPONDER_EPHEMERAL = hex('2222222222222222222222222222222222222222222222222222222222222222');
 const ACT_ONE = hex('00036360e856310ce5d294e8be33fc807077dc56ac80d95d9cd4ddbd21325eff73f70df6086551151f58b8afe6c195782c6a');
 const ACT_TWO = hex('0002466d7fcae563e5cb09a0d1870bb580344804617879a14949cf22285f1bae3f276e2470b93aac583c9ef6eafca3f730ae');
-const ACT_THREE = hex(
-  '00b9e3a702e93e3a9948c2ed6e5fd7590a6e1c3a0344cfc9d5b57357049aa22355361aa02e55a8fc28fef5bd6d71ad0c38228dc68b1c466263b47fdf31e560e139ba',
-);
+const ACT_THREE = hex('00b9e3a702e93e3a9948c2ed6e5fd7590a6e1c3a0344cfc9d5b57357049aa22355361aa02e55a8fc28fef5bd6d71ad0c38228dc68b1c466263b47fdf31e560e139ba');
 const CK = hex('919219dbb2920afa8db80f9a51787a840bcf111ed8d588caf9ab4be716e42b01');
 const SK = hex('969ab31b4d288cedf6218839b27a3e2140827047f2c0f01bf5c04435d43511a9');
 const RK = hex('bb9020b8965f4df047e07f955f3c4b88418984aadc5cdb35096b9ea8fa5c3442');
@@ -62,14 +60,25 @@ test('BOLT #8 initiator: successful handshake', () => {
 
 for (const [name, actTwo, error] of [
   ['act2 short read', ACT_TWO.subarray(0, 49), /act two: expected 50 bytes, got 49/],
-  ['act2 bad version', hex('0102466d7fcae563e5cb09a0d1870bb580344804617879a14949cf22285f1bae3f276e2470b93aac583c9ef6eafca3f730ae'), /act two: unknown handshake version 1/],
-  ['act2 bad key serialization', hex('0004466d7fcae563e5cb09a0d1870bb580344804617879a14949cf22285f1bae3f276e2470b93aac583c9ef6eafca3f730ae'), /act two: the ephemeral key is not a valid public key/],
+  [
+    'act2 bad version',
+    hex('0102466d7fcae563e5cb09a0d1870bb580344804617879a14949cf22285f1bae3f276e2470b93aac583c9ef6eafca3f730ae'),
+    /act two: unknown handshake version 1/,
+  ],
+  [
+    'act2 bad key serialization',
+    hex('0004466d7fcae563e5cb09a0d1870bb580344804617879a14949cf22285f1bae3f276e2470b93aac583c9ef6eafca3f730ae'),
+    /act two: the ephemeral key is not a valid public key/,
+  ],
   ['act2 bad MAC', hex('0002466d7fcae563e5cb09a0d1870bb580344804617879a14949cf22285f1bae3f276e2470b93aac583c9ef6eafca3f730af'), /act two: bad MAC/],
 ] as const) {
   test(`BOLT #8 initiator: ${name}`, () => {
     const initiator = vectorInitiator();
     assert.deepEqual(initiator.actOne(), ACT_ONE);
-    assert.throws(() => initiator.actTwo(actTwo), (e: unknown) => e instanceof HandshakeError && error.test(e.message));
+    assert.throws(
+      () => initiator.actTwo(actTwo),
+      (e: unknown) => e instanceof HandshakeError && error.test(e.message),
+    );
   });
 }
 
@@ -85,26 +94,56 @@ test('BOLT #8 responder: successful handshake', () => {
 
 for (const [name, actOne, error] of [
   ['act1 short read', ACT_ONE.subarray(0, 49), /act one: expected 50 bytes, got 49/],
-  ['act1 bad version', hex('01036360e856310ce5d294e8be33fc807077dc56ac80d95d9cd4ddbd21325eff73f70df6086551151f58b8afe6c195782c6a'), /act one: unknown handshake version 1/],
-  ['act1 bad key serialization', hex('00046360e856310ce5d294e8be33fc807077dc56ac80d95d9cd4ddbd21325eff73f70df6086551151f58b8afe6c195782c6a'), /act one: the ephemeral key is not a valid public key/],
+  [
+    'act1 bad version',
+    hex('01036360e856310ce5d294e8be33fc807077dc56ac80d95d9cd4ddbd21325eff73f70df6086551151f58b8afe6c195782c6a'),
+    /act one: unknown handshake version 1/,
+  ],
+  [
+    'act1 bad key serialization',
+    hex('00046360e856310ce5d294e8be33fc807077dc56ac80d95d9cd4ddbd21325eff73f70df6086551151f58b8afe6c195782c6a'),
+    /act one: the ephemeral key is not a valid public key/,
+  ],
   ['act1 bad MAC', hex('00036360e856310ce5d294e8be33fc807077dc56ac80d95d9cd4ddbd21325eff73f70df6086551151f58b8afe6c195782c6b'), /act one: bad MAC/],
 ] as const) {
   test(`BOLT #8 responder: ${name}`, () => {
-    assert.throws(() => vectorResponder().actOne(actOne), (e: unknown) => e instanceof HandshakeError && error.test(e.message));
+    assert.throws(
+      () => vectorResponder().actOne(actOne),
+      (e: unknown) => e instanceof HandshakeError && error.test(e.message),
+    );
   });
 }
 
 for (const [name, actThree, error] of [
-  ['act3 bad version', hex('01b9e3a702e93e3a9948c2ed6e5fd7590a6e1c3a0344cfc9d5b57357049aa22355361aa02e55a8fc28fef5bd6d71ad0c38228dc68b1c466263b47fdf31e560e139ba'), /act three: unknown handshake version 1/],
+  [
+    'act3 bad version',
+    hex('01b9e3a702e93e3a9948c2ed6e5fd7590a6e1c3a0344cfc9d5b57357049aa22355361aa02e55a8fc28fef5bd6d71ad0c38228dc68b1c466263b47fdf31e560e139ba'),
+    /act three: unknown handshake version 1/,
+  ],
   ['act3 short read', ACT_THREE.subarray(0, 65), /act three: expected 66 bytes, got 65/],
-  ['act3 bad MAC for ciphertext', hex('00c9e3a702e93e3a9948c2ed6e5fd7590a6e1c3a0344cfc9d5b57357049aa22355361aa02e55a8fc28fef5bd6d71ad0c38228dc68b1c466263b47fdf31e560e139ba'), /act three: bad MAC on the initiator's key/],
-  ['act3 bad rs', hex('00bfe3a702e93e3a9948c2ed6e5fd7590a6e1c3a0344cfc9d5b57357049aa2235536ad09a8ee351870c2bb7f78b754a26c6cef79a98d25139c856d7efd252c2ae73c'), /act three: the initiator's key is not a valid public key/],
-  ['act3 bad MAC', hex('00b9e3a702e93e3a9948c2ed6e5fd7590a6e1c3a0344cfc9d5b57357049aa22355361aa02e55a8fc28fef5bd6d71ad0c38228dc68b1c466263b47fdf31e560e139bb'), /act three: bad MAC$/],
+  [
+    'act3 bad MAC for ciphertext',
+    hex('00c9e3a702e93e3a9948c2ed6e5fd7590a6e1c3a0344cfc9d5b57357049aa22355361aa02e55a8fc28fef5bd6d71ad0c38228dc68b1c466263b47fdf31e560e139ba'),
+    /act three: bad MAC on the initiator's key/,
+  ],
+  [
+    'act3 bad rs',
+    hex('00bfe3a702e93e3a9948c2ed6e5fd7590a6e1c3a0344cfc9d5b57357049aa2235536ad09a8ee351870c2bb7f78b754a26c6cef79a98d25139c856d7efd252c2ae73c'),
+    /act three: the initiator's key is not a valid public key/,
+  ],
+  [
+    'act3 bad MAC',
+    hex('00b9e3a702e93e3a9948c2ed6e5fd7590a6e1c3a0344cfc9d5b57357049aa22355361aa02e55a8fc28fef5bd6d71ad0c38228dc68b1c466263b47fdf31e560e139bb'),
+    /act three: bad MAC$/,
+  ],
 ] as const) {
   test(`BOLT #8 responder: ${name}`, () => {
     const responder = vectorResponder();
     assert.deepEqual(responder.actOne(ACT_ONE), ACT_TWO);
-    assert.throws(() => responder.actThree(actThree), (e: unknown) => e instanceof HandshakeError && error.test(e.message));
+    assert.throws(
+      () => responder.actThree(actThree),
+      (e: unknown) => e instanceof HandshakeError && error.test(e.message),
+    );
   });
 }
 
@@ -232,8 +271,14 @@ test('TCP: 2000 small messages arrive in order, both ways', async () => {
       p.client.send(Buffer.from(`c${i}`));
       p.server.send(Buffer.from(`s${i}`));
     }
-    assert.deepEqual((await atServer).map(String), Array.from({ length: count }, (_, i) => `c${i}`));
-    assert.deepEqual((await atClient).map(String), Array.from({ length: count }, (_, i) => `s${i}`));
+    assert.deepEqual(
+      (await atServer).map(String),
+      Array.from({ length: count }, (_, i) => `c${i}`),
+    );
+    assert.deepEqual(
+      (await atClient).map(String),
+      Array.from({ length: count }, (_, i) => `s${i}`),
+    );
   } finally {
     p.dispose();
   }

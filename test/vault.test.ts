@@ -11,16 +11,7 @@ import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_pr
 import { once } from 'node:events';
 import { xchacha20poly1305 } from '@noble/ciphers/chacha';
 import { open, seal, KEY_BYTES, NONCE_BYTES, TAG_BYTES } from '../src/vault/aead.js';
-import {
-  BODY_PREFIX_BYTES,
-  decodeBody,
-  decodeHeader,
-  encodeHeader,
-  FormatError,
-  HEADER_BYTES,
-  MAX_SEALED_BYTES,
-  RecordType,
-} from '../src/vault/format.js';
+import { BODY_PREFIX_BYTES, decodeBody, decodeHeader, encodeHeader, FormatError, HEADER_BYTES, MAX_SEALED_BYTES, RecordType } from '../src/vault/format.js';
 import {
   decodeSnapshotBegin,
   decodeSnapshotChunk,
@@ -114,7 +105,10 @@ function header(sealedLength = 100, seq = 7n): Buffer {
 }
 
 function refuses(h: Buffer, pattern: RegExp): void {
-  assert.throws(() => decodeHeader(h), (err: unknown) => err instanceof FormatError && pattern.test(err.message));
+  assert.throws(
+    () => decodeHeader(h),
+    (err: unknown) => err instanceof FormatError && pattern.test(err.message),
+  );
 }
 
 test('decodeHeader: round trip, and refusal of bad magic, version, reserved bytes, lengths and seq 0', () => {
@@ -175,7 +169,11 @@ test('decodeBody: refuses a short body and unknown record types with FormatError
   for (const t of [0, 8, 9, 127, 255]) {
     const p = Buffer.alloc(BODY_PREFIX_BYTES);
     p[0] = t;
-    assert.throws(() => decodeBody(p), (e: unknown) => e instanceof FormatError && /unknown record type/.test(e.message), `type ${t}`);
+    assert.throws(
+      () => decodeBody(p),
+      (e: unknown) => e instanceof FormatError && /unknown record type/.test(e.message),
+      `type ${t}`,
+    );
   }
   const p = Buffer.alloc(BODY_PREFIX_BYTES + 3);
   p[0] = RecordType.SnapshotEnd;
@@ -201,7 +199,10 @@ test('payloads: round trips and precise refusals (counts and lengths beyond the 
 
   const enc = encodeWrites(['abc', 'de']);
   const bad = (b: Buffer, pattern: RegExp): void => {
-    assert.throws(() => decodeWrites(b), (e: unknown) => e instanceof FormatError && pattern.test(e.message));
+    assert.throws(
+      () => decodeWrites(b),
+      (e: unknown) => e instanceof FormatError && pattern.test(e.message),
+    );
   };
   bad(Buffer.alloc(0), /truncated/);
   bad(Buffer.alloc(3), /truncated/);
@@ -227,7 +228,10 @@ test('payloads: round trips and precise refusals (counts and lengths beyond the 
   assert.throws(() => decodeSnapshotBegin(Buffer.alloc(17)), FormatError);
   const huge = Buffer.alloc(16);
   huge.writeBigUInt64BE(2n ** 63n, 0);
-  assert.throws(() => decodeSnapshotBegin(huge), (e: unknown) => e instanceof FormatError && /database size/.test(e.message));
+  assert.throws(
+    () => decodeSnapshotBegin(huge),
+    (e: unknown) => e instanceof FormatError && /database size/.test(e.message),
+  );
 
   const chunk = decodeSnapshotChunk(encodeSnapshotChunk(1 << 20, Buffer.from('hello')));
   assert.equal(chunk.offset, 1 << 20);
@@ -236,7 +240,10 @@ test('payloads: round trips and precise refusals (counts and lengths beyond the 
   assert.throws(() => decodeSnapshotChunk(Buffer.alloc(7)), FormatError);
   const farChunk = Buffer.alloc(9);
   farChunk.writeBigUInt64BE(0xffffffffffffffffn, 0);
-  assert.throws(() => decodeSnapshotChunk(farChunk), (e: unknown) => e instanceof FormatError && /chunk offset/.test(e.message));
+  assert.throws(
+    () => decodeSnapshotChunk(farChunk),
+    (e: unknown) => e instanceof FormatError && /chunk offset/.test(e.message),
+  );
 
   const end = { dbBytes: 42, sha256: crypto.randomBytes(32) };
   const endBack = decodeSnapshotEnd(encodeSnapshotEnd(end));
@@ -396,8 +403,14 @@ test('writer: records survive close and reopen; the chain continues; the reader 
   w.close();
   const { records, reader } = readAll(v);
   assert.equal(reader.tornTail, null);
-  assert.deepEqual(records.map((r) => r.seq), [1n, 2n, 3n, 4n, 5n, 6n, 7n]);
-  assert.deepEqual(records.map((r) => r.body.dataVersion), [1, 2, 3, 4, 5, 6, 7]);
+  assert.deepEqual(
+    records.map((r) => r.seq),
+    [1n, 2n, 3n, 4n, 5n, 6n, 7n],
+  );
+  assert.deepEqual(
+    records.map((r) => r.body.dataVersion),
+    [1, 2, 3, 4, 5, 6, 7],
+  );
   const all = [...first, ...more];
   for (let i = 0; i < all.length; i++) {
     assert.ok(records[i].hash.equals(all[i].hash));
@@ -428,7 +441,11 @@ test('writer: a torn tail (half a record, a cut header, zeros, all but one byte)
     fs.appendFileSync(seg, torn);
 
     const before = readAll(v);
-    assert.deepEqual(before.records.map((r) => r.seq), [1n, 2n, 3n], what);
+    assert.deepEqual(
+      before.records.map((r) => r.seq),
+      [1n, 2n, 3n],
+      what,
+    );
     assert.deepEqual(before.reader.tornTail, { segment: path.basename(seg), offset: goodSize, bytes: torn.length }, what);
 
     const notices: string[] = [];
@@ -442,7 +459,11 @@ test('writer: a torn tail (half a record, a cut header, zeros, all but one byte)
     w.close();
     const { records, reader } = readAll(v);
     assert.equal(reader.tornTail, null, what);
-    assert.deepEqual(records.map((r) => r.seq), [1n, 2n, 3n, 4n], what);
+    assert.deepEqual(
+      records.map((r) => r.seq),
+      [1n, 2n, 3n, 4n],
+      what,
+    );
     assert.ok(records[3].hash.equals(next.hash), what);
   }
 });
@@ -451,7 +472,10 @@ test('writer: a new segment holding only a torn record, or an empty one, is repa
   const v = rawVault('torn-seg', 4096);
   appendRecords(v, 4, 1, 2000); // 4 records of ~2 KiB: two full segments
   const segsBefore = listSegments(v.dir);
-  assert.deepEqual(segsBefore.map((s) => s.firstSeq), [1n, 3n]);
+  assert.deepEqual(
+    segsBefore.map((s) => s.firstSeq),
+    [1n, 3n],
+  );
   // The writer rotated to a new segment for seq 5 and died while writing it.
   const w0 = VaultWriter.open(v.dir, v.keys);
   const rec5 = makeRecord(sealerFor(v, w0), 5, 2000);
@@ -465,8 +489,14 @@ test('writer: a new segment holding only a torn record, or an empty one, is repa
   assert.equal(w.tail.lastSeq, 4n);
   w.append(makeRecord(sealerFor(v, w), 5, 2000));
   w.close();
-  assert.deepEqual(readAll(v).records.map((r) => r.seq), [1n, 2n, 3n, 4n, 5n]);
-  assert.deepEqual(listSegments(v.dir).map((s) => s.firstSeq), [1n, 3n, 5n]);
+  assert.deepEqual(
+    readAll(v).records.map((r) => r.seq),
+    [1n, 2n, 3n, 4n, 5n],
+  );
+  assert.deepEqual(
+    listSegments(v.dir).map((s) => s.firstSeq),
+    [1n, 3n, 5n],
+  );
 
   // An empty segment file (created, nothing written) is removed.
   const empty = path.join(segmentsDir(v.dir), segmentName(1, 6n));
@@ -480,7 +510,10 @@ test('writer: a new segment holding only a torn record, or an empty one, is repa
   const last = lastSegmentPath(v.dir);
   const size = fs.statSync(last).size;
   fs.appendFileSync(last, Buffer.concat([Buffer.from('garbage!'), crypto.randomBytes(100)]));
-  assert.throws(() => VaultWriter.open(v.dir, v.keys), (e: unknown) => e instanceof CorruptRecordError && /record 6 .*bad magic/.test(e.message));
+  assert.throws(
+    () => VaultWriter.open(v.dir, v.keys),
+    (e: unknown) => e instanceof CorruptRecordError && /record 6 .*bad magic/.test(e.message),
+  );
   assert.equal(fs.statSync(last).size, size + 108);
   assert.ok(!fs.existsSync(path.join(v.dir, LOCK_FILE)), 'a failed open releases the lock');
 });
@@ -506,7 +539,10 @@ test('reader: a header claiming the largest record, or a segment larger than any
   );
   // A (sparse) segment larger than segmentBytes + the largest record is refused before reading.
   fs.truncateSync(segs[0].path, 4096 + HEADER_BYTES + MAX_SEALED_BYTES + 1);
-  assert.throws(() => readAll(v), (e: unknown) => e instanceof CorruptRecordError && /larger than any writer makes/.test(e.reason));
+  assert.throws(
+    () => readAll(v),
+    (e: unknown) => e instanceof CorruptRecordError && /larger than any writer makes/.test(e.reason),
+  );
 });
 
 // Lock: real child processes.
@@ -595,23 +631,20 @@ test('lock: a child process cannot open a vault this process writes; a half-writ
   }
 });
 
-test(
-  'lock: a second writer in the same process is refused',
-  () => {
-    const v = rawVault('lock3');
-    appendRecords(v, 1, 1);
-    const a = VaultWriter.open(v.dir, v.keys);
-    let b: VaultWriter | null = null;
-    try {
-      assert.throws(() => {
-        b = VaultWriter.open(v.dir, v.keys);
-      }, VaultError);
-    } finally {
-      (b as VaultWriter | null)?.close();
-      a.close();
-    }
-  },
-);
+test('lock: a second writer in the same process is refused', () => {
+  const v = rawVault('lock3');
+  appendRecords(v, 1, 1);
+  const a = VaultWriter.open(v.dir, v.keys);
+  let b: VaultWriter | null = null;
+  try {
+    assert.throws(() => {
+      b = VaultWriter.open(v.dir, v.keys);
+    }, VaultError);
+  } finally {
+    (b as VaultWriter | null)?.close();
+    a.close();
+  }
+});
 
 // Segment rotation through the whole stack.
 

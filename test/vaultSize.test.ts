@@ -61,47 +61,57 @@ function restoreEqualsNode(node: VaultNode, version: number): void {
   assert.equal(v.ok, true, JSON.stringify(v.firstBadRecord));
 }
 
-test(`vault size with the default retention: node1, then ${VOLUME}x its write volume; records + packs stay within ${BOUND}x the database`, { timeout: 15 * 60_000 }, async (t) => {
-  const log = (line: string): void => {
-    console.log(`[vault size] ${line}`);
-    t.diagnostic(line);
-  };
-  const node = makeNode('vault-size');
-  const started = Date.now();
-  const run = await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: [NODE1], plugin: PLUGIN_PATH, progressEvery: 100_000 });
-  assert.equal(run.dataVersion, NODE1_LAST);
-  const status = compactionStatus(node);
-  log(`node1 through the plugin in ${((Date.now() - started) / 1000).toFixed(1)} s: ${status?.compactions} compactions, generations kept ${listGenerations(node.vault).map((g) => g.generation).join(',')}`);
-  assert.ok((status?.compactions ?? 0) > 0, 'the default retention compacted node1');
-  restoreEqualsNode(node, NODE1_LAST);
-  const after1 = measure(node, 'after node1', log);
-  assert.ok(after1.ratio <= BOUND, `after node1 the vault's records and packs are ${after1.ratio.toFixed(2)}x the database`);
+test(
+  `vault size with the default retention: node1, then ${VOLUME}x its write volume; records + packs stay within ${BOUND}x the database`,
+  { timeout: 15 * 60_000 },
+  async (t) => {
+    const log = (line: string): void => {
+      console.log(`[vault size] ${line}`);
+      t.diagnostic(line);
+    };
+    const node = makeNode('vault-size');
+    const started = Date.now();
+    const run = await runSimulatorUntilDone({ lightningDir: node.lightningDir, traces: [NODE1], plugin: PLUGIN_PATH, progressEvery: 100_000 });
+    assert.equal(run.dataVersion, NODE1_LAST);
+    const status = compactionStatus(node);
+    log(
+      `node1 through the plugin in ${((Date.now() - started) / 1000).toFixed(1)} s: ${status?.compactions} compactions, generations kept ${listGenerations(
+        node.vault,
+      )
+        .map((g) => g.generation)
+        .join(',')}`,
+    );
+    assert.ok((status?.compactions ?? 0) > 0, 'the default retention compacted node1');
+    restoreEqualsNode(node, NODE1_LAST);
+    const after1 = measure(node, 'after node1', log);
+    assert.ok(after1.ratio <= BOUND, `after node1 the vault's records and packs are ${after1.ratio.toFixed(2)}x the database`);
 
-  // node1's volume: the SQL of every call of the trace.
-  const calls = callsOf(loadChain([NODE1]));
-  const node1Bytes = calls.reduce((n, c) => n + c.writes.reduce((m, sql) => m + Buffer.byteLength(sql), 0), 0);
-  const steady = calls.filter((c) => c.dataVersion > STEADY_FROM).map((c) => c.writes);
-  const target = Math.max(0, VOLUME - 1) * node1Bytes;
-  const more = await continueNode({
-    vaultDir: node.vault,
-    keys: node.keys,
-    dbPath: node.dbPath,
-    retention: DEFAULT_RETENTION,
-    calls: steady,
-    targetBytes: target,
-    log: (level, m) => {
-      if (level !== 'debug') log(`journal ${level}: ${m}`);
-    },
-  });
-  log(
-    `continued: ${more.calls} calls (${more.skipped} skipped: no longer applicable), ${(more.sqlBytes / 1e6).toFixed(1)} MB of SQL in ${more.passes} passes, ` +
-      `versions ${more.fromVersion}..${more.toVersion}, ${more.compactions} compactions, ${(more.ms / 1000).toFixed(1)} s; ` +
-      `total volume ${((node1Bytes + more.sqlBytes) / node1Bytes).toFixed(1)}x node1's ${(node1Bytes / 1e6).toFixed(1)} MB`,
-  );
-  assert.ok(node1Bytes + more.sqlBytes >= VOLUME * node1Bytes, 'the whole volume was written');
-  assert.ok(more.compactions > 0, 'the continuation compacted');
-  restoreEqualsNode(node, more.toVersion);
-  assert.equal(listGenerations(node.vault).length, 1, 'the default retention keeps one generation');
-  const after = measure(node, `after ${VOLUME}x node1's volume`, log);
-  assert.ok(after.ratio <= BOUND, `after ${VOLUME}x node1's volume the vault's records and packs are ${after.ratio.toFixed(2)}x the database`);
-});
+    // node1's volume: the SQL of every call of the trace.
+    const calls = callsOf(loadChain([NODE1]));
+    const node1Bytes = calls.reduce((n, c) => n + c.writes.reduce((m, sql) => m + Buffer.byteLength(sql), 0), 0);
+    const steady = calls.filter((c) => c.dataVersion > STEADY_FROM).map((c) => c.writes);
+    const target = Math.max(0, VOLUME - 1) * node1Bytes;
+    const more = await continueNode({
+      vaultDir: node.vault,
+      keys: node.keys,
+      dbPath: node.dbPath,
+      retention: DEFAULT_RETENTION,
+      calls: steady,
+      targetBytes: target,
+      log: (level, m) => {
+        if (level !== 'debug') log(`journal ${level}: ${m}`);
+      },
+    });
+    log(
+      `continued: ${more.calls} calls (${more.skipped} skipped: no longer applicable), ${(more.sqlBytes / 1e6).toFixed(1)} MB of SQL in ${more.passes} passes, ` +
+        `versions ${more.fromVersion}..${more.toVersion}, ${more.compactions} compactions, ${(more.ms / 1000).toFixed(1)} s; ` +
+        `total volume ${((node1Bytes + more.sqlBytes) / node1Bytes).toFixed(1)}x node1's ${(node1Bytes / 1e6).toFixed(1)} MB`,
+    );
+    assert.ok(node1Bytes + more.sqlBytes >= VOLUME * node1Bytes, 'the whole volume was written');
+    assert.ok(more.compactions > 0, 'the continuation compacted');
+    restoreEqualsNode(node, more.toVersion);
+    assert.equal(listGenerations(node.vault).length, 1, 'the default retention keeps one generation');
+    const after = measure(node, `after ${VOLUME}x node1's volume`, log);
+    assert.ok(after.ratio <= BOUND, `after ${VOLUME}x node1's volume the vault's records and packs are ${after.ratio.toFixed(2)}x the database`);
+  },
+);

@@ -82,7 +82,9 @@ async function demoWithServer(o: { json?: boolean }, c: DemoContext): Promise<nu
   await pushVault({ vaultDir: vault, url: serverUrl, keys });
   prepared.commit();
   const init = prepared.result;
-  say(`1. init: node ${init.nodeId}, vault ${vault} and the server, generation ${init.generation} at version ${init.dataVersion}; policy all: every transaction durable in both before lightningd commits`);
+  say(
+    `1. init: node ${init.nodeId}, vault ${vault} and the server, generation ${init.generation} at version ${init.dataVersion}; policy all: every transaction durable in both before lightningd commits`,
+  );
 
   const calls = readTraceFile(trace).filter((e) => e.kind === 'call').length;
   const crashEntry = Math.floor(calls / 2);
@@ -108,7 +110,9 @@ async function demoWithServer(o: { json?: boolean }, c: DemoContext): Promise<nu
   const restored = path.join(dir, 'restored.sqlite3');
   const restore = restoreDatabase({ vaultDir: vault, keys, to: restored, force: true });
   const identical = sameDatabaseFiles(path.join(networkDir, 'lightningd.sqlite3'), restored);
-  say(`4. restore: version ${restore.version}${restore.inFlight ? ' (in flight)' : ''}, ${formatBytes(restore.dbBytes)}; identical to the node's database: ${identical ? 'yes' : 'NO'}`);
+  say(
+    `4. restore: version ${restore.version}${restore.inFlight ? ' (in flight)' : ''}, ${formatBytes(restore.dbBytes)}; identical to the node's database: ${identical ? 'yes' : 'NO'}`,
+  );
 
   // The machine is lost: restore from the server alone.
   const fromServer = path.join(dir, 'restored-from-server.sqlite3');
@@ -136,7 +140,7 @@ async function demoWithServer(o: { json?: boolean }, c: DemoContext): Promise<nu
     seconds: (Date.now() - started) / 1000,
   };
   emit(o, summary, () => [
-    summary.ok ? 'demo ok: the restored database is exactly the node\'s' : 'demo FAILED',
+    summary.ok ? "demo ok: the restored database is exactly the node's" : 'demo FAILED',
     `  ${calls} calls, crash + restart, node at ${run.dataVersion}, restored ${restore.version}, vault ${formatBytes(vaultBytes)} (records and page packs) for a ${formatBytes(restore.dbBytes)} database, ${summary.seconds.toFixed(1)} s`,
     `  files are in ${dir}`,
   ]);

@@ -60,7 +60,7 @@ export function checkDestinations(d: DestinationSettings): void {
   const spec = parsePolicy(d.policy);
   const count = (d.localVault === 'durable' ? 1 : 0) + d.remotes.length + d.replicas.length;
   if (d.localVault === 'cache' && d.remotes.length === 0) {
-    throw new UsageError("--local-vault cache needs at least one --remote: with no server, the local vault is the backup");
+    throw new UsageError('--local-vault cache needs at least one --remote: with no server, the local vault is the backup');
   }
   if (spec.kind === 'quorum' && spec.k > count) {
     throw new UsageError(`policy quorum=${spec.k} needs ${spec.k} destinations, but ${count} are configured`);
@@ -94,20 +94,29 @@ export function registerDestinationCommands(program: Command): void {
     .command('destination')
     .description("a node's destinations besides its local vault (lnbackup servers, live replicas) and its durability policy");
 
-  node(dest.command('list').description('show the destinations, the policy and (if the plugin runs) their live state'))
-    .action((o: NodeFlags) =>
-      run(o, () => {
-        const { networkDir, config } = locate(o);
-        const statusPath = path.join(networkDir, STATUS_FILE);
-        const live = fs.existsSync(statusPath) ? (JSON.parse(fs.readFileSync(statusPath, 'utf8')) as { updatedAt?: string; destinations?: { name: string; state: string; durableSeq: string; lagRecords: number; lastError: string | null }[] }) : null;
-        emit(o, { ok: true, ...describe(config), live }, () => [
-          ...describeLines(config),
-          ...(live?.destinations
-            ? [`live state (${statusPath}, ${live.updatedAt ?? '?'}):`, ...live.destinations.map((s) => `  ${s.name}: ${s.state}, durable through record ${s.durableSeq}, lag ${s.lagRecords}${s.lastError ? ` (${s.lastError})` : ''}`)]
-            : ['live state:  none (the plugin has not run since lnbackup init)']),
-        ]);
-      }),
-    );
+  node(dest.command('list').description('show the destinations, the policy and (if the plugin runs) their live state')).action((o: NodeFlags) =>
+    run(o, () => {
+      const { networkDir, config } = locate(o);
+      const statusPath = path.join(networkDir, STATUS_FILE);
+      const live = fs.existsSync(statusPath)
+        ? (JSON.parse(fs.readFileSync(statusPath, 'utf8')) as {
+            updatedAt?: string;
+            destinations?: { name: string; state: string; durableSeq: string; lagRecords: number; lastError: string | null }[];
+          })
+        : null;
+      emit(o, { ok: true, ...describe(config), live }, () => [
+        ...describeLines(config),
+        ...(live?.destinations
+          ? [
+              `live state (${statusPath}, ${live.updatedAt ?? '?'}):`,
+              ...live.destinations.map(
+                (s) => `  ${s.name}: ${s.state}, durable through record ${s.durableSeq}, lag ${s.lagRecords}${s.lastError ? ` (${s.lastError})` : ''}`,
+              ),
+            ]
+          : ['live state:  none (the plugin has not run since lnbackup init)']),
+      ]);
+    }),
+  );
 
   node(dest.command('add').description('add an lnbackup server (after uploading the whole vault to it) or a live replica; lightningd stopped'))
     .option('--remote <url>', 'lnbackup://<server public key>@<host>:<port>')

@@ -34,10 +34,15 @@ function showCheck(enabled: boolean): (name: string) => void {
 export function registerDoctorCommand(program: Command): void {
   program
     .command('doctor')
-    .description("check a node's whole backup setup (lightningd's config, lnbackup.json, key, vault, database, servers, replicas, retention, the running plugin) and say what to fix")
+    .description(
+      "check a node's whole backup setup (lightningd's config, lnbackup.json, key, vault, database, servers, replicas, retention, the running plugin) and say what to fix",
+    )
     .requiredOption('--lightning-dir <dir>', "lightningd's base directory (e.g. ~/.lightning)")
     .requiredOption('--network <net>', 'bitcoin, testnet, signet or regtest')
-    .option('--conf <file>', "lightningd's config file, when the node is started with --conf (default: <lightning-dir>/config and <lightning-dir>/<network>/config)")
+    .option(
+      '--conf <file>',
+      "lightningd's config file, when the node is started with --conf (default: <lightning-dir>/config and <lightning-dir>/<network>/config)",
+    )
     .addOption(jsonOption())
     .addHelpText(
       'after',
@@ -56,7 +61,9 @@ Exit code 0: everything is fine. 3: something needs attention (each WARN and FAI
         }
         emit(o, report, () => [
           ...report.checks.flatMap(checkLines),
-          report.ok ? 'doctor: everything is fine' : `doctor: ${report.checks.filter((c) => c.status === 'warn' || c.status === 'fail').length} thing(s) need attention`,
+          report.ok
+            ? 'doctor: everything is fine'
+            : `doctor: ${report.checks.filter((c) => c.status === 'warn' || c.status === 'fail').length} thing(s) need attention`,
         ]);
         return report.ok ? 0 : EXIT_CHECK_FAILED;
       }),

@@ -9,8 +9,8 @@ import { run } from './runner.js';
 import { vaultCommand, withVaultDir, type SourceFlags } from './vaultSource.js';
 
 export function registerGenerationsCommand(program: Command): void {
-  vaultCommand(program, 'generations', 'the generations a vault keeps (what point-in-time restore can reach) and what each costs')
-    .action((o: KeyFlags & SourceFlags) =>
+  vaultCommand(program, 'generations', 'the generations a vault keeps (what point-in-time restore can reach) and what each costs').action(
+    (o: KeyFlags & SourceFlags) =>
       run(o, async () => {
         const { keys } = requireKeys(o);
         const r = await withVaultDir(o, keys, (vaultDir) => listGenerationSummaries(vaultDir, keys));
@@ -25,5 +25,5 @@ export function registerGenerationsCommand(program: Command): void {
         ]);
         return r.damage === null ? 0 : EXIT_CHECK_FAILED;
       }),
-    );
+  );
 }

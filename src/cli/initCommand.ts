@@ -46,7 +46,11 @@ export function registerInitCommand(program: Command): void {
       .option('--replica <file>', 'a live sqlite replica kept as a hot standby (repeatable)', collect, [])
       .option('--policy <policy>', "'all' (default: every destination durable before lightningd commits) or 'quorum=K'", 'all')
       .option('--stall-limit <seconds>', "stop lightningd once a transaction has waited this long for its destinations (default 'none': wait)", 'none')
-      .option('--local-vault <mode>', "'durable' (default) or 'cache' (with --remote: the servers hold the backup, the local vault only feeds them)", 'durable'),
+      .option(
+        '--local-vault <mode>',
+        "'durable' (default) or 'cache' (with --remote: the servers hold the backup, the local vault only feeds them)",
+        'durable',
+      ),
   )
     .addOption(jsonOption())
     .action((o: InitFlags) =>

@@ -84,7 +84,9 @@ export function prepareNode(o: InitOptions): PreparedNode {
   const networkDir = path.resolve(o.lightningDir, o.network);
   const vault = path.resolve(o.vault);
   if (!fs.existsSync(networkDir)) {
-    throw new VaultError(`${networkDir} does not exist. Create it and the node's hsm_secret first (lightning-hsmtool generatehsm ${path.join(networkDir, DEFAULT_HSM_SECRET_FILE)}).`);
+    throw new VaultError(
+      `${networkDir} does not exist. Create it and the node's hsm_secret first (lightning-hsmtool generatehsm ${path.join(networkDir, DEFAULT_HSM_SECRET_FILE)}).`,
+    );
   }
   refuseIfLightningdRuns(o.lightningDir, o.network);
   if (fs.existsSync(configPath(networkDir)) && !o.force) {
@@ -122,7 +124,15 @@ export function prepareNode(o: InitOptions): PreparedNode {
       nodeId,
       vaultId: identity.vaultId,
       failureRetrySeconds: o.failureRetrySeconds ?? 30,
-      ...(d ? { remotes: d.remotes, replicas: d.replicas.map((r) => path.resolve(r)), policy: d.policy, stallLimitSeconds: d.stallLimitSeconds, localVault: d.localVault ?? 'durable' } : {}),
+      ...(d
+        ? {
+            remotes: d.remotes,
+            replicas: d.replicas.map((r) => path.resolve(r)),
+            policy: d.policy,
+            stallLimitSeconds: d.stallLimitSeconds,
+            localVault: d.localVault ?? 'durable',
+          }
+        : {}),
       ...(o.retention && Object.keys(o.retention).length > 0 ? { retention: o.retention } : {}),
     };
     const result: InitResult = {

@@ -11,7 +11,10 @@ export interface KeyFlags {
 }
 
 export const hsmSecretOption = new Option('--hsm-secret <file>', "the node's hsm_secret (the vault key is derived from it)");
-export const keyFileOption = new Option('--key-file <file>', 'a key file instead: the output of `lightning-cli makesecret string=lnbackup` (for an encrypted hsm_secret)');
+export const keyFileOption = new Option(
+  '--key-file <file>',
+  'a key file instead: the output of `lightning-cli makesecret string=lnbackup` (for an encrypted hsm_secret)',
+);
 
 export function keyOrigin(flags: KeyFlags): KeyOrigin | null {
   if (flags.hsmSecret && flags.keyFile) throw new UsageError('give either --hsm-secret or --key-file, not both');

@@ -47,12 +47,16 @@ async function asUsage<T>(body: () => Promise<T>): Promise<T> {
 }
 
 /** Step lines on stderr (not with --json). */
-const stepPrinter = (json: boolean | undefined) => (line: string): void => {
-  if (!json) process.stderr.write(`lnbackup: ${line}\n`);
-};
+const stepPrinter =
+  (json: boolean | undefined) =>
+  (line: string): void => {
+    if (!json) process.stderr.write(`lnbackup: ${line}\n`);
+  };
 
 function planLines(plan: PrimaryPlan): string[] {
-  const standby = plan.standby ? `standby ${plan.standbyName}: ${plan.standby.state ?? 'connected (state hidden)'}, ${plan.standby.syncState ?? '?'}` : `standby ${plan.standbyName}: NOT CONNECTED`;
+  const standby = plan.standby
+    ? `standby ${plan.standbyName}: ${plan.standby.state ?? 'connected (state hidden)'}, ${plan.standby.syncState ?? '?'}`
+    : `standby ${plan.standbyName}: NOT CONNECTED`;
   if (plan.changes.length === 0) return [standby, `the primary's settings already make commits wait for ${plan.standbyName}: nothing to change`];
   return [
     standby,
@@ -91,7 +95,9 @@ export function checkLines(r: CheckResult): string[] {
   lines.push(r.standbys.length === 0 ? 'standbys: none connected' : 'standbys:', ...r.standbys.map(standbyLine));
   lines.push(r.slots.length === 0 ? 'slots: none' : 'slots:');
   for (const slot of r.slots) {
-    lines.push(`  ${slot.name}  ${slot.type}  ${slot.active ? 'active' : 'INACTIVE'}${slot.retainedBytes === null ? '' : `  keeps ${(slot.retainedBytes / 1024 / 1024).toFixed(1)} MiB of WAL`}${slot.walStatus ? `  (${slot.walStatus})` : ''}`);
+    lines.push(
+      `  ${slot.name}  ${slot.type}  ${slot.active ? 'active' : 'INACTIVE'}${slot.retainedBytes === null ? '' : `  keeps ${(slot.retainedBytes / 1024 / 1024).toFixed(1)} MiB of WAL`}${slot.walStatus ? `  (${slot.walStatus})` : ''}`,
+    );
   }
   lines.push(...r.warnings.flatMap((x) => reasonLines('warning', x)));
   lines.push(`checked in ${r.durationMs} ms`);
@@ -101,7 +107,9 @@ export function checkLines(r: CheckResult): string[] {
 export function registerPostgresCommand(program: Command): void {
   const postgres = program
     .command('postgres')
-    .description("for nodes whose wallet is in PostgreSQL (--wallet=postgres://…): check that commits are zero-loss, set up a synchronous standby, set the primary's settings")
+    .description(
+      "for nodes whose wallet is in PostgreSQL (--wallet=postgres://…): check that commits are zero-loss, set up a synchronous standby, set the primary's settings",
+    )
     .addHelpText(
       'after',
       `
@@ -112,7 +120,9 @@ synchronous_standby_names. See docs/POSTGRES.md.`,
 
   postgres
     .command('check')
-    .description("say whether the node's commits are zero-loss: connects with the node's own wallet DSN (so per-role and per-database settings count) and lists every reason they are not, with the fix")
+    .description(
+      "say whether the node's commits are zero-loss: connects with the node's own wallet DSN (so per-role and per-database settings count) and lists every reason they are not, with the fix",
+    )
     .requiredOption('--dsn <url>', "the node's wallet DSN (lightningd's --wallet), postgres://user:password@host:port/database")
     .option('--timeout <seconds>', 'how long to wait for the server to answer', '5')
     .addOption(jsonOption())
@@ -134,10 +144,12 @@ reached or refused the connection. 2: usage error (a malformed DSN).`,
 
   postgres
     .command('standby')
-    .description("on the standby machine, as PostgreSQL's OS user: build a streaming standby of the primary in an empty folder (replication slot, pg_basebackup -R with application_name, pg_ctl start) and wait until the primary sees it streaming")
+    .description(
+      "on the standby machine, as PostgreSQL's OS user: build a streaming standby of the primary in an empty folder (replication slot, pg_basebackup -R with application_name, pg_ctl start) and wait until the primary sees it streaming",
+    )
     .requiredOption('--primary <url>', "the primary's DSN for a role with REPLICATION (or a superuser), postgres://user:password@host:port/postgres")
     .requiredOption('--data-dir <dir>', "the standby's data folder: new or empty")
-    .option('--name <name>', 'the standby\'s application_name and slot name (what synchronous_standby_names lists)', DEFAULT_STANDBY_NAME)
+    .option('--name <name>', "the standby's application_name and slot name (what synchronous_standby_names lists)", DEFAULT_STANDBY_NAME)
     .option('--port <port>', 'the port the standby listens on', '5433')
     .option('--timeout <seconds>', 'how long to wait for it to stream', '120')
     .addOption(jsonOption())
@@ -184,7 +196,9 @@ why). 2: usage error.`,
 
   postgres
     .command('primary')
-    .description("print the primary's settings for synchronous commits to the named standby (synchronous_standby_names, synchronous_commit = on, wal_level, max_wal_senders) and, with --apply, apply them (ALTER SYSTEM, reload) once that standby streams")
+    .description(
+      "print the primary's settings for synchronous commits to the named standby (synchronous_standby_names, synchronous_commit = on, wal_level, max_wal_senders) and, with --apply, apply them (ALTER SYSTEM, reload) once that standby streams",
+    )
     .requiredOption('--dsn <url>', "the primary's DSN for a superuser, postgres://postgres:password@host:port/postgres")
     .option('--standby-name <name>', "the standby's application_name", DEFAULT_STANDBY_NAME)
     .option('--apply', 'apply the settings (refused while the standby is not streaming: every commit of the node would wait)')
@@ -204,12 +218,18 @@ refused, nothing changed. 1: an error. 2: usage error.`,
       run(o, async () => {
         if (!o.apply) {
           const plan = await asUsage(() => planPrimary(o.dsn, o.standbyName));
-          emit(o, { ok: true, applied: false, ...plan }, () => [...planLines(plan), ...(plan.changes.length > 0 ? ['run again with --apply to apply them'] : [])]);
+          emit(o, { ok: true, applied: false, ...plan }, () => [
+            ...planLines(plan),
+            ...(plan.changes.length > 0 ? ['run again with --apply to apply them'] : []),
+          ]);
           return 0;
         }
         try {
           const r = await asUsage(() => applyPrimary(o.dsn, o.standbyName, stepPrinter(o.json)));
-          emit(o, { ok: true, ...r }, () => [...planLines(r), `applied: standby ${r.standbyName} is ${r.syncState}; check the node's own DSN with lnbackup postgres check --dsn <wallet DSN>`]);
+          emit(o, { ok: true, ...r }, () => [
+            ...planLines(r),
+            `applied: standby ${r.standbyName} is ${r.syncState}; check the node's own DSN with lnbackup postgres check --dsn <wallet DSN>`,
+          ]);
           return 0;
         } catch (err) {
           if (!(err instanceof ApplyRefused)) throw err;

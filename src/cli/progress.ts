@@ -14,7 +14,9 @@ export function progressBar(label: string, enabled: boolean): { update: Progress
     const width = 30;
     const fill = Math.round(frac * width);
     readline.cursorTo(stream, 0);
-    stream.write(`${label} [${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${(frac * 100).toFixed(0).padStart(3)}% ${formatBytes(done)}/${formatBytes(total)}`);
+    stream.write(
+      `${label} [${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${(frac * 100).toFixed(0).padStart(3)}% ${formatBytes(done)}/${formatBytes(total)}`,
+    );
     readline.clearLine(stream, 1);
     drawn = true;
   };

@@ -30,27 +30,50 @@ function parseSeconds(flag: string, v: string): number {
 function exitCode(r: RecoverResult, wantedDatabase: boolean): number {
   if (r.restored) return 0;
   if (!wantedDatabase) return r.mode === 'none' ? EXIT_FAILURE : 0;
-  if (r.servers.length > 0 && r.servers.every((s) => s.outcome === 'refused' || s.outcome === 'failed') && r.servers.some((s) => s.outcome === 'refused')) return EXIT_CHECK_FAILED;
+  if (r.servers.length > 0 && r.servers.every((s) => s.outcome === 'refused' || s.outcome === 'failed') && r.servers.some((s) => s.outcome === 'refused'))
+    return EXIT_CHECK_FAILED;
   return EXIT_FAILURE;
 }
 
 function whatNext(r: RecoverResult, o: RecoverFlags): string[] {
   if (r.restored) return ['', `Start lightningd on ${r.restored.to}.`];
   const lines: string[] = [''];
-  if (r.mode === 'none') lines.push('No peer handed back a beacon or a channel backup of this node: check the peer addresses (node id, host, port) and that these peers had channels with it.');
-  if (r.mode === 'alongside') lines.push("The peers hold only Core Lightning's channel backup (lnbackup's peer-storage mode is 'alongside'): restore with lnbackup restore --from <server URL> if you have it written down, or recover the channels with Core Lightning's emergency.recover.");
-  if (r.mode === 'lnbackup' && o.to) lines.push('No server copy that reaches the high-water mark could be restored: the database would be older than what the peers saw. Try another server, or fall back to the channel backup.');
-  if (r.channels.length > 0 && !r.emergencyRecover) lines.push("Write the channel backup for Core Lightning with --emergency-recover <lightning-dir>/<network>/emergency.recover, start lightningd and run `lightning-cli emergencyrecover` (or give the records to `lightning-cli recoverchannel`).");
-  if (r.emergencyRecover) lines.push(`Core Lightning's channel backup is in ${r.emergencyRecover}: start lightningd and run \`lightning-cli emergencyrecover\` to recover the channels' funds.`);
+  if (r.mode === 'none')
+    lines.push(
+      'No peer handed back a beacon or a channel backup of this node: check the peer addresses (node id, host, port) and that these peers had channels with it.',
+    );
+  if (r.mode === 'alongside')
+    lines.push(
+      "The peers hold only Core Lightning's channel backup (lnbackup's peer-storage mode is 'alongside'): restore with lnbackup restore --from <server URL> if you have it written down, or recover the channels with Core Lightning's emergency.recover.",
+    );
+  if (r.mode === 'lnbackup' && o.to)
+    lines.push(
+      'No server copy that reaches the high-water mark could be restored: the database would be older than what the peers saw. Try another server, or fall back to the channel backup.',
+    );
+  if (r.channels.length > 0 && !r.emergencyRecover)
+    lines.push(
+      'Write the channel backup for Core Lightning with --emergency-recover <lightning-dir>/<network>/emergency.recover, start lightningd and run `lightning-cli emergencyrecover` (or give the records to `lightning-cli recoverchannel`).',
+    );
+  if (r.emergencyRecover)
+    lines.push(
+      `Core Lightning's channel backup is in ${r.emergencyRecover}: start lightningd and run \`lightning-cli emergencyrecover\` to recover the channels' funds.`,
+    );
   return lines;
 }
 
 export function registerRecoverCommand(program: Command): void {
   program
     .command('recover')
-    .description("recover from the seed alone: connect to the node's Lightning peers as the node, take back the beacon (or Core Lightning's channel backup) they hold, and restore the database from the servers it names, refusing a copy older than the beacon's high-water mark")
+    .description(
+      "recover from the seed alone: connect to the node's Lightning peers as the node, take back the beacon (or Core Lightning's channel backup) they hold, and restore the database from the servers it names, refusing a copy older than the beacon's high-water mark",
+    )
     .requiredOption('--hsm-secret <file>', "the node's hsm_secret (its node key, vault key and channel-backup key come from it)")
-    .option('--peer <id@host:port>', 'a peer that had a channel with the node (repeatable): <node id>@<host>:<port>, e.g. 02ab…@203.0.113.5:9735', (v: string, prev: string[]) => [...prev, v], [])
+    .option(
+      '--peer <id@host:port>',
+      'a peer that had a channel with the node (repeatable): <node id>@<host>:<port>, e.g. 02ab…@203.0.113.5:9735',
+      (v: string, prev: string[]) => [...prev, v],
+      [],
+    )
     .option('--to <file>', 'the database to write (e.g. <lightning-dir>/<network>/lightningd.sqlite3); without it, only report what the peers hold')
     .option('--emergency-recover <file>', "also write the channel backup as Core Lightning's emergency.recover (for `lightning-cli emergencyrecover`)")
     .option('--force', 'replace an existing --to or --emergency-recover file (stop lightningd first)')

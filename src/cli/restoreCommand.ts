@@ -26,7 +26,11 @@ export function registerRestoreCommand(program: Command): void {
   vaultCommand(program, 'restore', 'rebuild a Core Lightning database from a vault (newest version, or --version N), with integrity checks')
     .requiredOption('--to <file>', 'the database file to write (e.g. <lightning-dir>/<network>/lightningd.sqlite3)')
     .option('--version <n>', 'restore this data_version instead of the newest', parseVersion)
-    .option('--time <when>', "restore the database as it was at this moment (ISO 8601, e.g. 2026-11-22T10:30:00Z); see 'lnbackup generations' for what is kept", parseTime)
+    .option(
+      '--time <when>',
+      "restore the database as it was at this moment (ISO 8601, e.g. 2026-11-22T10:30:00Z); see 'lnbackup generations' for what is kept",
+      parseTime,
+    )
     .option('--exclude-in-flight', 'leave out the last transaction if its commit is not confirmed')
     .option('--force', 'replace an existing file (stop lightningd first)')
     .action((o: KeyFlags & SourceFlags & { to: string; version?: number; time?: number; excludeInFlight?: boolean; force?: boolean }) =>
@@ -37,7 +41,18 @@ export function registerRestoreCommand(program: Command): void {
           // Damaged files are repaired in memory from their parity or mirror first (and said so).
           const repair = await repairVaultInMemory(vaultDir);
           const bar = progressBar('restore', !o.json);
-          const restored = restoreDatabase({ vaultDir, keys, to: o.to, version: o.version, time: o.time, excludeInFlight: o.excludeInFlight, force: o.force, onProgress: bar.update, onNotice: (m) => notices.push(m), repair });
+          const restored = restoreDatabase({
+            vaultDir,
+            keys,
+            to: o.to,
+            version: o.version,
+            time: o.time,
+            excludeInFlight: o.excludeInFlight,
+            force: o.force,
+            onProgress: bar.update,
+            onNotice: (m) => notices.push(m),
+            repair,
+          });
           bar.done();
           return restored;
         });

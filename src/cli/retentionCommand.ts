@@ -49,15 +49,32 @@ function parseBytes(v: string): number {
 export function retentionOptions(cmd: Command): Command {
   const d = DEFAULT_RETENTION;
   return cmd
-    .option('--keep-generations <n>', `keep this many generations for point-in-time restore (default ${d.keepGenerations}: since the last compaction)`, parseCount)
+    .option(
+      '--keep-generations <n>',
+      `keep this many generations for point-in-time restore (default ${d.keepGenerations}: since the last compaction)`,
+      parseCount,
+    )
     .option('--keep <duration>', "also keep whatever restores any moment of this last span (e.g. 7d, 12h, 90m; default 'none')", parseDuration)
-    .option('--compact-ratio <r>', `compact once the calls since the last snapshot exceed this share of the database size (default ${d.compactRatio})`, parseRatio)
-    .option('--compact-min-bytes <size>', `but not before those calls reach this size (default ${formatBytes(d.compactMinBytes)}; e.g. 64KiB, 1MiB)`, parseBytes);
+    .option(
+      '--compact-ratio <r>',
+      `compact once the calls since the last snapshot exceed this share of the database size (default ${d.compactRatio})`,
+      parseRatio,
+    )
+    .option(
+      '--compact-min-bytes <size>',
+      `but not before those calls reach this size (default ${formatBytes(d.compactMinBytes)}; e.g. 64KiB, 1MiB)`,
+      parseBytes,
+    );
 }
 
 /** The settings the flags give (only those given). */
 export function retentionFromFlags(o: RetentionFlags): Partial<RetentionSettings> {
-  const r: Partial<RetentionSettings> = { keepGenerations: o.keepGenerations, keepSeconds: o.keep, compactRatio: o.compactRatio, compactMinBytes: o.compactMinBytes };
+  const r: Partial<RetentionSettings> = {
+    keepGenerations: o.keepGenerations,
+    keepSeconds: o.keep,
+    compactRatio: o.compactRatio,
+    compactMinBytes: o.compactMinBytes,
+  };
   return Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined));
 }
 

@@ -36,10 +36,15 @@ function vaultLines(v: ScrubVaultResult): string[] {
 export function registerScrubCommand(program: Command): void {
   program
     .command('scrub')
-    .description("check every file of a vault (or of a server's data folder) against its parity, mirror or copy, and with --repair fix the damage in place; no key needed")
-    .option('--vault <path>', 'a vault directory (a node\'s, or one of a server\'s vaults/<id>)')
+    .description(
+      "check every file of a vault (or of a server's data folder) against its parity, mirror or copy, and with --repair fix the damage in place; no key needed",
+    )
+    .option('--vault <path>', "a vault directory (a node's, or one of a server's vaults/<id>)")
     .option('--data <dir>', "a server's data folder: every vault under <data>/vaults")
-    .option('--repair', 'rewrite damaged files from their repaired contents (atomically), make missing or damaged parity files and mirrors again, restore VAULT.json from its copy')
+    .option(
+      '--repair',
+      'rewrite damaged files from their repaired contents (atomically), make missing or damaged parity files and mirrors again, restore VAULT.json from its copy',
+    )
     .addOption(jsonOption())
     .addHelpText(
       'after',
@@ -59,7 +64,16 @@ without --repair). 2: usage error.`,
         if (o.vault) {
           const r = await scrubVault(path.resolve(o.vault), { repair, onProgress: bar.update });
           bar.done();
-          emit(o, { ...r, repair }, () => [...vaultLines(r), r.ok ? (r.repairedFiles > 0 ? 'ok: everything found was repaired' : 'ok: no damage') : repair ? 'DAMAGE LEFT: see the files above' : 'damage found: run again with --repair']);
+          emit(o, { ...r, repair }, () => [
+            ...vaultLines(r),
+            r.ok
+              ? r.repairedFiles > 0
+                ? 'ok: everything found was repaired'
+                : 'ok: no damage'
+              : repair
+                ? 'DAMAGE LEFT: see the files above'
+                : 'damage found: run again with --repair',
+          ]);
           return r.ok ? 0 : EXIT_FAILURE;
         }
         const r = await scrubDataDir(path.resolve(o.data as string), { repair, onProgress: bar.update });

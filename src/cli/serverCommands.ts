@@ -45,7 +45,8 @@ export function parseSize(text: string, option: string): number {
 
 function parseCount(text: string, option: string, min = 1): number {
   const n = Number(text);
-  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(n) || n < min) throw new UsageError(`${option} takes a whole number of at least ${min}, not '${text}'`);
+  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(n) || n < min)
+    throw new UsageError(`${option} takes a whole number of at least ${min}, not '${text}'`);
   return n;
 }
 
@@ -127,13 +128,15 @@ async function serve(o: ServerFlags): Promise<number> {
   const dataDir = requireData(o, 'lnbackup server');
   const { host, port } = parseListen(o.listen);
   if (o.open && o.allow?.length) throw new UsageError('--open admits every key: leave out --allow, or leave out --open to admit only the listed keys');
-  const allow = o.open ? ('open' as const) : (o.allow ?? []).map((k) => {
-    try {
-      return parsePublicKeyHex(k).toString('hex');
-    } catch (err) {
-      throw new UsageError(`--allow: ${(err as Error).message}`);
-    }
-  });
+  const allow = o.open
+    ? ('open' as const)
+    : (o.allow ?? []).map((k) => {
+        try {
+          return parsePublicKeyHex(k).toString('hex');
+        } catch (err) {
+          throw new UsageError(`--allow: ${(err as Error).message}`);
+        }
+      });
   const storage = o.storage === undefined ? undefined : checkPostgresUrl(o.storage);
   const seconds = (v: string | undefined, option: string): number | undefined => (v === undefined ? undefined : parseCount(v, option) * 1000);
   const log = (line: string): void => {
@@ -164,10 +167,16 @@ async function serve(o: ServerFlags): Promise<number> {
   for (const w of srv.warnings) log(`warning: ${w}`);
   const wildcard = srv.host === '0.0.0.0' || srv.host === '::';
   if (o.json) {
-    process.stdout.write(JSON.stringify({ ok: true, publicKey, url: srv.url, listen, data: dataDir, storage: srv.storage, metrics: srv.metricsUrl, pid: process.pid }) + '\n');
+    process.stdout.write(
+      JSON.stringify({ ok: true, publicKey, url: srv.url, listen, data: dataDir, storage: srv.storage, metrics: srv.metricsUrl, pid: process.pid }) + '\n',
+    );
   } else {
     const access =
-      allow === 'open' ? 'open: any node key may create vaults (quotas apply)' : allow.length === 0 ? 'allow-list EMPTY: nobody is admitted (use --allow or --open)' : `allow-list of ${allow.length} key(s)`;
+      allow === 'open'
+        ? 'open: any node key may create vaults (quotas apply)'
+        : allow.length === 0
+          ? 'allow-list EMPTY: nobody is admitted (use --allow or --open)'
+          : `allow-list of ${allow.length} key(s)`;
     process.stdout.write(
       [
         `lnbackup server listening on ${listen}`,
@@ -219,24 +228,39 @@ function showStatus(o: { data?: string; json?: boolean }): number {
 export function registerServerCommands(program: Command): void {
   const server = program
     .command('server')
-    .description('run an lnbackup server: nodes send it their sealed records over an encrypted connection; it stores them and acknowledges each only once durable')
+    .description(
+      'run an lnbackup server: nodes send it their sealed records over an encrypted connection; it stores them and acknowledges each only once durable',
+    )
     .option('--data <dir>', "the server's folder: server.key (its identity), server-status.json, and the vaults with the default file storage")
-    .option('--listen <host:port>', `address and port to listen on (0.0.0.0:${DEFAULT_PORT} for every interface; port 0 picks a free one)`, `${DEFAULT_HOST}:${DEFAULT_PORT}`)
+    .option(
+      '--listen <host:port>',
+      `address and port to listen on (0.0.0.0:${DEFAULT_PORT} for every interface; port 0 picks a free one)`,
+      `${DEFAULT_HOST}:${DEFAULT_PORT}`,
+    )
     .option('--storage <postgres-url>', 'keep vaults in PostgreSQL (postgres://user:password@host:5432/db) instead of files under --data')
     .option('--open', 'admit any node key (open registration; quotas still apply)')
-    .option('--allow <pubkey...>', "admit these node keys (each the node's lnbackup transport public key, 66 hex digits); without --open or --allow nobody is admitted")
+    .option(
+      '--allow <pubkey...>',
+      "admit these node keys (each the node's lnbackup transport public key, 66 hex digits); without --open or --allow nobody is admitted",
+    )
     .option('--quota <size>', `bytes each client may store, e.g. 10GiB, 500MB (default ${DEFAULT_QUOTA_BYTES / 1024 ** 3}GiB)`)
     .option('--max-vaults <n>', `vaults each client may create (default ${DEFAULT_MAX_VAULTS})`)
     .addOption(new Option('--max-connections <n>', 'connections open at once, handshakes included (default 1024)'))
     .addOption(new Option('--max-connections-per-ip <n>', 'connections open at once from one address (default 64)'))
     .addOption(new Option('--max-message <size>', 'largest message taken or sent (default 16MiB); a record must fit in one'))
     .addOption(
-      new Option('--memory-budget <size>', 'bytes all connections together may make the server hold: messages being received, records not yet durable, packs being uploaded, replies not yet sent (default 512MiB; TooBusy beyond)'),
+      new Option(
+        '--memory-budget <size>',
+        'bytes all connections together may make the server hold: messages being received, records not yet durable, packs being uploaded, replies not yet sent (default 512MiB; TooBusy beyond)',
+      ),
     )
     .addOption(new Option('--idle-timeout <seconds>', 'close a connection silent this long (default 120)'))
     .addOption(new Option('--handshake-timeout <seconds>', 'close a connection that has not finished the handshake and Hello in this time (default 10)'))
     .option('--metrics <host:port>', 'serve Prometheus metrics at http://<host:port>/metrics (e.g. 127.0.0.1:9737; keep it off the public interface)')
-    .option('--scrub-interval <duration>', 'check every stored file against its parity and repair it in place this often, e.g. 24h, 30m, 0 = never (default 24h; the first run some minutes after the start; file storage only)')
+    .option(
+      '--scrub-interval <duration>',
+      'check every stored file against its parity and repair it in place this often, e.g. 24h, 30m, 0 = never (default 24h; the first run some minutes after the start; file storage only)',
+    )
     .addOption(jsonOption())
     .addHelpText(
       'after',
@@ -257,7 +281,9 @@ Examples:
 
   server
     .command('status')
-    .description("what the server with this --data folder reports: clients, their vaults (last record, size, last write), connections, lag; says so when it is not running")
+    .description(
+      'what the server with this --data folder reports: clients, their vaults (last record, size, last write), connections, lag; says so when it is not running',
+    )
     .option('--data <dir>', "the server's folder (as given to 'lnbackup server')")
     .addOption(jsonOption())
     .addHelpText('after', '\nExit code 0 when the server runs, 3 when it does not (its last status is still shown), 1 when there is no status at all.')
@@ -265,8 +291,10 @@ Examples:
 
   server
     .command('allow')
-    .description("admit node keys on the server with this --data folder, while it runs (its allowed-keys file, picked up within seconds); with no key, list them")
-    .argument('[keys...]', "node keys (each 66 hex digits: what `lnbackup destination key` prints on the node)")
+    .description(
+      'admit node keys on the server with this --data folder, while it runs (its allowed-keys file, picked up within seconds); with no key, list them',
+    )
+    .argument('[keys...]', 'node keys (each 66 hex digits: what `lnbackup destination key` prints on the node)')
     .option('--data <dir>', "the server's folder (as given to 'lnbackup server')")
     .option('--remove', 'take these keys out instead (the running server also closes their open connections)')
     .addOption(jsonOption())

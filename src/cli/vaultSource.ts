@@ -15,7 +15,7 @@ export function vaultCommand(program: Command, name: string, description: string
     .description(description)
     .option('--vault <path>', 'the vault directory')
     .option('--from <url>', 'read the vault from an lnbackup server instead (lnbackup://<server key>@host:port; needs the key)')
-    .option('--vault-id <id>', 'with --from: which of this node\'s vaults on the server (when it holds several)')
+    .option('--vault-id <id>', "with --from: which of this node's vaults on the server (when it holds several)")
     .addOption(hsmSecretOption)
     .addOption(keyFileOption)
     .addOption(jsonOption());
@@ -32,7 +32,7 @@ export interface SourceFlags {
 export async function withVaultDir<T>(o: SourceFlags, keys: VaultKeys | null, use: (dir: string) => T | Promise<T>): Promise<T> {
   if (!o.vault === !o.from) throw new UsageError('give one of --vault <path> or --from <lnbackup://…>');
   if (o.vault) return use(o.vault);
-  if (!keys) throw new UsageError('--from needs the vault key (--hsm-secret or --key-file): the node\'s server key is derived from it');
+  if (!keys) throw new UsageError("--from needs the vault key (--hsm-secret or --key-file): the node's server key is derived from it");
   const bar = progressBar('download', !o.json);
   return downloadDir({ url: o.from as string, keys, vaultId: o.vaultId, onProgress: bar.update }, (dir) => {
     bar.done();

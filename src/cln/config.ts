@@ -53,8 +53,10 @@ export function retentionSettings(c: PluginConfig): RetentionSettings {
 
 /** Why a retention setting is not acceptable, or null. */
 export function retentionProblem(r: Partial<RetentionSettings>): string | null {
-  if (r.compactRatio !== undefined && !(typeof r.compactRatio === 'number' && r.compactRatio > 0 && r.compactRatio <= 1000)) return 'compactRatio must be a number above 0';
-  if (r.compactMinBytes !== undefined && !(Number.isSafeInteger(r.compactMinBytes) && r.compactMinBytes >= 0)) return 'compactMinBytes must be a whole number of bytes';
+  if (r.compactRatio !== undefined && !(typeof r.compactRatio === 'number' && r.compactRatio > 0 && r.compactRatio <= 1000))
+    return 'compactRatio must be a number above 0';
+  if (r.compactMinBytes !== undefined && !(Number.isSafeInteger(r.compactMinBytes) && r.compactMinBytes >= 0))
+    return 'compactMinBytes must be a whole number of bytes';
   if (r.keepGenerations !== undefined && !(Number.isSafeInteger(r.keepGenerations) && r.keepGenerations >= 1)) return 'keepGenerations must be 1 or more';
   if (r.keepSeconds !== undefined && !(Number.isSafeInteger(r.keepSeconds) && r.keepSeconds >= 0)) return 'keepSeconds must be a whole number of seconds';
   return null;

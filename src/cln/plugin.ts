@@ -63,7 +63,11 @@ export class LnbackupPlugin {
       statusUrgent: () => this.statusFile.writeNow(),
       shutdown: this.shutdown.signal,
     };
-    this.parts = { backup: new BackupPart(networkDir, ctx), postgres: new PostgresPart(networkDir, ctx), metrics: new MetricsPart(networkDir, ctx, () => this.status()) };
+    this.parts = {
+      backup: new BackupPart(networkDir, ctx),
+      postgres: new PostgresPart(networkDir, ctx),
+      metrics: new MetricsPart(networkDir, ctx, () => this.status()),
+    };
     for (const part of this.allParts()) {
       for (const [name, handle] of Object.entries(part.hooks ?? {})) this.hooks.set(name, handle);
       for (const m of part.rpcMethods ?? []) this.methods.set(m.name, m.handle);
@@ -109,7 +113,13 @@ export class LnbackupPlugin {
   }
 
   status(): PluginStatus {
-    return { networkDir: this.networkDir, initialized: this.initialized, ...this.parts.backup.status(), postgres: this.parts.postgres.status(), metrics: this.parts.metrics.status() };
+    return {
+      networkDir: this.networkDir,
+      initialized: this.initialized,
+      ...this.parts.backup.status(),
+      postgres: this.parts.postgres.status(),
+      metrics: this.parts.metrics.status(),
+    };
   }
 
   private allParts(): PluginPart<object>[] {
@@ -120,7 +130,10 @@ export class LnbackupPlugin {
     const parts = this.allParts();
     return {
       options: parts.flatMap((p) => p.options ?? []),
-      rpcmethods: [...MANIFEST_BASE.rpcmethods, ...parts.flatMap((p) => (p.rpcMethods ?? []).map(({ name, usage, description }) => ({ name, usage, description })))],
+      rpcmethods: [
+        ...MANIFEST_BASE.rpcmethods,
+        ...parts.flatMap((p) => (p.rpcMethods ?? []).map(({ name, usage, description }) => ({ name, usage, description }))),
+      ],
       hooks: parts.flatMap((p) => Object.keys(p.hooks ?? {}).map((name) => ({ name }))),
       dynamic: MANIFEST_BASE.dynamic,
     };

@@ -30,7 +30,6 @@ export const MANIFEST_BASE = {
   dynamic: false,
 } as const;
 
-
 export function result(id: JsonRpcId, value: unknown): string {
   return JSON.stringify({ jsonrpc: '2.0', id, result: value }) + '\n\n';
 }

@@ -321,8 +321,7 @@ export class RemoteDestination implements Destination {
   }
 
   status(): DestinationStatus {
-    const state: DestinationState =
-      this.failure !== null ? 'failed' : this.client === null ? 'stalled' : this.acked < this.catchUpTo ? 'catching-up' : 'ok';
+    const state: DestinationState = this.failure !== null ? 'failed' : this.client === null ? 'stalled' : this.acked < this.catchUpTo ? 'catching-up' : 'ok';
     return {
       name: this.name,
       kind: this.kind,
@@ -350,7 +349,10 @@ export class RemoteDestination implements Destination {
       clearTimeout(timer);
     }
     this.stopped = true;
-    const closed = new DestinationFailedError(this.name, `${this.name} was closed before it acknowledged records up to ${this.newest} (it holds ${this.acked})`);
+    const closed = new DestinationFailedError(
+      this.name,
+      `${this.name} was closed before it acknowledged records up to ${this.newest} (it holds ${this.acked})`,
+    );
     this.settleAll(closed);
     this.packs.settle(new DestinationFailedError(this.name, `${this.name} was closed before it stored every page pack`));
     this.resolveStart(this.notConnected());
@@ -488,7 +490,9 @@ export class RemoteDestination implements Destination {
   private async reportAhead(client: ServerConnection, state: VaultState): Promise<void> {
     const records = await fetchAhead(client, this.vaultId, this.vaultDir, this.newest, state);
     if (records.length === 0) {
-      this.fail(`${this.name} says it holds records up to ${state.lastSeq}, beyond this node's ${this.newest}, but sends none of them: its answers are not consistent, so it is not used`);
+      this.fail(
+        `${this.name} says it holds records up to ${state.lastSeq}, beyond this node's ${this.newest}, but sends none of them: its answers are not consistent, so it is not used`,
+      );
       return;
     }
     this.parked = true;

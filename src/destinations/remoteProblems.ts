@@ -21,7 +21,14 @@ export interface SessionEnd {
 
 /** `err`: why the session ended (null: the server closed the connection); `every`: how the retry is described. */
 export function sessionEnd(name: string, err: Error | null, every: string): SessionEnd {
-  const end = (kind: string, level: NoticeLevel, message: string, wait: SessionEnd['wait'], endsStart = false, halveWindow = false): SessionEnd => ({ kind, level, message, wait, endsStart, halveWindow });
+  const end = (kind: string, level: NoticeLevel, message: string, wait: SessionEnd['wait'], endsStart = false, halveWindow = false): SessionEnd => ({
+    kind,
+    level,
+    message,
+    wait,
+    endsStart,
+    halveWindow,
+  });
   if (err instanceof ServerError) {
     switch (err.code) {
       case ErrorCode.QuotaExceeded:

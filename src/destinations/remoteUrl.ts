@@ -62,7 +62,12 @@ export function parseRemoteUrl(url: string): RemoteAddress {
     if (!net.isIPv6(host)) fail(`${host} is not an IPv6 address`);
   } else {
     const m = /^([A-Za-z0-9._-]+):(\d+)$/.exec(hostPort);
-    if (!m) fail(hostPort.includes(':') && hostPort.indexOf(':') !== hostPort.lastIndexOf(':') ? 'an IPv6 host must be in brackets: [address]:port' : 'the host or the port is missing or malformed');
+    if (!m)
+      fail(
+        hostPort.includes(':') && hostPort.indexOf(':') !== hostPort.lastIndexOf(':')
+          ? 'an IPv6 host must be in brackets: [address]:port'
+          : 'the host or the port is missing or malformed',
+      );
     host = m![1];
     portText = m![2];
   }

@@ -144,7 +144,13 @@ interface VaultView {
 }
 
 /** Reads the newest generation whose snapshot is complete; collects what follows `from` (a replica's version and mark). */
-function scanVault(vaultDir: string, keys: VaultKeys, identity: VaultIdentity, from: { version: number; mark: number } | null, onNotice: (m: string) => void): VaultView | null {
+function scanVault(
+  vaultDir: string,
+  keys: VaultKeys,
+  identity: VaultIdentity,
+  from: { version: number; mark: number } | null,
+  onNotice: (m: string) => void,
+): VaultView | null {
   const gens = listGenerations(vaultDir).reverse();
   for (const gen of gens) {
     const tail = new SupersedeRule();
@@ -189,7 +195,9 @@ function scanVault(vaultDir: string, keys: VaultKeys, identity: VaultIdentity, f
     const before = gens.find((g) => g.generation < gen.generation);
     const beforeEnd = before ? generationEnd(identity, keys, vaultDir, before.generation) : null;
     if (cutShort(tail.version, beforeEnd)) {
-      onNotice(`generation ${gen.generation} of the vault ends at version ${tail.version} but the one before it reaches ${beforeEnd} (a compaction switch was interrupted); the replica follows the one before it`);
+      onNotice(
+        `generation ${gen.generation} of the vault ends at version ${tail.version} but the one before it reaches ${beforeEnd} (a compaction switch was interrupted); the replica follows the one before it`,
+      );
       continue;
     }
     return {
@@ -459,7 +467,10 @@ export class ReplicaDestination implements Destination {
     const last = call.records[call.records.length - 1];
     if (last === undefined) return;
     if (call.supersedes !== 0n) {
-      return this.rebuildFor(call, `version ${call.dataVersion} came again: the transaction in record ${call.supersedes}, which the replica applied, was never committed by the node`);
+      return this.rebuildFor(
+        call,
+        `version ${call.dataVersion} came again: the transaction in record ${call.supersedes}, which the replica applied, was never committed by the node`,
+      );
     }
     if (!this.follows(call.writes, call.dataVersion)) {
       const at = this.version ?? 0;
@@ -725,7 +736,8 @@ export class ReplicaDestination implements Destination {
     await this.idle;
     const items = this.queue.splice(0);
     this.queuedRecords = 0;
-    for (const item of items) item.reject(new DestinationFailedError(this.name, `replica ${this.name} closed before version ${item.call.dataVersion} was applied`));
+    for (const item of items)
+      item.reject(new DestinationFailedError(this.name, `replica ${this.name} closed before version ${item.call.dataVersion} was applied`));
     this.db?.close();
     this.db = null;
     this.closed = true;

@@ -368,7 +368,9 @@ export class ServerClient implements ServerConnection {
       m = decodeMessage(buf);
     } catch (err) {
       if (!(err instanceof DecodeError)) throw err;
-      this.destroy(new ProtocolError(`${this.url} sent a message this node cannot decode (${err.message}): the server is faulty or runs an incompatible version`));
+      this.destroy(
+        new ProtocolError(`${this.url} sent a message this node cannot decode (${err.message}): the server is faulty or runs an incompatible version`),
+      );
       return;
     }
     switch (m.type) {
@@ -445,7 +447,9 @@ export class ServerClient implements ServerConnection {
     this.lastBuffered = buffered;
     const quiet = now - this.lastReceivedAt;
     if (quiet >= this.deadAfterMs && this.outstanding()) {
-      this.destroy(new TransportError(`nothing arrived from ${this.url} for ${Math.round(quiet / 1000)} s while an answer was awaited: the connection is dead`));
+      this.destroy(
+        new TransportError(`nothing arrived from ${this.url} for ${Math.round(quiet / 1000)} s while an answer was awaited: the connection is dead`),
+      );
     } else if (quiet >= this.pingAfterMs && now - this.lastPingAt >= this.pingAfterMs) {
       this.lastPingAt = now;
       this.pingOutstanding = true;

@@ -176,7 +176,9 @@ export async function downloadVault(options: DownloadOptions): Promise<DownloadR
       identity = openIdentity(toDir, keys);
     } catch (err) {
       if (!(err instanceof WrongKeyError)) throw err;
-      throw new Error(`${client.url}'s vault ${hex} belongs to another key: its VAULT.json does not verify with this node's key (wrong hsm_secret or key file?)`);
+      throw new Error(
+        `${client.url}'s vault ${hex} belongs to another key: its VAULT.json does not verify with this node's key (wrong hsm_secret or key file?)`,
+      );
     }
     if (identity.vaultId !== hex) throw new Error(`${client.url} sent the identity of vault ${identity.vaultId} for vault ${hex}`);
     // The page packs first (the records refer to them), each checked against its listed size and
@@ -234,7 +236,10 @@ async function chooseVault(client: ServerClient, wanted: string | undefined): Pr
   if (vaults.length === 0) throw new Error(`${client.url} holds no vault for this node's key ${client.clientKey}: nothing to download`);
   if (vaults.length > 1) {
     const list = vaults
-      .map((v) => `${v.vaultId.toString('hex')} (records ${v.firstSeq}..${v.lastSeq}, ${v.bytes} bytes${v.lastWriteAt > 0n ? `, last write ${new Date(Number(v.lastWriteAt)).toISOString()}` : ''})`)
+      .map(
+        (v) =>
+          `${v.vaultId.toString('hex')} (records ${v.firstSeq}..${v.lastSeq}, ${v.bytes} bytes${v.lastWriteAt > 0n ? `, last write ${new Date(Number(v.lastWriteAt)).toISOString()}` : ''})`,
+      )
       .join('; ');
     throw new Error(`${client.url} holds ${vaults.length} vaults for this node's key: ${list}. Choose one with --vault-id`);
   }

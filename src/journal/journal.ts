@@ -38,10 +38,7 @@ export interface StoredOutcome {
   readonly packs: readonly NewPack[];
 }
 
-export type WriteOutcome =
-  | StoredOutcome
-  | { readonly kind: 'unprotected'; readonly reason: string }
-  | { readonly kind: 'refused'; readonly reason: string };
+export type WriteOutcome = StoredOutcome | { readonly kind: 'unprotected'; readonly reason: string } | { readonly kind: 'refused'; readonly reason: string };
 
 export interface JournalStatus {
   readonly vaultId: string;
@@ -114,13 +111,17 @@ export class Journal {
       },
       onNotice,
     });
-    const previous = listSegments(vaultDir).filter((seg) => seg.generation < tail.generation).at(-1)?.generation;
+    const previous = listSegments(vaultDir)
+      .filter((seg) => seg.generation < tail.generation)
+      .at(-1)?.generation;
     const previousLast = tail.generationComplete && previous !== undefined ? generationEnd(writer.identity, keys, vaultDir, previous) : null;
     if (tail.generationComplete && tail.version !== null && cutShort(tail.version, previousLast)) {
       // A crash interrupted the switch to this generation: the calls after it are in the one
       // before. Nothing more is written to it; the next call starts a generation from a snapshot.
       tail.generationComplete = false;
-      onNotice?.(`generation ${tail.generation} ends at version ${tail.version} but the one before it reaches ${previousLast}: a compaction switch was interrupted; the next call starts a new generation from a snapshot`);
+      onNotice?.(
+        `generation ${tail.generation} ends at version ${tail.version} but the one before it reaches ${previousLast}: a compaction switch was interrupted; the next call starts a new generation from a snapshot`,
+      );
     }
     clearStaging(vaultDir);
     removeStalePackTemps(vaultDir);
@@ -179,7 +180,10 @@ export class Journal {
       }
       decision = this.tail.decide(dataVersion, writes, from);
       if (decision.kind === 'snapshot') {
-        return { kind: 'refused', reason: `after a fresh snapshot at version ${snapshot.dataVersion} the call for version ${dataVersion} still does not follow: ${decision.reason}` };
+        return {
+          kind: 'refused',
+          reason: `after a fresh snapshot at version ${snapshot.dataVersion} the call for version ${dataVersion} still does not follow: ${decision.reason}`,
+        };
       }
     }
     if (decision.kind === 'refuse') return { kind: 'refused', reason: decision.reason };
@@ -281,7 +285,17 @@ export class Journal {
     this.callBytes = 0;
     this.snapshotDbBytes = dbBytes;
     const packBytes = snapshot.packs.reduce((n, p) => n + p.bytes.length, 0);
-    const taken = { generation, dataVersion, dbBytes, takenAt, lastSeq: this.sealer.lastSeq, reusedPages: snapshot.reusedPages, addresses: snapshot.addresses, packBytes, packNames: snapshot.packNames };
+    const taken = {
+      generation,
+      dataVersion,
+      dbBytes,
+      takenAt,
+      lastSeq: this.sealer.lastSeq,
+      reusedPages: snapshot.reusedPages,
+      addresses: snapshot.addresses,
+      packBytes,
+      packNames: snapshot.packNames,
+    };
     return { taken, records };
   }
 }

@@ -111,7 +111,8 @@ export class PageStore implements PageSource {
     if (pack.index.pageSize !== pageSize) throw new Error(`page ${hex} in ${at.pack} has ${pack.index.pageSize} bytes, the snapshot wants ${pageSize}`);
     const range = entryRange(pack.index, at.entry);
     const page = openPage(this.keys.record, this.keys.page, this.vaultId, address, this.readPack(pack.file)(range.offset, range.length));
-    if (page === null) throw new Error(`page ${hex} in ${at.pack} (bytes ${range.offset}..${range.offset + range.length}) fails authentication: the pack is damaged`);
+    if (page === null)
+      throw new Error(`page ${hex} in ${at.pack} (bytes ${range.offset}..${range.offset + range.length}) fails authentication: the pack is damaged`);
     return page;
   }
 
@@ -141,7 +142,10 @@ export class PageStore implements PageSource {
 
   /** A pack just written durably at `path`: its pages are found in it from now on. */
   private added(pack: NewPack, path: string): NewPack {
-    this.add({ name: pack.name, path, bytes: pack.bytes.length }, readPackIndex(pack.bytes.length, (o, l) => pack.bytes.subarray(o, o + l)));
+    this.add(
+      { name: pack.name, path, bytes: pack.bytes.length },
+      readPackIndex(pack.bytes.length, (o, l) => pack.bytes.subarray(o, o + l)),
+    );
     return pack;
   }
 

@@ -11,7 +11,15 @@ import { RecordType } from '../vault/format.js';
 import type { NewRecord } from '../vault/sealer.js';
 import { pageAddress, type SealedPage } from './pagePack.js';
 import type { NewPack, PageStore } from './pageStore.js';
-import { encodePackList, encodePageManifest, encodeSnapshotBegin, encodeSnapshotEnd, MAX_MANIFEST_ENTRIES, MAX_PAGE_BYTES, MIN_PAGE_BYTES } from './payloads.js';
+import {
+  encodePackList,
+  encodePageManifest,
+  encodeSnapshotBegin,
+  encodeSnapshotEnd,
+  MAX_MANIFEST_ENTRIES,
+  MAX_PAGE_BYTES,
+  MIN_PAGE_BYTES,
+} from './payloads.js';
 import { withConsistentSnapshot } from './snapshotSource.js';
 import type { EpochMs } from '../util/clock.js';
 
@@ -212,7 +220,9 @@ export class PagedSnapshotBuilder {
 /** The records that start a generation from a paged snapshot: SnapshotBegin, manifests, SnapshotEnd. */
 export function snapshotRecords(snapshot: PagedSnapshot, generation: number): NewRecord[] {
   const base = { generation, dataVersion: snapshot.staged.dataVersion, supersedes: 0n };
-  const out: NewRecord[] = [{ ...base, type: RecordType.SnapshotBegin, payload: encodeSnapshotBegin({ dbBytes: snapshot.staged.dbBytes, takenAt: snapshot.staged.takenAt }) }];
+  const out: NewRecord[] = [
+    { ...base, type: RecordType.SnapshotBegin, payload: encodeSnapshotBegin({ dbBytes: snapshot.staged.dbBytes, takenAt: snapshot.staged.takenAt }) },
+  ];
   for (let first = 0; first < snapshot.addresses.length; first += MAX_MANIFEST_ENTRIES) {
     const addresses = snapshot.addresses.slice(first, first + MAX_MANIFEST_ENTRIES);
     out.push({ ...base, type: RecordType.PageManifest, payload: encodePageManifest({ pageSize: snapshot.pageSize, firstPage: first, addresses }) });

@@ -96,7 +96,8 @@ export function encodePageManifest(m: PageManifest): Buffer {
 export function decodePageManifest(p: Buffer): PageManifest {
   if (p.length < 12 || (p.length - 12) % PAGE_ADDRESS_BYTES !== 0) throw new FormatError('page manifest has a wrong size');
   const pageSize = p.readUInt32BE(0);
-  if (pageSize < MIN_PAGE_BYTES || pageSize > MAX_PAGE_BYTES || (pageSize & (pageSize - 1)) !== 0) throw new FormatError(`page size ${pageSize} is not one sqlite allows`);
+  if (pageSize < MIN_PAGE_BYTES || pageSize > MAX_PAGE_BYTES || (pageSize & (pageSize - 1)) !== 0)
+    throw new FormatError(`page size ${pageSize} is not one sqlite allows`);
   const count = (p.length - 12) / PAGE_ADDRESS_BYTES;
   if (count > MAX_MANIFEST_ENTRIES) throw new FormatError(`page manifest lists ${count} pages, more than ${MAX_MANIFEST_ENTRIES}`);
   const addresses: Buffer[] = [];

@@ -135,7 +135,10 @@ export class JournalReplayer {
     if (body.type === RecordType.PageManifest) {
       const manifest = decodePageManifest(body.payload);
       if (manifest.firstPage * manifest.pageSize !== this.snapshotWritten) {
-        throw new JournalError(seq, `page manifest from page ${manifest.firstPage} does not continue the snapshot (${this.snapshotWritten} of ${this.snapshotBytes} bytes so far)`);
+        throw new JournalError(
+          seq,
+          `page manifest from page ${manifest.firstPage} does not continue the snapshot (${this.snapshotWritten} of ${this.snapshotBytes} bytes so far)`,
+        );
       }
       if (this.snapshotWritten + manifest.addresses.length * manifest.pageSize > this.snapshotBytes) {
         throw new JournalError(seq, `page manifest runs past the snapshot's ${this.snapshotBytes} bytes`);
@@ -160,7 +163,10 @@ export class JournalReplayer {
     if (body.type === RecordType.SnapshotChunk) {
       const chunk = decodeSnapshotChunk(body.payload);
       if (chunk.offset !== this.snapshotWritten || chunk.offset + chunk.bytes.length > this.snapshotBytes) {
-        throw new JournalError(seq, `snapshot chunk at offset ${chunk.offset} does not continue the snapshot (${this.snapshotWritten} of ${this.snapshotBytes} bytes so far)`);
+        throw new JournalError(
+          seq,
+          `snapshot chunk at offset ${chunk.offset} does not continue the snapshot (${this.snapshotWritten} of ${this.snapshotBytes} bytes so far)`,
+        );
       }
       this.snapshotHash.update(chunk.bytes);
       this.snapshotWritten += chunk.bytes.length;
@@ -241,8 +247,7 @@ export class JournalReplayer {
     let inFlight = false;
     if (this.pending && !this.reached) {
       const wanted = this.options.includeInFlight !== false;
-      const beyondTarget =
-        this.options.targetVersion !== undefined && versionDistance(this.options.targetVersion, this.pending.dataVersion) > 0;
+      const beyondTarget = this.options.targetVersion !== undefined && versionDistance(this.options.targetVersion, this.pending.dataVersion) > 0;
       if (wanted && !beyondTarget) {
         const p = this.pending;
         this.pending = null;

@@ -111,7 +111,18 @@ export function scanGenerations(identity: VaultIdentity, keys: VaultKeys, vaultD
       const body = r.body;
       if (body.type === RecordType.SnapshotBegin) {
         const takenAt = decodeSnapshotBegin(body.payload).takenAt;
-        current = { generation: body.generation, takenAt, complete: false, pages: new Set(), packs: new Set(), baseVersion: body.dataVersion, lastVersion: body.dataVersion, calls: 0, lastCallAt: null, pageEntries: 0 };
+        current = {
+          generation: body.generation,
+          takenAt,
+          complete: false,
+          pages: new Set(),
+          packs: new Set(),
+          baseVersion: body.dataVersion,
+          lastVersion: body.dataVersion,
+          calls: 0,
+          lastCallAt: null,
+          pageEntries: 0,
+        };
         gens.push(current);
       } else if (!current) {
         continue;

@@ -38,9 +38,7 @@ export function readBoundedFile(filePath: string, what: string): Buffer {
       throw new KeyError(`${what} ${filePath} is not a regular file`);
     }
     if (st.size > MAX_KEY_MATERIAL_FILE_BYTES) {
-      throw new KeyError(
-        `${what} ${filePath} is ${st.size} bytes, larger than the ${MAX_KEY_MATERIAL_FILE_BYTES} bytes such a file can be; check the path`,
-      );
+      throw new KeyError(`${what} ${filePath} is ${st.size} bytes, larger than the ${MAX_KEY_MATERIAL_FILE_BYTES} bytes such a file can be; check the path`);
     }
     // Read at most one byte past the limit, so a file that grows after fstat is still caught.
     const buf = Buffer.alloc(MAX_KEY_MATERIAL_FILE_BYTES + 1);
@@ -53,9 +51,7 @@ export function readBoundedFile(filePath: string, what: string): Buffer {
     }
     if (total > MAX_KEY_MATERIAL_FILE_BYTES) {
       buf.fill(0);
-      throw new KeyError(
-        `${what} ${filePath} is larger than the ${MAX_KEY_MATERIAL_FILE_BYTES} bytes such a file can be; check the path`,
-      );
+      throw new KeyError(`${what} ${filePath} is larger than the ${MAX_KEY_MATERIAL_FILE_BYTES} bytes such a file can be; check the path`);
     }
     const out = Buffer.from(buf.subarray(0, total));
     buf.fill(0);

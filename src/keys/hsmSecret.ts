@@ -63,9 +63,7 @@ function mnemonicShapeProblem(mnemonic: string): string | null {
  */
 export function parseHsmSecret(file: Buffer): Buffer {
   if (file.length < PLAIN_LEN) {
-    throw new KeyError(
-      `hsm_secret is ${file.length} bytes, shorter than the 32 bytes of the smallest valid file; it is truncated or not an hsm_secret`,
-    );
+    throw new KeyError(`hsm_secret is ${file.length} bytes, shorter than the 32 bytes of the smallest valid file; it is truncated or not an hsm_secret`);
   }
   if (file.length === PLAIN_LEN) {
     // lightningd would accept 32 zero bytes, but no node generates them: it is a mnemonic-format file cut short.
@@ -91,14 +89,16 @@ export function parseHsmSecret(file: Buffer): Buffer {
     if (text && mnemonicShapeProblem(file.toString('latin1').trim()) === null) {
       throw new KeyError(
         'hsm_secret holds a mnemonic written as plain text, not the file lightningd keeps (32 zero bytes, then the words); ' +
-          'pass the node\'s own hsm_secret, or write one from the words with `lightning-hsmtool generatehsm`',
+          "pass the node's own hsm_secret, or write one from the words with `lightning-hsmtool generatehsm`",
       );
     }
     throw new KeyError(`hsm_secret is ${file.length} bytes of ${text ? 'text' : 'binary data'} and is not an hsm_secret: ${EXPECTED_FORMATS}`);
   }
   const problem = mnemonicShapeProblem(mnemonic);
   if (problem !== null) {
-    throw new KeyError(`${problem}; the hsm_secret looks like the mnemonic format but its words are malformed; check that this is the file lightningd uses, or ${ENCRYPTED_ADVICE}`);
+    throw new KeyError(
+      `${problem}; the hsm_secret looks like the mnemonic format but its words are malformed; check that this is the file lightningd uses, or ${ENCRYPTED_ADVICE}`,
+    );
   }
   return bip39Seed(mnemonic);
 }
@@ -106,7 +106,7 @@ export function parseHsmSecret(file: Buffer): Buffer {
 /** What lightningd's files look like, for refusals of files that are none of them. */
 const EXPECTED_FORMATS =
   'Core Lightning writes 32 bytes (legacy), 73 bytes (legacy encrypted) or 32 bytes followed by a BIP39 mnemonic; ' +
-  'pass the node\'s own file, <lightning-dir>/<network>/hsm_secret (e.g. ~/.lightning/bitcoin/hsm_secret)';
+  "pass the node's own file, <lightning-dir>/<network>/hsm_secret (e.g. ~/.lightning/bitcoin/hsm_secret)";
 
 /** The mnemonic text after the first 32 bytes (lightningd copies it with strndup, so it ends at the first NUL). */
 function mnemonicAfterPrefix(file: Buffer): string {

@@ -65,9 +65,7 @@ export function rootKeyFromKeyFile(filePath: string): RootKey {
     let nodeId: string | null = null;
     if (obj.node_id !== undefined) {
       if (typeof obj.node_id !== 'string' || !/^0[23][0-9a-fA-F]{64}$/.test(obj.node_id)) {
-        throw new KeyError(
-          `key file ${filePath}: "node_id" is not a node id (66 hex characters starting with 02 or 03); fix or remove it`,
-        );
+        throw new KeyError(`key file ${filePath}: "node_id" is not a node id (66 hex characters starting with 02 or 03); fix or remove it`);
       }
       nodeId = obj.node_id.toLowerCase();
     }

@@ -48,7 +48,9 @@ export function startMetricsEndpoint(host: string, port: number, source: Metrics
   server.maxConnections = MAX_CONNECTIONS;
   server.keepAliveTimeout = 5_000;
   return new Promise((resolve, reject) => {
-    server.once('error', (err: NodeJS.ErrnoException) => reject(new Error(`cannot serve metrics on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the address is in use' : err.message}`)));
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(new Error(`cannot serve metrics on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the address is in use' : err.message}`)),
+    );
     server.listen(port, host, () => {
       const addr = server.address();
       const bound = typeof addr === 'object' && addr !== null ? addr.port : port;

@@ -39,7 +39,12 @@ export class PluginMetrics implements MetricsSource {
   constructor(private readonly snapshot: () => PluginMetricsSnapshot) {
     const r = this.registry;
     client.collectDefaultMetrics({ register: r, prefix: 'lnbackup_plugin_' });
-    this.hook = new client.Histogram({ name: 'lnbackup_hook_seconds', help: 'db_write hook: from the call arriving to the answer written', buckets: HOOK_BUCKETS, registers: [r] });
+    this.hook = new client.Histogram({
+      name: 'lnbackup_hook_seconds',
+      help: 'db_write hook: from the call arriving to the answer written',
+      buckets: HOOK_BUCKETS,
+      registers: [r],
+    });
     const s = (): PluginMetricsSnapshot | null => this.current;
     const gauge = (name: string, help: string, read: (x: PluginMetricsSnapshot) => number | null): void => {
       new client.Gauge({
@@ -70,7 +75,11 @@ export class PluginMetrics implements MetricsSource {
         if (x.postgresZeroLoss !== null) this.set({ wallet: 'postgres' }, x.postgresZeroLoss);
       },
     });
-    gauge('lnbackup_stalled_seconds', 'How long the current db_write call has waited for its destinations (0: none waits): alert when it grows', (x) => x.stalledSeconds);
+    gauge(
+      'lnbackup_stalled_seconds',
+      'How long the current db_write call has waited for its destinations (0: none waits): alert when it grows',
+      (x) => x.stalledSeconds,
+    );
     new client.Counter({
       name: 'lnbackup_compactions_total',
       help: 'Compactions finished since the plugin started',
@@ -97,8 +106,14 @@ export class PluginMetrics implements MetricsSource {
       });
     };
     perDestination('lnbackup_destination_durable_seq', 'The newest record durable at the destination', (d) => Number(d.durableSeq));
-    perDestination('lnbackup_destination_lag_records', 'Records handed to the destination and not durable there yet: alert when it stays above 0', (d) => d.lagRecords);
-    perDestination('lnbackup_destination_up', '1 when the destination takes records (ok, catching-up), 0 when stalled or failed', (d) => (d.state === 'ok' || d.state === 'catching-up' ? 1 : 0));
+    perDestination(
+      'lnbackup_destination_lag_records',
+      'Records handed to the destination and not durable there yet: alert when it stays above 0',
+      (d) => d.lagRecords,
+    );
+    perDestination('lnbackup_destination_up', '1 when the destination takes records (ok, catching-up), 0 when stalled or failed', (d) =>
+      d.state === 'ok' || d.state === 'catching-up' ? 1 : 0,
+    );
   }
 
   /** A db_write answer was written `seconds` after its call arrived. */

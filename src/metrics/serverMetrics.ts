@@ -63,10 +63,31 @@ export class ServerMetrics implements ServerObserver, MetricsSource {
   constructor(private readonly readStatus: () => Promise<ServerStatus>) {
     const r = this.registry;
     client.collectDefaultMetrics({ register: r, prefix: 'lnbackup_server_' });
-    this.ackLatency = new client.Histogram({ name: 'lnbackup_server_ack_latency_seconds', help: 'From an append arriving to its acknowledgement (durable)', buckets: LATENCY_BUCKETS, registers: [r] });
-    this.roundLatency = new client.Histogram({ name: 'lnbackup_server_commit_seconds', help: 'One group-commit round: write and fsync (files) or commit (PostgreSQL)', labelNames: ['result'], buckets: LATENCY_BUCKETS, registers: [r] });
-    this.roundSize = new client.Histogram({ name: 'lnbackup_server_commit_round_records', help: 'Records made durable together in one group-commit round', buckets: ROUND_SIZE_BUCKETS, registers: [r] });
-    this.refusals = new client.Counter({ name: 'lnbackup_server_refusals_total', help: 'Connections and requests refused, by reason', labelNames: ['reason'], registers: [r] });
+    this.ackLatency = new client.Histogram({
+      name: 'lnbackup_server_ack_latency_seconds',
+      help: 'From an append arriving to its acknowledgement (durable)',
+      buckets: LATENCY_BUCKETS,
+      registers: [r],
+    });
+    this.roundLatency = new client.Histogram({
+      name: 'lnbackup_server_commit_seconds',
+      help: 'One group-commit round: write and fsync (files) or commit (PostgreSQL)',
+      labelNames: ['result'],
+      buckets: LATENCY_BUCKETS,
+      registers: [r],
+    });
+    this.roundSize = new client.Histogram({
+      name: 'lnbackup_server_commit_round_records',
+      help: 'Records made durable together in one group-commit round',
+      buckets: ROUND_SIZE_BUCKETS,
+      registers: [r],
+    });
+    this.refusals = new client.Counter({
+      name: 'lnbackup_server_refusals_total',
+      help: 'Connections and requests refused, by reason',
+      labelNames: ['reason'],
+      registers: [r],
+    });
     const s = (): ServerStatus | null => this.current;
     const vaults = (st: ServerStatus): number => st.clients.reduce((n, c) => n + c.vaults.length, 0);
     statusGauge(r, 'lnbackup_server_connections', 'Open connections (handshaking included)', (st) => st.connections, s);
@@ -74,15 +95,33 @@ export class ServerMetrics implements ServerObserver, MetricsSource {
     statusGauge(r, 'lnbackup_server_clients', 'Client keys known to the server (with a vault or connected)', (st) => st.clients.length, s);
     statusGauge(r, 'lnbackup_server_clients_connected', 'Clients with at least one open connection', (st) => st.clients.filter((c) => c.connected).length, s);
     statusGauge(r, 'lnbackup_server_vaults', 'Vaults stored', vaults, s);
-    statusGauge(r, 'lnbackup_server_stored_bytes', 'Bytes stored for all clients (records and page packs)', (st) => st.clients.reduce((n, c) => n + c.totalBytes, 0), s);
+    statusGauge(
+      r,
+      'lnbackup_server_stored_bytes',
+      'Bytes stored for all clients (records and page packs)',
+      (st) => st.clients.reduce((n, c) => n + c.totalBytes, 0),
+      s,
+    );
     statusGauge(r, 'lnbackup_server_pending_appends', 'Appends accepted and not yet durable', (st) => st.clients.reduce((n, c) => n + c.pendingAppends, 0), s);
     totalCounter(r, 'lnbackup_server_appends_total', 'Appends made durable and acknowledged', (st) => st.appendCounters.appends, s);
     totalCounter(r, 'lnbackup_server_records_total', 'Records made durable and acknowledged', (st) => st.appendCounters.records, s);
     totalCounter(r, 'lnbackup_server_appended_bytes_total', 'Bytes of records made durable', (st) => st.appendCounters.bytes, s);
     totalCounter(r, 'lnbackup_server_commit_rounds_total', 'Group-commit rounds', (st) => st.storeCounters?.rounds ?? 0, s);
     totalCounter(r, 'lnbackup_server_handshake_failures_total', 'Transport handshakes that failed', (st) => st.handshakeFailures, s);
-    statusGauge(r, 'lnbackup_server_scrub_last_finished_timestamp_seconds', 'When the last storage scrub finished (0: none yet)', (st) => (st.scrub?.last ? Date.parse(st.scrub.last.finishedAt) / 1000 : 0), s);
-    statusGauge(r, 'lnbackup_server_scrub_damaged_files', 'Files the last scrub left damaged (beyond repair): alert on > 0', (st) => st.scrub?.last?.damagedFiles ?? 0, s);
+    statusGauge(
+      r,
+      'lnbackup_server_scrub_last_finished_timestamp_seconds',
+      'When the last storage scrub finished (0: none yet)',
+      (st) => (st.scrub?.last ? Date.parse(st.scrub.last.finishedAt) / 1000 : 0),
+      s,
+    );
+    statusGauge(
+      r,
+      'lnbackup_server_scrub_damaged_files',
+      'Files the last scrub left damaged (beyond repair): alert on > 0',
+      (st) => st.scrub?.last?.damagedFiles ?? 0,
+      s,
+    );
     statusGauge(r, 'lnbackup_server_scrub_repaired_files', 'Files the last scrub repaired', (st) => st.scrub?.last?.repairedFiles ?? 0, s);
     statusGauge(r, 'lnbackup_server_scrub_unprotected_files', 'Files the last scrub found without parity', (st) => st.scrub?.last?.unprotectedFiles ?? 0, s);
   }

@@ -74,7 +74,13 @@ export interface RecoverResult {
     readonly from: 'whole' | readonly number[];
     readonly createdAt: string;
     readonly servers: readonly { readonly url: string; readonly vaultId: string }[];
-    readonly highWater: { readonly generation: number; readonly sequence: bigint; readonly recordHash: string; readonly dataVersion: number; readonly time: string };
+    readonly highWater: {
+      readonly generation: number;
+      readonly sequence: bigint;
+      readonly recordHash: string;
+      readonly dataVersion: number;
+      readonly time: string;
+    };
   } | null;
   readonly channelBackupTime: string | null;
   readonly channels: readonly ChannelReport[];
@@ -97,7 +103,11 @@ function messageOf(err: unknown): string {
 }
 
 /** The Core Lightning channel backups among the blobs that are not beacons, newest first. */
-function newestChannelBackup(scbKey: Buffer, collected: readonly PeerCollection[], notBeacons: ReadonlySet<number>): { index: number; backup: StaticChanBackup }[] {
+function newestChannelBackup(
+  scbKey: Buffer,
+  collected: readonly PeerCollection[],
+  notBeacons: ReadonlySet<number>,
+): { index: number; backup: StaticChanBackup }[] {
   const found: { index: number; backup: StaticChanBackup }[] = [];
   for (const i of notBeacons) {
     try {
@@ -120,7 +130,16 @@ async function restoreFromServer(
   const base = { url: server.url, vaultId };
   try {
     if (!parseRemoteUrl(server.url).publicKey.equals(server.pinnedKey)) {
-      return { report: { ...base, outcome: 'refused', reason: 'key-mismatch', copy: null, message: `the beacon pins key ${server.pinnedKey.toString('hex')} for ${server.url}, whose URL names another key` }, restored: null };
+      return {
+        report: {
+          ...base,
+          outcome: 'refused',
+          reason: 'key-mismatch',
+          copy: null,
+          message: `the beacon pins key ${server.pinnedKey.toString('hex')} for ${server.url}, whose URL names another key`,
+        },
+        restored: null,
+      };
     }
     const mark = beacon.content.highWater;
     return await downloadDir({ url: server.url, keys, vaultId, onProgress: o.onDownloadProgress?.(server.url) }, async (dir) => {
@@ -162,7 +181,10 @@ export async function recoverFromPeers(o: RecoverOptions): Promise<RecoverResult
   root.fill(0);
 
   step(`node ${nodeId}: asking ${o.peers.length} peer(s) for what they hold`);
-  const collected = await collectBlobs(nodeKey, o.peers, { ...o, onPeer: (p) => step(`  ${p.peer}: ${p.error ? `failed: ${p.error}` : p.blob ? `a blob of ${p.blob.length} bytes` : 'holds nothing for us'}`) });
+  const collected = await collectBlobs(nodeKey, o.peers, {
+    ...o,
+    onPeer: (p) => step(`  ${p.peer}: ${p.error ? `failed: ${p.error}` : p.blob ? `a blob of ${p.blob.length} bytes` : 'holds nothing for us'}`),
+  });
   nodeKey.fill(0);
   const withBlob = collected.map((c, i) => ({ c, i })).filter(({ c }) => c.blob !== null);
   const blobs = withBlob.map(({ c }) => c.blob as Buffer);
@@ -212,13 +234,17 @@ export async function recoverFromPeers(o: RecoverOptions): Promise<RecoverResult
     channelBackupTime = new Date(beacon.content.createdMs).toISOString();
     emergencyBytes = sealChannelBackup(scbKey, records, Math.floor(beacon.content.createdMs / 1000));
     const m = beacon.content.highWater;
-    step(`beacon ${beacon.counter} (${beacon.from === 'whole' ? 'whole' : `rebuilt from shards ${beacon.from.join(', ')}`}): ${beacon.content.servers.length} server(s), high-water mark ${describeMark(m)}, ${channels.length} channel(s)`);
+    step(
+      `beacon ${beacon.counter} (${beacon.from === 'whole' ? 'whole' : `rebuilt from shards ${beacon.from.join(', ')}`}): ${beacon.content.servers.length} server(s), high-water mark ${describeMark(m)}, ${channels.length} channel(s)`,
+    );
   } else if (backups.length > 0) {
     const newest = backups[0];
     channels = newest.backup.channels.map(channelReport);
     channelBackupTime = new Date(newest.backup.timestamp * 1000).toISOString();
     emergencyBytes = collected[newest.index].blob;
-    step(`no lnbackup beacon; Core Lightning's channel backup of ${channelBackupTime}: ${channels.length} channel(s) (alongside mode: the database cannot be found from the seed alone)`);
+    step(
+      `no lnbackup beacon; Core Lightning's channel backup of ${channelBackupTime}: ${channels.length} channel(s) (alongside mode: the database cannot be found from the seed alone)`,
+    );
   } else {
     step(`no peer handed back anything usable${beaconError ? ` (${beaconError.message})` : ''}`);
   }
@@ -252,7 +278,13 @@ export async function recoverFromPeers(o: RecoverOptions): Promise<RecoverResult
             from: beacon.from,
             createdAt: new Date(beacon.content.createdMs).toISOString(),
             servers: beacon.content.servers.map((s) => ({ url: s.url, vaultId: s.vaultId.toString('hex') })),
-            highWater: { generation: m.generation, sequence: m.sequence, recordHash: m.recordHash.toString('hex'), dataVersion: m.dataVersion, time: new Date(m.timeMs).toISOString() },
+            highWater: {
+              generation: m.generation,
+              sequence: m.sequence,
+              recordHash: m.recordHash.toString('hex'),
+              dataVersion: m.dataVersion,
+              time: new Date(m.timeMs).toISOString(),
+            },
           }
         : null,
     channelBackupTime,

@@ -18,7 +18,10 @@ export function findPostgresBinary(name: string): string | null {
     }
   }
   const versions = fs.existsSync(DEBIAN_ROOT)
-    ? fs.readdirSync(DEBIAN_ROOT).filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a))
+    ? fs
+        .readdirSync(DEBIAN_ROOT)
+        .filter((v) => /^\d+$/.test(v))
+        .sort((a, b) => Number(b) - Number(a))
     : [];
   for (const v of versions) {
     const p = path.join(DEBIAN_ROOT, v, 'bin', name);

@@ -33,7 +33,9 @@ export async function checkPostgres(dsn: string, options: ConnectOptions = {}): 
   try {
     state = await readReplicationState(client);
   } catch (err) {
-    throw new Error(`connected to ${redactDsn(dsn)} but reading its replication state failed: ${scrubSecret(err instanceof Error ? err.message : String(err), dsn)}`);
+    throw new Error(
+      `connected to ${redactDsn(dsn)} but reading its replication state failed: ${scrubSecret(err instanceof Error ? err.message : String(err), dsn)}`,
+    );
   } finally {
     await client.end().catch(() => undefined);
   }

@@ -58,7 +58,10 @@ async function readPlan(client: pg.Client, standbyName: string): Promise<Primary
   if (!['on', 'remote_apply'].includes(value('synchronous_commit'))) add('synchronous_commit', 'on', false);
   if (value('wal_level') === 'minimal') add('wal_level', 'replica', true);
   if (Number(value('max_wal_senders')) === 0) add('max_wal_senders', '10', true);
-  const standby = await client.query<{ state: string | null; sync_state: string | null }>('SELECT state, sync_state FROM pg_stat_replication WHERE application_name = $1', [standbyName]);
+  const standby = await client.query<{ state: string | null; sync_state: string | null }>(
+    'SELECT state, sync_state FROM pg_stat_replication WHERE application_name = $1',
+    [standbyName],
+  );
   const statements = changes.map((c) => c.statement);
   if (changes.some((c) => !c.needsRestart)) statements.push('SELECT pg_reload_conf();');
   return {
@@ -80,7 +83,12 @@ export async function planPrimary(dsn: string, standbyName: string): Promise<Pri
 }
 
 /** Applies the plan; refuses (ApplyRefused) while the standby is not streaming. */
-export async function applyPrimary(dsn: string, standbyName: string, onStep: (line: string) => void = () => undefined, timeoutMs = 60_000): Promise<ApplyResult> {
+export async function applyPrimary(
+  dsn: string,
+  standbyName: string,
+  onStep: (line: string) => void = () => undefined,
+  timeoutMs = 60_000,
+): Promise<ApplyResult> {
   const client = await connectDsn(dsn, { applicationName: 'lnbackup-primary' });
   try {
     const plan = await readPlan(client, standbyName);
@@ -96,7 +104,15 @@ export async function applyPrimary(dsn: string, standbyName: string, onStep: (li
       );
     }
     if (plan.changes.some((c) => c.needsRestart)) {
-      throw new ApplyRefused(`refusing to apply: ${plan.changes.filter((c) => c.needsRestart).map((c) => c.name).join(' and ')} need a restart of the primary; set them first (${plan.changes.filter((c) => c.needsRestart).map((c) => c.statement).join(' ')}) and restart it`);
+      throw new ApplyRefused(
+        `refusing to apply: ${plan.changes
+          .filter((c) => c.needsRestart)
+          .map((c) => c.name)
+          .join(' and ')} need a restart of the primary; set them first (${plan.changes
+          .filter((c) => c.needsRestart)
+          .map((c) => c.statement)
+          .join(' ')}) and restart it`,
+      );
     }
     for (const statement of plan.statements) {
       onStep(`running ${statement}`);
@@ -104,16 +120,23 @@ export async function applyPrimary(dsn: string, standbyName: string, onStep: (li
         await client.query(statement);
       } catch (err) {
         const message = scrubSecret(err instanceof Error ? err.message : String(err), dsn);
-        throw new Error(`${statement} failed: ${message}${/permission denied|must be superuser/i.test(message) ? ' (ALTER SYSTEM needs a superuser, or GRANT ALTER SYSTEM ON PARAMETER … on PostgreSQL 15)' : ''}`);
+        throw new Error(
+          `${statement} failed: ${message}${/permission denied|must be superuser/i.test(message) ? ' (ALTER SYSTEM needs a superuser, or GRANT ALTER SYSTEM ON PARAMETER … on PostgreSQL 15)' : ''}`,
+        );
       }
     }
     onStep(`waiting for standby ${standbyName} to become sync`);
     const deadline = Date.now() + timeoutMs;
     let syncState: string | null = plan.standby.syncState;
     while (syncState !== 'sync' && syncState !== 'quorum') {
-      if (Date.now() > deadline) throw new Error(`the settings are applied but standby ${standbyName} is still ${syncState ?? 'gone'} after ${timeoutMs / 1000} s: see lnbackup postgres check`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `the settings are applied but standby ${standbyName} is still ${syncState ?? 'gone'} after ${timeoutMs / 1000} s: see lnbackup postgres check`,
+        );
       await new Promise((r) => setTimeout(r, 100));
-      const { rows } = await client.query<{ sync_state: string | null }>('SELECT sync_state FROM pg_stat_replication WHERE application_name = $1', [standbyName]);
+      const { rows } = await client.query<{ sync_state: string | null }>('SELECT sync_state FROM pg_stat_replication WHERE application_name = $1', [
+        standbyName,
+      ]);
       syncState = rows[0]?.sync_state ?? null;
     }
     return { ...plan, applied: true, syncState };

@@ -54,7 +54,8 @@ export const DEFAULT_STANDBY_NAME = 'lightningd';
 const NAME_RULE = /^[a-z0-9_]{1,63}$/;
 
 export function checkStandbyName(name: string): void {
-  if (!NAME_RULE.test(name)) throw new StandbySetupError(`standby name ${JSON.stringify(name)}: use 1 to 63 lower-case letters, digits or _ (it names the replication slot too)`);
+  if (!NAME_RULE.test(name))
+    throw new StandbySetupError(`standby name ${JSON.stringify(name)}: use 1 to 63 lower-case letters, digits or _ (it names the replication slot too)`);
 }
 
 /** Builds, starts and waits for the standby. */
@@ -66,7 +67,9 @@ export async function setupStandby(o: StandbyOptions): Promise<StandbyResult> {
   checkStandbyName(name);
   const url = parseDsn(o.primaryDsn);
   if (process.getuid?.() === 0) {
-    throw new StandbySetupError('PostgreSQL refuses to run as root: run this as the OS user PostgreSQL runs as, e.g. runuser -u postgres -- lnbackup postgres standby …');
+    throw new StandbySetupError(
+      'PostgreSQL refuses to run as root: run this as the OS user PostgreSQL runs as, e.g. runuser -u postgres -- lnbackup postgres standby …',
+    );
   }
   const basebackup = findPostgresBinary('pg_basebackup');
   const pgCtl = findPostgresBinary('pg_ctl');
@@ -109,7 +112,18 @@ export async function setupStandby(o: StandbyOptions): Promise<StandbyResult> {
   if (start.code !== 0) throw new StandbySetupError(`pg_ctl could not start the standby (exit ${start.code}): ${start.output.trim()}\n${tail(logFile)}`);
 
   const seen = await waitStreaming(o.primaryDsn, name, o.timeoutMs ?? 120_000, logFile, progress);
-  return { name, dataDir, port, slot: name, slotCreated, state: seen.state, syncState: seen.syncState, copyMs: Math.round(copyMs), totalMs: Math.round(performance.now() - started), logFile };
+  return {
+    name,
+    dataDir,
+    port,
+    slot: name,
+    slotCreated,
+    state: seen.state,
+    syncState: seen.syncState,
+    copyMs: Math.round(copyMs),
+    totalMs: Math.round(performance.now() - started),
+    logFile,
+  };
 }
 
 async function checkPrimaryTakesStandby(client: pg.Client): Promise<void> {
@@ -120,17 +134,22 @@ async function checkPrimaryTakesStandby(client: pg.Client): Promise<void> {
   );
   const r = rows[0];
   if (r.in_recovery) throw new StandbySetupError('--primary names a standby (in recovery): give the primary the node writes to');
-  if (!r.can_replicate) throw new StandbySetupError(`role ${r.usr} may not replicate: on the primary, ALTER ROLE "${r.usr}" REPLICATION; (or use a role that has it)`);
-  if (r.wal_level === 'minimal') throw new StandbySetupError("the primary has wal_level = minimal: ALTER SYSTEM SET wal_level = replica; and restart it (see `lnbackup postgres primary`)");
+  if (!r.can_replicate)
+    throw new StandbySetupError(`role ${r.usr} may not replicate: on the primary, ALTER ROLE "${r.usr}" REPLICATION; (or use a role that has it)`);
+  if (r.wal_level === 'minimal')
+    throw new StandbySetupError('the primary has wal_level = minimal: ALTER SYSTEM SET wal_level = replica; and restart it (see `lnbackup postgres primary`)');
   if (r.senders === 0) throw new StandbySetupError('the primary has max_wal_senders = 0: ALTER SYSTEM SET max_wal_senders = 10; and restart it');
 }
 
 /** Creates the physical slot, or reuses an inactive one of that name; true when it created it. */
 async function ensureSlot(client: pg.Client, name: string, progress: (e: StandbyProgress) => void): Promise<boolean> {
-  const { rows } = await client.query<{ active: boolean; slot_type: string }>('SELECT active, slot_type FROM pg_replication_slots WHERE slot_name = $1', [name]);
+  const { rows } = await client.query<{ active: boolean; slot_type: string }>('SELECT active, slot_type FROM pg_replication_slots WHERE slot_name = $1', [
+    name,
+  ]);
   if (rows.length > 0) {
     if (rows[0].slot_type !== 'physical') throw new StandbySetupError(`the primary has a ${rows[0].slot_type} slot named ${name}: choose another --name`);
-    if (rows[0].active) throw new StandbySetupError(`slot ${name} on the primary is in use by a running standby: choose another --name, or stop that standby first`);
+    if (rows[0].active)
+      throw new StandbySetupError(`slot ${name} on the primary is in use by a running standby: choose another --name, or stop that standby first`);
     progress({ step: `reusing the primary's inactive replication slot ${name}` });
     return false;
   }
@@ -146,7 +165,15 @@ async function dropSlot(dsn: string, name: string): Promise<void> {
   await client.end().catch(() => undefined);
 }
 
-async function runBasebackup(bin: string, url: string, password: string, dataDir: string, slot: string, progress: (e: StandbyProgress) => void, dsn: string): Promise<void> {
+async function runBasebackup(
+  bin: string,
+  url: string,
+  password: string,
+  dataDir: string,
+  slot: string,
+  progress: (e: StandbyProgress) => void,
+  dsn: string,
+): Promise<void> {
   const env = password ? { ...process.env, PGPASSWORD: password } : process.env;
   const r = await runProgram(bin, ['-D', dataDir, '-R', '-S', slot, '-X', 'stream', '--checkpoint=fast', '-P', '-d', url], env, (chunk) => {
     for (const m of chunk.matchAll(/(\d+)\/(\d+) kB \(\d+%\)/g)) progress({ copiedKb: Number(m[1]), totalKb: Number(m[2]) });
@@ -188,7 +215,13 @@ function tail(file: string): string {
  * pg_stat_replication's state as NULL; then the standby counts as streaming once the slot is active
  * and the standby has flushed the WAL the primary had written when the wait began.
  */
-async function waitStreaming(dsn: string, name: string, timeoutMs: number, logFile: string, progress: (e: StandbyProgress) => void): Promise<{ state: string; syncState: string | null }> {
+async function waitStreaming(
+  dsn: string,
+  name: string,
+  timeoutMs: number,
+  logFile: string,
+  progress: (e: StandbyProgress) => void,
+): Promise<{ state: string; syncState: string | null }> {
   const deadline = Date.now() + timeoutMs;
   let last = '';
   let target: string | null = null;
@@ -197,11 +230,17 @@ async function waitStreaming(dsn: string, name: string, timeoutMs: number, logFi
     if (client) {
       try {
         target ??= (await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0].lsn;
-        const { rows } = await client.query<{ state: string | null; sync_state: string | null }>('SELECT state, sync_state FROM pg_stat_replication WHERE application_name = $1', [name]);
+        const { rows } = await client.query<{ state: string | null; sync_state: string | null }>(
+          'SELECT state, sync_state FROM pg_stat_replication WHERE application_name = $1',
+          [name],
+        );
         const row = rows[0];
         if (row?.state === 'streaming') return { state: row.state, syncState: row.sync_state };
         if (row && row.state === null) {
-          const slot = await client.query<{ done: boolean }>('SELECT active AND restart_lsn >= $1::pg_lsn AS done FROM pg_replication_slots WHERE slot_name = $2', [target, name]);
+          const slot = await client.query<{ done: boolean }>(
+            'SELECT active AND restart_lsn >= $1::pg_lsn AS done FROM pg_replication_slots WHERE slot_name = $2',
+            [target, name],
+          );
           if (slot.rows[0]?.done) return { state: 'streaming', syncState: null };
         }
         const now = row ? `the primary sees standby ${name}${row.state ? ` in state ${row.state}` : ''}` : `the primary does not see standby ${name} yet`;
@@ -211,7 +250,10 @@ async function waitStreaming(dsn: string, name: string, timeoutMs: number, logFi
         await client.end().catch(() => undefined);
       }
     }
-    if (Date.now() > deadline) throw new StandbySetupError(`the standby did not stream within ${timeoutMs / 1000} s (it keeps running; its log ${logFile} ends with):\n${tail(logFile)}`);
+    if (Date.now() > deadline)
+      throw new StandbySetupError(
+        `the standby did not stream within ${timeoutMs / 1000} s (it keeps running; its log ${logFile} ends with):\n${tail(logFile)}`,
+      );
     await new Promise((r) => setTimeout(r, 250));
   }
 }

@@ -57,7 +57,10 @@ export function parseStandbyNames(value: string): StandbyNames | null {
   const text = value.trim();
   if (text === '') return null;
   const m = /^(?:(first|any)\s+)?(\d+)\s*\((.*)\)$/is.exec(text);
-  const list = (m ? m[3] : text).split(',').map((n) => n.trim().replace(/^"(.*)"$/, '$1')).filter((n) => n.length > 0);
+  const list = (m ? m[3] : text)
+    .split(',')
+    .map((n) => n.trim().replace(/^"(.*)"$/, '$1'))
+    .filter((n) => n.length > 0);
   return { method: m?.[1]?.toLowerCase() === 'any' ? 'any' : 'first', count: m ? Number(m[2]) : 1, names: list };
 }
 
@@ -83,9 +86,17 @@ function commitReason(state: ReplicationState): Reason | null {
   const db = sqlIdent(state.database);
   switch (source) {
     case 'user':
-      return { code: 'role-override', problem: `${what} (set for role ${state.user} by ALTER ROLE, which overrides the server's setting)`, fix: `ALTER ROLE ${role} RESET synchronous_commit;` };
+      return {
+        code: 'role-override',
+        problem: `${what} (set for role ${state.user} by ALTER ROLE, which overrides the server's setting)`,
+        fix: `ALTER ROLE ${role} RESET synchronous_commit;`,
+      };
     case 'database':
-      return { code: 'database-override', problem: `${what} (set for database ${state.database} by ALTER DATABASE, which overrides the server's setting)`, fix: `ALTER DATABASE ${db} RESET synchronous_commit;` };
+      return {
+        code: 'database-override',
+        problem: `${what} (set for database ${state.database} by ALTER DATABASE, which overrides the server's setting)`,
+        fix: `ALTER DATABASE ${db} RESET synchronous_commit;`,
+      };
     case 'database user':
       return {
         code: 'role-database-override',
@@ -93,11 +104,23 @@ function commitReason(state: ReplicationState): Reason | null {
         fix: `ALTER ROLE ${role} IN DATABASE ${db} RESET synchronous_commit;`,
       };
     case 'client':
-      return { code: 'client-override', problem: `${what} (asked for by the connection itself: the DSN's options or PGOPTIONS)`, fix: 'remove synchronous_commit from the DSN\'s options parameter (and from PGOPTIONS in lightningd\'s environment)' };
+      return {
+        code: 'client-override',
+        problem: `${what} (asked for by the connection itself: the DSN's options or PGOPTIONS)`,
+        fix: "remove synchronous_commit from the DSN's options parameter (and from PGOPTIONS in lightningd's environment)",
+      };
     case 'command line':
-      return { code: value === 'remote_write' ? 'commit-remote-write' : 'commit-local', problem: `${what} (given on postgres's command line)`, fix: "remove -c synchronous_commit=… from the primary's command line (its service file), then restart it" };
+      return {
+        code: value === 'remote_write' ? 'commit-remote-write' : 'commit-local',
+        problem: `${what} (given on postgres's command line)`,
+        fix: "remove -c synchronous_commit=… from the primary's command line (its service file), then restart it",
+      };
     default:
-      return { code: value === 'remote_write' ? 'commit-remote-write' : 'commit-local', problem: what, fix: `ALTER SYSTEM SET synchronous_commit = on; ${RELOAD}` };
+      return {
+        code: value === 'remote_write' ? 'commit-remote-write' : 'commit-local',
+        problem: what,
+        fix: `ALTER SYSTEM SET synchronous_commit = on; ${RELOAD}`,
+      };
   }
 }
 
@@ -117,13 +140,17 @@ function standbyReasons(state: ReplicationState, names: StandbyNames): Reason[] 
   if (visible.length === 0 && state.standbys.length === 0) {
     reasons.push({
       code: 'standby-disconnected',
-      problem: `no standby is connected${waits ? `, so with ${wanted} every commit waits until one is: the node is stalled` : ': no standby holds the node\'s commits'}`,
+      problem: `no standby is connected${waits ? `, so with ${wanted} every commit waits until one is: the node is stalled` : ": no standby holds the node's commits"}`,
       fix: `start the standby named ${names.names.join(' or ')} (pg_ctl start on its machine) and check its primary_conninfo and the primary's pg_hba.conf; \`lnbackup postgres standby\` sets one up`,
     });
   }
   for (const s of visible) {
     if (s.state !== 'streaming') {
-      reasons.push({ code: 'standby-catching-up', problem: `standby ${s.name} is ${s.state}, not streaming: it is not yet synchronous`, fix: 'wait until it streams (it catches up on its own); if it stays so, read its log' });
+      reasons.push({
+        code: 'standby-catching-up',
+        problem: `standby ${s.name} is ${s.state}, not streaming: it is not yet synchronous`,
+        fix: 'wait until it streams (it catches up on its own); if it stays so, read its log',
+      });
     } else if (!named(names, s) || s.syncState === 'async') {
       reasons.push({
         code: 'standby-async',
@@ -147,7 +174,11 @@ function slotWarnings(state: ReplicationState): Reason[] {
   for (const slot of state.slots) {
     const held = slot.retainedBytes === null ? '' : ` and keeps ${(slot.retainedBytes / 1024 / 1024).toFixed(1)} MiB of WAL on the primary`;
     if (slot.walStatus === 'lost') {
-      out.push({ code: 'lost-slot', problem: `replication slot ${slot.name} has lost WAL its standby needs: that standby can never catch up`, fix: `rebuild that standby (\`lnbackup postgres standby\`), after SELECT pg_drop_replication_slot(${sqlLiteral(slot.name)});` });
+      out.push({
+        code: 'lost-slot',
+        problem: `replication slot ${slot.name} has lost WAL its standby needs: that standby can never catch up`,
+        fix: `rebuild that standby (\`lnbackup postgres standby\`), after SELECT pg_drop_replication_slot(${sqlLiteral(slot.name)});`,
+      });
     } else if (!slot.active) {
       out.push({
         code: 'inactive-slot',
@@ -172,10 +203,18 @@ export function judge(state: ReplicationState): Verdict {
   const reasons: Reason[] = [];
   const { settings } = state;
   if (settings.wal_level.value === 'minimal') {
-    reasons.push({ code: 'wal-level-minimal', problem: 'wal_level = minimal: no standby can replicate this server', fix: 'ALTER SYSTEM SET wal_level = replica; then restart PostgreSQL' });
+    reasons.push({
+      code: 'wal-level-minimal',
+      problem: 'wal_level = minimal: no standby can replicate this server',
+      fix: 'ALTER SYSTEM SET wal_level = replica; then restart PostgreSQL',
+    });
   }
   if (Number(settings.max_wal_senders.value) === 0) {
-    reasons.push({ code: 'no-wal-senders', problem: 'max_wal_senders = 0: no standby can connect', fix: 'ALTER SYSTEM SET max_wal_senders = 10; then restart PostgreSQL' });
+    reasons.push({
+      code: 'no-wal-senders',
+      problem: 'max_wal_senders = 0: no standby can connect',
+      fix: 'ALTER SYSTEM SET max_wal_senders = 10; then restart PostgreSQL',
+    });
   }
   const commit = commitReason(state);
   if (commit) reasons.push(commit);
@@ -212,7 +251,7 @@ function effectOf(state: ReplicationState, names: StandbyNames | null, hidden: b
 export function describeEffect(effect: Effect): string {
   switch (effect) {
     case 'commits-wait':
-      return "every commit of the node waits on the primary until a synchronous standby is back: the node is stalled (nothing is lost while it waits)";
+      return 'every commit of the node waits on the primary until a synchronous standby is back: the node is stalled (nothing is lost while it waits)';
     case 'unprotected':
       return "the node's commits go through without a standby holding them on disk: a crash of the primary can lose acknowledged commits";
     case 'unknown':

@@ -171,7 +171,14 @@ export class PostgresWatch {
       reasons: result?.reasons ?? [],
       warnings: result?.warnings ?? [],
       effect: result?.effect ?? null,
-      standbys: (result?.standbys ?? []).map((s) => ({ name: s.name, state: s.state, syncState: s.syncState, writeLag: s.writeLag, flushLag: s.flushLag, replayLag: s.replayLag })),
+      standbys: (result?.standbys ?? []).map((s) => ({
+        name: s.name,
+        state: s.state,
+        syncState: s.syncState,
+        writeLag: s.writeLag,
+        flushLag: s.flushLag,
+        replayLag: s.replayLag,
+      })),
       error,
     };
     const changed = previous === null || previous.state !== state || reasonKey(previous.reasons) !== reasonKey(this.last.reasons);
@@ -183,7 +190,8 @@ export class PostgresWatch {
       this.unprotectedSince = null;
       this.limitFired = false;
       if (previous === null) this.options.log('info', `PostgreSQL replication: zero-loss (${this.standbyText()})`);
-      else if (previous.state !== 'zero-loss') this.options.log('info', `PostgreSQL replication: zero-loss again after ${Math.round((now - (lapsed ?? now)) / 1000)} s (${this.standbyText()})`);
+      else if (previous.state !== 'zero-loss')
+        this.options.log('info', `PostgreSQL replication: zero-loss again after ${Math.round((now - (lapsed ?? now)) / 1000)} s (${this.standbyText()})`);
       return;
     }
     this.unprotectedSince ??= now;
@@ -194,7 +202,10 @@ export class PostgresWatch {
     const limit = this.options.unprotectedLimitMs;
     if (limit !== undefined && !this.limitFired && now - this.unprotectedSince >= limit) {
       this.limitFired = true;
-      this.options.log('warn', `PostgreSQL replication: not zero-loss for ${Math.round((now - this.unprotectedSince) / 1000)} s, past the unprotected limit of ${limit / 1000} s`);
+      this.options.log(
+        'warn',
+        `PostgreSQL replication: not zero-loss for ${Math.round((now - this.unprotectedSince) / 1000)} s, past the unprotected limit of ${limit / 1000} s`,
+      );
       this.options.onUnprotectedLimit?.(this.status());
     }
   }

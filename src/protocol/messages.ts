@@ -107,7 +107,13 @@ export interface WireRecord {
 
 export type Message =
   | { readonly type: MessageType.Hello; readonly versions: readonly number[]; readonly agent: string }
-  | { readonly type: MessageType.Welcome; readonly version: number; readonly agent: string; readonly maxMessageBytes: number; readonly maxPendingAppends: number }
+  | {
+      readonly type: MessageType.Welcome;
+      readonly version: number;
+      readonly agent: string;
+      readonly maxMessageBytes: number;
+      readonly maxPendingAppends: number;
+    }
   /** `identity` empty: open an existing vault only; otherwise create it if absent (and check it if present). */
   | { readonly type: MessageType.OpenVault; readonly requestId: number; readonly vaultId: Buffer; readonly identity: Buffer }
   /** lastHash is all zeros when the vault holds no record. */
@@ -127,7 +133,13 @@ export type Message =
   | { readonly type: MessageType.Ack; readonly vaultId: Buffer; readonly seq: bigint }
   | { readonly type: MessageType.ReadRecords; readonly requestId: number; readonly vaultId: Buffer; readonly fromSeq: bigint; readonly maxBytes: number }
   /** `done`: no record follows the last one sent (at the time of reading). */
-  | { readonly type: MessageType.Records; readonly requestId: number; readonly vaultId: Buffer; readonly done: boolean; readonly records: readonly WireRecord[] }
+  | {
+      readonly type: MessageType.Records;
+      readonly requestId: number;
+      readonly vaultId: Buffer;
+      readonly done: boolean;
+      readonly records: readonly WireRecord[];
+    }
   | { readonly type: MessageType.ListVaults; readonly requestId: number }
   | { readonly type: MessageType.VaultList; readonly requestId: number; readonly vaults: readonly VaultSummary[] }
   | { readonly type: MessageType.Ping; readonly nonce: bigint }
@@ -148,14 +160,28 @@ export type Message =
   | { readonly type: MessageType.ListPacks; readonly requestId: number; readonly vaultId: Buffer; readonly after: string }
   /** `done`: no pack follows the last one listed. */
   | { readonly type: MessageType.PackList; readonly requestId: number; readonly done: boolean; readonly packs: readonly PackSummary[] }
-  | { readonly type: MessageType.ReadPack; readonly requestId: number; readonly vaultId: Buffer; readonly name: string; readonly offset: number; readonly maxBytes: number }
+  | {
+      readonly type: MessageType.ReadPack;
+      readonly requestId: number;
+      readonly vaultId: Buffer;
+      readonly name: string;
+      readonly offset: number;
+      readonly maxBytes: number;
+    }
   | { readonly type: MessageType.PackData; readonly requestId: number; readonly totalBytes: number; readonly offset: number; readonly bytes: Buffer }
   | { readonly type: MessageType.DeletePacks; readonly requestId: number; readonly vaultId: Buffer; readonly names: readonly string[] }
   | { readonly type: MessageType.PacksDeleted; readonly requestId: number }
   /** Removes the generations below `keepFromGeneration` (never the newest); answered with VaultState. */
   | { readonly type: MessageType.Prune; readonly requestId: number; readonly vaultId: Buffer; readonly keepFromGeneration: number }
   /** requestId, vaultId (zeros) and seq are 0 when they do not apply. */
-  | { readonly type: MessageType.Error; readonly code: ErrorCode; readonly requestId: number; readonly vaultId: Buffer; readonly seq: bigint; readonly message: string };
+  | {
+      readonly type: MessageType.Error;
+      readonly code: ErrorCode;
+      readonly requestId: number;
+      readonly vaultId: Buffer;
+      readonly seq: bigint;
+      readonly message: string;
+    };
 
 export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>;
 
@@ -189,7 +215,14 @@ export function encodeMessage(m: Message): Buffer {
       w.u32(m.requestId).fixed(m.vaultId, VAULT_ID_BYTES).bytes(m.identity);
       break;
     case MessageType.VaultState:
-      w.u32(m.requestId).fixed(m.vaultId, VAULT_ID_BYTES).u64(m.firstSeq).u64(m.lastSeq).fixed(m.lastHash, HASH_BYTES).u32(m.lastGeneration).u64(m.bytes).bytes(m.identity);
+      w.u32(m.requestId)
+        .fixed(m.vaultId, VAULT_ID_BYTES)
+        .u64(m.firstSeq)
+        .u64(m.lastSeq)
+        .fixed(m.lastHash, HASH_BYTES)
+        .u32(m.lastGeneration)
+        .u64(m.bytes)
+        .bytes(m.identity);
       break;
     case MessageType.Append:
       w.fixed(m.vaultId, VAULT_ID_BYTES);
@@ -202,7 +235,10 @@ export function encodeMessage(m: Message): Buffer {
       w.u32(m.requestId).fixed(m.vaultId, VAULT_ID_BYTES).u64(m.fromSeq).u32(m.maxBytes);
       break;
     case MessageType.Records:
-      w.u32(m.requestId).fixed(m.vaultId, VAULT_ID_BYTES).u8(m.done ? 1 : 0).u32(m.records.length);
+      w.u32(m.requestId)
+        .fixed(m.vaultId, VAULT_ID_BYTES)
+        .u8(m.done ? 1 : 0)
+        .u32(m.records.length);
       for (const r of m.records) writeRecord(w, r);
       break;
     case MessageType.ListVaults:
@@ -226,7 +262,9 @@ export function encodeMessage(m: Message): Buffer {
       w.u32(m.requestId).fixed(m.vaultId, VAULT_ID_BYTES).string(m.after);
       break;
     case MessageType.PackList:
-      w.u32(m.requestId).u8(m.done ? 1 : 0).u32(m.packs.length);
+      w.u32(m.requestId)
+        .u8(m.done ? 1 : 0)
+        .u32(m.packs.length);
       for (const p of m.packs) w.string(p.name).u32(p.bytes);
       break;
     case MessageType.ReadPack:
@@ -246,7 +284,11 @@ export function encodeMessage(m: Message): Buffer {
       w.u32(m.requestId).fixed(m.vaultId, VAULT_ID_BYTES).u32(m.keepFromGeneration);
       break;
     case MessageType.Error:
-      w.u16(m.code).u32(m.requestId).fixed(m.vaultId, VAULT_ID_BYTES).u64(m.seq).string(m.message.slice(0, MAX_TEXT_BYTES / 4));
+      w.u16(m.code)
+        .u32(m.requestId)
+        .fixed(m.vaultId, VAULT_ID_BYTES)
+        .u64(m.seq)
+        .string(m.message.slice(0, MAX_TEXT_BYTES / 4));
       break;
   }
   return w.finish();
@@ -266,7 +308,13 @@ export function decodeMessage(buf: Buffer, maxRecordBytes = MAX_RECORD_BYTES): M
       break;
     }
     case MessageType.Welcome:
-      m = { type, version: r.u16('version'), agent: r.string(MAX_TEXT_BYTES, 'agent'), maxMessageBytes: r.u32('max message bytes'), maxPendingAppends: r.u32('max pending appends') };
+      m = {
+        type,
+        version: r.u16('version'),
+        agent: r.string(MAX_TEXT_BYTES, 'agent'),
+        maxMessageBytes: r.u32('max message bytes'),
+        maxPendingAppends: r.u32('max pending appends'),
+      };
       break;
     case MessageType.OpenVault:
       m = { type, requestId: r.u32('request id'), vaultId: r.fixed(VAULT_ID_BYTES, 'vault id'), identity: r.bytes(MAX_IDENTITY_BYTES, 'identity') };
@@ -312,7 +360,13 @@ export function decodeMessage(buf: Buffer, maxRecordBytes = MAX_RECORD_BYTES): M
       const n = r.count(r.u32('vault count'), MAX_VAULTS_PER_LIST, VAULT_ID_BYTES + 32, 'vault');
       const vaults: VaultSummary[] = [];
       for (let i = 0; i < n; i++) {
-        vaults.push({ vaultId: r.fixed(VAULT_ID_BYTES, 'vault id'), firstSeq: r.u64('first seq'), lastSeq: r.u64('last seq'), bytes: r.u64('bytes'), lastWriteAt: r.u64('last write') });
+        vaults.push({
+          vaultId: r.fixed(VAULT_ID_BYTES, 'vault id'),
+          firstSeq: r.u64('first seq'),
+          lastSeq: r.u64('last seq'),
+          bytes: r.u64('bytes'),
+          lastWriteAt: r.u64('last write'),
+        });
       }
       m = { type, requestId, vaults };
       break;
@@ -392,7 +446,14 @@ export function decodeMessage(buf: Buffer, maxRecordBytes = MAX_RECORD_BYTES): M
       break;
     case MessageType.Error: {
       const code = r.u16('error code');
-      m = { type, code, requestId: r.u32('request id'), vaultId: r.fixed(VAULT_ID_BYTES, 'vault id'), seq: r.u64('seq'), message: r.string(MAX_TEXT_BYTES, 'message') };
+      m = {
+        type,
+        code,
+        requestId: r.u32('request id'),
+        vaultId: r.fixed(VAULT_ID_BYTES, 'vault id'),
+        seq: r.u64('seq'),
+        message: r.string(MAX_TEXT_BYTES, 'message'),
+      };
       break;
     }
     default:

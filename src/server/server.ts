@@ -101,7 +101,9 @@ interface ClientTotals {
 function listenError(err: NodeJS.ErrnoException, where: string): Error {
   switch (err.code) {
     case 'EADDRINUSE':
-      return new Error(`${where} is already in use (another lnbackup server, or another program): stop it, or choose another address with --listen <host:port>`);
+      return new Error(
+        `${where} is already in use (another lnbackup server, or another program): stop it, or choose another address with --listen <host:port>`,
+      );
     case 'EACCES':
       return new Error(`not allowed to listen on ${where} (ports below 1024 need privileges): choose another port with --listen <host:port>`);
     case 'EADDRNOTAVAIL':
@@ -168,11 +170,17 @@ export class BackupServer {
     }
     const warnings: string[] = [...key.warnings];
     if (allow !== 'open' && allow.length === 0) {
-      warnings.push('the allow-list is empty: no client can use this server. Add node keys with --allow <pubkey> or, while it runs, lnbackup server allow <pubkey> --data <dir>; or admit any key with --open');
+      warnings.push(
+        'the allow-list is empty: no client can use this server. Add node keys with --allow <pubkey> or, while it runs, lnbackup server allow <pubkey> --data <dir>; or admit any key with --open',
+      );
     }
     if (key.created) log(`made a new server key in ${key.file} (back it up: nodes pin its public key)`);
 
-    const ledger = new ClientLedger(store, { allow, quotaBytes: options.quotaBytes ?? DEFAULT_QUOTA_BYTES, maxVaults: options.maxVaults ?? DEFAULT_MAX_VAULTS });
+    const ledger = new ClientLedger(store, {
+      allow,
+      quotaBytes: options.quotaBytes ?? DEFAULT_QUOTA_BYTES,
+      maxVaults: options.maxVaults ?? DEFAULT_MAX_VAULTS,
+    });
     for (const p of allowFile?.problems ?? []) warnings.push(`allow file: skipped ${p}`);
     const unwatchAllowFile =
       given === 'open'
@@ -184,7 +192,9 @@ export class BackupServer {
             // A key taken out loses its open connections too.
             const dropped = [...sessions].filter((session) => !ledger.isAllowed(session.client));
             for (const session of dropped) session.close();
-            log(`allow-list changed: ${keys.length} key(s) (${given.length} from --allow, ${file.keys.length} from ${ALLOW_FILE})${dropped.length > 0 ? `; closed ${dropped.length} connection(s) of keys no longer allowed` : ''}`);
+            log(
+              `allow-list changed: ${keys.length} key(s) (${given.length} from --allow, ${file.keys.length} from ${ALLOW_FILE})${dropped.length > 0 ? `; closed ${dropped.length} connection(s) of keys no longer allowed` : ''}`,
+            );
             markChanged();
           });
     const book = new VaultBook();
@@ -257,7 +267,8 @@ export class BackupServer {
     const refuse = (socket: net.Socket, reason: HandshakeRefusal, why: string): void => {
       refusedConnections++;
       observer.refused(reason === HandshakeRefusal.ServerFull ? 'full' : 'per-address');
-      if (refusedConnections === 1 || refusedConnections % 100 === 0) log(`connection from ${socket.remoteAddress ?? '?'} refused: ${why} (${refusedConnections} refused so far)`);
+      if (refusedConnections === 1 || refusedConnections % 100 === 0)
+        log(`connection from ${socket.remoteAddress ?? '?'} refused: ${why} (${refusedConnections} refused so far)`);
       // What it sent is read and dropped, so that its close is seen; it is cut after a second anyway.
       socket.resume();
       socket.end(refusalAct(reason));
@@ -286,7 +297,9 @@ export class BackupServer {
       const now = Date.now();
       // One line a minute at most: scanners and slow-loris attempts must not flood the log.
       if (now - lastFailureLog >= 60_000) {
-        log(`handshake failed from ${address}: ${err.message}${failuresSinceLog > 1 ? ` (${failuresSinceLog} failed handshakes since the last such line)` : ''}`);
+        log(
+          `handshake failed from ${address}: ${err.message}${failuresSinceLog > 1 ? ` (${failuresSinceLog} failed handshakes since the last such line)` : ''}`,
+        );
         lastFailureLog = now;
         failuresSinceLog = 0;
       }
@@ -301,12 +314,17 @@ export class BackupServer {
         return;
       }
       const fromIp = perIp.get(ip) ?? 0;
-      if (fromIp >= maxPerIp) return refuse(socket, HandshakeRefusal.TooManyFromAddress, `${fromIp} connections already open from this address (--max-connections-per-ip)`);
+      if (fromIp >= maxPerIp)
+        return refuse(socket, HandshakeRefusal.TooManyFromAddress, `${fromIp} connections already open from this address (--max-connections-per-ip)`);
       // When the slots run out, handshakes that did not complete in time go first.
       while ((sockets.size >= maxConnections || handshaking.size >= maxUnadmitted) && dropStaleHandshake());
       if (sockets.size >= maxConnections) return refuse(socket, HandshakeRefusal.ServerFull, `${maxConnections} connections already open (--max-connections)`);
       if (handshaking.size >= maxUnadmitted) {
-        return refuse(socket, HandshakeRefusal.ServerFull, `${handshaking.size} handshakes in progress, the most allowed while ${maxConnections - maxUnadmitted} slots are kept for allowed keys`);
+        return refuse(
+          socket,
+          HandshakeRefusal.ServerFull,
+          `${handshaking.size} handshakes in progress, the most allowed while ${maxConnections - maxUnadmitted} slots are kept for allowed keys`,
+        );
       }
       sockets.add(socket);
       handshaking.set(socket, Date.now());
@@ -485,7 +503,10 @@ export class BackupServer {
         log(
           `scrub: ${r.checkedFiles} files (${r.bytes} bytes) checked in ${r.vaults.length} vault(s): ${r.repairedFiles} repaired, ${r.damagedFiles} damaged, ${r.unprotectedFiles} unprotected`,
         );
-        for (const u of last.unrecoverable) log(`scrub: DAMAGED beyond repair: vault ${u.vault} ${u.file}: ${u.ranges.map((x) => `bytes ${x.start}..${x.end - 1}`).join(', ') || u.found.join('; ')}`);
+        for (const u of last.unrecoverable)
+          log(
+            `scrub: DAMAGED beyond repair: vault ${u.vault} ${u.file}: ${u.ranges.map((x) => `bytes ${x.start}..${x.end - 1}`).join(', ') || u.found.join('; ')}`,
+          );
       } catch (err) {
         last = { ...scrubSummary(null, startedAt, (err as Error).message) };
         if (!stopping) log(`scrub failed: ${(err as Error).message}`);
@@ -556,7 +577,9 @@ function scrubSummary(r: ScrubDataResult | null, startedAt: string, error: strin
     damagedFiles: r?.damagedFiles ?? 0,
     unprotectedFiles: r?.unprotectedFiles ?? 0,
     repaired: vaults.flatMap((v) => v.files.filter((f) => f.status === 'repaired').map((f) => ({ vault: id(v.vault), file: f.file, fixed: f.fixed }))),
-    unrecoverable: vaults.flatMap((v) => v.files.filter((f) => f.status === 'damaged').map((f) => ({ vault: id(v.vault), file: f.file, ranges: f.lost, found: f.found }))),
+    unrecoverable: vaults.flatMap((v) =>
+      v.files.filter((f) => f.status === 'damaged').map((f) => ({ vault: id(v.vault), file: f.file, ranges: f.lost, found: f.found })),
+    ),
     error,
   };
 }

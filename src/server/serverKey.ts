@@ -27,13 +27,17 @@ export function loadOrCreateServerKey(dataDir: string): ServerKey {
   }
   const privateKey = readBoundedFile(file, 32);
   if (privateKey.length !== 32) {
-    throw new Error(`${file} is ${privateKey.length} bytes, not the 32 of a server key: it is damaged. Restore it from a copy (nodes pin its public key), or move it away to make a new key (every node must then be given the new URL).`);
+    throw new Error(
+      `${file} is ${privateKey.length} bytes, not the 32 of a server key: it is damaged. Restore it from a copy (nodes pin its public key), or move it away to make a new key (every node must then be given the new URL).`,
+    );
   }
   let publicKey: Buffer;
   try {
     publicKey = publicKeyOf(privateKey);
   } catch {
-    throw new Error(`${file} does not hold a valid secp256k1 private key: it is damaged. Restore it from a copy, or move it away to make a new key (every node must then be given the new URL).`);
+    throw new Error(
+      `${file} does not hold a valid secp256k1 private key: it is damaged. Restore it from a copy, or move it away to make a new key (every node must then be given the new URL).`,
+    );
   }
   const warnings: string[] = [];
   const mode = fs.statSync(file).mode & 0o777;

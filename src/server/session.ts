@@ -116,7 +116,8 @@ export function shortKey(hex: string): string {
 
 type State = 'hello' | 'ready' | 'closing' | 'closed';
 
-type Outcome = { readonly ok: true } | { readonly ok: false; readonly code: ErrorCode; readonly message: string; /** The Error's seq field. */ readonly seq: bigint };
+type Outcome =
+  { readonly ok: true } | { readonly ok: false; readonly code: ErrorCode; readonly message: string; /** The Error's seq field. */ readonly seq: bigint };
 
 /** An Append waiting for its answer: handed to the store (entry set), or refused at once (entry null). */
 interface PendingAppend {
@@ -196,13 +197,19 @@ export class Session {
     conn.onClose((error) => this.onClosed(error));
     conn.onOverBudget(() => {
       ctx.refused('too-busy');
-      this.violation(ErrorCode.TooBusy, `the server is too busy: its memory budget (${ctx.budget.limitBytes} bytes for all connections) is spent, so this message was not taken; retry later`);
+      this.violation(
+        ErrorCode.TooBusy,
+        `the server is too busy: its memory budget (${ctx.budget.limitBytes} bytes for all connections) is spent, so this message was not taken; retry later`,
+      );
     });
     // The key is known since act three: a key that is not allowed is refused before anything it sends is read.
     if (!ctx.ledger.isAllowed(this.client)) {
       this.ctx.log(`client ${shortKey(this.client)} from ${this.remoteAddress} refused: not on the allow-list`, 'refused');
       ctx.refused('not-allowed');
-      this.sendError(ErrorCode.NotAllowed, `client key ${this.client} is not allowed here: the operator must add it with --allow ${this.client} (or 'lnbackup server allow' while it runs)`);
+      this.sendError(
+        ErrorCode.NotAllowed,
+        `client key ${this.client} is not allowed here: the operator must add it with --allow ${this.client} (or 'lnbackup server allow' while it runs)`,
+      );
       // Its slot is freed soon, whether or not the peer closes its side.
       this.close(500);
     }
@@ -258,7 +265,10 @@ export class Session {
       return;
     }
     if (!this.ctx.budget.takeSmall(message.length)) {
-      this.violation(ErrorCode.TooBusy, `the server is too busy: its memory budget (${this.ctx.budget.limitBytes} bytes for all connections) is spent; retry later`);
+      this.violation(
+        ErrorCode.TooBusy,
+        `the server is too busy: its memory budget (${this.ctx.budget.limitBytes} bytes for all connections) is spent; retry later`,
+      );
       return;
     }
     this.inbox.push(message);
@@ -437,13 +447,22 @@ export class Session {
       if (header.seq !== seq) throw new Error(`its header says seq ${header.seq}`);
       sealedLength = header.sealedLength;
     } catch (err) {
-      throw new ProtocolViolation(`Append of seq ${seq} to vault ${vaultId}: not a valid lnbackup record (${(err as Error).message})`, { vaultId: m.vaultId, seq });
+      throw new ProtocolViolation(`Append of seq ${seq} to vault ${vaultId}: not a valid lnbackup record (${(err as Error).message})`, {
+        vaultId: m.vaultId,
+        seq,
+      });
     }
     if (HEADER_BYTES + sealedLength !== bytes.length) {
-      throw new ProtocolViolation(`Append of seq ${seq} to vault ${vaultId}: the record is ${bytes.length} bytes but its header says ${HEADER_BYTES + sealedLength}`, { vaultId: m.vaultId, seq });
+      throw new ProtocolViolation(
+        `Append of seq ${seq} to vault ${vaultId}: the record is ${bytes.length} bytes but its header says ${HEADER_BYTES + sealedLength}`,
+        { vaultId: m.vaultId, seq },
+      );
     }
     if (generation < 1 || generation > MAX_GENERATION) {
-      throw new ProtocolViolation(`Append of seq ${seq} to vault ${vaultId}: generation ${generation} is not from 1 to ${MAX_GENERATION}`, { vaultId: m.vaultId, seq });
+      throw new ProtocolViolation(`Append of seq ${seq} to vault ${vaultId}: generation ${generation} is not from 1 to ${MAX_GENERATION}`, {
+        vaultId: m.vaultId,
+        seq,
+      });
     }
     const { maxPendingAppends, maxPendingBytes } = this.ctx.limits;
     if (this.storing >= maxPendingAppends || (this.storing > 0 && this.inflightBytes + bytes.length > maxPendingBytes)) {
@@ -471,13 +490,19 @@ export class Session {
       );
     }
     if (generation < entry.lastGeneration) {
-      throw new ProtocolViolation(`Append of seq ${seq} to vault ${vaultId}: generation ${generation} is older than the vault's generation ${entry.lastGeneration}`, { vaultId: m.vaultId, seq });
+      throw new ProtocolViolation(
+        `Append of seq ${seq} to vault ${vaultId}: generation ${generation} is older than the vault's generation ${entry.lastGeneration}`,
+        { vaultId: m.vaultId, seq },
+      );
     }
     const verdict = this.ctx.ledger.reserveBytes(this.client, bytes.length);
     if (!verdict.ok) return refuse(ErrorCode.QuotaExceeded, `seq ${seq} not stored: ${verdict.reason}`);
     if (!this.ctx.budget.takeSmall(bytes.length)) {
       this.ctx.ledger.releaseBytes(this.client, bytes.length);
-      return refuse(ErrorCode.TooBusy, `the server is too busy: its memory budget for records not yet durable is spent; wait for the acks, then send seq ${seq} again`);
+      return refuse(
+        ErrorCode.TooBusy,
+        `the server is too busy: its memory budget for records not yet durable is spent; wait for the acks, then send seq ${seq} again`,
+      );
     }
     entry.lastSeq = seq;
     entry.lastGeneration = generation;
@@ -642,12 +667,20 @@ export class Session {
       return this.sendError(ErrorCode.UnknownVault, notOpenMessage(vaultId), m.requestId, m.vaultId);
     }
     if (!isPackName(m.name)) {
-      throw new ProtocolViolation(`PutPack for vault ${vaultId}: ${JSON.stringify(m.name)} is not a pack name (p-<32 hex digits>.pack)`, { requestId: m.requestId, vaultId: m.vaultId });
+      throw new ProtocolViolation(`PutPack for vault ${vaultId}: ${JSON.stringify(m.name)} is not a pack name (p-<32 hex digits>.pack)`, {
+        requestId: m.requestId,
+        vaultId: m.vaultId,
+      });
     }
     let u = this.upload;
     if (m.offset === 0) {
       this.abortUpload();
-      const begun = PackUpload.begin({ vaultId, stored: this.stored(vaultId), name: m.name, totalBytes: m.totalBytes }, this.client, this.ctx.ledger, this.ctx.budget);
+      const begun = PackUpload.begin(
+        { vaultId, stored: this.stored(vaultId), name: m.name, totalBytes: m.totalBytes },
+        this.client,
+        this.ctx.ledger,
+        this.ctx.budget,
+      );
       if (!(begun instanceof PackUpload)) return this.sendError(ErrorCode.QuotaExceeded, `pack ${m.name} not stored: ${begun.reason}`, m.requestId, m.vaultId);
       u = this.upload = begun;
     } else if (!u || !u.continuedBy(vaultId, m.name, m.totalBytes, m.offset)) {
@@ -662,7 +695,12 @@ export class Session {
     }
     if (!u.add(m.bytes)) {
       this.abortUpload();
-      return this.sendError(ErrorCode.TooBusy, `the server is too busy: its memory budget for packs being received is spent; send pack ${m.name} again from byte 0 later`, m.requestId, m.vaultId);
+      return this.sendError(
+        ErrorCode.TooBusy,
+        `the server is too busy: its memory budget for packs being received is spent; send pack ${m.name} again from byte 0 later`,
+        m.requestId,
+        m.vaultId,
+      );
     }
     if (!u.whole) {
       this.send({ type: MessageType.PackStored, requestId: m.requestId, received: u.received });
@@ -716,7 +754,10 @@ export class Session {
     const vaultId = m.vaultId.toString('hex');
     if (!this.opened.has(vaultId)) return this.sendError(ErrorCode.UnknownVault, notOpenMessage(vaultId), m.requestId, m.vaultId);
     if (!isPackName(m.name)) {
-      throw new ProtocolViolation(`ReadPack for vault ${vaultId}: ${JSON.stringify(m.name)} is not a pack name`, { requestId: m.requestId, vaultId: m.vaultId });
+      throw new ProtocolViolation(`ReadPack for vault ${vaultId}: ${JSON.stringify(m.name)} is not a pack name`, {
+        requestId: m.requestId,
+        vaultId: m.vaultId,
+      });
     }
     if (!(await this.outputRoom())) return;
     const budget = Math.max(1, Math.min(m.maxBytes, MAX_PACK_CHUNK_BYTES, this.ctx.limits.maxMessageBytes - READ_OVERHEAD_BYTES));
@@ -734,7 +775,10 @@ export class Session {
     }
     if (piece === null) return this.sendError(ErrorCode.UnknownPack, `vault ${vaultId} holds no pack ${m.name}`, m.requestId, m.vaultId);
     if (m.offset > piece.totalBytes) {
-      throw new ProtocolViolation(`ReadPack of ${m.name} from byte ${m.offset}, past its end (${piece.totalBytes} bytes)`, { requestId: m.requestId, vaultId: m.vaultId });
+      throw new ProtocolViolation(`ReadPack of ${m.name} from byte ${m.offset}, past its end (${piece.totalBytes} bytes)`, {
+        requestId: m.requestId,
+        vaultId: m.vaultId,
+      });
     }
     this.send({ type: MessageType.PackData, requestId: m.requestId, totalBytes: piece.totalBytes, offset: m.offset, bytes: piece.bytes });
   }
@@ -744,7 +788,10 @@ export class Session {
     if (!this.opened.has(vaultId)) return this.sendError(ErrorCode.UnknownVault, notOpenMessage(vaultId), m.requestId, m.vaultId);
     const bad = m.names.find((n) => !isPackName(n));
     if (bad !== undefined) {
-      throw new ProtocolViolation(`DeletePacks for vault ${vaultId}: ${JSON.stringify(bad)} is not a pack name`, { requestId: m.requestId, vaultId: m.vaultId });
+      throw new ProtocolViolation(`DeletePacks for vault ${vaultId}: ${JSON.stringify(bad)} is not a pack name`, {
+        requestId: m.requestId,
+        vaultId: m.vaultId,
+      });
     }
     let freed: number;
     try {
@@ -767,7 +814,9 @@ export class Session {
       return this.storageError(err, m.requestId, m.vaultId, 0n);
     }
     if (v.removedBytes > 0) {
-      this.ctx.log(`client ${shortKey(this.client)}: vault ${vaultId}: removed the generations below ${m.keepFromGeneration} (${v.removedBytes} bytes); it now holds records ${v.firstSeq}..${v.lastSeq}`);
+      this.ctx.log(
+        `client ${shortKey(this.client)}: vault ${vaultId}: removed the generations below ${m.keepFromGeneration} (${v.removedBytes} bytes); it now holds records ${v.firstSeq}..${v.lastSeq}`,
+      );
     }
     this.sendVaultState(m.requestId, m.vaultId, v);
     this.ctx.changed();
@@ -843,7 +892,10 @@ export class Session {
     while (this.conn.bufferedBytes > this.ctx.limits.maxMessageBytes) {
       if (this.state !== 'ready' || this.stopping) return false;
       if (Date.now() > deadline) {
-        this.ctx.log(`client ${shortKey(this.client)} read none of its replies for ${Math.round(this.ctx.limits.idleTimeoutMs / 1000)} s: connection cut`, 'violation');
+        this.ctx.log(
+          `client ${shortKey(this.client)} read none of its replies for ${Math.round(this.ctx.limits.idleTimeoutMs / 1000)} s: connection cut`,
+          'violation',
+        );
         this.destroy();
         return false;
       }

@@ -62,7 +62,12 @@ export interface ScrubRunStatus {
   /** Files found damaged and repaired in place. */
   readonly repaired: readonly { readonly vault: string; readonly file: string; readonly fixed: readonly string[] }[];
   /** Files with damage left: what could not be rebuilt (byte ranges, end exclusive). */
-  readonly unrecoverable: readonly { readonly vault: string; readonly file: string; readonly ranges: readonly { start: number; end: number }[]; readonly found: readonly string[] }[];
+  readonly unrecoverable: readonly {
+    readonly vault: string;
+    readonly file: string;
+    readonly ranges: readonly { start: number; end: number }[];
+    readonly found: readonly string[];
+  }[];
   /** Why the scrub ended early, or null. */
   readonly error: string | null;
 }
@@ -87,7 +92,13 @@ export interface ServerStatus {
   readonly access: { readonly open: boolean; readonly allowListSize: number; readonly quotaBytes: number; readonly maxVaults: number };
   readonly connections: number;
   /** The server-wide memory budget (src/server/memoryBudget.ts). */
-  readonly memory: { readonly heldBytes: number; readonly mostHeldBytes: number; readonly limitBytes: number; readonly reserveBytes: number; readonly refusals: number };
+  readonly memory: {
+    readonly heldBytes: number;
+    readonly mostHeldBytes: number;
+    readonly limitBytes: number;
+    readonly reserveBytes: number;
+    readonly refusals: number;
+  };
   /** Connections whose transport handshake is not finished. */
   readonly handshaking: number;
   readonly handshakeFailures: number;
@@ -205,7 +216,9 @@ export function describeStatus(r: StatusReading, now = Date.now()): string[] {
     // (absent from the status file of an older server)
     `memory:      ${s.memory ? `${size(s.memory.heldBytes)} held of a budget of ${size(s.memory.limitBytes)} (+ ${size(s.memory.reserveBytes)} for small messages; at most ${size(s.memory.mostHeldBytes)}; ${s.memory.refusals} refusals)` : 'not reported'}`,
     `appends:     ${s.appendCounters.appends} durable in this run (${size(s.appendCounters.bytes)}), slowest ${s.appendCounters.maxAppendMs.toFixed(1)} ms` +
-      (s.storeCounters ? `; group commit: ${s.storeCounters.rounds} rounds, ${s.storeCounters.records} records, longest ${s.storeCounters.maxRoundMs.toFixed(1)} ms` : ''),
+      (s.storeCounters
+        ? `; group commit: ${s.storeCounters.rounds} rounds, ${s.storeCounters.records} records, longest ${s.storeCounters.maxRoundMs.toFixed(1)} ms`
+        : ''),
     `status of:   ${ago(s.updatedAt, now)}`,
     ...scrubLines(s.scrub ?? null, now),
     `clients:     ${s.clients.length}`,
@@ -217,7 +230,9 @@ export function describeStatus(r: StatusReading, now = Date.now()): string[] {
     );
     for (const v of c.vaults) {
       const packs = v.packBytes ? ` + ${size(v.packBytes)} of page packs` : '';
-      lines.push(`    vault ${v.vaultId}: records ${v.firstSeq}..${v.lastSeq} (generation ${v.lastGeneration}), ${size(v.bytes)}${packs}, last write ${ago(v.lastWriteAt, now)}`);
+      lines.push(
+        `    vault ${v.vaultId}: records ${v.firstSeq}..${v.lastSeq} (generation ${v.lastGeneration}), ${size(v.bytes)}${packs}, last write ${ago(v.lastWriteAt, now)}`,
+      );
     }
   }
   return lines;

@@ -54,7 +54,17 @@ export class VaultBook {
   attach(v: StoredVault): BookEntry {
     let entry = this.entries.get(v.vaultId);
     if (!entry) {
-      entry = { vaultId: v.vaultId, owner: v.owner, lastSeq: v.lastSeq, lastGeneration: v.lastGeneration, pending: 0, epoch: 0, failed: false, users: 0, idleWaiters: [] };
+      entry = {
+        vaultId: v.vaultId,
+        owner: v.owner,
+        lastSeq: v.lastSeq,
+        lastGeneration: v.lastGeneration,
+        pending: 0,
+        epoch: 0,
+        failed: false,
+        users: 0,
+        idleWaiters: [],
+      };
       this.entries.set(v.vaultId, entry);
     } else if (entry.failed && entry.pending === 0) {
       // After a failed append, the store says where the vault really ends. Otherwise the entry,

@@ -76,7 +76,8 @@ export function parseCliArgs(argv: string[]): SimulatorCliOptions {
     throw new UsageError('give exactly one of --plugin PATH and --no-plugin');
   }
   const wait = values.wait;
-  if (wait !== undefined && wait !== 'spin' && wait !== 'idle') throw new UsageError(`--wait takes 'spin' (as lightningd) or 'idle', not ${JSON.stringify(wait)}`);
+  if (wait !== undefined && wait !== 'spin' && wait !== 'idle')
+    throw new UsageError(`--wait takes 'spin' (as lightningd) or 'idle', not ${JSON.stringify(wait)}`);
   return {
     lightningDir,
     network: values.network,

@@ -32,14 +32,10 @@ function literal(v: unknown): string {
 
 export function dumpDatabase(db: Database.Database): string {
   const out: string[] = [`PRAGMA user_version = ${String(db.pragma('user_version', { simple: true }))};`];
-  const master = db
-    .prepare('SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name')
-    .all() as MasterRow[];
+  const master = db.prepare('SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name').all() as MasterRow[];
   for (const m of master) out.push(`-- ${m.type} ${m.name} ON ${m.tbl_name}`, `${m.sql ?? 'NULL'};`);
   const withoutRowid = new Set(
-    (db.prepare("SELECT name FROM pragma_table_list WHERE schema = 'main' AND wr = 1").all() as { name: string }[]).map(
-      (r) => r.name,
-    ),
+    (db.prepare("SELECT name FROM pragma_table_list WHERE schema = 'main' AND wr = 1").all() as { name: string }[]).map((r) => r.name),
   );
   for (const m of master) {
     if (m.type !== 'table') continue;

@@ -119,9 +119,7 @@ async function waitForPluginExit(exit: SimulatorExit, timeoutMs: number): Promis
  * crashes (killSelfAt, killPluginAt) apply to the first lifetime only. Throws SimulatorAbortedError
  * when a lifetime aborts.
  */
-export async function runSimulatorUntilDone(
-  opts: SpawnSimulatorOptions & { maxLifetimes?: number },
-): Promise<SimulatorRunResult> {
+export async function runSimulatorUntilDone(opts: SpawnSimulatorOptions & { maxLifetimes?: number }): Promise<SimulatorRunResult> {
   const lifetimes: SimulatorExit[] = [];
   let run: SpawnSimulatorOptions = opts;
   for (;;) {

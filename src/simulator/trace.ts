@@ -97,8 +97,7 @@ export function parseSegmentSpec(spec: string): TraceSegment {
 
 /** The segment's entries: calls in the version range, and the marks that precede a kept call. */
 function filterSegment(entries: TraceEntry[], seg: TraceSegment): TraceEntry[] {
-  const inRange = (e: CallEntry): boolean =>
-    (seg.from === undefined || e.dataVersion >= seg.from) && (seg.to === undefined || e.dataVersion <= seg.to);
+  const inRange = (e: CallEntry): boolean => (seg.from === undefined || e.dataVersion >= seg.from) && (seg.to === undefined || e.dataVersion <= seg.to);
   const kept: TraceEntry[] = [];
   let marks: TraceEntry[] = [];
   let lastKept = false;
@@ -133,8 +132,7 @@ function checkContinuity(entries: TraceEntry[]): void {
     const from = bumpedFrom(e.writes);
     if (current !== null && from !== current) {
       throw new TraceFormatError(
-        `${e.source}:${e.line}: the history is at data_version ${current} but this call bumps from ${from}` +
-          ' (the trace chain is not continuous)',
+        `${e.source}:${e.line}: the history is at data_version ${current} but this call bumps from ${from}` + ' (the trace chain is not continuous)',
       );
     }
     if (!e.superseded) current = e.dataVersion;

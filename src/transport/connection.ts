@@ -65,7 +65,7 @@ class ReceiveBuffer {
       return first.subarray(0, n);
     }
     const out = Buffer.allocUnsafe(n);
-    for (let at = 0; at < n; ) {
+    for (let at = 0; at < n;) {
       const chunk = this.chunks[0];
       const used = Math.min(chunk.length, n - at);
       at += chunk.copy(out, at, 0, used);
@@ -154,8 +154,11 @@ export class SecureConnection {
           handle: (message) => {
             const refused = refusalOf(message);
             if (refused !== null) {
-              const why = refused === HandshakeRefusal.TooManyFromAddress ? 'it has as many connections from this address as it takes' : 'every connection slot is taken';
-              throw new ServerFullError(`the server at ${host}:${port} is full (${why}): it takes no more connections now; this is not a key problem, try again later`);
+              const why =
+                refused === HandshakeRefusal.TooManyFromAddress ? 'it has as many connections from this address as it takes' : 'every connection slot is taken';
+              throw new ServerFullError(
+                `the server at ${host}:${port} is full (${why}): it takes no more connections now; this is not a key problem, try again later`,
+              );
             }
             const { actThree, keys } = initiator.actTwo(message);
             return { reply: actThree, keys };

@@ -48,5 +48,7 @@ export function parsePublicKeyHex(hex: string): Buffer {
 
 /** BOLT #8's ECDH: SHA-256 of the compressed shared point. `publicKey` must be valid. */
 export function ecdh(publicKey: Buffer, privateKey: Buffer): Buffer {
-  return createHash('sha256').update(secp256k1.getSharedSecret(privateKey, publicKey, true)).digest();
+  return createHash('sha256')
+    .update(secp256k1.getSharedSecret(privateKey, publicKey, true))
+    .digest();
 }

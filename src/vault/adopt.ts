@@ -60,7 +60,8 @@ export function proveRecords(vaultId: Buffer, keys: VaultKeys, tail: ChainPositi
       throw err;
     }
     if (header.seq !== r.seq) throw bad(`says in its header that it is record ${header.seq}`);
-    if (HEADER_BYTES + header.sealedLength !== r.bytes.length) throw bad(`is ${r.bytes.length} bytes but its header says ${HEADER_BYTES + header.sealedLength}`);
+    if (HEADER_BYTES + header.sealedLength !== r.bytes.length)
+      throw bad(`is ${r.bytes.length} bytes but its header says ${HEADER_BYTES + header.sealedLength}`);
     const sealed = r.bytes.subarray(HEADER_BYTES);
     const body = openRecord(keys.record, vaultId, header, headerBytes, sealed);
     if (body === null) throw bad('fails authentication: the server altered it, or it belongs to another vault');
@@ -90,7 +91,9 @@ export async function adoptRecords(options: AdoptOptions): Promise<AdoptResult> 
   try {
     const at = writer.tail;
     if (at.lastSeq !== tail.lastSeq || !at.lastHash.equals(tail.lastHash)) {
-      throw new AdoptError(`the local vault at ${vaultDir} changed (it ends at record ${at.lastSeq}, not ${tail.lastSeq}) while records from ${source} were proven; nothing was adopted`);
+      throw new AdoptError(
+        `the local vault at ${vaultDir} changed (it ends at record ${at.lastSeq}, not ${tail.lastSeq}) while records from ${source} were proven; nothing was adopted`,
+      );
     }
     let bytes = 0;
     for (const r of proven) {

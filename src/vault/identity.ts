@@ -43,12 +43,7 @@ export function vaultExists(vaultDir: string): boolean {
   return fs.existsSync(identityPath(vaultDir));
 }
 
-export function createIdentity(
-  vaultDir: string,
-  keys: VaultKeys,
-  nodeId: string | null,
-  segmentBytes = DEFAULT_SEGMENT_BYTES,
-): VaultIdentity {
+export function createIdentity(vaultDir: string, keys: VaultKeys, nodeId: string | null, segmentBytes = DEFAULT_SEGMENT_BYTES): VaultIdentity {
   const base: Unchecked = {
     format: 'lnbackup-vault',
     formatVersion: FORMAT_VERSION,

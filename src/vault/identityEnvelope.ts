@@ -45,6 +45,9 @@ export function openSealedIdentity(keys: VaultKeys, vaultId: string, bytes: Buff
   }
   const sealed = Buffer.from(e.sealed, 'base64');
   const plain = open(envelopeKey(keys), sealed.subarray(0, NONCE_BYTES), Buffer.from(`${KIND}:${vaultId}`, 'utf8'), sealed.subarray(NONCE_BYTES));
-  if (plain === null) throw new WrongKeyError(`the vault identity the server holds for vault ${vaultId} does not open with this key: it belongs to another node, or it was altered`);
+  if (plain === null)
+    throw new WrongKeyError(
+      `the vault identity the server holds for vault ${vaultId} does not open with this key: it belongs to another node, or it was altered`,
+    );
   return plain;
 }

@@ -140,7 +140,8 @@ export function readRawRecords(vaultDir: string, fromSeq: bigint, maxBytes: numb
     const repaired = options.overlay?.get(segment.path);
     const fd = repaired ? null : fs.openSync(segment.path, 'r');
     try {
-      const cursor = fd === null ? new SegmentCursor(repaired as Buffer, (repaired as Buffer).length, segment) : new SegmentCursor(fd, fs.fstatSync(fd).size, segment);
+      const cursor =
+        fd === null ? new SegmentCursor(repaired as Buffer, (repaired as Buffer).length, segment) : new SegmentCursor(fd, fs.fstatSync(fd).size, segment);
       let offset = 0;
       while (offset < cursor.size) {
         if (expected > until) return out;
@@ -523,9 +524,7 @@ function findRawTail(vaultDir: string, options: AppenderOpenOptions): { tail: Ta
     const scan = scanSegment(last, size);
     if (scan.tornAt !== null) {
       truncateDurably(last.path, scan.tornAt);
-      options.onNotice?.(
-        `cut off a torn record (${size - scan.tornAt} bytes at ${last.path}:${scan.tornAt}); it was never acknowledged`,
-      );
+      options.onNotice?.(`cut off a torn record (${size - scan.tornAt} bytes at ${last.path}:${scan.tornAt}); it was never acknowledged`);
     }
     if (scan.lastRecord === null) continue; // the segment held only a torn record: it is empty now
     const bytes = segments.reduce((n, s) => n + (s === last ? (scan.tornAt ?? size) : fs.statSync(s.path).size), 0);
@@ -571,8 +570,7 @@ function scanSegment(segment: SegmentFile, size: number): { lastSeq: bigint; las
       }
       if (header.seq !== expected) {
         throw new VaultError(
-          `${segment.path} at byte ${offset}: found record ${header.seq} where record ${expected} belongs; ` +
-            'the vault is damaged and is left as it is',
+          `${segment.path} at byte ${offset}: found record ${header.seq} where record ${expected} belongs; ` + 'the vault is damaged and is left as it is',
         );
       }
       lastStart = offset;

@@ -8,17 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { CorruptRecordError } from './errors.js';
-import {
-  decodeHeader,
-  FormatError,
-  genesisHash,
-  HEADER_BYTES,
-  MAGIC,
-  MAX_SEALED_BYTES,
-  RecordType,
-  recordHash,
-  type RecordBody,
-} from './format.js';
+import { decodeHeader, FormatError, genesisHash, HEADER_BYTES, MAGIC, MAX_SEALED_BYTES, RecordType, recordHash, type RecordBody } from './format.js';
 import { vaultIdBytes, type VaultIdentity } from './identity.js';
 import type { VaultKeys } from './keys.js';
 import { openRecord } from './record.js';
@@ -220,7 +210,8 @@ export class VaultReader {
     if (chainStart !== null && !body.prevHash.equals(chainStart)) {
       return corrupt('hash chain broken: this record does not follow the one before it (swapped or replaced records)');
     }
-    if (body.generation !== segment.generation) return corrupt(`record says generation ${body.generation} but lies in a segment of generation ${segment.generation}`);
+    if (body.generation !== segment.generation)
+      return corrupt(`record says generation ${body.generation} but lies in a segment of generation ${segment.generation}`);
     if (prevHash === null && header.seq > 1n && body.type !== RecordType.SnapshotBegin) {
       // Whole generations may be removed from the front, never part of one.
       return corrupt(

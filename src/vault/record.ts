@@ -28,13 +28,7 @@ export function sealRecord(recordKey: Buffer, vaultId: Buffer, seq: bigint, body
 }
 
 /** Opens a record's sealed body; null when authentication fails (altered bytes or another key). */
-export function openRecord(
-  recordKey: Buffer,
-  vaultId: Buffer,
-  header: RecordHeader,
-  headerBytes: Buffer,
-  sealed: Buffer,
-): RecordBody | null {
+export function openRecord(recordKey: Buffer, vaultId: Buffer, header: RecordHeader, headerBytes: Buffer, sealed: Buffer): RecordBody | null {
   const plain = open(recordKey, header.nonce, associatedData(headerBytes.subarray(0, HEADER_BYTES), vaultId), sealed);
   return plain === null ? null : decodeBody(plain);
 }

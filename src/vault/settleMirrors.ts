@@ -37,10 +37,14 @@ export function settleMirrors(vaultDir: string, identity: VaultIdentity, keys: V
 export function describeMirrorFinding(f: MirrorFinding): string[] {
   const lines: string[] = [];
   if (f.repaired.length > 0) {
-    lines.push(`repaired in memory: ${f.segment.path}: ${describeRanges(f.repaired)} failed authentication and are rebuilt from its mirror (run lnbackup scrub --repair to fix the file)`);
+    lines.push(
+      `repaired in memory: ${f.segment.path}: ${describeRanges(f.repaired)} failed authentication and are rebuilt from its mirror (run lnbackup scrub --repair to fix the file)`,
+    );
   }
   if (f.stale.length > 0) {
-    lines.push(`stale mirror: ${f.segment.path}.mirror disagrees with ${describeRanges(f.stale)} of the segment, whose records authenticate: the segment's bytes are kept (the plugin or lnbackup scrub --repair writes the mirror again)`);
+    lines.push(
+      `stale mirror: ${f.segment.path}.mirror disagrees with ${describeRanges(f.stale)} of the segment, whose records authenticate: the segment's bytes are kept (the plugin or lnbackup scrub --repair writes the mirror again)`,
+    );
   }
   return lines;
 }
@@ -59,7 +63,13 @@ export function settleVaultRepair(vaultDir: string, identity: VaultIdentity, key
     if (!f) return file;
     if (f.repaired.length > 0) overlay.set(file.file, f.data);
     const notes = [...file.notes, ...describeMirrorFinding(f)];
-    return { ...file, status: f.repaired.length > 0 ? 'repaired' : file.status, repaired: f.repaired, protectionDamaged: file.protectionDamaged || f.stale.length > 0, notes };
+    return {
+      ...file,
+      status: f.repaired.length > 0 ? 'repaired' : file.status,
+      repaired: f.repaired,
+      protectionDamaged: file.protectionDamaged || f.stale.length > 0,
+      notes,
+    };
   });
   const settled: VaultRepair = {
     ...repair,

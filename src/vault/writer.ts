@@ -262,9 +262,11 @@ function findTail(vaultDir: string, identity: VaultIdentity, keys: VaultKeys, ke
       lastRecord = r;
     }
     for (const f of reader.mirrorFindings) {
-      keeper.writeBack(f.segment.path, f.data, f.repaired, 'its mirror (those bytes failed authentication, the mirror\'s authenticate)');
+      keeper.writeBack(f.segment.path, f.data, f.repaired, "its mirror (those bytes failed authentication, the mirror's authenticate)");
       if (f.stale.length > 0) {
-        options.onNotice?.(`the mirror of ${f.segment.name} is stale at ${describeRanges(f.stale)} (the segment's records there authenticate and are kept); it is written again`);
+        options.onNotice?.(
+          `the mirror of ${f.segment.name} is stale at ${describeRanges(f.stale)} (the segment's records there authenticate and are kept); it is written again`,
+        );
       }
     }
     const torn = reader.tornTail;

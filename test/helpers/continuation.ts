@@ -51,7 +51,13 @@ export async function continueNode(o: ContinuationOptions): Promise<Continuation
   const journal = Journal.open(o.vaultDir, o.keys, o.dbPath, (m) => log('info', m));
   const { gens, damaged } = scanGenerations(journal.identity, o.keys, o.vaultDir);
   if (damaged !== null) throw new Error(`the vault is damaged: ${damaged}`);
-  const compactor = new Compactor(journal, () => [], o.retention, gens, (level, m) => log(level, m));
+  const compactor = new Compactor(
+    journal,
+    () => [],
+    o.retention,
+    gens,
+    (level, m) => log(level, m),
+  );
   const syncEvery = o.syncEvery ?? 100;
   let version = (db.prepare("SELECT intval FROM vars WHERE name = 'data_version'").get() as { intval: number }).intval;
   const fromVersion = version;

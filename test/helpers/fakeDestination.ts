@@ -2,7 +2,14 @@
 // (hold it, make it durable, fail it), so the durability policy and the plugin can be driven
 // through every order of events in-process, in milliseconds. It implements the Destination
 // interface (`implements`: the compiler checks it), so it cannot drift from what real destinations offer.
-import { DestinationFailedError, type Destination, type DestinationKind, type DestinationState, type DestinationStatus, type StoredCall } from '../../src/destinations/destination.js';
+import {
+  DestinationFailedError,
+  type Destination,
+  type DestinationKind,
+  type DestinationState,
+  type DestinationStatus,
+  type StoredCall,
+} from '../../src/destinations/destination.js';
 
 interface Held {
   readonly call: StoredCall;
@@ -88,5 +95,12 @@ export class FakeDestination implements Destination {
 /** A call as the journal would hand it on (one Writes record with seq `seq`). */
 export function fakeCall(dataVersion: number, seq: bigint): StoredCall {
   const bytes = Buffer.alloc(64);
-  return { dataVersion, writes: [`UPDATE vars SET intval = intval + 1 WHERE name = 'data_version' AND intval = ${dataVersion - 1}`], records: [{ seq, generation: 1, bytes, hash: bytes.subarray(0, 32) }], snapshot: false, supersedes: 0n, packs: [] };
+  return {
+    dataVersion,
+    writes: [`UPDATE vars SET intval = intval + 1 WHERE name = 'data_version' AND intval = ${dataVersion - 1}`],
+    records: [{ seq, generation: 1, bytes, hash: bytes.subarray(0, 32) }],
+    snapshot: false,
+    supersedes: 0n,
+    packs: [],
+  };
 }

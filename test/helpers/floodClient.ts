@@ -61,13 +61,14 @@ export class FloodClient {
     for (let i = 0; i < count && !this.closed; i++) {
       const out = Buffer.allocUnsafe(18 + 1 + FRAGMENT_BYTES + 16);
       this.sender.writeFrame([MORE, body], 1 + FRAGMENT_BYTES, out, 0);
-      if (!this.socket.write(out)) await new Promise<void>((resolve) => {
-        const done = (): void => {
-          this.socket.off('drain', done).off('close', done);
-          resolve();
-        };
-        this.socket.on('drain', done).on('close', done);
-      });
+      if (!this.socket.write(out))
+        await new Promise<void>((resolve) => {
+          const done = (): void => {
+            this.socket.off('drain', done).off('close', done);
+            resolve();
+          };
+          this.socket.on('drain', done).on('close', done);
+        });
     }
   }
 

@@ -95,7 +95,8 @@ function requirePostgres<T>(body: () => Promise<T>): Promise<T> {
 
 /** The OS user to run PostgreSQL as (null: this process's own); throws SkipError when PostgreSQL cannot run here. */
 export function serverOwner(): ServerOwner | null {
-  if (!findPostgresBinary('initdb') || !findPostgresBinary('postgres')) throw new SkipError('PostgreSQL is not installed (no initdb/postgres on PATH or under /usr/lib/postgresql/*/bin)');
+  if (!findPostgresBinary('initdb') || !findPostgresBinary('postgres'))
+    throw new SkipError('PostgreSQL is not installed (no initdb/postgres on PATH or under /usr/lib/postgresql/*/bin)');
   const asRoot = process.getuid?.() === 0;
   const user = asRoot ? osUser('postgres') : null;
   if (asRoot && !user) throw new SkipError("running as root and there is no 'postgres' OS user to run PostgreSQL as");
@@ -155,7 +156,11 @@ export function startStandby(primary: TestPostgres, name: string): Promise<TestP
     const { dir } = scratch;
     const dataDir = path.join(dir, 'data');
     const conn = `host=127.0.0.1 port=${primary.port} user=postgres application_name=${name}`;
-    const r = spawnSync(basebackup, ['-D', dataDir, '-R', '-C', '-S', name, '-X', 'stream', '--checkpoint=fast', '--no-sync', '-d', conn], { encoding: 'utf8', cwd: dir, ...(user ?? {}) });
+    const r = spawnSync(basebackup, ['-D', dataDir, '-R', '-C', '-S', name, '-X', 'stream', '--checkpoint=fast', '--no-sync', '-d', conn], {
+      encoding: 'utf8',
+      cwd: dir,
+      ...(user ?? {}),
+    });
     if (r.status !== 0) throw new Error(`pg_basebackup failed (${r.status}): ${r.stderr || r.stdout}`);
     return runServer({ scratch, dataDir, user, hotStandby: true });
   });
@@ -188,13 +193,20 @@ async function runServer(files: ServerFiles): Promise<TestPostgres> {
     const log = fs.openSync(logFile, 'a');
     if (user) fs.fchownSync(log, user.uid, user.gid);
     const args = [
-      '-D', dataDir,
-      '-c', 'listen_addresses=127.0.0.1',
-      '-c', `port=${port}`,
-      '-c', `unix_socket_directories=${socketDir}`,
-      '-c', 'fsync=on',
-      '-c', 'max_connections=40',
-      '-c', 'shared_buffers=16MB',
+      '-D',
+      dataDir,
+      '-c',
+      'listen_addresses=127.0.0.1',
+      '-c',
+      `port=${port}`,
+      '-c',
+      `unix_socket_directories=${socketDir}`,
+      '-c',
+      'fsync=on',
+      '-c',
+      'max_connections=40',
+      '-c',
+      'shared_buffers=16MB',
       // A standby reconnects to a restarted primary within 0.1 s instead of 5 s.
       ...(files.hotStandby ? ['-c', 'hot_standby=on', '-c', 'wal_retrieve_retry_interval=100ms'] : []),
     ];
@@ -302,7 +314,9 @@ export async function waitForOtherSessions(url: string, timeoutMs = 30_000): Pro
   try {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()');
+      const { rows } = await client.query<{ n: number }>(
+        'SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()',
+      );
       if (rows[0].n === 0) return;
       if (Date.now() > deadline) throw new Error(`${rows[0].n} other session(s) are still connected to the database after ${timeoutMs} ms`);
       await sleep(50);

@@ -52,7 +52,9 @@ export async function startPair(): Promise<PostgresPair> {
     const waitSync = async (timeoutMs = 60_000): Promise<void> => {
       await until(
         'the standby streaming as sync',
-        async () => (await sql("SELECT 1 FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming' AND sync_state = 'sync'", [STANDBY_NAME])).rowCount === 1,
+        async () =>
+          (await sql("SELECT 1 FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming' AND sync_state = 'sync'", [STANDBY_NAME]))
+            .rowCount === 1,
         timeoutMs,
         100,
       );
@@ -84,7 +86,12 @@ export async function setSystem(pair: PostgresPair, name: string, value: string)
   await pair.sql(`ALTER SYSTEM SET ${name} = '${value}'`);
   await pair.sql('SELECT pg_reload_conf()');
   // pg_reload_conf only signals the postmaster.
-  await until(`${name} = '${value}' reloaded`, async () => (await pair.sql('SELECT setting FROM pg_settings WHERE name = $1', [name])).rows[0].setting === value, 10_000, 20);
+  await until(
+    `${name} = '${value}' reloaded`,
+    async () => (await pair.sql('SELECT setting FROM pg_settings WHERE name = $1', [name])).rows[0].setting === value,
+    10_000,
+    20,
+  );
 }
 
 export interface CliResult {

@@ -147,11 +147,9 @@ export class RawClient {
   private request<T extends MessageType>(build: (requestId: number) => Message, reply: T, what: string): Promise<Reply<T>> {
     const requestId = this.nextRequestId++;
     this.send(build(requestId));
-    return this.waitFor(
-      (m) => (m.type === reply || m.type === MessageType.Error) && 'requestId' in m && m.requestId === requestId,
-      30_000,
-      what,
-    ) as Promise<Reply<T>>;
+    return this.waitFor((m) => (m.type === reply || m.type === MessageType.Error) && 'requestId' in m && m.requestId === requestId, 30_000, what) as Promise<
+      Reply<T>
+    >;
   }
 
   openVault(vaultId: Buffer, identity: Buffer = Buffer.alloc(0)): Promise<Reply<MessageType.VaultState>> {
@@ -165,7 +163,7 @@ export class RawClient {
   /** Every record from `fromSeq` on, over as many ReadRecords as needed. */
   async readAll(vaultId: Buffer, fromSeq = 1n): Promise<MessageOf<MessageType.Records>['records'][number][]> {
     const out: MessageOf<MessageType.Records>['records'][number][] = [];
-    for (let from = fromSeq; ; ) {
+    for (let from = fromSeq; ;) {
       const r = await this.read(vaultId, from);
       if (r.type === MessageType.Error) throw new Error(`ReadRecords refused: ${r.message}`);
       out.push(...r.records);
@@ -180,7 +178,11 @@ export class RawClient {
 
   /** One PutPack piece; the answer is PackStored (or an Error) for it. */
   putPackPiece(vaultId: Buffer, name: string, totalBytes: number, offset: number, bytes: Buffer): Promise<Reply<MessageType.PackStored>> {
-    return this.request((requestId) => ({ type: MessageType.PutPack, requestId, vaultId, name, totalBytes, offset, bytes }), MessageType.PackStored, 'PackStored');
+    return this.request(
+      (requestId) => ({ type: MessageType.PutPack, requestId, vaultId, name, totalBytes, offset, bytes }),
+      MessageType.PackStored,
+      'PackStored',
+    );
   }
 
   deletePacks(vaultId: Buffer, names: string[]): Promise<Reply<MessageType.PacksDeleted>> {

@@ -53,9 +53,20 @@ export function remoteFor(v: RemoteVault, url: string, notices: Notice[], extra:
 }
 
 /** A RemoteDestination for a test node's vault (set up by initNode), its notices as `level: message`. */
-export function remoteForNode(node: { readonly vault: string; readonly vaultId: string; readonly keys: VaultKeys }, url: string, notices: string[]): RemoteDestination {
+export function remoteForNode(
+  node: { readonly vault: string; readonly vaultId: string; readonly keys: VaultKeys },
+  url: string,
+  notices: string[],
+): RemoteDestination {
   const v = { dir: node.vault, identityBytes: fs.readFileSync(identityPath(node.vault)), vaultId: Buffer.from(node.vaultId, 'hex'), keys: node.keys };
-  return new RemoteDestination({ url, vaultDir: v.dir, identity: v.identityBytes, vaultId: v.vaultId, keys: v.keys, onNotice: (level, message) => notices.push(`${level}: ${message}`) });
+  return new RemoteDestination({
+    url,
+    vaultDir: v.dir,
+    identity: v.identityBytes,
+    vaultId: v.vaultId,
+    keys: v.keys,
+    onNotice: (level, message) => notices.push(`${level}: ${message}`),
+  });
 }
 
 /** Where the file store keeps a vault (that exists; helpers/serverCopy.ts). */

@@ -109,7 +109,8 @@ export function assertServerHoldsPrefix(localDir: string, serverDir: string, who
   const localPacks = new Map(listPacks(localDir).map((p) => [p.name, p]));
   for (const p of listPacks(serverDir)) {
     const mine = localPacks.get(p.name);
-    if (mine && !fs.readFileSync(p.path).equals(fs.readFileSync(mine.path))) assert.fail(`${at}page pack ${p.name} differs between the server and the local vault`);
+    if (mine && !fs.readFileSync(p.path).equals(fs.readFileSync(mine.path)))
+      assert.fail(`${at}page pack ${p.name} differs between the server and the local vault`);
     bytes += p.bytes;
   }
   return { records: Number(remoteLast), bytes };
@@ -134,7 +135,10 @@ export async function fixedPort(): Promise<number> {
 
 /** A trace's entries up to data_version `maxVersion`, as a plain .jsonl file in `dir` (parsed fast by each lifetime). */
 export function traceHead(dir: string, name: string, maxVersion: number): string {
-  const lines = zlib.gunzipSync(fs.readFileSync(tracePath(name))).toString('utf8').split('\n');
+  const lines = zlib
+    .gunzipSync(fs.readFileSync(tracePath(name)))
+    .toString('utf8')
+    .split('\n');
   const kept: string[] = [];
   for (const line of lines) {
     if (line.trim() === '') continue;

@@ -47,7 +47,17 @@ process.on('exit', () => {
 
 export async function startServer(options: StartOptions = {}): Promise<ServerHandle> {
   const dataDir = options.dataDir ?? fs.mkdtempSync(path.join(baseDir(), 'data-'));
-  const args = [cliEntry, 'server', '--data', dataDir, '--listen', '127.0.0.1:0', '--json', ...(options.open === false ? [] : ['--open']), ...(options.args ?? [])];
+  const args = [
+    cliEntry,
+    'server',
+    '--data',
+    dataDir,
+    '--listen',
+    '127.0.0.1:0',
+    '--json',
+    ...(options.open === false ? [] : ['--open']),
+    ...(options.args ?? []),
+  ];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';

@@ -9,5 +9,8 @@ export function ofKind<K extends SimulatorEvent['event']>(events: readonly Simul
 
 /** The messages of every plugin-log event of the lifetimes, in order. */
 export function pluginLogs(lifetimes: readonly { readonly events: readonly SimulatorEvent[] }[]): string[] {
-  return ofKind(lifetimes.flatMap((l) => l.events), 'plugin-log').map((e) => e.message);
+  return ofKind(
+    lifetimes.flatMap((l) => l.events),
+    'plugin-log',
+  ).map((e) => e.message);
 }

@@ -22,7 +22,7 @@ export interface TinyNode extends VaultNode {
 export function makeTinyNode(prefix: string, atVersion = 5): TinyNode {
   const node = makeTestNode(prefix);
   const db = new Database(node.dbPath);
-  db.exec("CREATE TABLE vars (name TEXT PRIMARY KEY, val TEXT, intval INTEGER, blobval BLOB); CREATE TABLE notes (n INTEGER PRIMARY KEY, body TEXT);");
+  db.exec('CREATE TABLE vars (name TEXT PRIMARY KEY, val TEXT, intval INTEGER, blobval BLOB); CREATE TABLE notes (n INTEGER PRIMARY KEY, body TEXT);');
   db.prepare("INSERT INTO vars (name, intval) VALUES ('data_version', ?)").run(atVersion);
   db.close();
   const { keys, nodeId } = loadKeys({ hsmSecret: node.hsmSecretPath });

@@ -32,7 +32,6 @@ export function findProcesses(script: string, cwd: string): number[] {
   return found;
 }
 
-
 /**
  * Waits up to `timeoutMs` for every process running `script` in `cwd` to exit, then SIGKILLs (by
  * pid) those still there. Returns the pids that had to be killed.

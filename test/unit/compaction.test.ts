@@ -93,11 +93,15 @@ test('compaction: wanted → staged at a call → building → ready → the swi
     assert.equal(types[0], RecordType.SnapshotBegin);
     const end = types.indexOf(RecordType.SnapshotEnd);
     assert.ok(end > 0);
-    assert.deepEqual(bodies.slice(end + 1).map((b) => [b.type, b.generation, b.dataVersion]), [
-      [RecordType.TimedWrites, 2, 7],
-      [RecordType.TimedWrites, 2, 8],
-      [RecordType.TimedWrites, 2, 9],
-    ], 'the carried calls 7 and 8 are written again in generation 2, then the call 9');
+    assert.deepEqual(
+      bodies.slice(end + 1).map((b) => [b.type, b.generation, b.dataVersion]),
+      [
+        [RecordType.TimedWrites, 2, 7],
+        [RecordType.TimedWrites, 2, 8],
+        [RecordType.TimedWrites, 2, 9],
+      ],
+      'the carried calls 7 and 8 are written again in generation 2, then the call 9',
+    );
     assert.deepEqual(notices, []);
   } finally {
     journal.close();
@@ -191,7 +195,13 @@ test('compactor: past the growth threshold it requests, builds between calls, st
   server.answer = true;
   const logs: string[] = [];
   const { gens } = scanGenerations(journal.identity, node.keys, node.vault);
-  const compactor = new Compactor(journal, () => [server], { compactRatio: 0, compactMinBytes: 0, keepGenerations: 1, keepSeconds: 0 }, gens, (_l, m) => logs.push(m));
+  const compactor = new Compactor(
+    journal,
+    () => [server],
+    { compactRatio: 0, compactMinBytes: 0, keepGenerations: 1, keepSeconds: 0 },
+    gens,
+    (_l, m) => logs.push(m),
+  );
   const prunedAtOpen = server.pruned.length;
   const seen: string[] = [];
   try {
@@ -203,7 +213,11 @@ test('compactor: past the growth threshold it requests, builds between calls, st
       await new Promise((resolve) => setTimeout(resolve, 20)); // the build runs in slices between calls
     }
     assert.equal(compactor.status().compactions, 1, `states seen: ${seen.join(' ')}; ${logs.join('; ')}`);
-    assert.deepEqual([...new Set(seen)], ['staging', 'building', 'ready', 'pruning'].filter((s) => seen.includes(s)), 'the states come in order');
+    assert.deepEqual(
+      [...new Set(seen)],
+      ['staging', 'building', 'ready', 'pruning'].filter((s) => seen.includes(s)),
+      'the states come in order',
+    );
     assert.ok(seen.includes('staging') && seen.includes('pruning'), seen.join(' '));
     assert.equal(compactor.status().lastCompaction?.generation, 2);
     assert.ok(server.packs.length > 0, 'the new packs went to the destination before the switch');
@@ -211,7 +225,11 @@ test('compactor: past the growth threshold it requests, builds between calls, st
     everywhere();
     await new Promise((resolve) => setImmediate(resolve));
     assert.equal(compactor.status().state, 'idle');
-    assert.deepEqual(server.pruned.slice(prunedAtOpen).map((p) => p.keepFrom), [2], 'generation 1 goes at the destination too');
+    assert.deepEqual(
+      server.pruned.slice(prunedAtOpen).map((p) => p.keepFrom),
+      [2],
+      'generation 1 goes at the destination too',
+    );
   } finally {
     compactor.close();
     journal.close();
@@ -233,7 +251,13 @@ test('compactor: a build given up by a snapshot taken inside a call runs no rete
   server.answer = true;
   const logs: string[] = [];
   const { gens } = scanGenerations(journal.identity, node.keys, node.vault);
-  const compactor = new Compactor(journal, () => [server], { compactRatio: 0, compactMinBytes: 0, keepGenerations: 1, keepSeconds: 0 }, gens, (_l, m) => logs.push(m));
+  const compactor = new Compactor(
+    journal,
+    () => [server],
+    { compactRatio: 0, compactMinBytes: 0, keepGenerations: 1, keepSeconds: 0 },
+    gens,
+    (_l, m) => logs.push(m),
+  );
   const prunedAtOpen = server.pruned.length;
   /** One call as NodeBackup makes it: recorded, handed to the server, then to the compactor. */
   const stored = (): StoredOutcome => {
@@ -263,7 +287,11 @@ test('compactor: a build given up by a snapshot taken inside a call runs no rete
     server.confirmNext();
     for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
     assert.equal(stateName(journal), 'idle');
-    assert.deepEqual(server.pruned.slice(prunedAtOpen).map((p) => p.keepFrom), [2], 'generation 1 goes once generation 2 is durable everywhere');
+    assert.deepEqual(
+      server.pruned.slice(prunedAtOpen).map((p) => p.keepFrom),
+      [2],
+      'generation 1 goes once generation 2 is durable everywhere',
+    );
     assert.deepEqual(localGenerations(node.vault), [2]);
   } finally {
     compactor.close();
@@ -278,7 +306,13 @@ test('compactor: a second generation started while the first settles holds reten
   const journal = Journal.open(node.vault, node.keys, node.dbPath);
   const server = new FakeDestination('server');
   const { gens } = scanGenerations(journal.identity, node.keys, node.vault);
-  const compactor = new Compactor(journal, () => [server], { compactRatio: 1e9, compactMinBytes: 1e12, keepGenerations: 1, keepSeconds: 0 }, gens, () => undefined);
+  const compactor = new Compactor(
+    journal,
+    () => [server],
+    { compactRatio: 1e9, compactMinBytes: 1e12, keepGenerations: 1, keepSeconds: 0 },
+    gens,
+    () => undefined,
+  );
   const prunedAtOpen = server.pruned.length;
   try {
     for (const generation of [2, 3]) {
@@ -296,7 +330,10 @@ test('compactor: a second generation started while the first settles holds reten
     assert.deepEqual(localGenerations(node.vault), [1, 2, 3]);
     server.confirmNext();
     for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
-    assert.deepEqual(server.pruned.slice(prunedAtOpen).map((p) => p.keepFrom), [3]);
+    assert.deepEqual(
+      server.pruned.slice(prunedAtOpen).map((p) => p.keepFrom),
+      [3],
+    );
     assert.deepEqual(localGenerations(node.vault), [3]);
   } finally {
     compactor.close();

@@ -81,11 +81,14 @@ test('rpc: replies are matched by id, out of order and split across reads; a lar
   }
 });
 
-test('rpc: a JSON-RPC error carries lightningd\'s code and message', async () => {
+test("rpc: a JSON-RPC error carries lightningd's code and message", async () => {
   const srv = await fakeLightningd((req, socket) => reply(socket, { id: req.id, error: { code: -32601, message: 'Unknown command' } }));
   const rpc = await LightningRpc.connect(srv.path);
   try {
-    await assert.rejects(rpc.call('nosuch'), (err: unknown) => err instanceof LightningRpcError && err.code === -32601 && /nosuch failed \(code -32601\): Unknown command/.test(err.message));
+    await assert.rejects(
+      rpc.call('nosuch'),
+      (err: unknown) => err instanceof LightningRpcError && err.code === -32601 && /nosuch failed \(code -32601\): Unknown command/.test(err.message),
+    );
   } finally {
     rpc.close();
     await srv.close();

@@ -66,7 +66,10 @@ test('plugin: the manifest names the status method and the db_write hook, not dy
       dynamic: false,
     });
     assert.equal((await ln.status()).initialized, false);
-    const init = await ln.request('init', { options: {}, configuration: { 'lightning-dir': node.networkDir, 'rpc-file': 'lightning-rpc', network: 'regtest', startup: true } });
+    const init = await ln.request('init', {
+      options: {},
+      configuration: { 'lightning-dir': node.networkDir, 'rpc-file': 'lightning-rpc', network: 'regtest', startup: true },
+    });
     assert.deepEqual(init.result, {});
     assert.equal((await ln.status()).initialized, true);
     const unknown = await ln.request('lnbackup-nosuch');
@@ -88,11 +91,14 @@ test('plugin: db_write calls answer continue once durable; the status says where
     let s = await ln.status();
     assert.equal(s.networkDir, node.networkDir);
     assert.equal(s.vault, node.vault);
-    assert.ok('version' in s && 'destinations' in s && 'compaction' in s, 'the open backup\'s fields are shown');
+    assert.ok('version' in s && 'destinations' in s && 'compaction' in s, "the open backup's fields are shown");
     assert.equal(s.version, 8);
     assert.equal(s.versionCommitted, false, 'the last call is in flight until the next one');
     assert.equal(s.stalledForMs, null);
-    assert.deepEqual(s.destinations.map((d) => [d.kind, d.state]), [['vault', 'ok']]);
+    assert.deepEqual(
+      s.destinations.map((d) => [d.kind, d.state]),
+      [['vault', 'ok']],
+    );
     assert.equal(s.hookLatency.count, 3);
     assert.equal(s.lastError, null);
 
@@ -102,7 +108,10 @@ test('plugin: db_write calls answer continue once durable; the status says where
     const again = [`INSERT INTO notes (body) VALUES ('the real 9')`, lost[1]];
     assert.deepEqual((await ln.dbWrite(9, again)).result, CONTINUE);
     node.commit(again);
-    assert.ok(ln.logs('info').some((m) => /version 9 came again: its earlier record \d+ was acknowledged but never committed, and is superseded/.test(m)), ln.logs().join('; '));
+    assert.ok(
+      ln.logs('info').some((m) => /version 9 came again: its earlier record \d+ was acknowledged but never committed, and is superseded/.test(m)),
+      ln.logs().join('; '),
+    );
     s = await ln.status();
     assert.ok('version' in s);
     assert.equal(s.version, 9);
@@ -122,7 +131,10 @@ test('plugin: a stale database and malformed calls are refused with abort and th
     node.commit(writes);
     const stale = [`UPDATE vars SET intval = intval + 1 WHERE name = 'data_version' AND intval = 3`];
     assert.deepEqual((await ln.dbWrite(4, stale)).result, ABORT);
-    assert.ok(ln.logs('broken').some((m) => /refusing version 4: .*stale copy of its database\. Do NOT start this node again on this database\. Restore/.test(m)), ln.logs('broken').join('; '));
+    assert.ok(
+      ln.logs('broken').some((m) => /refusing version 4: .*stale copy of its database\. Do NOT start this node again on this database\. Restore/.test(m)),
+      ln.logs('broken').join('; '),
+    );
     assert.deepEqual((await ln.request('db_write', { data_version: -1, writes: [] })).result, ABORT);
     assert.deepEqual((await ln.request('db_write', { data_version: 7, writes: [42] })).result, ABORT);
     assert.ok(ln.logs('broken').some((m) => /without a valid data_version and writes list/.test(m)));
@@ -147,7 +159,10 @@ test('plugin: calls without statements (PostgreSQL backend) continue with one no
   const ln2 = new Lightningd(bare.networkDir);
   try {
     assert.deepEqual((await ln2.dbWrite(1, [`UPDATE vars SET intval = intval + 1 WHERE name = 'data_version' AND intval = 0`])).result, ABORT);
-    assert.ok(ln2.logs('broken').some((m) => /could not make version 1 durable \(attempt 1\): .*lnbackup init.*Stopping lightningd/.test(m)), ln2.logs().join('; '));
+    assert.ok(
+      ln2.logs('broken').some((m) => /could not make version 1 durable \(attempt 1\): .*lnbackup init.*Stopping lightningd/.test(m)),
+      ln2.logs().join('; '),
+    );
   } finally {
     await ln2.plugin.close();
   }

@@ -40,7 +40,11 @@ function awake(): () => void {
   return () => clearInterval(t);
 }
 
-function policyOf(spec: string, n: number, stallLimitMs: number | null = null): { policy: DurabilityPolicy; d: FakeDestination[]; ev: ReturnType<typeof events> } {
+function policyOf(
+  spec: string,
+  n: number,
+  stallLimitMs: number | null = null,
+): { policy: DurabilityPolicy; d: FakeDestination[]; ev: ReturnType<typeof events> } {
   const d = Array.from({ length: n }, (_, i) => new FakeDestination(`server${i + 1}`));
   const ev = events();
   return { policy: new DurabilityPolicy(d, parsePolicy(spec), stallLimitMs, ev), d, ev };
@@ -87,13 +91,17 @@ test('failure rule: quorum=2 of 3 survives one failure and fails at the second, 
     assert.equal(await stateOf(first.held), 'waiting', 'one failure is within what quorum=2 of 3 can spare');
     d[2].confirmNext();
     assert.equal(await stateOf(first.held), 'held');
-    assert.equal(await stateOf(first.everywhere), 'failed: DestinationFailedError: server1: disk full', '`everywhere` tells that not every destination holds it');
+    assert.equal(
+      await stateOf(first.everywhere),
+      'failed: DestinationFailedError: server1: disk full',
+      '`everywhere` tells that not every destination holds it',
+    );
 
     const second = policy.store(fakeCall(3, 3n));
     d[0].failNext('disk full');
     d[1].failNext('key refused');
     assert.equal(await stateOf(second.held), 'failed: PolicyFailedError: policy quorum=2 can no longer be met: server2: key refused');
-    assert.deepEqual(ev.heard.background, [], 'failures before the quorum was met are the call\'s, not background ones');
+    assert.deepEqual(ev.heard.background, [], "failures before the quorum was met are the call's, not background ones");
   } finally {
     policy.close();
   }
@@ -129,7 +137,11 @@ test('stall limit: a call waiting past it is rejected with StallLimitError namin
     const started = performance.now();
     const { held } = policy.store(fakeCall(7, 7n), started);
     d[0].confirmNext();
-    await assert.rejects(held, (err: unknown) => err instanceof StallLimitError && /version 7 has waited \d+\.\d s for server2 \(stalled\), past the stall limit of 0 s/.test(err.message));
+    await assert.rejects(
+      held,
+      (err: unknown) =>
+        err instanceof StallLimitError && /version 7 has waited \d+\.\d s for server2 \(stalled\), past the stall limit of 0 s/.test(err.message),
+    );
     const waited = performance.now() - started;
     assert.ok(waited >= 300 && waited < 2000, `rejected after ${waited.toFixed(0)} ms`);
   } finally {
@@ -153,7 +165,10 @@ test('stall limit: counted from when lightningd sent the call, not from store()'
 });
 
 test('policy: too few destinations or none at all are refused at once; unknown policies are named', () => {
-  assert.throws(() => new DurabilityPolicy([new FakeDestination('a')], parsePolicy('quorum=2'), null, events()), /policy quorum=2 needs 2 destinations, but only 1 are configured/);
+  assert.throws(
+    () => new DurabilityPolicy([new FakeDestination('a')], parsePolicy('quorum=2'), null, events()),
+    /policy quorum=2 needs 2 destinations, but only 1 are configured/,
+  );
   assert.throws(() => new DurabilityPolicy([], parsePolicy('all'), null, events()), /no destination/);
   assert.throws(() => parsePolicy('quorum=0'), /unknown durability policy 'quorum=0'/);
   assert.throws(() => parsePolicy('most'), /use 'all' or 'quorum=K'/);

@@ -13,17 +13,30 @@ import { ProtocolError, ServerError, type VaultState } from '../../src/destinati
 const hashOf = (seq: bigint): Buffer => Buffer.alloc(32, Number(seq % 251n));
 
 function state(lastSeq: bigint, lastHash = hashOf(lastSeq)): VaultState {
-  return { type: MessageType.VaultState, requestId: 1, vaultId: Buffer.alloc(16), firstSeq: lastSeq === 0n ? 0n : 1n, lastSeq, lastHash, lastGeneration: 1, bytes: 0n, identity: Buffer.alloc(0) };
+  return {
+    type: MessageType.VaultState,
+    requestId: 1,
+    vaultId: Buffer.alloc(16),
+    firstSeq: lastSeq === 0n ? 0n : 1n,
+    lastSeq,
+    lastHash,
+    lastGeneration: 1,
+    bytes: 0n,
+    identity: Buffer.alloc(0),
+  };
 }
 
-test('leveling: an empty copy, or one whose last record is the node\'s, is a prefix (resume after it)', () => {
+test("leveling: an empty copy, or one whose last record is the node's, is a prefix (resume after it)", () => {
   const local = (seq: bigint): Buffer => hashOf(seq);
   assert.equal(disagreement('srv', '/v', state(0n), local), null);
   assert.equal(disagreement('srv', '/v', state(41n), local), null);
 });
 
 test('leveling: a different last record has diverged; a record the vault no longer holds, or cannot read, cannot be compared', () => {
-  assert.match(disagreement('srv', '/v', state(41n, Buffer.alloc(32, 0xee)), hashOf) ?? '', /srv holds a different record 41 than this node \(its hash differs\): the server's copy diverged/);
+  assert.match(
+    disagreement('srv', '/v', state(41n, Buffer.alloc(32, 0xee)), hashOf) ?? '',
+    /srv holds a different record 41 than this node \(its hash differs\): the server's copy diverged/,
+  );
   assert.match(disagreement('srv', '/v', state(41n), () => null) ?? '', /the local vault at \/v no longer holds record 41 to compare it with/);
   const unreadable = (): Buffer => {
     throw new Error('EIO');

@@ -72,19 +72,28 @@ export class NodeBackup {
       journal = await levelWithServers(journal, remotes, { config, keys, dbPath, notice, deadline, log });
       options.signal.throwIfAborted();
       if (journal.status().vaultId !== config.vaultId) {
-        throw new Error(`the vault at ${config.vault} has id ${journal.status().vaultId}, but this node was set up with vault ${config.vaultId}; re-run 'lnbackup init'`);
+        throw new Error(
+          `the vault at ${config.vault} has id ${journal.status().vaultId}, but this node was set up with vault ${config.vaultId}; re-run 'lnbackup init'`,
+        );
       }
       const deferSync = remotes.length > 0;
       const local = new LocalVaultDestination(config.vault, journal, !deferSync);
-      const replicas = settings.replicas.map((file) =>
-        ReplicaDestination.open({ file, vaultDir: config.vault, keys, onNotice: notice }),
-      );
+      const replicas = settings.replicas.map((file) => ReplicaDestination.open({ file, vaultDir: config.vault, keys, onNotice: notice }));
       const destinations: Destination[] = [...(settings.localVault === 'durable' ? [local] : []), ...remotes, ...replicas];
       const policy = new DurabilityPolicy(destinations, spec, settings.stallLimitSeconds === null ? null : settings.stallLimitSeconds * 1000, events);
       const { gens, damaged } = scanGenerations(journal.identity, keys, config.vault);
       // With damage the kept generations are not all known: nothing is removed until it is repaired.
       if (damaged !== null) log('unusual', `retention is paused until the vault is repaired ('lnbackup scrub --repair'): ${damaged}`);
-      return new NodeBackup(journal, policy, settings.localVault === 'durable' ? [] : [local], deferSync, settings, retentionSettings(config), damaged === null ? gens : null, log);
+      return new NodeBackup(
+        journal,
+        policy,
+        settings.localVault === 'durable' ? [] : [local],
+        deferSync,
+        settings,
+        retentionSettings(config),
+        damaged === null ? gens : null,
+        log,
+      );
     } catch (err) {
       journal.close();
       await Promise.all(remotes.map((r) => r.close(0)));
@@ -111,7 +120,10 @@ export class NodeBackup {
     const { outcome } = c;
     const call = storedCall(c.dataVersion, c.writes, outcome);
     // Packs of a snapshot taken inside the call get their parity in the background.
-    if (outcome.packs.length > 0) this.journal.protectPacks(outcome.packs).catch((err: unknown) => this.log('unusual', `parity of new page packs failed (${(err as Error).message}); lnbackup scrub --repair makes it`));
+    if (outcome.packs.length > 0)
+      this.journal
+        .protectPacks(outcome.packs)
+        .catch((err: unknown) => this.log('unusual', `parity of new page packs failed (${(err as Error).message}); lnbackup scrub --repair makes it`));
     // A cache-mode local vault is not counted by the policy, but it is flushed all the same.
     const background = this.background.map((d) => d.store(call));
     for (const b of background) b.catch(() => undefined); // its failures show in its status

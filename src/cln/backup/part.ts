@@ -32,11 +32,7 @@ export interface OpeningStatus {
 }
 
 /** The backup part's status: the vault, then the open backup's (or the opening's), then the hook's. */
-export type BackupStatus = { readonly vault: string | null } & (
-  | (JournalStatus & NodeBackupStatus)
-  | OpeningStatus
-  | Record<never, never>
-) & {
+export type BackupStatus = { readonly vault: string | null } & ((JournalStatus & NodeBackupStatus) | OpeningStatus | Record<never, never>) & {
     readonly hookLatency: LatencySummary;
     readonly lastError: string | null;
   };
@@ -129,7 +125,10 @@ export class BackupPart implements PluginPart<BackupStatus> {
           this.ctx.log('info', `started generation ${s.generation} from a snapshot of the database at version ${s.dataVersion} (${s.dbBytes} bytes)`);
         }
         if (outcome.supersedes !== 0n) {
-          this.ctx.log('info', `version ${dataVersion} came again: its earlier record ${outcome.supersedes} was acknowledged but never committed, and is superseded`);
+          this.ctx.log(
+            'info',
+            `version ${dataVersion} came again: its earlier record ${outcome.supersedes} was acknowledged but never committed, and is superseded`,
+          );
         }
         return CONTINUE;
       case 'unprotected':

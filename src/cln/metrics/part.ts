@@ -29,7 +29,13 @@ export function snapshotOf(s: PluginStatus): PluginMetricsSnapshot {
     vaultBytes: open?.vaultBytes ?? null,
     stalledSeconds: (stalledForMs ?? 0) / 1000,
     compactions: 'compaction' in s ? s.compaction.compactions : 0,
-    destinations: ('destinations' in s ? s.destinations : []).map((d) => ({ name: d.name, kind: d.kind, state: d.state, durableSeq: BigInt(d.durableSeq), lagRecords: d.lagRecords })),
+    destinations: ('destinations' in s ? s.destinations : []).map((d) => ({
+      name: d.name,
+      kind: d.kind,
+      state: d.state,
+      durableSeq: BigInt(d.durableSeq),
+      lagRecords: d.lagRecords,
+    })),
     postgresZeroLoss: s.postgres.watch === null ? null : s.postgres.watch.state === 'zero-loss' ? 1 : 0,
   };
 }
@@ -77,7 +83,8 @@ export class MetricsPart implements PluginPart<MetricsPartStatus> {
 
   private async start(address: string): Promise<void> {
     const { host, port } = parseMetricsAddress(address);
-    if (!LOOPBACK.test(host)) throw new Error(`metrics address ${address} is not a loopback address (127.0.0.1 or ::1); the plugin serves its metrics on this machine only`);
+    if (!LOOPBACK.test(host))
+      throw new Error(`metrics address ${address} is not a loopback address (127.0.0.1 or ::1); the plugin serves its metrics on this machine only`);
     const metrics = new PluginMetrics(() => snapshotOf(this.pluginStatus()));
     this.metrics = metrics;
     const endpoint = await startMetricsEndpoint(host, port, metrics);

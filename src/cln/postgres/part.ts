@@ -96,7 +96,10 @@ export class PostgresPart implements PluginPart<PostgresPartStatus> {
 
   /** The unprotected limit passed: lightningd stops cleanly, as the stall limit stops it. */
   private stopNode(status: PostgresWatchStatus): void {
-    this.ctx.log('broken', `PostgreSQL: not zero-loss since ${status.unprotectedSince ?? '?'} (${status.reasons.map((r) => r.code).join(', ')}), past pgUnprotectedLimitSeconds: stopping lightningd`);
+    this.ctx.log(
+      'broken',
+      `PostgreSQL: not zero-loss since ${status.unprotectedSince ?? '?'} (${status.reasons.map((r) => r.code).join(', ')}), past pgUnprotectedLimitSeconds: stopping lightningd`,
+    );
     this.ctx.statusUrgent();
     this.rpc?.call('stop').catch((err: unknown) => this.ctx.log('broken', `lightningd's stop failed: ${(err as Error).message}; stop it by hand`));
   }

@@ -65,7 +65,8 @@ export class LightningRpc {
   static connect(socketPath: string): Promise<LightningRpc> {
     return new Promise((resolve, reject) => {
       const socket = net.createConnection(socketPath);
-      const failed = (err: Error): void => reject(new LightningRpcTransportError(`cannot reach lightningd's RPC at ${socketPath}: ${err.message}; is lightningd running?`));
+      const failed = (err: Error): void =>
+        reject(new LightningRpcTransportError(`cannot reach lightningd's RPC at ${socketPath}: ${err.message}; is lightningd running?`));
       socket.once('error', failed);
       socket.once('connect', () => {
         socket.off('error', failed);

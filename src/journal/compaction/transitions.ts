@@ -128,7 +128,8 @@ export class Compaction {
   /** building → ready: hands over a built snapshot (its packs durable everywhere). */
   offer(snapshot: PagedSnapshot): void {
     const s = this.current;
-    if ((s.name !== 'building' && s.name !== 'staged') || s.staging.staged !== snapshot.staged) throw new Error('the snapshot offered is not of the staged database');
+    if ((s.name !== 'building' && s.name !== 'staged') || s.staging.staged !== snapshot.staged)
+      throw new Error('the snapshot offered is not of the staged database');
     this.current = { name: 'ready', staging: s.staging, snapshot };
   }
 

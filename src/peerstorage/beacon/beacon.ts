@@ -133,7 +133,8 @@ export async function recoverBeacon(key: BeaconKey, blobs: readonly Buffer[], ne
     try {
       const opened = openBlob(key, blobs[i], newestKnown);
       if (opened.kind === 'shard') addShard(groups, opened.counter, opened.payload, i);
-      else if (best === null || opened.counter > best.counter) best = { counter: opened.counter, content: decodeContent(opened.payload, nodeId), from: 'whole' };
+      else if (best === null || opened.counter > best.counter)
+        best = { counter: opened.counter, content: decodeContent(opened.payload, nodeId), from: 'whole' };
     } catch (err) {
       if (!(err instanceof BeaconError)) throw err;
       refused.push({ blob: i, error: err });
@@ -153,7 +154,10 @@ export async function recoverBeacon(key: BeaconKey, blobs: readonly Buffer[], ne
   if (best !== null) return { ...best, refused };
   const partial = [...groups.values()].filter((g) => g.shards.size < g.k).sort((a, b) => (a.counter < b.counter ? 1 : -1))[0];
   if (partial) {
-    throw new BeaconError('too-few-shards', `the newest striped beacon (counter ${partial.counter}) has ${partial.shards.size} of the ${partial.k} shards needed to rebuild it`);
+    throw new BeaconError(
+      'too-few-shards',
+      `the newest striped beacon (counter ${partial.counter}) has ${partial.shards.size} of the ${partial.k} shards needed to rebuild it`,
+    );
   }
   if (refused.length > 0) throw refused[0].error;
   throw new BeaconError('no-beacon', 'no blob was handed back');

@@ -54,7 +54,8 @@ export function sealBlob(key: BeaconKey, kind: BlobKind, counter: bigint, payloa
 export function openBlob(key: BeaconKey, blob: Buffer, newestKnown: bigint): OpenedBlob {
   if (blob.length < BLOB_BYTES) throw new BeaconError('truncated', `a beacon is exactly ${BLOB_BYTES} bytes, this one ${blob.length}`);
   if (blob.length > BLOB_BYTES) throw new BeaconError('oversize', `a beacon is exactly ${BLOB_BYTES} bytes, this one ${blob.length}`);
-  if (!blob.subarray(0, 4).equals(MAGIC)) throw new BeaconError('not-a-beacon', 'it does not start with "LNBB" (another program\'s blob, e.g. Core Lightning\'s own channel backup)');
+  if (!blob.subarray(0, 4).equals(MAGIC))
+    throw new BeaconError('not-a-beacon', 'it does not start with "LNBB" (another program\'s blob, e.g. Core Lightning\'s own channel backup)');
   if (blob[4] !== FORMAT_VERSION) throw new BeaconError('unknown-version', `format version ${blob[4]}; this lnbackup reads version ${FORMAT_VERSION}`);
   const kind = blob[5] === 1 ? 'whole' : blob[5] === 2 ? 'shard' : null;
   if (kind === null) throw new BeaconError('malformed', `kind ${blob[5]} is neither 1 (whole) nor 2 (shard)`);

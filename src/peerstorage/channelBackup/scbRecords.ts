@@ -24,7 +24,12 @@ const BASEPOINTS_BYTES = 4 * 33;
 const MIN_RECORD_BYTES = 8 + 32 + 33 + 1 + 2 + 32 + 4 + 8 + 2 + 4;
 const NO_EVEN: ReadonlySet<bigint> = new Set();
 
-const ADDRESS_BYTES: ReadonlyMap<number, number> = new Map([[1, 4], [2, 16], [3, 10], [4, 35]]);
+const ADDRESS_BYTES: ReadonlyMap<number, number> = new Map([
+  [1, 4],
+  [2, 16],
+  [3, 10],
+  [4, 35],
+]);
 const DNS = 5;
 
 export interface Shachain {
@@ -108,8 +113,22 @@ function readChannel(buf: Buffer, c: ByteReader): ScbChannel {
     else otherTlvs.push({ type: t.type, value: Buffer.from(t.value) });
   }
   return {
-    raw: Buffer.from(buf.subarray(start, buf.length - c.remaining)), dbId, channelId, peerId, addressType, address, port,
-    fundingTxid, fundingOutnum, fundingSats, channelType, shachain, basepoints, opener, remoteToSelfDelay, otherTlvs,
+    raw: Buffer.from(buf.subarray(start, buf.length - c.remaining)),
+    dbId,
+    channelId,
+    peerId,
+    addressType,
+    address,
+    port,
+    fundingTxid,
+    fundingOutnum,
+    fundingSats,
+    channelType,
+    shachain,
+    basepoints,
+    opener,
+    remoteToSelfDelay,
+    otherTlvs,
   };
 }
 
@@ -125,7 +144,8 @@ export function decodeScbChannel(record: Buffer): ScbChannel {
 export function encodeScbChannel(ch: Omit<ScbChannel, 'raw'>): Buffer {
   const w = new ByteWriter().u64(ch.dbId).fixed(ch.channelId, 32).fixed(ch.peerId, 33).u8(ch.addressType);
   if (ch.addressType === DNS) w.u8(ch.address.length);
-  else if (ADDRESS_BYTES.get(ch.addressType) !== ch.address.length) throw new RangeError(`address type ${ch.addressType} does not take ${ch.address.length} bytes`);
+  else if (ADDRESS_BYTES.get(ch.addressType) !== ch.address.length)
+    throw new RangeError(`address type ${ch.addressType} does not take ${ch.address.length} bytes`);
   w.raw(ch.address).u16(ch.port).fixed(ch.fundingTxid, 32).u32(ch.fundingOutnum).u64(ch.fundingSats).u16Bytes(ch.channelType);
   const records: TlvRecord[] = [...ch.otherTlvs];
   if (ch.shachain) {

@@ -42,7 +42,10 @@ function mac(k: Buffer, nonce: Buffer, block: Uint8Array, c: Uint8Array): Buffer
   lengths.writeBigUInt64LE(0n, 0);
   lengths.writeBigUInt64LE(BigInt(64 + c.length), 8);
   const h = poly1305.create(polyKey);
-  h.update(block).update(c).update(new Uint8Array(c.length % 16)).update(lengths);
+  h.update(block)
+    .update(c)
+    .update(new Uint8Array(c.length % 16))
+    .update(lengths);
   return Buffer.from(h.digest());
 }
 

@@ -39,7 +39,10 @@ export class BeaconSendGate {
   private readonly refreshMs: number;
   private version: bigint | null = null;
 
-  constructor(private readonly send: SendBeacon, options: SendGateOptions = {}) {
+  constructor(
+    private readonly send: SendBeacon,
+    options: SendGateOptions = {},
+  ) {
     this.clock = options.clock ?? systemClock;
     this.retrievalTimeoutMs = options.retrievalTimeoutMs ?? DEFAULT_RETRIEVAL_TIMEOUT_MS;
     this.refreshMs = options.refreshMs ?? DEFAULT_REFRESH_MS;

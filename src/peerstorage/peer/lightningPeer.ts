@@ -69,9 +69,12 @@ export class LightningPeer {
   private static async start(socket: NoiseSocket, address: string, options: PeerOptions): Promise<LightningPeer> {
     const peer = new LightningPeer(socket, address);
     try {
-      socket.send(encodeMessage({ kind: 'init', globalFeatures: Buffer.alloc(0), features: OUR_FEATURES, networks: null, remoteAddress: null, otherRecords: [] }));
+      socket.send(
+        encodeMessage({ kind: 'init', globalFeatures: Buffer.alloc(0), features: OUR_FEATURES, networks: null, remoteAddress: null, otherRecords: [] }),
+      );
       const first = peer.decode(await socket.receive(options.initTimeoutMs ?? DEFAULT_INIT_TIMEOUT_MS, 'init'));
-      if (first?.kind !== 'init') throw new PeerConnectionError(`${address} sent ${first ? first.kind : 'an ignored message'} before init: BOLT #1 says init comes first`);
+      if (first?.kind !== 'init')
+        throw new PeerConnectionError(`${address} sent ${first ? first.kind : 'an ignored message'} before init: BOLT #1 says init comes first`);
       checkRequired(initFeatures(first), UNDERSTOOD_REQUIRED_BITS);
       peer.notes.init = first;
     } catch (err) {
@@ -188,4 +191,3 @@ export class LightningPeer {
     return m;
   }
 }
-

@@ -108,7 +108,9 @@ export class NoiseSocket {
       this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
       this.pump();
     });
-    socket.on('end', () => this.end(this.buffered.length > 0 || this.bodyBytes > 0 ? `${who} closed the connection in the middle of a frame` : `${who} closed the connection`));
+    socket.on('end', () =>
+      this.end(this.buffered.length > 0 || this.bodyBytes > 0 ? `${who} closed the connection in the middle of a frame` : `${who} closed the connection`),
+    );
     socket.on('error', (error) => this.end(`connection to ${who} lost: ${error.message}`));
     socket.on('close', () => this.end(`connection to ${who} closed`));
     this.pump();
@@ -135,7 +137,8 @@ export class NoiseSocket {
           },
         },
       ],
-      (detail) => (connected ? `${who} closed the connection during the BOLT #8 handshake (${detail}): is that its node id?` : `cannot connect to ${who}: ${detail}`),
+      (detail) =>
+        connected ? `${who} closed the connection during the BOLT #8 handshake (${detail}): is that its node id?` : `cannot connect to ${who}: ${detail}`,
     );
     return new NoiseSocket(socket, keys, rest, options, who);
   }

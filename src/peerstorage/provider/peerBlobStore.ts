@@ -66,7 +66,11 @@ export class PeerBlobStore {
   private readonly chains = new Map<string, Promise<void>>();
   private stopped = false;
 
-  constructor(private readonly commit: CommitBlob, options: StoreOptions = {}, loaded: readonly LoadedSlot[] = []) {
+  constructor(
+    private readonly commit: CommitBlob,
+    options: StoreOptions = {},
+    loaded: readonly LoadedSlot[] = [],
+  ) {
     this.clock = options.clock ?? systemClock;
     this.cooldownMs = options.cooldownMs ?? DEFAULT_COOLDOWN_MS;
     this.maxPeers = options.maxPeers ?? DEFAULT_MAX_PEERS;
@@ -75,7 +79,14 @@ export class PeerBlobStore {
     if (loaded.length > this.maxPeers) throw new RangeError(`${loaded.length} stored slots are more than the ${this.maxPeers} allowed`);
     for (const s of loaded) {
       if (s.blob.length > MAX_BLOB_BYTES) throw new RangeError(`the stored blob of ${s.peerId} is ${s.blob.length} bytes, more than ${MAX_BLOB_BYTES}`);
-      this.slots.set(s.peerId, { newest: s.blob, dirty: false, lastCommitMs: null, timer: null, openChannels: s.openChannels, closedAtHeight: s.closedAtHeight });
+      this.slots.set(s.peerId, {
+        newest: s.blob,
+        dirty: false,
+        lastCommitMs: null,
+        timer: null,
+        openChannels: s.openChannels,
+        closedAtHeight: s.closedAtHeight,
+      });
     }
   }
 

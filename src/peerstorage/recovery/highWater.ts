@@ -23,8 +23,7 @@ export interface CopyPoint {
 }
 
 export type HighWaterVerdict =
-  | { readonly ok: true; readonly copy: CopyPoint }
-  | { readonly ok: false; readonly copy: CopyPoint; readonly reason: 'behind' | 'diverged' };
+  { readonly ok: true; readonly copy: CopyPoint } | { readonly ok: false; readonly copy: CopyPoint; readonly reason: 'behind' | 'diverged' };
 
 export function describePoint(p: CopyPoint): string {
   return `generation ${p.generation}, record ${p.sequence}`;

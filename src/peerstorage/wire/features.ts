@@ -63,7 +63,7 @@ export function featureField(bits: readonly number[]): Buffer {
   if (bits.some((b) => !Number.isInteger(b) || b < 0 || b > 0xffff * 8 - 1)) throw new RangeError('a feature bit is out of range');
   const length = bits.length === 0 ? 0 : Math.floor(Math.max(...bits) / 8) + 1;
   const field = Buffer.alloc(length);
-  for (const b of bits) field[length - 1 - Math.floor(b / 8)] |= 1 << b % 8;
+  for (const b of bits) field[length - 1 - Math.floor(b / 8)] |= 1 << (b % 8);
   return field;
 }
 

@@ -20,16 +20,7 @@ import { pruneGenerations } from '../../vault/prune.js';
 import { removeStaleTemps } from '../../vault/redundancy/keeper.js';
 import { RawVaultAppender, readRawRecords, type RawTail } from '../../vault/rawRecords.js';
 import { PRUNE_MARKER, SEGMENTS_DIR, listSegments, segmentsDir } from '../../vault/segments.js';
-import {
-  checkNewVault,
-  checkPack,
-  GroupCommit,
-  GroupCommittedStore,
-  isOwner,
-  isVaultId,
-  KeyedLock,
-  type VaultTail,
-} from './groupCommit.js';
+import { checkNewVault, checkPack, GroupCommit, GroupCommittedStore, isOwner, isVaultId, KeyedLock, type VaultTail } from './groupCommit.js';
 import { MAX_IDENTITY_BYTES } from '../../vault/format.js';
 import {
   PackConflictError,
@@ -327,7 +318,9 @@ export class FileStore extends GroupCommittedStore implements ServerStore {
   private async scrubOne(vaultDir: string): Promise<void> {
     try {
       const r = await scrubVault(vaultDir, this.scrubOptions(true));
-      for (const f of r.files) if (f.status === 'repaired' || f.status === 'damaged') this.onNotice(`redundancy: ${path.basename(vaultDir)}/${f.file}: ${f.status}${f.fixed.length ? ` (${f.fixed.join('; ')})` : ''}`);
+      for (const f of r.files)
+        if (f.status === 'repaired' || f.status === 'damaged')
+          this.onNotice(`redundancy: ${path.basename(vaultDir)}/${f.file}: ${f.status}${f.fixed.length ? ` (${f.fixed.join('; ')})` : ''}`);
     } catch (err) {
       if (!this.closed) this.onNotice(`redundancy: scrubbing ${vaultDir} failed: ${(err as Error).message}`);
     }
@@ -383,7 +376,9 @@ export class FileStore extends GroupCommittedStore implements ServerStore {
       const keep = Number.parseInt(fs.readFileSync(marker, 'latin1').slice(0, 16), 10);
       if (Number.isSafeInteger(keep)) {
         const r = pruneGenerations(dir, keep);
-        this.onNotice(`vault ${vaultId}: finished removing the generations below ${keep} (${r.removedSegments} segment file(s)), begun before the server stopped`);
+        this.onNotice(
+          `vault ${vaultId}: finished removing the generations below ${keep} (${r.removedSegments} segment file(s)), begun before the server stopped`,
+        );
       }
     }
     removeStalePackTemps(dir);
@@ -493,7 +488,6 @@ function tailOf(raw: RawTail, lastWriteAt: number | null): VaultTail {
 function packBytesOf(dir: string): number {
   return listPacks(dir).reduce((n, p) => n + p.bytes, 0);
 }
-
 
 function isFsError(err: unknown): boolean {
   return typeof (err as NodeJS.ErrnoException)?.code === 'string' && typeof (err as NodeJS.ErrnoException)?.syscall === 'string';

@@ -242,12 +242,10 @@ export class PostgresStore extends GroupCommittedStore implements ServerStore {
           this.commits.addPackBytes(vaultId, bytes.length);
           return true;
         }
-        const { rows } = await this.pool.query<{ same: boolean }>('SELECT size = $3 AND bytes = $4 AS same FROM lnbackup_packs WHERE vault_id = $1 AND name = $2', [
-          vaultId,
-          name,
-          bytes.length,
-          bytes,
-        ]);
+        const { rows } = await this.pool.query<{ same: boolean }>(
+          'SELECT size = $3 AND bytes = $4 AS same FROM lnbackup_packs WHERE vault_id = $1 AND name = $2',
+          [vaultId, name, bytes.length, bytes],
+        );
         if (rows[0]?.same === true) return false;
         if (rows.length === 0) throw new Error(`pack ${name} of vault ${vaultId} was neither stored nor found`);
       } catch (err) {
@@ -260,7 +258,10 @@ export class PostgresStore extends GroupCommittedStore implements ServerStore {
   async listPacks(vaultId: string): Promise<StoredPack[]> {
     this.checkVault(vaultId);
     try {
-      const { rows } = await this.pool.query<{ name: string; size: number }>('SELECT name, size FROM lnbackup_packs WHERE vault_id = $1 ORDER BY name COLLATE "C"', [vaultId]);
+      const { rows } = await this.pool.query<{ name: string; size: number }>(
+        'SELECT name, size FROM lnbackup_packs WHERE vault_id = $1 ORDER BY name COLLATE "C"',
+        [vaultId],
+      );
       return rows.map((r) => ({ name: r.name, bytes: r.size }));
     } catch (err) {
       throw this.unavailable(err, 'listing packs');
@@ -295,7 +296,9 @@ export class PostgresStore extends GroupCommittedStore implements ServerStore {
         return freed;
       } catch (err) {
         // The delete may have been committed even so: count again when possible.
-        const again = await this.pool.query<{ bytes: string | null }>('SELECT sum(size)::bigint AS bytes FROM lnbackup_packs WHERE vault_id = $1', [vaultId]).catch(() => null);
+        const again = await this.pool
+          .query<{ bytes: string | null }>('SELECT sum(size)::bigint AS bytes FROM lnbackup_packs WHERE vault_id = $1', [vaultId])
+          .catch(() => null);
         if (again) this.commits.setPackBytes(vaultId, Number(again.rows[0]?.bytes ?? 0));
         throw this.unavailable(err, 'removing packs');
       }

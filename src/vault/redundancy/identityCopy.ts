@@ -44,7 +44,8 @@ export function checkIdentity(vaultDir: string): IdentityCheck {
   const copyFile = readMaybe(path.join(vaultDir, IDENTITY_COPY_NAME));
   const problems: string[] = [];
   if (copyFile === null) {
-    if (id === null) return { good: null, identityOk: false, copyOk: false, problems: [`${IDENTITY_FILE} and ${IDENTITY_COPY_NAME} are both missing or unreadable`] };
+    if (id === null)
+      return { good: null, identityOk: false, copyOk: false, problems: [`${IDENTITY_FILE} and ${IDENTITY_COPY_NAME} are both missing or unreadable`] };
     problems.push(`${IDENTITY_COPY_NAME} is missing`);
     return { good: id, identityOk: true, copyOk: false, problems };
   }

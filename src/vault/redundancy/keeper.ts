@@ -96,7 +96,8 @@ export class RedundancyKeeper {
     this.mirror = mirror;
     // A missing mirror (a vault made before mirrors existed) and one a crash left behind the segment
     // are made again silently; damage is told.
-    if (rebuilt && rebuilt !== MIRROR_MISSING && rebuilt !== MIRROR_BEHIND) this.notice(`rebuilt the mirror of ${path.basename(segmentPath)} from the segment (${rebuilt})`);
+    if (rebuilt && rebuilt !== MIRROR_MISSING && rebuilt !== MIRROR_BEHIND)
+      this.notice(`rebuilt the mirror of ${path.basename(segmentPath)} from the segment (${rebuilt})`);
   }
 
   /** A new, empty segment file is now appended to. */
@@ -153,7 +154,9 @@ export class RedundancyKeeper {
     }
     const check = checkWithMirror(await fs.promises.readFile(segmentPath), mirror, ownerOf(segmentPath), this.options.maxSegmentBytes);
     if (check.conflicts.length > 0) {
-      this.notice(`${path.basename(segmentPath)} is not sealed: its mirror disagrees with well-formed records at ${describeRanges(check.conflicts)} (lnbackup verify decides with the key)`);
+      this.notice(
+        `${path.basename(segmentPath)} is not sealed: its mirror disagrees with well-formed records at ${describeRanges(check.conflicts)} (lnbackup verify decides with the key)`,
+      );
       return false;
     }
     this.writeBack(segmentPath, check.data, check.repaired, 'its mirror, before sealing it');
@@ -194,7 +197,8 @@ export class RedundancyKeeper {
   /** Background work on `file`; a failure is told, unless the file or the vault was removed meanwhile (retention, a download's temp folder). */
   private track(work: Promise<void>, what: string, file: string): void {
     const p = work.catch((err: unknown) => {
-      if (fs.existsSync(this.vaultDir) && fs.existsSync(file)) this.notice(`${what} failed (${(err as Error).message}); it is done again at the next open or by lnbackup scrub --repair`);
+      if (fs.existsSync(this.vaultDir) && fs.existsSync(file))
+        this.notice(`${what} failed (${(err as Error).message}); it is done again at the next open or by lnbackup scrub --repair`);
     });
     this.pending.add(p);
     void p.finally(() => this.pending.delete(p));

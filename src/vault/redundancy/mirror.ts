@@ -65,7 +65,7 @@ export function mirrorHeader(owner: MirrorOwner): Buffer {
 
 function readMirrorHeader(buf: Buffer): MirrorOwner | null {
   if (buf.length < MIRROR_HEADER_BYTES || !buf.subarray(0, 4).equals(HEADER_MAGIC) || buf[4] !== MIRROR_VERSION) return null;
-  if ((zlib.crc32(buf.subarray(0, 20)) >>> 0) !== buf.readUInt32BE(20)) return null;
+  if (zlib.crc32(buf.subarray(0, 20)) >>> 0 !== buf.readUInt32BE(20)) return null;
   return { generation: buf.readUInt32BE(8), firstSeq: buf.readBigUInt64BE(12) };
 }
 
@@ -108,12 +108,12 @@ export function parseMirror(buf: Buffer, maxSegmentBytes: number): ParsedMirror 
   let pos = owner ? MIRROR_HEADER_BYTES : 0;
   while (pos + FRAME_HEADER_BYTES <= buf.length) {
     let good = false;
-    if (buf.readUInt32BE(pos) === FRAME_MAGIC.readUInt32BE(0) && (zlib.crc32(buf.subarray(pos, pos + 20)) >>> 0) === buf.readUInt32BE(pos + 20)) {
+    if (buf.readUInt32BE(pos) === FRAME_MAGIC.readUInt32BE(0) && zlib.crc32(buf.subarray(pos, pos + 20)) >>> 0 === buf.readUInt32BE(pos + 20)) {
       const offset = buf.readBigUInt64BE(pos + 4);
       const length = buf.readUInt32BE(pos + 12);
       const at = pos + FRAME_HEADER_BYTES;
       if (offset + BigInt(length) <= BigInt(maxSegmentBytes) && at + length <= buf.length) {
-        const ok = (zlib.crc32(buf.subarray(at, at + length)) >>> 0) === buf.readUInt32BE(pos + 16);
+        const ok = zlib.crc32(buf.subarray(at, at + length)) >>> 0 === buf.readUInt32BE(pos + 16);
         frames.push({ offset: Number(offset), length, at, ok });
         pos = at + length;
         good = true;

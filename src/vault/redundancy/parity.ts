@@ -161,7 +161,11 @@ function encodeHeader(g: Geometry, sha: Buffer, crcs: Uint32Array): Buffer {
   // 36..39 reserved, zero
   sha.copy(h, 40);
   for (let i = 0; i < crcs.length; i++) h.writeUInt32BE(crcs[i], FIXED_BYTES + 4 * i);
-  crypto.createHash('sha256').update(h.subarray(0, h.length - HEADER_HASH_BYTES)).digest().copy(h, h.length - HEADER_HASH_BYTES);
+  crypto
+    .createHash('sha256')
+    .update(h.subarray(0, h.length - HEADER_HASH_BYTES))
+    .digest()
+    .copy(h, h.length - HEADER_HASH_BYTES);
   return h;
 }
 
@@ -222,7 +226,10 @@ function readHeaderCopy(buf: Buffer, at: number, maxDataBytes: number): { g: Geo
   const len = headerBytes(g);
   if (at + len > buf.length) return null;
   const h = buf.subarray(at, at + len);
-  const want = crypto.createHash('sha256').update(h.subarray(0, len - HEADER_HASH_BYTES)).digest();
+  const want = crypto
+    .createHash('sha256')
+    .update(h.subarray(0, len - HEADER_HASH_BYTES))
+    .digest();
   if (!want.equals(h.subarray(len - HEADER_HASH_BYTES))) return null;
   const crcs = new Uint32Array((g.k + g.m) * g.rows);
   for (let i = 0; i < crcs.length; i++) crcs[i] = h.readUInt32BE(FIXED_BYTES + 4 * i);
@@ -367,7 +374,7 @@ export async function checkWithParity(actual: Buffer, parity: ParsedParity): Pro
     let ok = true;
     for (const i of bad) {
       const block = i < g.k ? stripe.subarray(i * len, (i + 1) * len) : par.subarray((i - g.k) * len, (i - g.k + 1) * len);
-      if ((zlib.crc32(block) >>> 0) !== parity.crcs[crcIndex(g, i, row)]) ok = false;
+      if (zlib.crc32(block) >>> 0 !== parity.crcs[crcIndex(g, i, row)]) ok = false;
     }
     if (!ok) {
       // Damage the checksums did not see (or a damaged checksum table): nothing here can be trusted.

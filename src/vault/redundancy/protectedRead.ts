@@ -12,16 +12,7 @@ import { listSegments, segmentOfPath } from '../segments.js';
 import { checkIdentity, IDENTITY_COPY_NAME } from './identityCopy.js';
 import { describeRanges } from './keeper.js';
 import { checkWithMirror, MIRROR_SUFFIX, type MirrorCheck } from './mirror.js';
-import {
-  checkWithParity,
-  geometry,
-  PARITY_SUFFIX,
-  parityFileBytes,
-  parseParityFile,
-  readFileChunked,
-  type ByteRange,
-  type ParityCheck,
-} from './parity.js';
+import { checkWithParity, geometry, PARITY_SUFFIX, parityFileBytes, parseParityFile, readFileChunked, type ByteRange, type ParityCheck } from './parity.js';
 
 export type { ByteRange } from './parity.js';
 
@@ -126,7 +117,8 @@ export async function readProtected(file: string, options: ProtectedReadOptions)
       for (const p of check.parityProblems) notes.push(`parity file: ${p}`);
       const cutExtra = check.extraBytes > 0 && !later;
       const status = check.lost.length > 0 ? 'damaged' : check.repaired.length > 0 || cutExtra ? 'repaired' : 'ok';
-      if (check.lost.length > 0) notes.push(`${describeRanges(check.lost)} could not be rebuilt (${check.badStripes} stripe(s) with more than 3 damaged blocks)`);
+      if (check.lost.length > 0)
+        notes.push(`${describeRanges(check.lost)} could not be rebuilt (${check.badStripes} stripe(s) with more than 3 damaged blocks)`);
       const data = later ?? check.data;
       return {
         data: check.lost.length > 0 && raw === null ? null : data,
@@ -151,7 +143,16 @@ export async function readProtected(file: string, options: ProtectedReadOptions)
       data: null,
       parity: null,
       mirror: null,
-      report: { file, protection: 'none', status: 'damaged', bytes: 0, repaired: [], lost: [], protectionDamaged: parityRaw !== null, notes: [...notes, 'the file is missing'] },
+      report: {
+        file,
+        protection: 'none',
+        status: 'damaged',
+        bytes: 0,
+        repaired: [],
+        lost: [],
+        protectionDamaged: parityRaw !== null,
+        notes: [...notes, 'the file is missing'],
+      },
     };
   }
   const segment = segmentOfPath(file);
@@ -160,7 +161,10 @@ export async function readProtected(file: string, options: ProtectedReadOptions)
     const check = checkWithMirror(raw, mirrorRaw, segment, max);
     notes.push(...check.problems.map((p) => `mirror: ${p}`));
     if (check.repaired.length > 0) notes.push(`${describeRanges(check.repaired)} differed from the mirror and are taken from it`);
-    if (check.conflicts.length > 0) notes.push(`${describeRanges(check.conflicts)} differ from the mirror, which has no header that vouches for it: the segment's well-formed records are kept (the key decides: lnbackup verify)`);
+    if (check.conflicts.length > 0)
+      notes.push(
+        `${describeRanges(check.conflicts)} differ from the mirror, which has no header that vouches for it: the segment's well-formed records are kept (the key decides: lnbackup verify)`,
+      );
     return {
       data: check.data,
       parity: null,
@@ -276,13 +280,17 @@ export function summarizeRepair(r: VaultRepair): RepairSummary {
 export function describeRepair(r: VaultRepair): string[] {
   const lines: string[] = [];
   for (const f of r.repaired) {
-    lines.push(`repaired in memory: ${f.file}: ${describeRanges(f.repaired)} were damaged and are rebuilt from its ${f.protection} (run lnbackup scrub --repair to fix the file)`);
+    lines.push(
+      `repaired in memory: ${f.file}: ${describeRanges(f.repaired)} were damaged and are rebuilt from its ${f.protection} (run lnbackup scrub --repair to fix the file)`,
+    );
   }
   for (const f of r.unrecoverable) {
     lines.push(`DAMAGED beyond repair: ${f.file}: ${f.lost.length > 0 ? `${describeRanges(f.lost)} cannot be rebuilt` : f.notes.join('; ')}`);
   }
   for (const p of r.identityProblems) {
-    lines.push(`identity: ${p}${/VAULT\.json is (damaged|missing)/.test(p) ? ` (read from ${IDENTITY_COPY_NAME}; run lnbackup scrub --repair to restore VAULT.json)` : ''}`);
+    lines.push(
+      `identity: ${p}${/VAULT\.json is (damaged|missing)/.test(p) ? ` (read from ${IDENTITY_COPY_NAME}; run lnbackup scrub --repair to restore VAULT.json)` : ''}`,
+    );
   }
   return lines;
 }

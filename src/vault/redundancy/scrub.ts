@@ -106,7 +106,8 @@ interface Counter {
 export async function scrubVault(vaultDir: string, options: ScrubOptions): Promise<ScrubVaultResult> {
   if (!fs.existsSync(vaultDir) || !fs.statSync(vaultDir).isDirectory()) throw new Error(`${vaultDir} is not a folder`);
   const hasIdentity = fs.existsSync(path.join(vaultDir, IDENTITY_FILE)) || fs.existsSync(path.join(vaultDir, IDENTITY_COPY_NAME));
-  if (!hasIdentity && !fs.existsSync(path.join(vaultDir, SEGMENTS_DIR))) throw new Error(`${vaultDir} is not an lnbackup vault (no ${IDENTITY_FILE}, no ${SEGMENTS_DIR}/)`);
+  if (!hasIdentity && !fs.existsSync(path.join(vaultDir, SEGMENTS_DIR)))
+    throw new Error(`${vaultDir} is not an lnbackup vault (no ${IDENTITY_FILE}, no ${SEGMENTS_DIR}/)`);
   let lock: VaultLock | null = null;
   let activeWritable = options.activeWritable;
   if (activeWritable === undefined) {
@@ -210,7 +211,14 @@ async function scrubIdentity(vaultDir: string, repair: boolean): Promise<ScrubFi
 }
 
 /** A sealed segment or a pack: checked through its parity (or, while sealing is pending, its mirror). */
-async function scrubSealed(vaultDir: string, file: string, kind: 'segment' | 'pack', max: number, options: ScrubOptions, segment: SegmentFile | null): Promise<ScrubFile> {
+async function scrubSealed(
+  vaultDir: string,
+  file: string,
+  kind: 'segment' | 'pack',
+  max: number,
+  options: ScrubOptions,
+  segment: SegmentFile | null,
+): Promise<ScrubFile> {
   const rel = path.relative(vaultDir, file);
   const change = guarded(vaultDir, options);
   const mode = modeOf(file);
@@ -232,7 +240,9 @@ async function scrubSealed(vaultDir: string, file: string, kind: 'segment' | 'pa
   if (r.status === 'repaired') {
     status = options.repair ? 'repaired' : 'damaged';
     if (options.repair && (await change(file, () => writeFileAtomicAsync(file, data, mode)))) {
-      fixed.push(`rewrote the file with ${describeRanges(r.repaired.length > 0 ? r.repaired : [{ start: r.bytes, end: r.bytes + (pr.parity?.extraBytes ?? 0) }])} repaired`);
+      fixed.push(
+        `rewrote the file with ${describeRanges(r.repaired.length > 0 ? r.repaired : [{ start: r.bytes, end: r.bytes + (pr.parity?.extraBytes ?? 0) }])} repaired`,
+      );
     }
   }
   if (r.protection === 'parity') {
@@ -261,7 +271,9 @@ async function scrubSealed(vaultDir: string, file: string, kind: 'segment' | 'pa
     if (status === 'ok') status = options.repair ? 'repaired' : 'unprotected';
     const parity = options.repair && data.length > 0 ? await buildParityFile(data) : null;
     if (parity && (await change(file, () => writeFileAtomicAsync(file + PARITY_SUFFIX, parity, 0o600)))) {
-      fixed.push(r.protection === 'mirror' ? 'made its parity (checked against its mirror)' : 'made its parity from the file as it is (it could not be checked)');
+      fixed.push(
+        r.protection === 'mirror' ? 'made its parity (checked against its mirror)' : 'made its parity from the file as it is (it could not be checked)',
+      );
       if (hasMirror) {
         await change(file, () => fs.promises.rm(file + MIRROR_SUFFIX, { force: true }));
         fixed.push('removed its mirror');
@@ -287,7 +299,9 @@ async function scrubActive(vaultDir: string, s: SegmentFile, max: number, option
   if (conflicts.length > 0) {
     // Without the key nothing tells which of the two is right: both are left for the writer's open,
     // which decides by authentication (and repairs the segment or writes the mirror again).
-    found.push("nothing was changed: the writer decides with the key when it next opens the vault (start lightningd; lnbackup verify tells which bytes authenticate)");
+    found.push(
+      'nothing was changed: the writer decides with the key when it next opens the vault (start lightningd; lnbackup verify tells which bytes authenticate)',
+    );
     return { file: rel, kind: 'active segment', bytes: data.length, status: 'damaged', found, fixed, lost: [] };
   }
   if (!options.activeWritable) {
@@ -324,7 +338,11 @@ function scrubLeftovers(vaultDir: string, repair: boolean): ScrubFile[] {
     if (!fs.existsSync(dir)) continue;
     for (const name of fs.readdirSync(dir)) {
       const full = path.join(dir, name);
-      const base = name.endsWith(PARITY_SUFFIX) ? name.slice(0, -PARITY_SUFFIX.length) : name.endsWith(MIRROR_SUFFIX) ? name.slice(0, -MIRROR_SUFFIX.length) : null;
+      const base = name.endsWith(PARITY_SUFFIX)
+        ? name.slice(0, -PARITY_SUFFIX.length)
+        : name.endsWith(MIRROR_SUFFIX)
+          ? name.slice(0, -MIRROR_SUFFIX.length)
+          : null;
       if (base === null || present.has(path.join(dir, base))) continue;
       if (!/^g\d{10}-s\d{20}\.seg$/.test(base) && !isPackName(base)) continue;
       if (repair) fs.rmSync(full, { force: true });
@@ -400,7 +418,10 @@ export function dataDirInUse(dataDir: string): boolean {
 export async function scrubDataDir(dataDir: string, options: ScrubOptions): Promise<ScrubDataResult> {
   const vaultsDir = path.join(dataDir, 'vaults');
   if (!fs.existsSync(vaultsDir)) throw new Error(`${dataDir} is not an lnbackup server's data folder (no vaults/ in it)`);
-  const names = fs.readdirSync(vaultsDir).filter((n) => /^[0-9a-f]{32}$/.test(n)).sort();
+  const names = fs
+    .readdirSync(vaultsDir)
+    .filter((n) => /^[0-9a-f]{32}$/.test(n))
+    .sort();
   const dirs = names.map((n) => path.join(vaultsDir, n)).filter((d) => fs.statSync(d).isDirectory());
   const sizes = dirs.map((d) => listSegments(d).reduce((n, s) => n + sizeOr0(s.path), 0) + listPacks(d).reduce((n, p) => n + p.bytes, 0));
   const total = sizes.reduce((a, b) => a + b, 0);
