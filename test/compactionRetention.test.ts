@@ -9,8 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { Journal, type StoredOutcome } from '../src/journal/journal.js';
-import { Compactor } from '../src/journal/compaction/compactor.js';
-import { scanGenerations } from '../src/journal/retention.js';
+import { compactorFor } from './helpers/compactorFor.js';
 import { storedCall } from '../src/destinations/destination.js';
 import { listSegments } from '../src/vault/segments.js';
 import { restoreDatabase } from '../src/restore/rebuild.js';
@@ -38,14 +37,7 @@ test(
       node.commit(writes);
     }
     let remote = remoteForNode(node, server.url, notices);
-    const { gens } = scanGenerations(journal.identity, node.keys, node.vault);
-    const compactor = new Compactor(
-      journal,
-      () => [remote],
-      { compactRatio: 0, compactMinBytes: 0, keepGenerations: 1, keepSeconds: 0 },
-      gens,
-      () => undefined,
-    );
+    const compactor = compactorFor(node, journal, () => [remote]);
     let stopped = false;
     try {
       assert.equal((await remote.start(journal.chainTail, Date.now() + 10_000)).ahead, false);

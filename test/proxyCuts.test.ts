@@ -27,6 +27,7 @@ import { assertServerHoldsPrefix, fixedPort, serverVaultDir, traceHead } from '.
 import type { ServerHandle } from './helpers/serverProcess.js';
 import { TcpProxy } from './helpers/tcpProxy.js';
 import { sleep, within } from './helpers/waiting.js';
+import { logShape } from './helpers/logShape.js';
 
 const SEED = envCount('PROXY_CUTS_SEED', crypto.randomInt(2 ** 31));
 /** node1 is bounded to its first versions (migrations, funding, the first payments). */
@@ -62,15 +63,6 @@ interface Stats {
   pluginLogs: Map<string, number>;
   episodes: string[];
 }
-
-/** A log line with its variable parts (paths, keys, numbers) blanked, for counting lines of one kind. */
-const shape = (line: string): string =>
-  line
-    .replace(/lnbackup:\/\/\S+/g, '<url>')
-    .replace(/\/\S+/g, '<path>')
-    .replace(/[0-9a-f]{16,}/g, '<hex>')
-    .replace(/\d+/g, 'N')
-    .slice(0, 140);
 
 const show = (m: Map<string, number>): string => [...m.entries()].map(([k, v]) => `${k}: ${v}`).join(', ');
 
@@ -203,7 +195,7 @@ async function episode(server: ServerHandle, name: string, traces: readonly stri
     assert.deepEqual(lost, [], `${ctx}: the plugin saw the server without records it had acknowledged`);
     stats.watchdogLogged += replay.pluginLogs.filter((l) => /nothing arrived from/.test(l.message)).length;
     for (const l of replay.pluginLogs) {
-      if (l.level !== 'info') stats.pluginLogs.set(`${l.level}: ${shape(l.message)}`, (stats.pluginLogs.get(`${l.level}: ${shape(l.message)}`) ?? 0) + 1);
+      if (l.level !== 'info') stats.pluginLogs.set(`${l.level}: ${logShape(l.message)}`, (stats.pluginLogs.get(`${l.level}: ${logShape(l.message)}`) ?? 0) + 1);
     }
     stats.connections += proxy.accepted;
     const line =
@@ -255,7 +247,7 @@ test(
       assert.equal(await server.stop(), 0, `the server did not stop cleanly: ${server.stderr().slice(-2000)}`);
       const problems = new Map<string, number>();
       for (const line of server.stderr().split('\n')) {
-        if (/error|fail|internal|refus|lost|corrupt/i.test(line)) problems.set(shape(line), (problems.get(shape(line)) ?? 0) + 1);
+        if (/error|fail|internal|refus|lost|corrupt/i.test(line)) problems.set(logShape(line), (problems.get(logShape(line)) ?? 0) + 1);
       }
       serverProblems = show(problems);
     } finally {

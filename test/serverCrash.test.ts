@@ -39,6 +39,7 @@ import { allRecords, assertServerHoldsPrefix, fixedPort, ownerOf, serverCopyView
 import type { ServerHandle } from './helpers/serverProcess.js';
 import { makeNode } from './helpers/testNode.js';
 import { sleep, within } from './helpers/waiting.js';
+import { logShape } from './helpers/logShape.js';
 
 const SEED = envCount('SERVER_CRASH_SEED', crypto.randomInt(2 ** 31));
 const TARGET_KILLS = envCount('SERVER_CRASH_KILLS', 50);
@@ -97,18 +98,9 @@ const tally = (map: Map<string, number>, key: string): void => {
   map.set(key, (map.get(key) ?? 0) + 1);
 };
 
-/** A log line with its variable parts (paths, keys, numbers) blanked, for counting lines of one kind. */
-const shape = (line: string): string =>
-  line
-    .replace(/lnbackup:\/\/\S+/g, '<url>')
-    .replace(/\/\S+/g, '<path>')
-    .replace(/[0-9a-f]{16,}/g, '<hex>')
-    .replace(/\d+/g, 'N')
-    .slice(0, 140);
-
 function tallyServerLog(stats: Stats, server: ServerHandle): void {
   for (const line of server.stderr().split('\n')) {
-    if (/error|fail|internal|refus|lost|corrupt/i.test(line)) tally(stats.serverLogs, shape(line));
+    if (/error|fail|internal|refus|lost|corrupt/i.test(line)) tally(stats.serverLogs, logShape(line));
   }
 }
 
@@ -223,7 +215,7 @@ async function episode(setup: Setup, n: number, wanted: number, rng: Prng, stats
     // The node compares every restarted server's VaultState with what it had acknowledged.
     const lost = replay.pluginLogs.filter((l) => /LOST RECORDS/.test(l.message));
     assert.deepEqual(lost, [], `${ctx}: the plugin saw a restarted server without records it had acknowledged`);
-    for (const l of replay.pluginLogs) if (l.level !== 'info') tally(stats.pluginLogs, `${l.level}: ${shape(l.message)}`);
+    for (const l of replay.pluginLogs) if (l.level !== 'info') tally(stats.pluginLogs, `${l.level}: ${logShape(l.message)}`);
     const nodeDump = dumpFile(node.dbPath);
     ep.ref.advanceTo(final);
     assert.ok(nodeDump === ep.ref.dumpAt(final), `${ctx}: the node's own database differs from the plain replay`);

@@ -5,6 +5,7 @@
 // record, lag and state. Nothing here runs inside a hook's answer.
 import client from 'prom-client';
 import type { MetricsSource } from './endpoint.js';
+import { SnapshotRegistry } from './snapshotRegistry.js';
 
 export interface PluginMetricsDestination {
   readonly name: string;
@@ -31,80 +32,38 @@ export interface PluginMetricsSnapshot {
 const HOOK_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 30];
 
 export class PluginMetrics implements MetricsSource {
-  readonly registry = new client.Registry();
-  readonly contentType = this.registry.contentType;
+  private readonly metrics: SnapshotRegistry<PluginMetricsSnapshot>;
   private readonly hook: client.Histogram;
-  private current: PluginMetricsSnapshot | null = null;
+  readonly contentType: string;
 
-  constructor(private readonly snapshot: () => PluginMetricsSnapshot) {
-    const r = this.registry;
-    client.collectDefaultMetrics({ register: r, prefix: 'lnbackup_plugin_' });
+  constructor(snapshot: () => PluginMetricsSnapshot) {
+    const m = (this.metrics = new SnapshotRegistry('lnbackup_plugin_', snapshot));
+    this.contentType = m.contentType;
     this.hook = new client.Histogram({
       name: 'lnbackup_hook_seconds',
       help: 'db_write hook: from the call arriving to the answer written',
       buckets: HOOK_BUCKETS,
-      registers: [r],
+      registers: [m.registry],
     });
-    const s = (): PluginMetricsSnapshot | null => this.current;
-    const gauge = (name: string, help: string, read: (x: PluginMetricsSnapshot) => number | null): void => {
-      new client.Gauge({
-        name,
-        help,
-        registers: [r],
-        collect() {
-          const x = s();
-          const v = x === null ? null : read(x);
-          if (v !== null) this.set(v);
-        },
-      });
-    };
-    gauge('lnbackup_data_version', "The node's newest data_version held in the vault", (x) => x.dataVersion);
-    gauge('lnbackup_last_record_seq', 'The newest record in the vault', (x) => (x.lastSeq === null ? null : Number(x.lastSeq)));
-    gauge('lnbackup_generation', "The vault's newest generation", (x) => x.generation);
-    gauge('lnbackup_vault_bytes', "The vault's records and page packs", (x) => x.vaultBytes);
+    m.gauge('lnbackup_data_version', "The node's newest data_version held in the vault", (x) => x.dataVersion);
+    m.gauge('lnbackup_last_record_seq', 'The newest record in the vault', (x) => (x.lastSeq === null ? null : Number(x.lastSeq)));
+    m.gauge('lnbackup_generation', "The vault's newest generation", (x) => x.generation);
+    m.gauge('lnbackup_vault_bytes', "The vault's records and page packs", (x) => x.vaultBytes);
     // Labelled so that a sqlite node exports no sample at all (an unlabelled gauge always shows 0).
-    new client.Gauge({
-      name: 'lnbackup_postgres_zero_loss',
-      help: "A PostgreSQL node: 1 while every commit waits for a standby's flush, 0 when not (absent on a sqlite node): alert on 0",
-      labelNames: ['wallet'],
-      registers: [r],
-      collect() {
-        const x = s();
-        if (x === null) return;
-        this.reset();
-        if (x.postgresZeroLoss !== null) this.set({ wallet: 'postgres' }, x.postgresZeroLoss);
-      },
-    });
-    gauge(
+    m.labelled(
+      'lnbackup_postgres_zero_loss',
+      "A PostgreSQL node: 1 while every commit waits for a standby's flush, 0 when not (absent on a sqlite node): alert on 0",
+      ['wallet'],
+      (x) => (x.postgresZeroLoss === null ? [] : [[{ wallet: 'postgres' }, x.postgresZeroLoss]]),
+    );
+    m.gauge(
       'lnbackup_stalled_seconds',
       'How long the current db_write call has waited for its destinations (0: none waits): alert when it grows',
       (x) => x.stalledSeconds,
     );
-    new client.Counter({
-      name: 'lnbackup_compactions_total',
-      help: 'Compactions finished since the plugin started',
-      registers: [r],
-      collect() {
-        const x = s();
-        if (x === null) return;
-        this.reset();
-        this.inc(x.compactions);
-      },
-    });
-    const perDestination = (name: string, help: string, read: (d: PluginMetricsDestination, x: PluginMetricsSnapshot) => number): void => {
-      new client.Gauge({
-        name,
-        help,
-        labelNames: ['destination', 'kind'],
-        registers: [r],
-        collect() {
-          const x = s();
-          if (x === null) return;
-          this.reset();
-          for (const d of x.destinations) this.set({ destination: d.name, kind: d.kind }, read(d, x));
-        },
-      });
-    };
+    m.total('lnbackup_compactions_total', 'Compactions finished since the plugin started', (x) => x.compactions);
+    const perDestination = (name: string, help: string, read: (d: PluginMetricsDestination) => number): void =>
+      m.labelled(name, help, ['destination', 'kind'], (x) => x.destinations.map((d) => [{ destination: d.name, kind: d.kind }, read(d)] as const));
     perDestination('lnbackup_destination_durable_seq', 'The newest record durable at the destination', (d) => Number(d.durableSeq));
     perDestination(
       'lnbackup_destination_lag_records',
@@ -121,12 +80,7 @@ export class PluginMetrics implements MetricsSource {
     this.hook.observe(seconds);
   }
 
-  async render(): Promise<string> {
-    this.current = this.snapshot();
-    try {
-      return await this.registry.metrics();
-    } finally {
-      this.current = null;
-    }
+  render(): Promise<string> {
+    return this.metrics.render();
   }
 }

@@ -59,14 +59,7 @@ export function remoteForNode(
   notices: string[],
 ): RemoteDestination {
   const v = { dir: node.vault, identityBytes: fs.readFileSync(identityPath(node.vault)), vaultId: Buffer.from(node.vaultId, 'hex'), keys: node.keys };
-  return new RemoteDestination({
-    url,
-    vaultDir: v.dir,
-    identity: v.identityBytes,
-    vaultId: v.vaultId,
-    keys: v.keys,
-    onNotice: (level, message) => notices.push(`${level}: ${message}`),
-  });
+  return remoteFor(v, url, [], { onNotice: (level, message) => notices.push(`${level}: ${message}`) });
 }
 
 /** Where the file store keeps a vault (that exists; helpers/serverCopy.ts). */

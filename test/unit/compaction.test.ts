@@ -11,8 +11,7 @@ import assert from 'node:assert/strict';
 import Database from 'better-sqlite3';
 import { Journal, type StoredOutcome } from '../../src/journal/journal.js';
 import { PagedSnapshotBuilder } from '../../src/journal/pagedSnapshot.js';
-import { Compactor } from '../../src/journal/compaction/compactor.js';
-import { scanGenerations } from '../../src/journal/retention.js';
+import { COMPACT_ALWAYS, COMPACT_NEVER, compactorFor } from '../helpers/compactorFor.js';
 import { decodeHeader, HEADER_BYTES, RecordType } from '../../src/vault/format.js';
 import { openRecord } from '../../src/vault/record.js';
 import { vaultIdBytes } from '../../src/vault/identity.js';
@@ -194,12 +193,11 @@ test('compactor: past the growth threshold it requests, builds between calls, st
   const server = new FakeDestination('server');
   server.answer = true;
   const logs: string[] = [];
-  const { gens } = scanGenerations(journal.identity, node.keys, node.vault);
-  const compactor = new Compactor(
+  const compactor = compactorFor(
+    node,
     journal,
     () => [server],
-    { compactRatio: 0, compactMinBytes: 0, keepGenerations: 1, keepSeconds: 0 },
-    gens,
+    COMPACT_ALWAYS,
     (_l, m) => logs.push(m),
   );
   const prunedAtOpen = server.pruned.length;
@@ -250,12 +248,11 @@ test('compactor: a build given up by a snapshot taken inside a call runs no rete
   const server = new FakeDestination('server');
   server.answer = true;
   const logs: string[] = [];
-  const { gens } = scanGenerations(journal.identity, node.keys, node.vault);
-  const compactor = new Compactor(
+  const compactor = compactorFor(
+    node,
     journal,
     () => [server],
-    { compactRatio: 0, compactMinBytes: 0, keepGenerations: 1, keepSeconds: 0 },
-    gens,
+    COMPACT_ALWAYS,
     (_l, m) => logs.push(m),
   );
   const prunedAtOpen = server.pruned.length;
@@ -305,14 +302,7 @@ test('compactor: a second generation started while the first settles holds reten
   const node = makeTinyNode('unit-compactor-two-settling');
   const journal = Journal.open(node.vault, node.keys, node.dbPath);
   const server = new FakeDestination('server');
-  const { gens } = scanGenerations(journal.identity, node.keys, node.vault);
-  const compactor = new Compactor(
-    journal,
-    () => [server],
-    { compactRatio: 1e9, compactMinBytes: 1e12, keepGenerations: 1, keepSeconds: 0 },
-    gens,
-    () => undefined,
-  );
+  const compactor = compactorFor(node, journal, () => [server], COMPACT_NEVER);
   const prunedAtOpen = server.pruned.length;
   try {
     for (const generation of [2, 3]) {
