@@ -3,6 +3,7 @@
 // Written atomically and fsynced, because the writer kills itself with SIGKILL right after.
 import fs from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomic } from '../util/durableFs.js';
 import type { TraceEntry } from './trace.js';
 
 export const STATE_FILE = 'simulator-state.json';
@@ -42,20 +43,5 @@ export function readPlayedSuperseded(networkDir: string, entries: readonly Trace
 export function recordPlayedSuperseded(networkDir: string, entry: number, dataVersion: number): void {
   const state = readState(networkDir);
   state.playedSuperseded.push({ entry, dataVersion });
-  const file = path.join(networkDir, STATE_FILE);
-  const tmp = `${file}.tmp`;
-  const fd = fs.openSync(tmp, 'w');
-  try {
-    fs.writeSync(fd, JSON.stringify(state, null, 1) + '\n');
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
-  const dirFd = fs.openSync(networkDir, 'r');
-  try {
-    fs.fsyncSync(dirFd);
-  } finally {
-    fs.closeSync(dirFd);
-  }
+  writeFileAtomic(path.join(networkDir, STATE_FILE), JSON.stringify(state, null, 1) + '\n', 0o644);
 }
