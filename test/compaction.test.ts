@@ -261,6 +261,14 @@ test('kill -9 during compaction at random points: the vault always restores what
   let lastC = 0;
   let kills = 0;
   let midCompaction = 0;
+  // The replay's speed, from the timer kills so far: a timer's delay is capped so that the kills
+  // still to come fit in the versions left (on a fast machine 1200 ms can cover a tenth of the trace).
+  let versionsPerMs: number | null = null;
+  const maxDelayMs = (): number => {
+    if (versionsPerMs === null || versionsPerMs <= 0) return 1200;
+    const share = (KILL_VERSIONS - lastC) / (KILLS - kills + 1);
+    return Math.max(50, Math.min(1200, Math.floor(share / versionsPerMs)));
+  };
   try {
     for (let lifetime = 1; ; lifetime++) {
       assert.ok(lifetime <= KILLS + 10, `seed ${SEED}: still not done after ${lifetime} lifetimes`);
@@ -273,9 +281,10 @@ test('kill -9 during compaction at random points: the vault always restores what
             .map((e, i) => ({ e, i }))
             .filter(({ e, i }) => i >= from && e.kind === 'call')
             .slice(0, 200);
-          plan = upcoming.length > 1 ? { kind, entry: upcoming[rng.int(1, upcoming.length - 1)].i } : { kind: 'plugin-timer', delayMs: rng.int(0, 1200) };
+          plan =
+            upcoming.length > 1 ? { kind, entry: upcoming[rng.int(1, upcoming.length - 1)].i } : { kind: 'plugin-timer', delayMs: rng.int(0, maxDelayMs()) };
         } else {
-          plan = { kind, delayMs: rng.int(0, 1200), whenStaged: rng.next() < 0.5 };
+          plan = { kind, delayMs: rng.int(0, maxDelayMs()), whenStaged: rng.next() < 0.5 };
         }
       }
       const ctx = `seed ${SEED}, lifetime ${lifetime} (from version ${lastC}), ${describePlan(plan)}`;
@@ -358,6 +367,7 @@ test('kill -9 during compaction at random points: the vault always restores what
         `kill ${kills}: ${describePlan(plan)}, C=${c}, restore ${r.version}${r.inFlight ? ' in flight' : ''} (generation ${r.generation}, base ${r.baseVersion})` +
           `${during ? `; mid-compaction: staging [${staging.join(',')}], ${unswitched.length} unswitched pack(s), ${temps.length} temp file(s) in pages/` : ''}`,
       );
+      if (plan.kind !== 'none' && plan.delayMs !== undefined && plan.delayMs > 0 && !plan.whenStaged) versionsPerMs = (c - lastC) / plan.delayMs;
       lastC = c;
     }
   } finally {
